@@ -5,7 +5,8 @@
 # the C loader and dequantisers are checked against code Cortex did not write.
 #
 #   check                          exit 0 when gguf and numpy import
-#   dequant TYPE IN OUT            IN: raw blocks of ggml TYPE (e.g. q4_k); OUT: float32 values
+#   dequant TYPE IN OUT [...]      IN: raw blocks of ggml TYPE (e.g. q4_k); OUT: float32 values;
+#                                  repeat the triple for more types
 #   inspect GGUF DIR               DIR/meta.json: every metadata key/value as one JSON object;
 #                                  DIR/tensors.txt: one line per tensor:
 #                                  name ggml_type ne0,ne1,.. absolute_offset nbytes
@@ -27,13 +28,14 @@ def main(argv):
     if cmd == "check":
         return 0
     if cmd == "dequant":
-        qtype = gguf.GGMLQuantizationType[argv[1].upper()]
-        raw = np.fromfile(argv[2], dtype=np.uint8)
-        if qtype == gguf.GGMLQuantizationType.F32:
-            out = raw.view(np.float32)
-        else:
-            out = dequantize(raw, qtype)
-        np.asarray(out, dtype="<f4").reshape(-1).tofile(argv[3])
+        for i in range(1, len(argv), 3):
+            qtype = gguf.GGMLQuantizationType[argv[i].upper()]
+            raw = np.fromfile(argv[i + 1], dtype=np.uint8)
+            if qtype == gguf.GGMLQuantizationType.F32:
+                out = raw.view(np.float32)
+            else:
+                out = dequantize(raw, qtype)
+            np.asarray(out, dtype="<f4").reshape(-1).tofile(argv[i + 2])
         return 0
 
     reader = gguf.GGUFReader(argv[1])

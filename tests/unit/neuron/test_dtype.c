@@ -390,31 +390,40 @@ static void random_blocks(enum dtype t, uint8_t *buf, size_t nblocks)
 START_TEST(test_against_gguf_package)
 {
     char *dir = fixture_tmpdir();
-    char *in = xasprintf("%s/blocks.bin", dir), *out = xasprintf("%s/values.bin", dir);
+    char *in[DTYPE_COUNT], *out[DTYPE_COUNT];
+    uint8_t *blocks[DTYPE_COUNT];
+    size_t n[DTYPE_COUNT];
+    const char *args[2 + 3 * DTYPE_COUNT] = {"dequant"};
     for (int t = 0; t < DTYPE_COUNT; t++) {
         size_t nblocks = dtype_block_elems((enum dtype)t) == 1 ? 512 : 16;
-        size_t n = nblocks * dtype_block_elems((enum dtype)t);
         size_t bytes = nblocks * dtype_block_bytes((enum dtype)t);
-        uint8_t *blocks = xmalloc(bytes);
-        random_blocks((enum dtype)t, blocks, nblocks);
-        fixture_write(in, blocks, bytes);
-        const char *args[] = {"dequant", dtype_name((enum dtype)t), in, out, NULL};
-        ck_assert_int_eq(fixture_run_reference(args), 0);
+        n[t] = nblocks * dtype_block_elems((enum dtype)t);
+        blocks[t] = xmalloc(bytes);
+        random_blocks((enum dtype)t, blocks[t], nblocks);
+        in[t] = xasprintf("%s/%s.blocks", dir, dtype_name((enum dtype)t));
+        out[t] = xasprintf("%s/%s.values", dir, dtype_name((enum dtype)t));
+        fixture_write(in[t], blocks[t], bytes);
+        args[1 + 3 * t] = dtype_name((enum dtype)t);
+        args[2 + 3 * t] = in[t];
+        args[3 + 3 * t] = out[t];
+    }
+    ck_assert_int_eq(fixture_run_reference(args), 0);
+    for (int t = 0; t < DTYPE_COUNT; t++) {
         size_t len;
-        float *ref = fixture_read(out, &len);
-        ck_assert_uint_eq(len, n * sizeof(float));
-        float *got = xmalloc(n * sizeof(float));
-        dtype_dequant_row((enum dtype)t, blocks, got, n);
+        float *ref = fixture_read(out[t], &len);
+        ck_assert_uint_eq(len, n[t] * sizeof(float));
+        float *got = xmalloc(n[t] * sizeof(float));
+        dtype_dequant_row((enum dtype)t, blocks[t], got, n[t]);
         /* the same float operations in the same order: results are bit-identical */
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n[t]; i++)
             ck_assert_msg(got[i] == ref[i], "%s element %zu: got %.9g, gguf says %.9g",
                           dtype_name((enum dtype)t), i, (double)got[i], (double)ref[i]);
         free(got);
         free(ref);
-        free(blocks);
+        free(blocks[t]);
+        free(in[t]);
+        free(out[t]);
     }
-    free(in);
-    free(out);
     fixture_rmdir(dir);
 }
 END_TEST
