@@ -1,7 +1,7 @@
 -- sql/0006_views.sql — views for operators, analysts and the gateways.
 --
--- What: fleet_status, device_status, model_status, placement_status and catalogue (current
--- state); model_usage, model_latency, node_utilisation and key_usage (hourly or daily facts
+-- What: fleet_status, device_status, model_status, placement_status, catalogue and routes
+-- (current state); model_usage, model_latency, node_utilisation and key_usage (hourly or daily facts
 -- from cortex.requests); recent_events; help (the function reference).
 -- Why: operators and analysts work from psql; these views answer the common questions without
 -- joins, and compute liveness with the database clock. Usage views aggregate over all retained
@@ -264,6 +264,41 @@ COMMENT ON COLUMN cortex.catalogue.ready_replicas IS 'Ready placements of the mo
 COMMENT ON COLUMN cortex.catalogue.context_length IS 'Configured context length, if any.';
 COMMENT ON COLUMN cortex.catalogue.display_name IS 'Human-friendly name.';
 COMMENT ON COLUMN cortex.catalogue.created_at IS 'When the model or alias was created.';
+
+CREATE VIEW cortex.routes AS
+SELECT pl.id AS placement_id,
+       m.id AS model_id,
+       m.name AS model,
+       n.id AS node_id,
+       n.name AS node,
+       n.endpoint,
+       cortex.node_liveness(n.last_heartbeat_at) AS liveness,
+       n.draining,
+       n.queue_depth,
+       n.active_sequences,
+       pl.ready_at,
+       pl.last_used_at
+  FROM cortex.placements pl
+  JOIN cortex.models m ON m.id = pl.model_id
+  JOIN cortex.nodes n ON n.id = pl.node_id
+ WHERE pl.state = 'ready' AND m.enabled AND n.marked_down_at IS NULL;
+COMMENT ON VIEW cortex.routes IS
+    'Ready replicas a gateway may route to (its routing snapshot): re-read on NOTIFY '
+    'cortex_placement / cortex_node / cortex_catalogue and periodically. Prefer alive, '
+    'non-draining nodes with short queues; dead nodes are listed until the scheduler marks '
+    'them down.';
+COMMENT ON COLUMN cortex.routes.placement_id IS 'Placement id (for cortex.placements_touch).';
+COMMENT ON COLUMN cortex.routes.model_id IS 'Model id.';
+COMMENT ON COLUMN cortex.routes.model IS 'Canonical model name to send to the neuron.';
+COMMENT ON COLUMN cortex.routes.node_id IS 'Node id.';
+COMMENT ON COLUMN cortex.routes.node IS 'Node name.';
+COMMENT ON COLUMN cortex.routes.endpoint IS 'Neuron base URL.';
+COMMENT ON COLUMN cortex.routes.liveness IS 'alive, late or dead (database clock).';
+COMMENT ON COLUMN cortex.routes.draining IS 'True while the node drains (avoid for new work).';
+COMMENT ON COLUMN cortex.routes.queue_depth IS 'Queued requests at the latest heartbeat.';
+COMMENT ON COLUMN cortex.routes.active_sequences IS 'Decoding sequences at the latest heartbeat.';
+COMMENT ON COLUMN cortex.routes.ready_at IS 'When the replica became ready.';
+COMMENT ON COLUMN cortex.routes.last_used_at IS 'Latest use reported by a gateway.';
 
 ------------------------------------------------------------------------------------------------
 -- request analytics

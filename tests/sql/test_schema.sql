@@ -3,7 +3,7 @@
 -- The expected lists are written out here on purpose: a migration that drops or renames
 -- something the processes rely on must fail this file.
 BEGIN;
-SELECT plan(94);
+SELECT plan(95);
 
 SELECT has_schema('cortex');
 SELECT has_schema('cortex_part');
@@ -15,7 +15,7 @@ SELECT tables_are('cortex', ARRAY[
 ]);
 SELECT views_are('cortex', ARRAY[
     'placement_transitions', 'fleet_status', 'device_status', 'model_status', 'placement_status',
-    'catalogue', 'model_usage', 'model_latency', 'node_utilisation', 'key_usage',
+    'catalogue', 'routes', 'model_usage', 'model_latency', 'node_utilisation', 'key_usage',
     'recent_events', 'help'
 ]);
 SELECT functions_are('cortex', ARRAY[
@@ -98,6 +98,9 @@ SELECT columns_are('cortex', 'placement_status', ARRAY['placement_id', 'model', 
     'created_at', 'ready_at', 'ended_at']);
 SELECT columns_are('cortex', 'catalogue', ARRAY['name', 'kind', 'model', 'model_id', 'servable',
     'ready_replicas', 'context_length', 'display_name', 'created_at']);
+SELECT columns_are('cortex', 'routes', ARRAY['placement_id', 'model_id', 'model', 'node_id',
+    'node', 'endpoint', 'liveness', 'draining', 'queue_depth', 'active_sequences', 'ready_at',
+    'last_used_at']);
 SELECT columns_are('cortex', 'model_usage', ARRAY['hour', 'model', 'requests', 'errors',
     'server_errors', 'cancelled', 'cold_starts', 'tokens_in', 'tokens_out', 'tokens_cached',
     'avg_decode_tps']);

@@ -3,7 +3,7 @@
 BEGIN;
 SET LOCAL client_min_messages = warning;
 SET LOCAL timezone = 'UTC';
-SELECT plan(20);
+SELECT plan(22);
 
 -- 100 successful warm requests of model vw-a at 10:xx with ttft 1..100 ms and total 10x that,
 -- 4 more in the same hour: a 500, a 429, a cancelled one and a cold start; 2 for vw-b at 11:xx.
@@ -93,6 +93,11 @@ SELECT is((SELECT ready_replicas FROM cortex.catalogue WHERE name = 'vw-alias'),
 SELECT is((SELECT ARRAY[reserved_bytes::text, models::text, device] FROM cortex.device_status
             WHERE node = 'vw-n1'),
           ARRAY['400', '{vw-held}', 'cuda:0'], 'device_status: reservation and models per device');
+SELECT results_eq(
+    $$SELECT model, node, endpoint, liveness FROM cortex.routes
+       WHERE placement_id = (SELECT id FROM pl)$$,
+    $$VALUES ('vw-held'::text, 'vw-n1'::text, 'http://vw-n1:8400'::text, 'alive'::text)$$,
+    'routes lists the ready replica with its endpoint');
 SELECT is((SELECT ready_replicas FROM cortex.model_status WHERE model = 'vw-held'), 1::bigint,
           'model_status counts the ready replica');
 SELECT is((SELECT idle_for FROM cortex.placement_status WHERE placement_id = (SELECT id FROM pl)),
@@ -105,6 +110,9 @@ SELECT cortex.set_setting('heartbeat_grace', '1 minute') \g /dev/null
 UPDATE cortex.nodes SET last_heartbeat_at = now() - interval '2 minutes' WHERE name = 'vw-n1';
 SELECT is((SELECT liveness FROM cortex.fleet_status WHERE node = 'vw-n1'), 'dead',
           'fleet_status follows the heartbeat_grace setting');
+SELECT cortex.mark_dead_nodes((SELECT epoch FROM fx)) \g /dev/null
+SELECT is_empty('SELECT 1 FROM cortex.routes WHERE node = ''vw-n1''',
+                'a node marked down leaves the routes');
 SELECT is((SELECT servable FROM cortex.catalogue WHERE name = 'vw-nowhere'), false,
           'a model nobody holds stays unservable');
 SELECT ok((SELECT count(*) >= 20 FROM cortex.help WHERE audience = 'admin'),
