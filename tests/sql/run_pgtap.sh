@@ -56,6 +56,7 @@ suffix="$$_$(date +%s)_$RANDOM"
 db1="cortex_test_$suffix"
 db2="cortex_test_${suffix}_race"
 tmp=$(mktemp -d)
+# shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
     admin_psql -c "DROP DATABASE IF EXISTS $db1 WITH (FORCE)" -c "DROP DATABASE IF EXISTS $db2 WITH (FORCE)" >/dev/null 2>&1
     rm -rf "$tmp"
