@@ -57,7 +57,9 @@ END
 $$;
 COMMENT ON FUNCTION cortex.lease_acquire(text, interval) IS
     'scheduler: takes the leader lease when it is free or expired (new epoch) or renews it when '
-    'the holder already has it; returns the epoch held, or NULL when another scheduler leads.';
+    'the holder already has it; returns the epoch held, or NULL when another scheduler leads or '
+    'a leader''s write transaction holds the lease row (try again at the next tick). A leader '
+    'renews with lease_renew.';
 
 CREATE FUNCTION cortex.lease_renew(holder text, epoch bigint, duration interval DEFAULT NULL)
 RETURNS boolean
