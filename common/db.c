@@ -34,6 +34,8 @@ struct db {
     char *last_connect_error; /* why the last attempt failed; quoted while backing off */
     uint64_t rng;             /* jitter state (splitmix64) */
 
+    char *fatal; /* a FATAL message the server sent outside a query: the session is over */
+
     char **channels; /* LISTEN registrations, re-issued after every reconnect */
     size_t n_channels, cap_channels;
 
@@ -83,6 +85,19 @@ static void db_disconnect(db_t *db)
 {
     PQfinish(db->conn);
     db->conn = NULL;
+    free(db->fatal);
+    db->fatal = NULL;
+}
+
+/* libpq reports messages that arrive outside a query (NOTICEs, and the FATAL a backend sends
+ * before it exits, e.g. on pg_terminate_backend or shutdown) here instead of printing them. A
+ * FATAL one ends the session, and its text is the best explanation of the loss. Other notices
+ * are dropped until common/log lands. */
+static void db_on_notice(void *arg, const char *message)
+{
+    db_t *db = arg;
+    if (strncmp(message, "FATAL:", 6) == 0 && db->fatal == NULL)
+        db->fatal = xstrdup(message);
 }
 
 /* A conninfo that libpq will expand (rather than take as a bare database name) is checked for
@@ -152,7 +167,7 @@ void db_destroy(db_t *db)
 
 bool db_is_connected(const db_t *db)
 {
-    return db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK;
+    return db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK && db->fatal == NULL;
 }
 
 void db_reset(db_t *db)
@@ -195,9 +210,10 @@ static PGresult *db_exec_raw(db_t *db, const char *sql, int nparams, const char 
         msg = PQerrorMessage(db->conn);
     if (msg[0] == '\0')
         msg = "unexpected result status";
+    if (db->fatal)
+        msg = db->fatal; /* why the server ended the session beats "closed unexpectedly" */
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    db_error_kind_t kind =
-            PQstatus(db->conn) == CONNECTION_OK ? DB_ERROR_QUERY : DB_ERROR_CONNECTION;
+    db_error_kind_t kind = db_is_connected(db) ? DB_ERROR_QUERY : DB_ERROR_CONNECTION;
     db_set_error(db, kind, state, msg);
     PQclear(res);
     return NULL;
@@ -279,6 +295,8 @@ static int db_connect_once(db_t *db)
 
     db->attempts++;
     db->conn = PQconnectdbParams(keys, vals, 1);
+    if (db->conn != NULL)
+        PQsetNoticeProcessor(db->conn, db_on_notice, db);
     if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
         const char *msg = db->conn ? PQerrorMessage(db->conn) : "out of memory";
         free(db->last_connect_error);
@@ -420,10 +438,10 @@ int db_consume_notifications(db_t *db, db_notify_fn fn, void *ud)
         db_set_error(db, DB_ERROR_CONNECTION, NULL, "not connected to PostgreSQL");
         return -1;
     }
-    /* Deliver what was already read even when the read fails: those notifications happened. */
-    bool lost = PQconsumeInput(db->conn) == 0;
-    if (lost)
-        db_set_error(db, DB_ERROR_CONNECTION, NULL, PQerrorMessage(db->conn));
+    /* Deliver what was already read even when the read fails: those notifications happened.
+     * PQnotifies also parses what was read, which is when a FATAL from the server shows up. */
+    bool read_failed = PQconsumeInput(db->conn) == 0;
+    char *read_error = read_failed ? xstrdup(PQerrorMessage(db->conn)) : NULL;
     int delivered = 0;
     PGnotify *n;
     while ((n = PQnotifies(db->conn)) != NULL) {
@@ -431,5 +449,10 @@ int db_consume_notifications(db_t *db, db_notify_fn fn, void *ud)
         PQfreemem(n);
         delivered++;
     }
-    return lost ? -1 : delivered;
+    if (!read_failed && db->fatal == NULL)
+        return delivered;
+    db_set_error(db, DB_ERROR_CONNECTION, NULL, db->fatal ? db->fatal : read_error);
+    free(read_error);
+    db_disconnect(db); /* the session is over, whether or not libpq has seen the EOF yet */
+    return -1;
 }

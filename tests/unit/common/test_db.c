@@ -370,11 +370,27 @@ START_TEST(test_reconnect_after_terminate)
     wait_notification(db, &n);
     ck_assert_str_eq(n.payload, "after");
 
+    /* A listener waiting in poll() learns of the loss from db_consume_notifications. */
+    snprintf(pid, sizeof pid, "%d", db_backend_pid(db));
+    ck_assert_int_eq(
+            db_query_value(killer, "SELECT pg_terminate_backend($1::int, 10000)", 1, params, &v),
+            1);
+    free(v);
+    struct pollfd pfd = {.fd = db_socket(db), .events = POLLIN};
+    ck_assert_int_eq(poll(&pfd, 1, 10000), 1);
+    ck_assert_int_eq(db_consume_notifications(db, on_notify, &n), -1);
+    ck_assert_int_eq(db_last_error_kind(db), DB_ERROR_CONNECTION);
+    ck_assert_msg(strstr(db_last_error(db), "administrator command") != NULL, "%s",
+                  db_last_error(db));
+    ck_assert(!db_is_connected(db));
+    ck_assert_int_eq(db_ensure(db), 0);
+    ck_assert_uint_eq(db_generation(db), gen + 2);
+
     /* db_reset drops the session; the next db_ensure makes a new one at once. */
     db_reset(db);
     ck_assert(!db_is_connected(db));
     ck_assert_int_eq(db_ensure(db), 0);
-    ck_assert_uint_eq(db_generation(db), gen + 2);
+    ck_assert_uint_eq(db_generation(db), gen + 3);
     db_destroy(db);
     db_destroy(killer);
 }

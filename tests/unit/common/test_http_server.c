@@ -597,6 +597,33 @@ START_TEST(test_deferred_reply)
 }
 END_TEST
 
+START_TEST(test_deferred_then_stream)
+{
+    /* The gateway's pattern: defer, learn the upstream status elsewhere, then stream. */
+    http_server_t *s = start_server(0);
+    struct fetch f;
+    fetch_init(&f, s, "GET", "/deferred");
+    pthread_t t;
+    pthread_create(&t, NULL, fetch_run, &f);
+    shared_wait(&shared.n_deferred, 1);
+    http_stream_t *st = http_stream_start(shared.deferred[0], 200, "text/event-stream", NULL, NULL);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_ptr_null(http_stream_start(shared.deferred[0], 200, "text/plain", NULL, NULL));
+    ck_assert_int_eq(http_stream_write(st, "data: first\n\n", 13), HTTP_STREAM_OK);
+    shared_wait(&f.events, 1);
+    ck_assert_int_eq(http_stream_write(st, "data: second\n\n", 14), HTTP_STREAM_OK);
+    http_stream_close(st);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(f.rc, CURLE_OK);
+    ck_assert_int_eq(f.status, 200);
+    ck_assert_uint_eq(f.len, 27);
+    ck_assert_str_eq(f.data, "data: first\n\ndata: second\n\n");
+    ck_assert_int_eq(shared.gone, 0);
+    fetch_free(&f);
+    http_server_destroy(s);
+}
+END_TEST
+
 START_TEST(test_deferred_client_gone)
 {
     http_server_t *s = start_server(0);
@@ -888,6 +915,7 @@ int main(void)
     tcase_add_test(tc, test_extra_headers_and_no_answer);
     tcase_add_test(tc, test_body_limit);
     tcase_add_test(tc, test_deferred_reply);
+    tcase_add_test(tc, test_deferred_then_stream);
     tcase_add_test(tc, test_deferred_client_gone);
     tcase_add_test(tc, test_stream_incremental);
     tcase_add_test(tc, test_stream_client_disconnect);
