@@ -7,8 +7,10 @@
  *
  * - The connection string is any libpq conninfo ("host=a,b port=1,2 target_session_attrs=
  *   read-write ...") or URI ("postgresql://..."). Multi-host failover is libpq's own: hosts are
- *   tried in order, connect_timeout applies to each. Options from db_options_t (keepalives,
- *   connect_timeout, application name) are defaults: a value in the user's string wins.
+ *   tried in order, connect_timeout applies to each. Options from db_options_t that are
+ *   connection parameters (keepalives, connect_timeout, application name) are defaults: a value
+ *   in the user's string wins. statement_timeout_ms, when set, is applied with set_config()
+ *   after each connect and so overrides an "options=-c statement_timeout=..." in the string.
  * - db_create never connects. db_ensure connects or reconnects, but never more often than a
  *   jittered exponential backoff allows (initial 100 ms doubling to 10 s, each delay +-25%), so a
  *   loop calling it while Postgres is down does not hammer the server. The first attempt after

@@ -97,7 +97,7 @@ void http_client_cancel_fire(http_client_cancel_t *cancel)
 
 bool http_client_cancel_fired(const http_client_cancel_t *cancel)
 {
-    return atomic_load(&((http_client_cancel_t *)cancel)->fired);
+    return atomic_load(&cancel->fired);
 }
 
 static void http_client_cancel_attach(http_client_cancel_t *cancel, CURLM *multi)

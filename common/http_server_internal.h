@@ -11,13 +11,14 @@
  *   callback; short-lived ones taken by the hang-up watcher and at shutdown. The last release
  *   frees it.
  * - Fields above `mu` are written only on the server thread before the handler runs and are
- *   read-only afterwards. Fields below are guarded by mu.
+ *   read-only afterwards, except prev/next (the server's list, guarded by server->mu). Fields
+ *   below `mu` are guarded by it.
  * - conn is valid while !completed. The connection is suspended by us (suspended == true) only
  *   from a libmicrohttpd callback on its thread, and only while !client_gone; it is resumed
  *   exactly once per suspension, under mu, by whoever first has a reason (new data, a reply,
  *   close, a hang-up, shutdown). libmicrohttpd never completes a suspended connection, so
  *   "suspended" implies conn is valid. Lock order: request mu, then libmicrohttpd's locks;
- *   server mu and request mu are never held together except server mu -> request mu.
+ *   server mu and a request's mu are never held together.
  */
 #ifndef CORTEX_HTTP_SERVER_INTERNAL_H
 #define CORTEX_HTTP_SERVER_INTERNAL_H
