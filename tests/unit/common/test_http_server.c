@@ -1,0 +1,933 @@
+/*
+ * tests/unit/common/test_http_server.c — common/http_server, http_request and http_stream on a
+ * real server bound to 127.0.0.1, driven by libcurl (and a raw socket where curl would hide
+ * what is being checked).
+ *
+ * Covers: routing (exact, wildcard, 404, 405 + Allow, HEAD), query string and headers, body
+ * buffering and the 413 limit (announced and chunked), request ids, extra reply headers, a
+ * handler that forgets to answer, deferred replies from another thread, streams delivered
+ * chunk by chunk, client disconnects seen by the producer (streams and deferred requests),
+ * backpressure, 200 concurrent streams, and shutdown with open streams.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http_server.h"
+#include "xalloc.h"
+
+#define MAX_BODY     (1u << 20)
+#define WAIT_MS      10000 /* deadline for anything that should happen "at once" */
+#define MANY_STREAMS 200
+
+/* ---- what the handlers share with the test body ----------------------------------------- */
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    http_stream_t *streams[MANY_STREAMS];
+    int n_streams;
+    http_request_t *deferred[8];
+    int n_deferred;
+    int gone;
+} shared = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static void shared_reset(void)
+{
+    pthread_mutex_lock(&shared.mu);
+    shared.n_streams = shared.n_deferred = shared.gone = 0;
+    pthread_mutex_unlock(&shared.mu);
+}
+
+static struct timespec deadline_in(int ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return ts;
+}
+
+/* Waits until *counter >= want (under shared.mu); fails the test after WAIT_MS. */
+static void shared_wait(const int *counter, int want)
+{
+    struct timespec dl = deadline_in(WAIT_MS);
+    pthread_mutex_lock(&shared.mu);
+    while (*counter < want) {
+        if (pthread_cond_timedwait(&shared.cond, &shared.mu, &dl) == ETIMEDOUT)
+            break;
+    }
+    int got = *counter;
+    pthread_mutex_unlock(&shared.mu);
+    ck_assert_msg(got >= want, "waited for %d, got %d", want, got);
+}
+
+static void on_gone(void *ud)
+{
+    pthread_mutex_lock(&shared.mu);
+    shared.gone++;
+    pthread_cond_broadcast(&shared.cond);
+    pthread_mutex_unlock(&shared.mu);
+}
+
+/* ---- handlers --------------------------------------------------------------------------- */
+
+static void h_models(http_request_t *req, void *ud)
+{
+    json_t *j = json_pack("{s:s, s:[]}", "object", "list", "data");
+    http_request_reply_json(req, 200, j);
+    json_decref(j);
+}
+
+static void h_model(http_request_t *req, void *ud)
+{
+    json_t *j = json_pack("{s:s}", "id", http_request_wildcard(req));
+    http_request_reply_json(req, 200, j);
+    json_decref(j);
+}
+
+static void h_echo(http_request_t *req, void *ud)
+{
+    size_t len;
+    const char *body = http_request_body(req, &len);
+    const char *q = http_request_query_param(req, "q");
+    const char *flag = http_request_query_param(req, "flag");
+    const char *xt = http_request_header(req, "x-TEST");
+    json_t *j = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:I, s:s#, s:s, s:s}", "method",
+                          http_request_method(req), "path", http_request_path(req), "query",
+                          http_request_query(req), "q", q ? json_string(q) : json_null(), "flag",
+                          flag ? json_string(flag) : json_null(), "x_test",
+                          xt ? json_string(xt) : json_null(), "body_len", (json_int_t)len,
+                          "body_head", body, len < 32 ? len : (size_t)32, "id",
+                          http_request_id(req), "client", http_request_client_addr(req));
+    http_request_reply_json(req, 200, j); /* a NULL j would answer "null": the test fails */
+    json_decref(j);
+}
+
+static void h_retry(http_request_t *req, void *ud)
+{
+    http_request_add_reply_header(req, "Retry-After", "7");
+    http_request_add_reply_header(req, "Bad\r\nHeader", "x"); /* refused, not sent */
+    http_request_reply_text(req, 503, "busy");
+}
+
+static void h_noanswer(http_request_t *req, void *ud)
+{
+}
+
+static void h_deferred(http_request_t *req, void *ud)
+{
+    http_request_defer(req, on_gone, NULL);
+    pthread_mutex_lock(&shared.mu);
+    shared.deferred[shared.n_deferred++] = req;
+    pthread_cond_broadcast(&shared.cond);
+    pthread_mutex_unlock(&shared.mu);
+}
+
+static void h_stream(http_request_t *req, void *ud)
+{
+    http_stream_t *st = http_stream_start(req, 200, "text/event-stream", on_gone, NULL);
+    if (st == NULL)
+        return; /* the test waiting for this stream fails at its deadline */
+    pthread_mutex_lock(&shared.mu);
+    shared.streams[shared.n_streams++] = st;
+    pthread_cond_broadcast(&shared.cond);
+    pthread_mutex_unlock(&shared.mu);
+}
+
+static const http_route_t routes[] = {
+        {"GET", "/v1/models", h_models},  {"GET", "/v1/models/*", h_model},
+        {"POST", "/echo", h_echo},        {"GET", "/retry", h_retry},
+        {"GET", "/noanswer", h_noanswer}, {"GET", "/deferred", h_deferred},
+        {"GET", "/stream", h_stream},
+};
+
+static http_server_t *start_server_threads(size_t stream_max_queued, unsigned threads)
+{
+    http_server_config_t cfg = {.listen = "127.0.0.1:0",
+                                .threads = threads,
+                                .routes = routes,
+                                .n_routes = sizeof routes / sizeof routes[0],
+                                .max_body_bytes = MAX_BODY,
+                                .stream_max_queued = stream_max_queued};
+    char *err = NULL;
+    http_server_t *s = http_server_create(&cfg, &err);
+    ck_assert_msg(s != NULL, "http_server_create: %s", err ? err : "?");
+    ck_assert_uint_gt(http_server_port(s), 0);
+    shared_reset();
+    return s;
+}
+
+static http_server_t *start_server(size_t stream_max_queued)
+{
+    return start_server_threads(stream_max_queued, 1);
+}
+
+/* ---- a small libcurl client ------------------------------------------------------------- */
+
+struct fetch {
+    /* in */
+    const char *method;
+    char url[256];
+    const char *body;
+    size_t body_len;
+    bool chunked;
+    const char *header; /* one extra "Name: value" or NULL */
+    long timeout_ms;
+    int abort_after_events; /* > 0: drop the connection after this many "\n\n" events */
+    /* out */
+    CURLcode rc;
+    long status;
+    char *data;
+    size_t len;
+    char *headers;
+    size_t headers_len;
+    int events; /* complete "\n\n"-terminated events seen; under shared.mu */
+    size_t upload_pos;
+};
+
+static size_t fetch_on_data(char *p, size_t size, size_t n, void *ud)
+{
+    struct fetch *f = ud;
+    f->data = xrealloc(f->data, f->len + n + 1);
+    memcpy(f->data + f->len, p, n);
+    f->len += n;
+    f->data[f->len] = '\0';
+    int events = 0;
+    for (const char *e = f->data; (e = strstr(e, "\n\n")) != NULL; e += 2)
+        events++;
+    pthread_mutex_lock(&shared.mu);
+    f->events = events;
+    pthread_cond_broadcast(&shared.cond);
+    pthread_mutex_unlock(&shared.mu);
+    if (f->abort_after_events > 0 && events >= f->abort_after_events)
+        return 0; /* makes libcurl fail the transfer and close the connection */
+    return n;
+}
+
+static size_t fetch_on_header(char *p, size_t size, size_t n, void *ud)
+{
+    struct fetch *f = ud;
+    f->headers = xrealloc(f->headers, f->headers_len + n + 1);
+    memcpy(f->headers + f->headers_len, p, n);
+    f->headers_len += n;
+    f->headers[f->headers_len] = '\0';
+    return n;
+}
+
+static size_t fetch_on_upload(char *p, size_t size, size_t n, void *ud)
+{
+    struct fetch *f = ud;
+    size_t left = f->body_len - f->upload_pos;
+    size_t take = left < size * n ? left : size * n;
+    memset(p, 'u', take);
+    f->upload_pos += take;
+    return take;
+}
+
+static void fetch_init(struct fetch *f, http_server_t *s, const char *method, const char *path)
+{
+    memset(f, 0, sizeof *f);
+    f->method = method;
+    snprintf(f->url, sizeof f->url, "http://127.0.0.1:%u%s", http_server_port(s), path);
+}
+
+static void *fetch_run(void *arg)
+{
+    struct fetch *f = arg;
+    CURL *c = curl_easy_init();
+    struct curl_slist *hl = NULL;
+    curl_easy_setopt(c, CURLOPT_URL, f->url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, fetch_on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, fetch_on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, f);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, f->timeout_ms ? f->timeout_ms : 30000L);
+    if (strcmp(f->method, "HEAD") == 0)
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    else if (strcmp(f->method, "GET") != 0)
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, f->method);
+    if (f->chunked) {
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, fetch_on_upload);
+        curl_easy_setopt(c, CURLOPT_READDATA, f);
+        hl = curl_slist_append(hl, "Transfer-Encoding: chunked");
+        hl = curl_slist_append(hl, "Expect:");
+    } else if (f->body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, f->body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)f->body_len);
+    }
+    if (f->header)
+        hl = curl_slist_append(hl, f->header);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    f->rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &f->status);
+    curl_easy_cleanup(c);
+    curl_slist_free_all(hl);
+    return NULL;
+}
+
+static void fetch_free(struct fetch *f)
+{
+    free(f->data);
+    free(f->headers);
+}
+
+/* The value of a response header (first match, case-insensitive) in a static buffer, or NULL. */
+static const char *fetch_header(const struct fetch *f, const char *name)
+{
+    static char value[256];
+    size_t nlen = strlen(name);
+    for (const char *line = f->headers; line && *line;) {
+        const char *eol = strstr(line, "\r\n");
+        size_t len = eol ? (size_t)(eol - line) : strlen(line);
+        if (len > nlen && strncasecmp(line, name, nlen) == 0 && line[nlen] == ':') {
+            const char *v = line + nlen + 1;
+            while (*v == ' ')
+                v++;
+            snprintf(value, sizeof value, "%.*s", (int)(len - (size_t)(v - line)), v);
+            return value;
+        }
+        line = eol ? eol + 2 : NULL;
+    }
+    return NULL;
+}
+
+static json_t *fetch_json(const struct fetch *f)
+{
+    json_error_t e;
+    json_t *j = json_loadb(f->data ? f->data : "", f->len, JSON_ALLOW_NUL, &e);
+    ck_assert_msg(j != NULL, "bad JSON (%s): %.*s", e.text, (int)f->len, f->data ? f->data : "");
+    return j;
+}
+
+static bool is_hex32(const char *s)
+{
+    if (s == NULL || strlen(s) != 32)
+        return false;
+    return strspn(s, "0123456789abcdef") == 32;
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+START_TEST(test_routing)
+{
+    http_server_t *s = start_server(0);
+    struct fetch f;
+
+    fetch_init(&f, s, "GET", "/v1/models");
+    fetch_run(&f);
+    ck_assert_int_eq(f.rc, CURLE_OK);
+    ck_assert_int_eq(f.status, 200);
+    ck_assert_str_eq(f.data, "{\"object\":\"list\",\"data\":[]}");
+    ck_assert_str_eq(fetch_header(&f, "Content-Type"), "application/json");
+    fetch_free(&f);
+
+    fetch_init(&f, s, "GET", "/v1/models/qwen%2Fqwen3-27b?x=1");
+    fetch_run(&f);
+    ck_assert_int_eq(f.status, 200);
+    ck_assert_str_eq(f.data, "{\"id\":\"qwen/qwen3-27b\"}");
+    fetch_free(&f);
+
+    const char *missing[] = {"/nope", "/v1/models/", "/v1/modelsx", "/v1"};
+    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++) {
+        fetch_init(&f, s, "GET", missing[i]);
+        fetch_run(&f);
+        ck_assert_msg(f.status == 404, "%s gave %ld", missing[i], f.status);
+        json_t *j = fetch_json(&f);
+        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "type")),
+                         "not_found_error");
+        json_decref(j);
+        fetch_free(&f);
+    }
+
+    fetch_init(&f, s, "DELETE", "/v1/models");
+    fetch_run(&f);
+    ck_assert_int_eq(f.status, 405);
+    ck_assert_str_eq(fetch_header(&f, "Allow"), "GET, HEAD");
+    fetch_free(&f);
+
+    fetch_init(&f, s, "GET", "/echo");
+    fetch_run(&f);
+    ck_assert_int_eq(f.status, 405);
+    ck_assert_str_eq(fetch_header(&f, "Allow"), "POST");
+    fetch_free(&f);
+    http_server_destroy(s);
+}
+END_TEST
+
+START_TEST(test_head)
+{
+    http_server_t *s = start_server(0);
+    struct fetch f;
+    fetch_init(&f, s, "HEAD", "/v1/models");
+    fetch_run(&f);
+    ck_assert_int_eq(f.rc, CURLE_OK);
+    ck_assert_int_eq(f.status, 200);
+    ck_assert_uint_eq(f.len, 0);
+    char expect[16];
+    snprintf(expect, sizeof expect, "%zu", strlen("{\"object\":\"list\",\"data\":[]}"));
+    ck_assert_str_eq(fetch_header(&f, "Content-Length"), expect);
+    fetch_free(&f);
+
+    fetch_init(&f, s, "HEAD", "/echo");
+    fetch_run(&f);
+    ck_assert_int_eq(f.status, 405);
+    fetch_free(&f);
+    http_server_destroy(s);
+}
+END_TEST
+
+START_TEST(test_query_headers_body)
+{
+    http_server_t *s = start_server(0);
+    struct fetch f;
+    fetch_init(&f, s, "POST", "/echo?q=a%20b&flag");
+    static const char body[] = "hello\0world";
+    f.body = body;
+    f.body_len = sizeof body - 1;
+    f.header = "X-Test: yes";
+    fetch_run(&f);
+    ck_assert_int_eq(f.status, 200);
+    json_t *j = fetch_json(&f);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "method")), "POST");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "path")), "/echo");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "query")), "q=a%20b&flag");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "q")), "a b");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "flag")), "");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "x_test")), "yes");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "body_len")), 11);
+    ck_assert_int_eq(json_string_length(json_object_get(j, "body_head")), 11);
+    ck_assert_int_eq(memcmp(json_string_value(json_object_get(j, "body_head")), body, 11), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "client")), "127.0.0.1");
+    json_decref(j);
+    fetch_free(&f);
+
+    /* Exactly the limit is accepted. */
+    fetch_init(&f, s, "POST", "/echo");
+    char *big = xmalloc(MAX_BODY);
+    memset(big, 'b', MAX_BODY);
+    f.body = big;
+    f.body_len = MAX_BODY;
+    fetch_run(&f);
+    ck_assert_int_eq(f.status, 200);
+    j = fetch_json(&f);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "body_len")), MAX_BODY);
+    json_decref(j);
+    fetch_free(&f);
+    free(big);
+    http_server_destroy(s);
+}
+END_TEST
+
+START_TEST(test_request_id)
+{
+    http_server_t *s = start_server(0);
+    struct fetch f, g;
+    fetch_init(&f, s, "GET", "/v1/models");
+    fetch_run(&f);
+    char first[64];
+    snprintf(first, sizeof first, "%s", fetch_header(&f, "X-Request-Id"));
+    ck_assert_msg(is_hex32(first), "%s", first);
+    fetch_init(&g, s, "GET", "/v1/models");
+    fetch_run(&g);
+    ck_assert(is_hex32(fetch_header(&g, "X-Request-Id")));
+    ck_assert_str_ne(fetch_header(&g, "X-Request-Id"), first);
+    fetch_free(&f);
+    fetch_free(&g);
+
+    /* A sane client id is used throughout: header and handler both see it. */
+    fetch_init(&f, s, "POST", "/echo");
+    f.header = "X-Request-Id: client-id_1.2:3";
+    f.body = "";
+    fetch_run(&f);
+    ck_assert_str_eq(fetch_header(&f, "X-Request-Id"), "client-id_1.2:3");
+    json_t *j = fetch_json(&f);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "id")), "client-id_1.2:3");
+    json_decref(j);
+    fetch_free(&f);
+
+    /* An unsafe one is replaced. */
+    fetch_init(&f, s, "GET", "/v1/models");
+    f.header = "X-Request-Id: bad id<script>";
+    fetch_run(&f);
+    ck_assert(is_hex32(fetch_header(&f, "X-Request-Id")));
+    fetch_free(&f);
+
+    /* Errors produced by the server carry it too, in the header and the body. */
+    fetch_init(&f, s, "GET", "/nope");
+    fetch_run(&f);
+    j = fetch_json(&f);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "request_id")),
+                     fetch_header(&f, "X-Request-Id"));
+    json_decref(j);
+    fetch_free(&f);
+    http_server_destroy(s);
+}
+END_TEST
+
+START_TEST(test_extra_headers_and_no_answer)
+{
+    http_server_t *s = start_server(0);
+    struct fetch f;
+    fetch_init(&f, s, "GET", "/retry");
+    fetch_run(&f);
+    ck_assert_int_eq(f.status, 503);
+    ck_assert_str_eq(fetch_header(&f, "Retry-After"), "7");
+    ck_assert_ptr_null(fetch_header(&f, "Bad"));
+    ck_assert_str_eq(f.data, "busy");
+    ck_assert_str_eq(fetch_header(&f, "Content-Type"), "text/plain; charset=utf-8");
+    fetch_free(&f);
+
+    fetch_init(&f, s, "GET", "/noanswer");
+    fetch_run(&f);
+    ck_assert_int_eq(f.status, 500);
+    fetch_free(&f);
+    http_server_destroy(s);
+}
+END_TEST
+
+/* Sends raw bytes and returns what comes back until the server closes or WAIT_MS passes. */
+static char *raw_exchange(http_server_t *s, const char *request, size_t *got)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(http_server_port(s)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(send(fd, request, strlen(request), 0), (ssize_t)strlen(request));
+    char *buf = xcalloc(1, 65536);
+    size_t n = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, WAIT_MS) <= 0)
+            break;
+        ssize_t r = recv(fd, buf + n, 65535 - n, 0);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    *got = n;
+    return buf;
+}
+
+START_TEST(test_body_limit)
+{
+    http_server_t *s = start_server(0);
+    /* Announced too large: 413 at once, while the client has sent no body at all. */
+    size_t n;
+    char *resp = raw_exchange(s,
+                              "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n"
+                              "Content-Type: application/json\r\n\r\n",
+                              &n);
+    ck_assert_msg(strncmp(resp, "HTTP/1.1 413", 12) == 0, "%s", resp);
+    ck_assert_ptr_nonnull(strstr(resp, "request_too_large"));
+    free(resp);
+
+    /* Chunked, a little too large: read to the end, then 413. */
+    struct fetch f;
+    fetch_init(&f, s, "POST", "/echo");
+    f.chunked = true;
+    f.body_len = MAX_BODY + MAX_BODY / 2;
+    fetch_run(&f);
+    ck_assert_int_eq(f.rc, CURLE_OK);
+    ck_assert_int_eq(f.status, 413);
+    fetch_free(&f);
+
+    /* Chunked and far too large: the connection is dropped. */
+    fetch_init(&f, s, "POST", "/echo");
+    f.chunked = true;
+    f.body_len = 8 * MAX_BODY;
+    fetch_run(&f);
+    ck_assert_int_ne(f.rc, CURLE_OK);
+    ck_assert_uint_lt(f.upload_pos, 8 * MAX_BODY);
+    fetch_free(&f);
+
+    /* The server still works. */
+    fetch_init(&f, s, "GET", "/v1/models");
+    fetch_run(&f);
+    ck_assert_int_eq(f.status, 200);
+    fetch_free(&f);
+    http_server_destroy(s);
+}
+END_TEST
+
+START_TEST(test_deferred_reply)
+{
+    http_server_t *s = start_server(0);
+    struct fetch f;
+    fetch_init(&f, s, "GET", "/deferred");
+    pthread_t t;
+    pthread_create(&t, NULL, fetch_run, &f);
+    shared_wait(&shared.n_deferred, 1);
+    http_request_t *req = shared.deferred[0];
+    ck_assert_str_eq(http_request_path(req), "/deferred");
+    ck_assert(!http_request_client_gone(req));
+    http_request_add_reply_header(req, "request-id", http_request_id(req));
+    json_t *j = json_pack("{s:b}", "late", 1);
+    http_request_reply_json(req, 202, j); /* from this thread, not the server's */
+    json_decref(j);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(f.rc, CURLE_OK);
+    ck_assert_int_eq(f.status, 202);
+    ck_assert_str_eq(f.data, "{\"late\":true}");
+    ck_assert_str_eq(fetch_header(&f, "request-id"), fetch_header(&f, "X-Request-Id"));
+    ck_assert_int_eq(shared.gone, 0);
+    fetch_free(&f);
+    http_server_destroy(s);
+}
+END_TEST
+
+START_TEST(test_deferred_then_stream)
+{
+    /* The gateway's pattern: defer, learn the upstream status elsewhere, then stream. */
+    http_server_t *s = start_server(0);
+    struct fetch f;
+    fetch_init(&f, s, "GET", "/deferred");
+    pthread_t t;
+    pthread_create(&t, NULL, fetch_run, &f);
+    shared_wait(&shared.n_deferred, 1);
+    http_stream_t *st = http_stream_start(shared.deferred[0], 200, "text/event-stream", NULL, NULL);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_ptr_null(http_stream_start(shared.deferred[0], 200, "text/plain", NULL, NULL));
+    ck_assert_int_eq(http_stream_write(st, "data: first\n\n", 13), HTTP_STREAM_OK);
+    shared_wait(&f.events, 1);
+    ck_assert_int_eq(http_stream_write(st, "data: second\n\n", 14), HTTP_STREAM_OK);
+    http_stream_close(st);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(f.rc, CURLE_OK);
+    ck_assert_int_eq(f.status, 200);
+    ck_assert_uint_eq(f.len, 27);
+    ck_assert_str_eq(f.data, "data: first\n\ndata: second\n\n");
+    ck_assert_int_eq(shared.gone, 0);
+    fetch_free(&f);
+    http_server_destroy(s);
+}
+END_TEST
+
+START_TEST(test_deferred_client_gone)
+{
+    http_server_t *s = start_server(0);
+    struct fetch f;
+    fetch_init(&f, s, "GET", "/deferred");
+    f.timeout_ms = 300; /* the client gives up; the server notices although idle */
+    pthread_t t;
+    pthread_create(&t, NULL, fetch_run, &f);
+    shared_wait(&shared.n_deferred, 1);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(f.rc, CURLE_OPERATION_TIMEDOUT);
+    shared_wait(&shared.gone, 1);
+    ck_assert(http_request_client_gone(shared.deferred[0]));
+    http_request_reply_text(shared.deferred[0], 200, "too late"); /* dropped, releases */
+    fetch_free(&f);
+
+    /* The server is fine afterwards. */
+    fetch_init(&f, s, "GET", "/v1/models");
+    fetch_run(&f);
+    ck_assert_int_eq(f.status, 200);
+    fetch_free(&f);
+    http_server_destroy(s);
+}
+END_TEST
+
+START_TEST(test_stream_incremental)
+{
+    http_server_t *s = start_server(0);
+    struct fetch f;
+    fetch_init(&f, s, "GET", "/stream");
+    pthread_t t;
+    pthread_create(&t, NULL, fetch_run, &f);
+    shared_wait(&shared.n_streams, 1);
+    http_stream_t *st = shared.streams[0];
+    ck_assert_str_eq(http_request_path(http_stream_request(st)), "/stream");
+
+    /* Lock-step: event k is written only after the client has received event k-1, so any
+     * buffering on the way would stall the test (and fail it at the deadline). */
+    char expect[1024] = "";
+    for (int k = 0; k < 20; k++) {
+        char ev[64];
+        snprintf(ev, sizeof ev, "data: {\"k\":%d}\n\n", k);
+        strcat(expect, ev);
+        ck_assert_int_eq(http_stream_write(st, ev, strlen(ev)), HTTP_STREAM_OK);
+        shared_wait(&f.events, k + 1);
+    }
+    http_stream_close(st);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(f.rc, CURLE_OK);
+    ck_assert_int_eq(f.status, 200);
+    ck_assert_str_eq(f.data, expect);
+    ck_assert_str_eq(fetch_header(&f, "Content-Type"), "text/event-stream");
+    ck_assert_str_eq(fetch_header(&f, "Cache-Control"), "no-cache");
+    ck_assert_str_eq(fetch_header(&f, "X-Accel-Buffering"), "no");
+    ck_assert(is_hex32(fetch_header(&f, "X-Request-Id")));
+    ck_assert_ptr_null(fetch_header(&f, "Content-Length"));
+    ck_assert_int_eq(shared.gone, 0); /* a normal end is not "gone" */
+    fetch_free(&f);
+    http_server_destroy(s);
+}
+END_TEST
+
+START_TEST(test_stream_client_disconnect)
+{
+    http_server_t *s = start_server(0);
+    struct fetch f;
+    fetch_init(&f, s, "GET", "/stream");
+    f.abort_after_events = 1;
+    pthread_t t;
+    pthread_create(&t, NULL, fetch_run, &f);
+    shared_wait(&shared.n_streams, 1);
+    http_stream_t *st = shared.streams[0];
+    ck_assert_int_eq(http_stream_write(st, "data: 1\n\n", 9), HTTP_STREAM_OK);
+    pthread_join(t, NULL);
+    ck_assert_int_eq(f.rc, CURLE_WRITE_ERROR); /* the client hung up after one event */
+
+    /* The stream is idle (nothing queued) and still the producer hears of it. */
+    shared_wait(&shared.gone, 1);
+    ck_assert(http_stream_client_gone(st));
+    ck_assert_int_eq(http_stream_write(st, "data: 2\n\n", 9), HTTP_STREAM_GONE);
+    ck_assert_int_eq(http_stream_wait_writable(st, 1000), HTTP_STREAM_GONE);
+    http_stream_close(st);
+    ck_assert_int_eq(shared.gone, 1);
+    fetch_free(&f);
+    http_server_destroy(s);
+}
+END_TEST
+
+START_TEST(test_stream_backpressure)
+{
+    http_server_t *s = start_server(64 << 10);
+    /* A client that sends its request and never reads. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int small = 4096;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(http_server_port(s)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    const char *rq = "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n";
+    ck_assert_int_eq(send(fd, rq, strlen(rq), 0), (ssize_t)strlen(rq));
+    shared_wait(&shared.n_streams, 1);
+    http_stream_t *st = shared.streams[0];
+
+    /* One write larger than the limit fits into an empty queue. */
+    char *chunk = xmalloc(100 << 10);
+    memset(chunk, 'x', 100 << 10);
+    ck_assert_int_eq(http_stream_write(st, chunk, 100 << 10), HTTP_STREAM_OK);
+    /* Keep writing until the socket buffers and the queue are full and stay full: FULL, and no
+     * room coming back within 200 ms (bounded: 256 MiB). */
+    http_stream_result_t rc = HTTP_STREAM_OK;
+    size_t total = 0;
+    while (total < (256u << 20)) {
+        rc = http_stream_write(st, chunk, 16 << 10);
+        if (rc == HTTP_STREAM_OK)
+            total += 16 << 10;
+        else if (rc != HTTP_STREAM_FULL || http_stream_wait_writable(st, 200) != HTTP_STREAM_OK)
+            break;
+    }
+    ck_assert_int_eq(rc, HTTP_STREAM_FULL);
+    ck_assert_int_eq(http_stream_write(st, chunk, 16 << 10), HTTP_STREAM_FULL);
+    close(fd); /* the client goes away with data pending */
+    ck_assert_int_eq(http_stream_wait_writable(st, WAIT_MS), HTTP_STREAM_GONE);
+    shared_wait(&shared.gone, 1);
+    http_stream_close(st);
+    free(chunk);
+    http_server_destroy(s);
+}
+END_TEST
+
+/* Runs MANY_STREAMS GET /stream transfers at once on one libcurl multi handle. */
+struct many {
+    http_server_t *server;
+    struct fetch f[MANY_STREAMS];
+    int done_ok;
+};
+
+static void *many_run(void *arg)
+{
+    struct many *m = arg;
+    CURLM *multi = curl_multi_init();
+    CURL *easy[MANY_STREAMS];
+    for (int i = 0; i < MANY_STREAMS; i++) {
+        fetch_init(&m->f[i], m->server, "GET", "/stream");
+        easy[i] = curl_easy_init();
+        curl_easy_setopt(easy[i], CURLOPT_URL, m->f[i].url);
+        curl_easy_setopt(easy[i], CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEFUNCTION, fetch_on_data);
+        curl_easy_setopt(easy[i], CURLOPT_WRITEDATA, &m->f[i]);
+        curl_easy_setopt(easy[i], CURLOPT_PRIVATE, &m->f[i]);
+        curl_multi_add_handle(multi, easy[i]);
+    }
+    int running = 1;
+    while (running) {
+        curl_multi_perform(multi, &running);
+        if (running)
+            curl_multi_poll(multi, NULL, 0, 1000, NULL);
+    }
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+        if (msg->msg == CURLMSG_DONE && msg->data.result == CURLE_OK)
+            m->done_ok++;
+    }
+    for (int i = 0; i < MANY_STREAMS; i++) {
+        curl_multi_remove_handle(multi, easy[i]);
+        curl_easy_cleanup(easy[i]);
+    }
+    curl_multi_cleanup(multi);
+    return NULL;
+}
+
+START_TEST(test_many_streams)
+{
+    http_server_t *s = start_server_threads(0, 4); /* a pool of polling threads */
+    struct many *m = xcalloc(1, sizeof *m);
+    m->server = s;
+    pthread_t t;
+    pthread_create(&t, NULL, many_run, m);
+    shared_wait(&shared.n_streams, MANY_STREAMS);
+    /* Each stream's events name the stream's own request id, so crossed wires would show. */
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < MANY_STREAMS; i++) {
+            char ev[128];
+            int n = snprintf(ev, sizeof ev, "data: %s %d\n\n",
+                             http_request_id(http_stream_request(shared.streams[i])), round);
+            ck_assert_int_eq(http_stream_write(shared.streams[i], ev, (size_t)n), HTTP_STREAM_OK);
+        }
+    }
+    char ids[MANY_STREAMS][64];
+    for (int i = 0; i < MANY_STREAMS; i++) {
+        snprintf(ids[i], sizeof ids[i], "%s",
+                 http_request_id(http_stream_request(shared.streams[i])));
+        http_stream_close(shared.streams[i]);
+    }
+    pthread_join(t, NULL);
+    ck_assert_int_eq(m->done_ok, MANY_STREAMS);
+    /* Every client got exactly the five events of one stream, in order. */
+    int matched = 0;
+    for (int c = 0; c < MANY_STREAMS; c++) {
+        for (int i = 0; i < MANY_STREAMS; i++) {
+            char expect[512] = "";
+            for (int round = 0; round < 5; round++) {
+                char ev[128];
+                snprintf(ev, sizeof ev, "data: %s %d\n\n", ids[i], round);
+                strcat(expect, ev);
+            }
+            if (m->f[c].data && strcmp(m->f[c].data, expect) == 0) {
+                matched++;
+                break;
+            }
+        }
+    }
+    ck_assert_int_eq(matched, MANY_STREAMS);
+    ck_assert_int_eq(shared.gone, 0);
+    for (int i = 0; i < MANY_STREAMS; i++)
+        fetch_free(&m->f[i]);
+    free(m);
+    http_server_destroy(s);
+}
+END_TEST
+
+START_TEST(test_shutdown_with_open_streams)
+{
+    http_server_t *s = start_server(0);
+    struct fetch fs, fd;
+    fetch_init(&fs, s, "GET", "/stream");
+    fetch_init(&fd, s, "GET", "/deferred");
+    pthread_t ts, td;
+    pthread_create(&ts, NULL, fetch_run, &fs);
+    pthread_create(&td, NULL, fetch_run, &fd);
+    shared_wait(&shared.n_streams, 1);
+    shared_wait(&shared.n_deferred, 1);
+    ck_assert_int_eq(http_stream_write(shared.streams[0], "data: a\n\n", 9), HTTP_STREAM_OK);
+    shared_wait(&fs.events, 1);
+
+    http_server_destroy(s); /* with a suspended stream and a suspended deferred request */
+    ck_assert_int_eq(shared.gone, 2);
+    ck_assert_int_eq(http_stream_write(shared.streams[0], "data: b\n\n", 9), HTTP_STREAM_GONE);
+    http_stream_close(shared.streams[0]);
+    http_request_reply_text(shared.deferred[0], 200, "after shutdown");
+    pthread_join(ts, NULL);
+    pthread_join(td, NULL);
+    ck_assert_int_ne(fs.rc, CURLE_OK); /* the stream was cut, not completed */
+    ck_assert_int_ne(fd.rc, CURLE_OK);
+    fetch_free(&fs);
+    fetch_free(&fd);
+}
+END_TEST
+
+START_TEST(test_create_errors)
+{
+    http_server_t *s = start_server(0);
+    char listen[64];
+    snprintf(listen, sizeof listen, "127.0.0.1:%u", http_server_port(s));
+    http_server_config_t cfg = {.listen = listen};
+    char *err = NULL;
+    ck_assert_ptr_null(http_server_create(&cfg, &err));
+    ck_assert_msg(strstr(err, "in use") != NULL, "%s", err);
+    free(err);
+
+    cfg.listen = "127.0.0.1";
+    ck_assert_ptr_null(http_server_create(&cfg, &err));
+    ck_assert_ptr_nonnull(strstr(err, "bad listen address"));
+    free(err);
+
+    http_route_t bad[] = {{"GET", "/a*b", h_models}};
+    cfg.listen = "127.0.0.1:0";
+    cfg.routes = bad;
+    cfg.n_routes = 1;
+    ck_assert_ptr_null(http_server_create(&cfg, &err));
+    ck_assert_ptr_nonnull(strstr(err, "bad route"));
+    free(err);
+    http_server_destroy(s);
+    http_server_destroy(NULL);
+}
+END_TEST
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    Suite *suite = suite_create("http_server");
+    TCase *tc = tcase_create("http_server");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_routing);
+    tcase_add_test(tc, test_head);
+    tcase_add_test(tc, test_query_headers_body);
+    tcase_add_test(tc, test_request_id);
+    tcase_add_test(tc, test_extra_headers_and_no_answer);
+    tcase_add_test(tc, test_body_limit);
+    tcase_add_test(tc, test_deferred_reply);
+    tcase_add_test(tc, test_deferred_then_stream);
+    tcase_add_test(tc, test_deferred_client_gone);
+    tcase_add_test(tc, test_stream_incremental);
+    tcase_add_test(tc, test_stream_client_disconnect);
+    tcase_add_test(tc, test_stream_backpressure);
+    tcase_add_test(tc, test_many_streams);
+    tcase_add_test(tc, test_shutdown_with_open_streams);
+    tcase_add_test(tc, test_create_errors);
+    suite_add_tcase(suite, tc);
+    SRunner *sr = srunner_create(suite);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    curl_global_cleanup();
+    return failed == 0 ? 0 : 1;
+}
