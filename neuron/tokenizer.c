@@ -112,11 +112,19 @@ enum split_behavior {
     SPLIT_MERGED_WITH_NEXT,
 };
 
+enum prefix_when { PREFIX_NEVER, PREFIX_FIRST, PREFIX_ALWAYS };
+
 struct pretok_step {
     pcre2_code *re; /* NULL: this step does not split (ByteLevel without its pattern) */
     enum split_behavior behavior;
-    bool invert;           /* the pieces between matches are the delimiters */
-    bool add_prefix_space; /* ByteLevel: prepend ' ' to a piece that does not start with one */
+    bool invert; /* the pieces between matches are the delimiters */
+    /* Rewriting a piece before it is split: spaces replaced by the prefix (Metaspace), and the
+     * prefix put in front of a piece that does not start with it (ByteLevel's add_prefix_space,
+     * Metaspace's prepend_scheme; PREFIX_FIRST only for the piece that starts the text). */
+    bool replace_spaces;
+    enum prefix_when prefix_when;
+    char prefix[8];
+    size_t prefix_len;
 };
 
 enum norm_kind { NORM_NFC, NORM_PREPEND, NORM_REPLACE };
@@ -171,6 +179,7 @@ struct tokenizer {
     struct pretok_step steps[TOK_MAX_STEPS];
     int n_steps;
     bool decode_metaspace;   /* decoder turns U+2581 into ' ' */
+    bool decode_bytes;       /* decoder turns <0xNN> tokens into their byte (ByteFallback) */
     bool decode_strip_space; /* decoder drops one leading space of the whole text */
 
     /* added tokens, sorted by first byte then longest first; added_start[b] .. [b+1] */
@@ -498,7 +507,7 @@ static void finish_token_bytes(struct tokenizer *tok, int32_t id)
             i += (size_t)k;
         }
     } else {
-        int b = tok->byte_fallback ? parse_byte_token(s, n) : -1;
+        int b = tok->decode_bytes ? parse_byte_token(s, n) : -1;
         if (b >= 0) {
             unsigned char c = (unsigned char)b;
             bytes_append(tok, &c, 1);
@@ -646,7 +655,11 @@ static int step_add(struct tokenizer *tok, const char *pattern, size_t len, bool
     memset(st, 0, sizeof(*st));
     st->behavior = behavior;
     st->invert = invert;
-    st->add_prefix_space = add_prefix_space;
+    if (add_prefix_space) {
+        st->prefix[0] = ' ';
+        st->prefix_len = 1;
+        st->prefix_when = PREFIX_ALWAYS;
+    }
     if (pattern != NULL) {
         uint32_t options = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
         st->re = pcre2_compile((PCRE2_SPTR)pattern, len, options, &code, &offset, NULL);
@@ -999,8 +1012,40 @@ static int split_piece(struct enc *e, int depth, const char *s, size_t len, size
     return 0;
 }
 
-/* Runs pre-tokenizer step depth (and the ones after it) on a piece, then BPE on each word. */
-static int pretokenize(struct enc *e, int depth, const char *s, size_t len)
+/* Rewrites a piece as the step asks (see struct pretok_step) into e->prefixed[depth]. */
+static const char *rewrite_piece(struct enc *e, int depth, const char *s, size_t *len,
+                                 bool at_start)
+{
+    const struct pretok_step *st = &e->tok->steps[depth];
+    size_t n = *len, o = 0;
+    bool want = st->prefix_when == PREFIX_ALWAYS || (st->prefix_when == PREFIX_FIRST && at_start);
+    bool has = (n >= st->prefix_len && memcmp(s, st->prefix, st->prefix_len) == 0) ||
+               (st->replace_spaces && s[0] == ' ');
+    bool add = st->prefix_len && want && !has;
+
+    if (!add && !(st->replace_spaces && memchr(s, ' ', n)))
+        return s;
+    char *buf = e->prefixed[depth] =
+            xgrow(e->prefixed[depth], &e->prefixed_cap[depth], (n + 1) * st->prefix_len + n, 1);
+    if (add) {
+        memcpy(buf, st->prefix, st->prefix_len);
+        o = st->prefix_len;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (st->replace_spaces && s[i] == ' ') {
+            memcpy(buf + o, st->prefix, st->prefix_len);
+            o += st->prefix_len;
+        } else {
+            buf[o++] = s[i];
+        }
+    }
+    *len = o;
+    return buf;
+}
+
+/* Runs pre-tokenizer step depth (and the ones after it) on a piece, then BPE on each word.
+ * at_start: the piece begins where the text to encode begins. */
+static int pretokenize(struct enc *e, int depth, const char *s, size_t len, bool at_start)
 {
     const struct pretok_step *st;
     size_t n_spans;
@@ -1012,21 +1057,16 @@ static int pretokenize(struct enc *e, int depth, const char *s, size_t len)
         return 0;
     }
     st = &e->tok->steps[depth];
-    if (st->add_prefix_space && s[0] != ' ') {
-        e->prefixed[depth] = xgrow(e->prefixed[depth], &e->prefixed_cap[depth], len + 1, 1);
-        e->prefixed[depth][0] = ' ';
-        memcpy(e->prefixed[depth] + 1, s, len);
-        s = e->prefixed[depth];
-        len++;
-    }
+    s = rewrite_piece(e, depth, s, &len, at_start);
     if (st->re == NULL)
-        return pretokenize(e, depth + 1, s, len);
+        return pretokenize(e, depth + 1, s, len, at_start);
     if (split_piece(e, depth, s, len, &n_spans) < 0)
         return -1;
     for (size_t i = 0; i < n_spans; i++) {
         /* Deeper steps reuse only their own scratch, so this step's spans stay put. */
         struct span sp = e->spans[depth][i];
-        if (pretokenize(e, depth + 1, s + sp.start, sp.end - sp.start) < 0)
+        if (pretokenize(e, depth + 1, s + sp.start, sp.end - sp.start, at_start && sp.start == 0) <
+            0)
             return -1;
     }
     return 0;
@@ -1086,7 +1126,7 @@ static const char *normalize(struct enc *e, const char *src, size_t n, size_t *o
     return cur;
 }
 
-static int encode_text(struct enc *e, const char *s, size_t n)
+static int encode_text(struct enc *e, const char *s, size_t n, bool at_start)
 {
     size_t len;
     const char *t;
@@ -1094,7 +1134,7 @@ static int encode_text(struct enc *e, const char *s, size_t n)
     if (n == 0)
         return 0;
     t = normalize(e, s, n, &len);
-    return pretokenize(e, 0, t, len);
+    return pretokenize(e, 0, t, len, at_start);
 }
 
 static bool ascii_space(char c)
@@ -1152,12 +1192,12 @@ int tokenizer_encode(const struct tokenizer *tok, const char *text, size_t len, 
                                   : -1;
         if (id < 0)
             break;
-        if (encode_text(&e, text + done, ms - done) < 0)
+        if (encode_text(&e, text + done, ms - done, done == 0) < 0)
             goto out;
         ids_push(ids, id);
         done = me;
     }
-    if (encode_text(&e, text + done, len - done) < 0)
+    if (encode_text(&e, text + done, len - done, done == 0) < 0)
         goto out;
     rc = 0;
 out:
@@ -1471,6 +1511,34 @@ static int hf_pre_tokenizer(struct tokenizer *tok, const json_t *p, char *err, s
         return step_add(tok, regex ? PAT_GPT2 : NULL, PCRE2_ZERO_TERMINATED, false, SPLIT_ISOLATED,
                         false, json_is_true(json_object_get(p, "add_prefix_space")), err, errlen);
     }
+    if (strcmp(type, "Metaspace") == 0) {
+        const char *r = json_string_value(json_object_get(p, "replacement"));
+        const char *scheme = json_string_value(json_object_get(p, "prepend_scheme"));
+        const json_t *split = json_object_get(p, "split");
+        const json_t *legacy = json_object_get(p, "add_prefix_space");
+        enum prefix_when when = PREFIX_ALWAYS;
+        if (r == NULL)
+            r = "\xE2\x96\x81";
+        if (scheme && strcmp(scheme, "first") == 0)
+            when = PREFIX_FIRST;
+        else if (scheme && strcmp(scheme, "never") == 0)
+            when = PREFIX_NEVER;
+        else if (scheme == NULL && legacy && !json_is_true(legacy))
+            when = PREFIX_NEVER;
+        if (strlen(r) == 0 || strlen(r) >= sizeof(tok->steps[0].prefix)) {
+            tok_error(err, errlen, tok->source, "Metaspace replacement must be one character");
+            return -1;
+        }
+        if (step_add(tok, split == NULL || json_is_true(split) ? r : NULL, strlen(r), true,
+                     SPLIT_MERGED_WITH_NEXT, false, false, err, errlen) < 0)
+            return -1;
+        struct pretok_step *st = &tok->steps[tok->n_steps - 1];
+        st->replace_spaces = true;
+        st->prefix_when = when;
+        st->prefix_len = strlen(r);
+        memcpy(st->prefix, r, st->prefix_len);
+        return 0;
+    }
     if (strcmp(type, "Digits") == 0) {
         bool single = json_is_true(json_object_get(p, "individual_digits"));
         return step_add(tok, single ? "\\p{N}" : "\\p{N}+", PCRE2_ZERO_TERMINATED, false,
@@ -1478,7 +1546,8 @@ static int hf_pre_tokenizer(struct tokenizer *tok, const json_t *p, char *err, s
     }
 unsupported:
     tok_error(err, errlen, tok->source,
-              "pre-tokenizer '%s' is not supported (Sequence, Split, ByteLevel and Digits are)",
+              "pre-tokenizer '%s' is not supported (Sequence, Split, ByteLevel, Metaspace and "
+              "Digits are)",
               type ? type : "?");
     return -1;
 }
@@ -1505,7 +1574,11 @@ static int hf_decoder(struct tokenizer *tok, const json_t *d, char *err, size_t 
         tok->byte_level = true;
         return 0;
     }
-    if (strcmp(type, "ByteFallback") == 0 || strcmp(type, "Fuse") == 0)
+    if (strcmp(type, "ByteFallback") == 0) {
+        tok->decode_bytes = true;
+        return 0;
+    }
+    if (strcmp(type, "Fuse") == 0)
         return 0;
     if (strcmp(type, "Replace") == 0) {
         bool literal;

