@@ -283,51 +283,56 @@ bool utf8_is_nfc_quick(const char *s, size_t n)
     return true;
 }
 
-char *utf8_nfc(const char *s, size_t n, size_t *out_len)
+/* Appends s[0..n) to out in bytes (grown with xgrow). */
+static void nfc_append(char **out, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    *out = xgrow(*out, cap, *len + n + 1, 1);
+    memcpy(*out + *len, s, n);
+    *len += n;
+}
+
+/* Normalises one stretch of valid UTF-8 that starts at a boundary and appends it to out; b is
+ * scratch space. */
+static void nfc_region(const char *s, size_t n, struct cp_buf *b, char **out, size_t *len,
+                       size_t *cap)
 {
     const unsigned char *u = (const unsigned char *)s;
-    struct cp_buf b = {0};
-    char *out;
-    size_t i = 0, o = 0;
+    size_t i = 0;
     uint32_t cp;
 
-    if (utf8_is_nfc_quick(s, n) || !utf8_valid(s, n)) {
-        out = xstrndup(s, n);
-        *out_len = n;
-        return out;
-    }
+    b->n = 0;
     while (i < n) {
         int k = utf8_sequence(u + i, n - i, &cp);
-        nfc_decompose(&b, cp);
+        nfc_decompose(b, cp);
         i += (size_t)k;
     }
     /* Canonical ordering: a stable insertion sort of each run of non-starters by class. */
-    for (size_t j = 1; j < b.n; j++) {
-        uint32_t c = b.v[j];
+    for (size_t j = 1; j < b->n; j++) {
+        uint32_t c = b->v[j];
         uint8_t cc = nfc_ccc(c);
         if (cc == 0)
             continue;
         size_t m = j;
         while (m > 0) {
-            uint8_t pc = nfc_ccc(b.v[m - 1]);
+            uint8_t pc = nfc_ccc(b->v[m - 1]);
             if (pc == 0 || pc <= cc)
                 break;
-            b.v[m] = b.v[m - 1];
+            b->v[m] = b->v[m - 1];
             m--;
         }
-        b.v[m] = c;
+        b->v[m] = c;
     }
     /* Canonical composition: a mark combines with the last starter unless something between
      * them blocks it (a starter, or a mark of the same or a higher class). */
     size_t w = 0, starter = 0;
     int last_class = -1; /* -1: no starter yet */
-    for (size_t j = 0; j < b.n; j++) {
-        uint32_t c = b.v[j];
+    for (size_t j = 0; j < b->n; j++) {
+        uint32_t c = b->v[j];
         int cc = nfc_ccc(c);
         if (last_class >= 0 && (last_class < cc || last_class == 0)) {
-            uint32_t comp = nfc_compose_pair(b.v[starter], c);
+            uint32_t comp = nfc_compose_pair(b->v[starter], c);
             if (comp) {
-                b.v[starter] = comp;
+                b->v[starter] = comp;
                 continue;
             }
         }
@@ -337,13 +342,49 @@ char *utf8_nfc(const char *s, size_t n, size_t *out_len)
         } else if (last_class >= 0) {
             last_class = cc;
         }
-        b.v[w++] = c;
+        b->v[w++] = c;
     }
-    out = xmalloc(w * 4 + 1);
+    *out = xgrow(*out, cap, *len + 4 * w + 1, 1);
     for (size_t j = 0; j < w; j++)
-        o += (size_t)utf8_encode(b.v[j], out + o);
-    out[o] = '\0';
-    *out_len = o;
+        *len += (size_t)utf8_encode(b->v[j], *out + *len);
+}
+
+char *utf8_nfc(const char *s, size_t n, size_t *out_len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    struct cp_buf b = {0};
+    char *out = NULL;
+    size_t len = 0, cap = 0, i = 0, copied = 0, boundary = 0;
+
+    if (utf8_is_nfc_quick(s, n) || !utf8_valid(s, n)) {
+        *out_len = n;
+        return xstrndup(s, n);
+    }
+    /* A character outside the unsafe table has class 0 and never combines with what precedes
+     * it, so normalisation never reaches across it: only the stretches from the last such
+     * character before an unsafe one up to the next such character need the full algorithm. */
+    while (i < n) {
+        uint32_t cp;
+        int k = u[i] < 0x80 ? 1 : utf8_sequence(u + i, n - i, &cp);
+        if (u[i] < 0x80 || !nfc_unsafe(cp)) {
+            boundary = i;
+            i += (size_t)k;
+            continue;
+        }
+        size_t end = i + (size_t)k;
+        while (end < n) {
+            int k2 = u[end] < 0x80 ? 1 : utf8_sequence(u + end, n - end, &cp);
+            if (u[end] < 0x80 || !nfc_unsafe(cp))
+                break;
+            end += (size_t)k2;
+        }
+        nfc_append(&out, &len, &cap, s + copied, boundary - copied);
+        nfc_region(s + boundary, end - boundary, &b, &out, &len, &cap);
+        copied = boundary = i = end;
+    }
+    nfc_append(&out, &len, &cap, s + copied, n - copied);
+    out[len] = '\0';
+    *out_len = len;
     free(b.v);
     return out;
 }
