@@ -14,6 +14,7 @@
  */
 #include <check.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,6 +274,37 @@ START_TEST(test_added_tokens)
     ck_assert_int_eq(tokenizer_decode(tok, bad, 2, 0, &text, &len, err, sizeof err), -1);
     ck_assert_ptr_nonnull(strstr(err, "303"));
     tokenizer_destroy(tok);
+}
+END_TEST
+
+START_TEST(test_config_special_ids)
+{
+    /* bos/eos named by text, by {"content": ...} and by number; extra eos ids end generation */
+    const char *json = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1},\"merges\":[]},"
+                       "\"added_tokens\":[{\"id\":2,\"content\":\"<s>\",\"special\":true},"
+                       "{\"id\":3,\"content\":\"</s>\",\"special\":true},"
+                       "{\"id\":4,\"content\":\"<eot>\",\"special\":true}]}";
+    json_error_t jerr;
+    json_t *config = json_loads("{\"bos_token\":{\"content\":\"<s>\"},\"eos_token\":\"</s>\","
+                                "\"eos_token_id\":[3,4],\"add_bos_token\":true}",
+                                0, &jerr);
+    struct tokenizer *tok;
+    char err[256];
+
+    ck_assert_ptr_nonnull(config);
+    ck_assert_int_eq(
+            tokenizer_create_from_hf_json(json, strlen(json), config, &tok, err, sizeof err), 0);
+    ck_assert_int_eq(tokenizer_bos_id(tok), 2);
+    ck_assert_int_eq(tokenizer_eos_id(tok), 3);
+    ck_assert(tokenizer_adds_bos(tok));
+    ck_assert(tokenizer_is_eog(tok, 3));
+    ck_assert(tokenizer_is_eog(tok, 4));
+    ck_assert(!tokenizer_is_eog(tok, 2));
+    /* no pre-tokenizer and no byte level: characters are the symbols */
+    ck_assert_encodes(tok, "ab", TOKENIZER_ENCODE_ADD_BOS, "2 0 1");
+    ck_assert_encodes(tok, "ab", 0, "0 1");
+    tokenizer_destroy(tok);
+    json_decref(config);
 }
 END_TEST
 
@@ -623,6 +655,36 @@ START_TEST(test_reference_specials)
 }
 END_TEST
 
+struct thread_arg {
+    const struct loaded *l;
+    int mismatches;
+};
+
+static void *encode_thread(void *p)
+{
+    struct thread_arg *a = p;
+    for (int r = 0; r < 3; r++)
+        a->mismatches += compare_all(a->l, "special", TOKENIZER_ENCODE_SPECIAL, SIZE_MAX);
+    return NULL;
+}
+
+/* One tokenizer shared by several threads (the word cache is the shared, locked part). */
+START_TEST(test_reference_threads)
+{
+    pthread_t th[4];
+    struct thread_arg args[4];
+
+    for (int t = 0; t < 4; t++) {
+        args[t] = (struct thread_arg){.l = &loaded[_i]};
+        ck_assert_int_eq(pthread_create(&th[t], NULL, encode_thread, &args[t]), 0);
+    }
+    for (int t = 0; t < 4; t++) {
+        pthread_join(th[t], NULL);
+        ck_assert_int_eq(args[t].mismatches, 0);
+    }
+}
+END_TEST
+
 /* Encodes every case once; returns seconds and adds the token count to *tokens. */
 static double encode_corpus(const struct tokenizer *tok, size_t *tokens, size_t *bytes)
 {
@@ -671,6 +733,7 @@ int main(void)
     tc = tcase_create("small");
     tcase_add_test(tc, test_merge_order);
     tcase_add_test(tc, test_added_tokens);
+    tcase_add_test(tc, test_config_special_ids);
     tcase_add_test(tc, test_split_behaviours);
     tcase_add_test(tc, test_stream_holds_partial_characters);
     tcase_add_test(tc, test_bad_input);
@@ -683,6 +746,7 @@ int main(void)
         tcase_add_loop_test(tc, test_reference_ids, 0, n_loaded);
         tcase_add_loop_test(tc, test_reference_decode, 0, n_loaded);
         tcase_add_loop_test(tc, test_reference_specials, 0, n_loaded);
+        tcase_add_loop_test(tc, test_reference_threads, 0, n_loaded);
         suite_add_tcase(s, tc);
     }
 
