@@ -102,7 +102,7 @@ enum {
     TOKF_LSTRIP = 1u << 3,  /* added token swallows whitespace on its left */
     TOKF_RSTRIP = 1u << 4,  /* ... and on its right */
     TOKF_EOG = 1u << 5,     /* ends generation */
-    TOKF_UNUSED = 1u << 6,  /* GGUF "unused": never produced by encoding */
+    TOKF_UNUSED = 1u << 6,  /* GGUF "unused": not looked up, so never produced by encoding */
 };
 
 enum split_behavior {
@@ -258,20 +258,19 @@ static size_t table_size_for(size_t n)
 
 static void vocab_reserve(struct tokenizer *tok, int32_t id)
 {
-    size_t old = tok->cap_vocab;
+    size_t old = tok->cap_vocab, cap = old ? old : 1024;
 
-    if ((size_t)id < tok->cap_vocab)
+    if ((size_t)id < old)
         return;
-    size_t cap = tok->cap_vocab;
-    tok->text_off = xgrow(tok->text_off, &cap, (size_t)id + 1, sizeof(uint32_t));
-    cap = old;
-    tok->text_len = xgrow(tok->text_len, &cap, (size_t)id + 1, sizeof(uint32_t));
-    cap = old;
-    tok->flags = xgrow(tok->flags, &cap, (size_t)id + 1, sizeof(uint8_t));
-    tok->cap_vocab = cap;
+    while (cap <= (size_t)id)
+        cap *= 2;
+    tok->text_off = xrealloc(tok->text_off, cap * sizeof(uint32_t));
+    tok->text_len = xrealloc(tok->text_len, cap * sizeof(uint32_t));
+    tok->flags = xrealloc(tok->flags, cap);
     memset(tok->text_off + old, 0, (cap - old) * sizeof(uint32_t));
     memset(tok->text_len + old, 0, (cap - old) * sizeof(uint32_t));
     memset(tok->flags + old, 0, cap - old);
+    tok->cap_vocab = cap;
 }
 
 /* Sets the text of id (a later call for the same id replaces it). */
@@ -320,7 +319,7 @@ static void map_build(struct tokenizer *tok)
     for (int pass = 0; pass < 2; pass++) {
         for (int32_t id = 0; id < tok->n_vocab; id++) {
             uint8_t f = tok->flags[id];
-            if (!(f & TOKF_PRESENT) || ((f & TOKF_ADDED) != 0) != (pass == 1))
+            if (!(f & TOKF_PRESENT) || (f & TOKF_UNUSED) || ((f & TOKF_ADDED) != 0) != (pass == 1))
                 continue;
             const char *s = vocab_text(tok, id);
             size_t n = tok->text_len[id];
@@ -1338,7 +1337,7 @@ const char *tokenizer_token_text(const struct tokenizer *tok, int32_t id, size_t
         return NULL;
     if (len)
         *len = tok->text_len[id];
-    return vocab_text(tok, id);
+    return (tok->flags[id] & TOKF_PRESENT) ? vocab_text(tok, id) : "";
 }
 
 const char *tokenizer_token_bytes(const struct tokenizer *tok, int32_t id, size_t *len)
