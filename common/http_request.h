@@ -16,7 +16,8 @@
  * is returned.
  *
  * Every answer carries an X-Request-Id header: the client's own X-Request-Id when it is sane
- * (1-128 characters of [A-Za-z0-9._:-]), else a fresh random 32-hex-digit id.
+ * (1-128 characters of [A-Za-z0-9._:-]), else a fresh "req_…" id from ids_new() (ids.h).
+
  *
  * "Gone": the client disconnected (or the connection failed, or the server is stopping) before
  * the answer was complete. The owner of a deferred request or a stream learns it through the

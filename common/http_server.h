@@ -58,7 +58,7 @@ typedef struct http_server_config {
     size_t stream_max_queued;  /* unsent bytes allowed per stream; default 1 MiB */
     size_t connection_memory;  /* libmicrohttpd per-connection buffer (headers + I/O);
                                      default 64 KiB */
-    bool log_library_messages; /* pass libmicrohttpd's own messages to stderr */
+    bool log_library_messages; /* pass libmicrohttpd's own messages to the log (warn) */
 } http_server_config_t;
 
 /* Binds and starts. Returns NULL on failure with *errmsg set (the caller frees it): bad listen

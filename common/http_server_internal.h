@@ -28,9 +28,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <stddef.h>
+#include <sys/types.h>
+
 #include <microhttpd.h>
 
 #include "http_server.h"
+#include "log.h"
 
 struct http_pair {
     char *name;
@@ -59,7 +63,7 @@ struct http_request {
     struct MHD_Connection *conn;
     int fd;
     char *method, *path, *query, *wildcard;
-    char request_id[129];
+    char request_id[129]; /* a sane client X-Request-Id (<= 128) or an ids_new() id */
     char client_addr[64];
     struct http_pairs headers, args;
     char *body;
@@ -114,8 +118,11 @@ struct http_server {
     bool watcher_started;
 };
 
-/* One line to stderr. Local until common/log lands; then switch to it. */
-void http_server_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Logs an event about one request at level, naming it (request=…). The context, like the
+ * arguments, is only evaluated when the level is enabled. */
+#define HTTP_REQUEST_LOG(level, req, ...)                                                          \
+    LOG_AT((level), &(const struct log_ctx){.request_id = (req)->request_id}, __VA_ARGS__)
+
 /* Starts/stops watching a suspended connection's socket for a hang-up. */
 void http_server_watch_add(struct http_server *server, struct http_request *req);
 void http_server_watch_del(struct http_server *server, struct http_request *req);

@@ -27,6 +27,8 @@
 #include "http_server.h"
 #include "xalloc.h"
 
+#include "common/test_util.h"
+
 #define MAX_BODY     (1u << 20)
 #define WAIT_MS      10000 /* deadline for anything that should happen "at once" */
 #define MANY_STREAMS 200
@@ -50,31 +52,10 @@ static void shared_reset(void)
     pthread_mutex_unlock(&shared.mu);
 }
 
-static struct timespec deadline_in(int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    return ts;
-}
-
 /* Waits until *counter >= want (under shared.mu); fails the test after WAIT_MS. */
 static void shared_wait(const int *counter, int want)
 {
-    struct timespec dl = deadline_in(WAIT_MS);
-    pthread_mutex_lock(&shared.mu);
-    while (*counter < want) {
-        if (pthread_cond_timedwait(&shared.cond, &shared.mu, &dl) == ETIMEDOUT)
-            break;
-    }
-    int got = *counter;
-    pthread_mutex_unlock(&shared.mu);
-    ck_assert_msg(got >= want, "waited for %d, got %d", want, got);
+    test_util_wait_count(&shared.mu, &shared.cond, counter, want, WAIT_MS);
 }
 
 static void on_gone(void *ud)
@@ -159,16 +140,12 @@ static const http_route_t routes[] = {
 
 static http_server_t *start_server_threads(size_t stream_max_queued, unsigned threads)
 {
-    http_server_config_t cfg = {.listen = "127.0.0.1:0",
-                                .threads = threads,
+    http_server_config_t cfg = {.threads = threads,
                                 .routes = routes,
                                 .n_routes = sizeof routes / sizeof routes[0],
                                 .max_body_bytes = MAX_BODY,
                                 .stream_max_queued = stream_max_queued};
-    char *err = NULL;
-    http_server_t *s = http_server_create(&cfg, &err);
-    ck_assert_msg(s != NULL, "http_server_create: %s", err ? err : "?");
-    ck_assert_uint_gt(http_server_port(s), 0);
+    http_server_t *s = test_util_server_start(&cfg);
     shared_reset();
     return s;
 }
@@ -317,11 +294,12 @@ static json_t *fetch_json(const struct fetch *f)
     return j;
 }
 
-static bool is_hex32(const char *s)
+/* A server-made request id: "req_" and 24 characters of [0-9A-Za-z]. */
+static bool is_request_id(const char *s)
 {
-    if (s == NULL || strlen(s) != 32)
-        return false;
-    return strspn(s, "0123456789abcdef") == 32;
+    static const char base62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    return s != NULL && strlen(s) == 28 && strncmp(s, "req_", 4) == 0 &&
+           strspn(s + 4, base62) == 24;
 }
 
 /* ---- tests ------------------------------------------------------------------------------ */
@@ -444,10 +422,10 @@ START_TEST(test_request_id)
     fetch_run(&f);
     char first[64];
     snprintf(first, sizeof first, "%s", fetch_header(&f, "X-Request-Id"));
-    ck_assert_msg(is_hex32(first), "%s", first);
+    ck_assert_msg(is_request_id(first), "%s", first);
     fetch_init(&g, s, "GET", "/v1/models");
     fetch_run(&g);
-    ck_assert(is_hex32(fetch_header(&g, "X-Request-Id")));
+    ck_assert(is_request_id(fetch_header(&g, "X-Request-Id")));
     ck_assert_str_ne(fetch_header(&g, "X-Request-Id"), first);
     fetch_free(&f);
     fetch_free(&g);
@@ -467,16 +445,15 @@ START_TEST(test_request_id)
     fetch_init(&f, s, "GET", "/v1/models");
     f.header = "X-Request-Id: bad id<script>";
     fetch_run(&f);
-    ck_assert(is_hex32(fetch_header(&f, "X-Request-Id")));
+    ck_assert(is_request_id(fetch_header(&f, "X-Request-Id")));
     fetch_free(&f);
 
-    /* Errors produced by the server carry it too, in the header and the body. */
+    /* Errors produced by the server carry it too. */
     fetch_init(&f, s, "GET", "/nope");
+    f.header = "X-Request-Id: client-id-2";
     fetch_run(&f);
-    j = fetch_json(&f);
-    ck_assert_str_eq(json_string_value(json_object_get(j, "request_id")),
-                     fetch_header(&f, "X-Request-Id"));
-    json_decref(j);
+    ck_assert_int_eq(f.status, 404);
+    ck_assert_str_eq(fetch_header(&f, "X-Request-Id"), "client-id-2");
     fetch_free(&f);
     http_server_destroy(s);
 }
@@ -486,7 +463,9 @@ START_TEST(test_extra_headers_and_no_answer)
 {
     http_server_t *s = start_server(0);
     struct fetch f;
+    FILE *capture = test_util_log_capture_start();
     fetch_init(&f, s, "GET", "/retry");
+    f.header = "X-Request-Id: retry-1";
     fetch_run(&f);
     ck_assert_int_eq(f.status, 503);
     ck_assert_str_eq(fetch_header(&f, "Retry-After"), "7");
@@ -496,26 +475,51 @@ START_TEST(test_extra_headers_and_no_answer)
     fetch_free(&f);
 
     fetch_init(&f, s, "GET", "/noanswer");
+    f.header = "X-Request-Id: noanswer-1";
     fetch_run(&f);
     ck_assert_int_eq(f.status, 500);
     fetch_free(&f);
     http_server_destroy(s);
+
+    /* Both handler mistakes, and nothing else, are logged as errors that name the request. */
+    char *log = test_util_log_capture_end(capture);
+    ck_assert_msg(strstr(log, "request=retry-1 msg=\"http: refused a reply header") != NULL, "%s",
+                  log);
+    ck_assert_msg(strstr(log, "request=noanswer-1 msg=\"http: handler for GET /noanswer returned "
+                              "without answering\"") != NULL,
+                  "%s", log);
+    int lines = 0, errors = 0;
+    for (const char *p = log; (p = strchr(p, '\n')) != NULL; p++)
+        lines++;
+    for (const char *p = log; (p = strstr(p, " level=error ")) != NULL; p++)
+        errors++;
+    ck_assert_msg(lines == 2 && errors == 2, "%s", log);
+    free(log);
 }
 END_TEST
 
-/* Sends raw bytes and returns what comes back until the server closes or WAIT_MS passes. */
-static char *raw_exchange(http_server_t *s, const char *request, size_t *got)
+/* A raw client socket that has sent request to the server; rcvbuf > 0 shrinks its receive
+ * buffer first. The caller closes it. */
+static int raw_send(http_server_t *s, const char *request, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    if (rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in sa = {.sin_family = AF_INET,
                              .sin_port = htons(http_server_port(s)),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     ck_assert_int_eq(send(fd, request, strlen(request), 0), (ssize_t)strlen(request));
+    return fd;
+}
+
+/* Sends raw bytes and returns what comes back until the server closes or WAIT_MS passes. */
+static char *raw_exchange(http_server_t *s, const char *request, size_t *got)
+{
+    int fd = raw_send(s, request, 0);
     char *buf = xcalloc(1, 65536);
     size_t n = 0;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, WAIT_MS) <= 0)
@@ -678,7 +682,7 @@ START_TEST(test_stream_incremental)
     ck_assert_str_eq(fetch_header(&f, "Content-Type"), "text/event-stream");
     ck_assert_str_eq(fetch_header(&f, "Cache-Control"), "no-cache");
     ck_assert_str_eq(fetch_header(&f, "X-Accel-Buffering"), "no");
-    ck_assert(is_hex32(fetch_header(&f, "X-Request-Id")));
+    ck_assert(is_request_id(fetch_header(&f, "X-Request-Id")));
     ck_assert_ptr_null(fetch_header(&f, "Content-Length"));
     ck_assert_int_eq(shared.gone, 0); /* a normal end is not "gone" */
     fetch_free(&f);
@@ -716,15 +720,7 @@ START_TEST(test_stream_backpressure)
 {
     http_server_t *s = start_server(64 << 10);
     /* A client that sends its request and never reads. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons(http_server_port(s)),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    const char *rq = "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n";
-    ck_assert_int_eq(send(fd, rq, strlen(rq), 0), (ssize_t)strlen(rq));
+    int fd = raw_send(s, "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n", 4096);
     shared_wait(&shared.n_streams, 1);
     http_stream_t *st = shared.streams[0];
 
@@ -924,10 +920,7 @@ int main(void)
     tcase_add_test(tc, test_shutdown_with_open_streams);
     tcase_add_test(tc, test_create_errors);
     suite_add_tcase(suite, tc);
-    SRunner *sr = srunner_create(suite);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = test_util_run_suite(suite);
     curl_global_cleanup();
-    return failed == 0 ? 0 : 1;
+    return rc;
 }
