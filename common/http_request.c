@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "error.h"
 #include "http_server_internal.h"
 #include "ids.h"
 #include "log.h"
@@ -307,19 +308,19 @@ void http_request_reply_json(http_request_t *req, int status, const json_t *json
     char *text = json_dumps(json, JSON_COMPACT | JSON_ENCODE_ANY);
     if (text == NULL) {
         HTTP_REQUEST_LOG(LOG_LEVEL_ERROR, req, "http: could not encode a JSON reply");
-        http_request_reply_error(req, 500, "api_error", "could not encode the response");
+        http_request_reply_error(req, ERR_INTERNAL, NULL);
         return;
     }
     http_request_reply(req, status, "application/json", text, strlen(text));
     free(text);
 }
 
-void http_request_reply_error(struct http_request *req, int status, const char *type,
-                              const char *message)
+void http_request_reply_error(struct http_request *req, enum err_code code, const char *message)
 {
-    json_t *body = json_pack("{s:s, s:{s:s, s:s}, s:s}", "type", "error", "error", "type", type,
-                             "message", message, "request_id", req->request_id);
-    http_request_reply_json(req, status, body);
+    if (error_info(code)->retry_after)
+        http_request_add_reply_header(req, "Retry-After", "1");
+    json_t *body = error_body_openai(code, message, NULL);
+    http_request_reply_json(req, error_http_status(code, ERROR_DIALECT_OPENAI), body);
     json_decref(body);
 }
 

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "error.h"
 #include "http_server_internal.h"
 #include "log.h"
 #include "xalloc.h"
@@ -116,10 +117,11 @@ static void http_server_dispatch(struct http_server *s, struct http_request *req
         hit->handler(req, s->ud);
     } else if (allow[0] != '\0') {
         http_request_add_reply_header(req, "Allow", allow);
-        http_request_reply_error(req, 405, "invalid_request_error",
-                                 "method not allowed for this path");
+        char *msg = xasprintf("method %s is not allowed here; allowed: %s", req->method, allow);
+        http_request_reply_error(req, ERR_METHOD_NOT_ALLOWED, msg);
+        free(msg);
     } else {
-        http_request_reply_error(req, 404, "not_found_error", "no such path");
+        http_request_reply_error(req, ERR_NOT_FOUND, "no such path");
     }
 }
 
@@ -136,7 +138,7 @@ static enum MHD_Result http_server_answer(struct http_request *req, struct MHD_C
         pthread_mutex_unlock(&req->mu);
         HTTP_REQUEST_LOG(LOG_LEVEL_ERROR, req, "http: handler for %s %s returned without answering",
                          req->method, req->path);
-        http_request_reply_error(req, 500, "api_error", "the handler did not answer");
+        http_request_reply_error(req, ERR_INTERNAL, NULL);
         pthread_mutex_lock(&req->mu);
     }
     if (req->answer == HTTP_ANSWER_DEFERRED) {
@@ -164,7 +166,7 @@ static enum MHD_Result http_server_reject_body(struct http_server *s, struct htt
 {
     char msg[96];
     snprintf(msg, sizeof msg, "request body exceeds %zu bytes", s->max_body);
-    http_request_reply_error(req, 413, "request_too_large", msg);
+    http_request_reply_error(req, ERR_BODY_TOO_LARGE, msg);
     return http_server_answer(req, conn);
 }
 
@@ -207,7 +209,7 @@ static enum MHD_Result http_server_access_cb(void *cls, struct MHD_Connection *c
         http_request_start(req, method, url);
         MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, s->idle_timeout_s);
         if (atomic_load(&s->stopping)) {
-            http_request_reply_error(req, 503, "overloaded_error", "server is shutting down");
+            http_request_reply_error(req, ERR_UNAVAILABLE, "server is shutting down");
             return http_server_answer(req, conn);
         }
         const char *cl = http_request_header(req, "Content-Length");

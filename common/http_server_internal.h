@@ -33,6 +33,7 @@
 
 #include <microhttpd.h>
 
+#include "error.h"
 #include "http_server.h"
 #include "log.h"
 
@@ -147,9 +148,11 @@ void http_request_add_reply_header_locked(struct http_request *req, const char *
 const char *http_request_reply_header_locked(const struct http_request *req, const char *name);
 /* Builds the libmicrohttpd response for the stored answer (REPLY or STREAM). */
 struct MHD_Response *http_request_build_response_locked(struct http_request *req);
-/* Stores a reply on the server's own behalf (errors): JSON {"type":"error","error":{...}}. */
-void http_request_reply_error(struct http_request *req, int status, const char *type,
-                              const char *message);
+/* Answers on the server's own behalf (no route, wrong method, body too large, ...): the status
+ * and the OpenAI-dialect body {"error":{"message","type","param","code"}} of code, from the one
+ * table in error.h, plus Retry-After where the table asks for it. message NULL means the
+ * table's default. */
+void http_request_reply_error(struct http_request *req, enum err_code code, const char *message);
 
 /* The content reader and its free callback of streaming responses (http_stream.c). */
 ssize_t http_stream_read(void *cls, uint64_t pos, char *buf, size_t max);

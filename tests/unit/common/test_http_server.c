@@ -302,6 +302,35 @@ static bool is_request_id(const char *s)
            strspn(s + 4, base62) == 24;
 }
 
+/* Checks that text is an OpenAI-dialect error body and nothing more:
+ * {"error":{"message":<non-empty>,"type":type,"param":null,"code":code or null}}. */
+static void assert_error_body(const char *text, size_t len, const char *type, const char *code)
+{
+    json_error_t e;
+    json_t *j = json_loadb(text ? text : "", len, 0, &e);
+    ck_assert_msg(j != NULL, "bad JSON (%s): %.*s", e.text, (int)len, text ? text : "");
+    ck_assert_msg(json_object_size(j) == 1, "%.*s", (int)len, text);
+    json_t *err = json_object_get(j, "error");
+    ck_assert_msg(json_is_object(err) && json_object_size(err) == 4, "%.*s", (int)len, text);
+    ck_assert(json_string_length(json_object_get(err, "message")) > 0);
+    ck_assert_str_eq(json_string_value(json_object_get(err, "type")), type);
+    ck_assert(json_is_null(json_object_get(err, "param")));
+    if (code)
+        ck_assert_str_eq(json_string_value(json_object_get(err, "code")), code);
+    else
+        ck_assert(json_is_null(json_object_get(err, "code")));
+    json_decref(j);
+}
+
+static void assert_fetch_error(const struct fetch *f, long status, const char *type,
+                               const char *code)
+{
+    ck_assert_int_eq(f->status, status);
+    ck_assert_str_eq(fetch_header(f, "Content-Type"), "application/json");
+    ck_assert_ptr_nonnull(fetch_header(f, "X-Request-Id"));
+    assert_error_body(f->data, f->len, type, code);
+}
+
 /* ---- tests ------------------------------------------------------------------------------ */
 
 START_TEST(test_routing)
@@ -328,22 +357,19 @@ START_TEST(test_routing)
         fetch_init(&f, s, "GET", missing[i]);
         fetch_run(&f);
         ck_assert_msg(f.status == 404, "%s gave %ld", missing[i], f.status);
-        json_t *j = fetch_json(&f);
-        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "type")),
-                         "not_found_error");
-        json_decref(j);
+        assert_fetch_error(&f, 404, "not_found_error", NULL);
         fetch_free(&f);
     }
 
     fetch_init(&f, s, "DELETE", "/v1/models");
     fetch_run(&f);
-    ck_assert_int_eq(f.status, 405);
+    assert_fetch_error(&f, 405, "invalid_request_error", NULL);
     ck_assert_str_eq(fetch_header(&f, "Allow"), "GET, HEAD");
     fetch_free(&f);
 
     fetch_init(&f, s, "GET", "/echo");
     fetch_run(&f);
-    ck_assert_int_eq(f.status, 405);
+    assert_fetch_error(&f, 405, "invalid_request_error", NULL);
     ck_assert_str_eq(fetch_header(&f, "Allow"), "POST");
     fetch_free(&f);
     http_server_destroy(s);
@@ -477,7 +503,7 @@ START_TEST(test_extra_headers_and_no_answer)
     fetch_init(&f, s, "GET", "/noanswer");
     f.header = "X-Request-Id: noanswer-1";
     fetch_run(&f);
-    ck_assert_int_eq(f.status, 500);
+    assert_fetch_error(&f, 500, "server_error", NULL);
     fetch_free(&f);
     http_server_destroy(s);
 
@@ -544,7 +570,11 @@ START_TEST(test_body_limit)
                               "Content-Type: application/json\r\n\r\n",
                               &n);
     ck_assert_msg(strncmp(resp, "HTTP/1.1 413", 12) == 0, "%s", resp);
-    ck_assert_ptr_nonnull(strstr(resp, "request_too_large"));
+    const char *body = strstr(resp, "\r\n\r\n");
+    ck_assert_ptr_nonnull(body);
+    body += 4;
+    assert_error_body(body, n - (size_t)(body - resp), "invalid_request_error",
+                      "request_too_large");
     free(resp);
 
     /* Chunked, a little too large: read to the end, then 413. */
@@ -554,7 +584,7 @@ START_TEST(test_body_limit)
     f.body_len = MAX_BODY + MAX_BODY / 2;
     fetch_run(&f);
     ck_assert_int_eq(f.rc, CURLE_OK);
-    ck_assert_int_eq(f.status, 413);
+    assert_fetch_error(&f, 413, "invalid_request_error", "request_too_large");
     fetch_free(&f);
 
     /* Chunked and far too large: the connection is dropped. */
