@@ -260,6 +260,14 @@ static void *fetch_run(void *arg)
     return NULL;
 }
 
+/* Runs f on a new thread, which the caller joins. */
+static pthread_t fetch_in_background(struct fetch *f)
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, fetch_run, f), 0);
+    return t;
+}
+
 static void fetch_free(struct fetch *f)
 {
     free(f->data);
@@ -284,6 +292,16 @@ static const char *fetch_header(const struct fetch *f, const char *name)
         line = eol ? eol + 2 : NULL;
     }
     return NULL;
+}
+
+/* The status of a plain request with a fresh client, for checks that need nothing else. */
+static long fetch_status(http_server_t *s, const char *method, const char *path)
+{
+    struct fetch f;
+    fetch_init(&f, s, method, path);
+    fetch_run(&f);
+    fetch_free(&f);
+    return f.status;
 }
 
 static json_t *fetch_json(const struct fetch *f)
@@ -390,10 +408,7 @@ START_TEST(test_head)
     ck_assert_str_eq(fetch_header(&f, "Content-Length"), expect);
     fetch_free(&f);
 
-    fetch_init(&f, s, "HEAD", "/echo");
-    fetch_run(&f);
-    ck_assert_int_eq(f.status, 405);
-    fetch_free(&f);
+    ck_assert_int_eq(fetch_status(s, "HEAD", "/echo"), 405);
     http_server_destroy(s);
 }
 END_TEST
@@ -597,10 +612,7 @@ START_TEST(test_body_limit)
     fetch_free(&f);
 
     /* The server still works. */
-    fetch_init(&f, s, "GET", "/v1/models");
-    fetch_run(&f);
-    ck_assert_int_eq(f.status, 200);
-    fetch_free(&f);
+    ck_assert_int_eq(fetch_status(s, "GET", "/v1/models"), 200);
     http_server_destroy(s);
 }
 END_TEST
@@ -610,8 +622,7 @@ START_TEST(test_deferred_reply)
     http_server_t *s = start_server(0);
     struct fetch f;
     fetch_init(&f, s, "GET", "/deferred");
-    pthread_t t;
-    pthread_create(&t, NULL, fetch_run, &f);
+    pthread_t t = fetch_in_background(&f);
     shared_wait(&shared.n_deferred, 1);
     http_request_t *req = shared.deferred[0];
     ck_assert_str_eq(http_request_path(req), "/deferred");
@@ -637,8 +648,7 @@ START_TEST(test_deferred_then_stream)
     http_server_t *s = start_server(0);
     struct fetch f;
     fetch_init(&f, s, "GET", "/deferred");
-    pthread_t t;
-    pthread_create(&t, NULL, fetch_run, &f);
+    pthread_t t = fetch_in_background(&f);
     shared_wait(&shared.n_deferred, 1);
     http_stream_t *st = http_stream_start(shared.deferred[0], 200, "text/event-stream", NULL, NULL);
     ck_assert_ptr_nonnull(st);
@@ -664,8 +674,7 @@ START_TEST(test_deferred_client_gone)
     struct fetch f;
     fetch_init(&f, s, "GET", "/deferred");
     f.timeout_ms = 300; /* the client gives up; the server notices although idle */
-    pthread_t t;
-    pthread_create(&t, NULL, fetch_run, &f);
+    pthread_t t = fetch_in_background(&f);
     shared_wait(&shared.n_deferred, 1);
     pthread_join(t, NULL);
     ck_assert_int_eq(f.rc, CURLE_OPERATION_TIMEDOUT);
@@ -675,10 +684,7 @@ START_TEST(test_deferred_client_gone)
     fetch_free(&f);
 
     /* The server is fine afterwards. */
-    fetch_init(&f, s, "GET", "/v1/models");
-    fetch_run(&f);
-    ck_assert_int_eq(f.status, 200);
-    fetch_free(&f);
+    ck_assert_int_eq(fetch_status(s, "GET", "/v1/models"), 200);
     http_server_destroy(s);
 }
 END_TEST
@@ -688,8 +694,7 @@ START_TEST(test_stream_incremental)
     http_server_t *s = start_server(0);
     struct fetch f;
     fetch_init(&f, s, "GET", "/stream");
-    pthread_t t;
-    pthread_create(&t, NULL, fetch_run, &f);
+    pthread_t t = fetch_in_background(&f);
     shared_wait(&shared.n_streams, 1);
     http_stream_t *st = shared.streams[0];
     ck_assert_str_eq(http_request_path(http_stream_request(st)), "/stream");
@@ -726,8 +731,7 @@ START_TEST(test_stream_client_disconnect)
     struct fetch f;
     fetch_init(&f, s, "GET", "/stream");
     f.abort_after_events = 1;
-    pthread_t t;
-    pthread_create(&t, NULL, fetch_run, &f);
+    pthread_t t = fetch_in_background(&f);
     shared_wait(&shared.n_streams, 1);
     http_stream_t *st = shared.streams[0];
     ck_assert_int_eq(http_stream_write(st, "data: 1\n\n", 9), HTTP_STREAM_OK);
@@ -878,9 +882,7 @@ START_TEST(test_shutdown_with_open_streams)
     struct fetch fs, fd;
     fetch_init(&fs, s, "GET", "/stream");
     fetch_init(&fd, s, "GET", "/deferred");
-    pthread_t ts, td;
-    pthread_create(&ts, NULL, fetch_run, &fs);
-    pthread_create(&td, NULL, fetch_run, &fd);
+    pthread_t ts = fetch_in_background(&fs), td = fetch_in_background(&fd);
     shared_wait(&shared.n_streams, 1);
     shared_wait(&shared.n_deferred, 1);
     ck_assert_int_eq(http_stream_write(shared.streams[0], "data: a\n\n", 9), HTTP_STREAM_OK);
