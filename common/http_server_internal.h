@@ -26,9 +26,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdint.h>
-
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <microhttpd.h>
