@@ -12,8 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "ids.h"
+#include "log.h"
+#include "timing.h"
 #include "xalloc.h"
 
 #define DB_DEFAULT_CONNECT_TIMEOUT_S 5
@@ -30,9 +32,8 @@ struct db {
     uint64_t generation;
     uint64_t attempts;
     unsigned failures;        /* consecutive failed attempts; drives the backoff */
-    int64_t next_attempt_ms;  /* monotonic time before which db_ensure does not try */
+    uint64_t next_attempt_ms; /* monotonic time before which db_ensure does not try */
     char *last_connect_error; /* why the last attempt failed; quoted while backing off */
-    uint64_t rng;             /* jitter state (splitmix64) */
 
     char *fatal; /* a FATAL message the server sent outside a query: the session is over */
 
@@ -43,23 +44,6 @@ struct db {
     char *err_msg;
     char sqlstate[6];
 };
-
-/* Monotonic milliseconds. Local until common/timing lands; then switch to it. */
-static int64_t db_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* splitmix64: a tiny, well-mixed generator, plenty for backoff jitter. */
-static uint64_t db_random(db_t *db)
-{
-    uint64_t z = (db->rng += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 
 /* Records an error; msg is copied without libpq's trailing newlines. */
 static void db_set_error(db_t *db, db_error_kind_t kind, const char *sqlstate, const char *msg)
@@ -89,15 +73,19 @@ static void db_disconnect(db_t *db)
     db->fatal = NULL;
 }
 
-/* libpq reports messages that arrive outside a query (NOTICEs, and the FATAL a backend sends
- * before it exits, e.g. on pg_terminate_backend or shutdown) here instead of printing them. A
- * FATAL one ends the session, and its text is the best explanation of the loss. Other notices
- * are dropped until common/log lands. */
+/* libpq hands every server notice here instead of printing it to stderr: NOTICEs and WARNINGs
+ * from statements, and the FATAL a backend sends before it exits (pg_terminate_backend,
+ * shutdown). A FATAL one ends the session, and its text is the best explanation of the loss,
+ * so it is kept for the error that follows. All of them go to the log at debug level. */
 static void db_on_notice(void *arg, const char *message)
 {
     db_t *db = arg;
     if (strncmp(message, "FATAL:", 6) == 0 && db->fatal == NULL)
         db->fatal = xstrdup(message);
+    size_t len = strlen(message);
+    while (len > 0 && message[len - 1] == '\n') /* libpq ends each notice with a newline */
+        len--;
+    LOG_DEBUG("postgres: %.*s", (int)len, message);
 }
 
 /* A conninfo that libpq will expand (rather than take as a bare database name) is checked for
@@ -143,10 +131,6 @@ db_t *db_create(const char *conninfo, const db_options_t *opts, char **errmsg)
         db->opts.backoff_max_ms = DB_DEFAULT_BACKOFF_MAX;
     if (db->opts.backoff_max_ms < db->opts.backoff_initial_ms)
         db->opts.backoff_max_ms = db->opts.backoff_initial_ms;
-
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    db->rng = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)db;
     return db;
 }
 
@@ -258,7 +242,7 @@ static int db_setup_session(db_t *db)
     return 0;
 }
 
-static void db_schedule_retry(db_t *db, int64_t now)
+static void db_schedule_retry(db_t *db, uint64_t now)
 {
     int64_t delay = db->opts.backoff_initial_ms;
     for (unsigned i = 0; i < db->failures && delay < db->opts.backoff_max_ms; i++)
@@ -267,10 +251,13 @@ static void db_schedule_retry(db_t *db, int64_t now)
         delay = db->opts.backoff_max_ms;
     /* +-25%: spread reconnects of many processes after a shared outage. */
     int64_t span = delay / 2;
-    if (span > 0)
-        delay = delay - delay / 4 + (int64_t)(db_random(db) % (uint64_t)(span + 1));
+    if (span > 0) {
+        uint64_t r;
+        ids_random_bytes(&r, sizeof r);
+        delay = delay - delay / 4 + (int64_t)(r % (uint64_t)(span + 1));
+    }
     db->failures++;
-    db->next_attempt_ms = now + delay;
+    db->next_attempt_ms = now + (uint64_t)delay;
 }
 
 /* One connection attempt; on failure the reason is in db->last_connect_error. */
@@ -321,17 +308,17 @@ int db_ensure(db_t *db)
         return 0;
     }
     db_disconnect(db);
-    int64_t now = db_now_ms();
+    uint64_t now = timing_now_ms();
     if (now < db->next_attempt_ms) {
-        char *msg = xasprintf("not connected to PostgreSQL (next attempt in %lld ms): %s",
-                              (long long)(db->next_attempt_ms - now),
+        char *msg = xasprintf("not connected to PostgreSQL (next attempt in %llu ms): %s",
+                              (unsigned long long)(db->next_attempt_ms - now),
                               db->last_connect_error ? db->last_connect_error : "");
         db_set_error(db, DB_ERROR_CONNECTION, NULL, msg);
         free(msg);
         return -1;
     }
     if (db_connect_once(db) < 0) {
-        db_schedule_retry(db, db_now_ms());
+        db_schedule_retry(db, timing_now_ms());
         db_set_error(db, DB_ERROR_CONNECTION, NULL, db->last_connect_error);
         return -1;
     }

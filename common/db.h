@@ -26,6 +26,8 @@
  * - Errors: functions fail with -1 (or NULL) and record the reason: db_last_error (message),
  *   db_last_sqlstate (five-character SQLSTATE or ""), db_last_error_kind (a server-side
  *   statement error vs no usable connection).
+ * - Server notices (NOTICE, WARNING, and the FATAL sent before a backend exits) never reach
+ *   stderr: they go to common/log at debug level, "postgres: <message>".
  */
 #ifndef CORTEX_DB_H
 #define CORTEX_DB_H

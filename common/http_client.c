@@ -16,10 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <curl/curl.h>
 
+#include "timing.h"
 #include "xalloc.h"
 
 #define HTTP_CLIENT_DEFAULT_CONNECT_MS 10000L
@@ -45,7 +45,7 @@ struct http_client_xfer {
     bool headers_done;
     bool aborted; /* a callback asked to stop */
     bool too_large;
-    int64_t last_byte_ms;
+    uint64_t last_byte_ms; /* monotonic */
 };
 
 static pthread_once_t http_client_once = PTHREAD_ONCE_INIT;
@@ -58,14 +58,6 @@ static void http_client_init_once(void)
 void http_client_global_init(void)
 {
     pthread_once(&http_client_once, http_client_init_once);
-}
-
-/* Monotonic milliseconds. Local until common/timing lands; then switch to it. */
-static int64_t http_client_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- cancel ----------------------------------------------------------------------------- */
@@ -170,7 +162,7 @@ static size_t http_client_on_header(char *line, size_t size, size_t n, void *ud)
     struct http_client_cb *cb = ud;
     struct http_client_xfer *x = cb->x;
     http_client_response_t *resp = x->resp;
-    x->last_byte_ms = http_client_now_ms();
+    x->last_byte_ms = timing_now_ms();
     if (n >= 5 && strncmp(line, "HTTP/", 5) == 0) {
         http_client_headers_clear(resp); /* a new response (after a 1xx) starts */
         return n;
@@ -199,7 +191,7 @@ static size_t http_client_on_data(char *data, size_t size, size_t n, void *ud)
 {
     struct http_client_cb *cb = ud;
     struct http_client_xfer *x = cb->x;
-    x->last_byte_ms = http_client_now_ms();
+    x->last_byte_ms = timing_now_ms();
     if (!http_client_deliver_headers(x, cb->easy))
         return 0;
     if (x->buffered) {
@@ -327,7 +319,7 @@ static http_client_result_t http_client_run(struct http_client_xfer *x)
     }
     http_client_cancel_attach(req->cancel, multi);
 
-    x->last_byte_ms = http_client_now_ms();
+    x->last_byte_ms = timing_now_ms();
     for (;;) {
         if (req->cancel && http_client_cancel_fired(req->cancel))
             break;
@@ -342,7 +334,8 @@ static http_client_result_t http_client_run(struct http_client_xfer *x)
             break;
         int wait = HTTP_CLIENT_MAX_WAIT_MS;
         if (req->idle_timeout_ms > 0) {
-            int64_t left = x->last_byte_ms + req->idle_timeout_ms - http_client_now_ms();
+            int64_t silent_ms = (int64_t)(timing_now_ms() - x->last_byte_ms);
+            int64_t left = req->idle_timeout_ms - silent_ms;
             if (left <= 0) {
                 idle = true;
                 break;

@@ -8,12 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/socket.h>
-#include <time.h>
 
+#include "error.h"
 #include "http_server_internal.h"
+#include "ids.h"
+#include "log.h"
 #include "xalloc.h"
+
+_Static_assert(sizeof((struct http_request *)0)->request_id >= IDS_SIZE,
+               "request_id must hold an id from ids_new");
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
@@ -43,25 +47,6 @@ static void http_pairs_free(struct http_pairs *p)
     free(p->v);
     p->v = NULL;
     p->n = p->cap = 0;
-}
-
-/* 32 random hex digits. Local until common/ids lands; then switch to it. */
-static void http_request_random_id(char out[33])
-{
-    static _Thread_local uint64_t state;
-    static _Thread_local bool seeded;
-    if (!seeded) {
-        if (getrandom(&state, sizeof state, 0) != (ssize_t)sizeof state)
-            state = (uint64_t)(uintptr_t)&state ^ (uint64_t)time(NULL);
-        seeded = true;
-    }
-    for (int half = 0; half < 2; half++) {
-        uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-        z ^= z >> 31;
-        snprintf(out + 16 * half, 17, "%016llx", (unsigned long long)z);
-    }
 }
 
 /* A client-supplied request id is echoed only when it is short and made of safe characters. */
@@ -144,7 +129,7 @@ void http_request_start(struct http_request *req, const char *method, const char
     if (id && http_request_id_sane(id))
         snprintf(req->request_id, sizeof req->request_id, "%s", id);
     else
-        http_request_random_id(req->request_id);
+        ids_new(IDS_KIND_REQUEST, req->request_id);
 
     const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -268,7 +253,8 @@ void http_request_add_reply_header(http_request_t *req, const char *name, const 
 {
     if (!http_header_text_ok(name) || !http_header_text_ok(value) || name[0] == '\0' ||
         strchr(name, ':') != NULL) {
-        http_server_warn("http: refused a reply header with an empty name, ':', CR or LF");
+        HTTP_REQUEST_LOG(LOG_LEVEL_ERROR, req,
+                         "http: refused a reply header with an empty name, ':', CR or LF");
         return;
     }
     pthread_mutex_lock(&req->mu);
@@ -293,7 +279,7 @@ void http_request_reply(http_request_t *req, int status, const char *content_typ
     pthread_mutex_lock(&req->mu);
     if (req->answer != HTTP_ANSWER_NONE && req->answer != HTTP_ANSWER_DEFERRED) {
         pthread_mutex_unlock(&req->mu);
-        http_server_warn("http: request %s answered twice; second answer dropped", req->request_id);
+        HTTP_REQUEST_LOG(LOG_LEVEL_ERROR, req, "http: answered twice; second answer dropped");
         return;
     }
     bool deferred = req->answer == HTTP_ANSWER_DEFERRED;
@@ -321,19 +307,20 @@ void http_request_reply_json(http_request_t *req, int status, const json_t *json
 {
     char *text = json_dumps(json, JSON_COMPACT | JSON_ENCODE_ANY);
     if (text == NULL) {
-        http_request_reply_error(req, 500, "api_error", "could not encode the response");
+        HTTP_REQUEST_LOG(LOG_LEVEL_ERROR, req, "http: could not encode a JSON reply");
+        http_request_reply_error(req, ERR_INTERNAL, NULL);
         return;
     }
     http_request_reply(req, status, "application/json", text, strlen(text));
     free(text);
 }
 
-void http_request_reply_error(struct http_request *req, int status, const char *type,
-                              const char *message)
+void http_request_reply_error(struct http_request *req, enum err_code code, const char *message)
 {
-    json_t *body = json_pack("{s:s, s:{s:s, s:s}, s:s}", "type", "error", "error", "type", type,
-                             "message", message, "request_id", req->request_id);
-    http_request_reply_json(req, status, body);
+    if (error_info(code)->retry_after)
+        http_request_add_reply_header(req, "Retry-After", "1");
+    json_t *body = error_body_openai(code, message, NULL);
+    http_request_reply_json(req, error_http_status(code, ERROR_DIALECT_OPENAI), body);
     json_decref(body);
 }
 
@@ -342,7 +329,7 @@ void http_request_defer(http_request_t *req, http_gone_fn on_gone, void *ud)
     pthread_mutex_lock(&req->mu);
     if (req->answer != HTTP_ANSWER_NONE) {
         pthread_mutex_unlock(&req->mu);
-        http_server_warn("http: request %s deferred after it was answered", req->request_id);
+        HTTP_REQUEST_LOG(LOG_LEVEL_ERROR, req, "http: deferred after it was answered");
         return;
     }
     req->answer = HTTP_ANSWER_DEFERRED;
@@ -373,7 +360,7 @@ struct MHD_Response *http_request_build_response_locked(struct http_request *req
     for (size_t i = 0; i < req->reply_headers.n; i++) {
         if (MHD_add_response_header(resp, req->reply_headers.v[i].name,
                                     req->reply_headers.v[i].value) != MHD_YES)
-            http_server_warn("http: libmicrohttpd refused reply header %s",
+            HTTP_REQUEST_LOG(LOG_LEVEL_WARN, req, "http: libmicrohttpd refused reply header %s",
                              req->reply_headers.v[i].name);
     }
     MHD_add_response_header(resp, "X-Request-Id", req->request_id);

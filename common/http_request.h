@@ -16,7 +16,12 @@
  * is returned.
  *
  * Every answer carries an X-Request-Id header: the client's own X-Request-Id when it is sane
- * (1-128 characters of [A-Za-z0-9._:-]), else a fresh random 32-hex-digit id.
+ * (1-128 characters of [A-Za-z0-9._:-]), else a fresh "req_…" id from ids_new() (ids.h).
+ *
+ * Answers the server gives on its own (no route, wrong method, body too large, a handler that
+ * did not answer, shutting down) are error bodies in the OpenAI dialect from the table in
+ * error.h (error_body_openai), with that table's status: the server cannot know a route's
+ * dialect, and handlers answer their own errors in their client's dialect.
  *
  * "Gone": the client disconnected (or the connection failed, or the server is stopping) before
  * the answer was complete. The owner of a deferred request or a stream learns it through the

@@ -21,7 +21,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "error.h"
 #include "http_server_internal.h"
+#include "log.h"
 #include "xalloc.h"
 
 #define HTTP_DEFAULT_MAX_BODY       (32u << 20)
@@ -32,24 +34,17 @@
 #define HTTP_DEFAULT_CONN_MEMORY    (64u << 10)
 #define HTTP_LISTEN_BACKLOG         1024
 
-void http_server_warn(const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "%s\n", line);
-}
-
+/* libmicrohttpd's own messages (with log_library_messages), one log line each. */
 static void http_server_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+    if (!log_enabled(LOG_LEVEL_WARN))
+        return;
     char line[1024];
     vsnprintf(line, sizeof line, fmt, ap);
     size_t n = strlen(line);
     while (n > 0 && line[n - 1] == '\n')
         line[--n] = '\0';
-    http_server_warn("libmicrohttpd: %s", line);
+    LOG_WARN("libmicrohttpd: %s", line);
 }
 
 /* ---- routing ---------------------------------------------------------------------------- */
@@ -122,10 +117,11 @@ static void http_server_dispatch(struct http_server *s, struct http_request *req
         hit->handler(req, s->ud);
     } else if (allow[0] != '\0') {
         http_request_add_reply_header(req, "Allow", allow);
-        http_request_reply_error(req, 405, "invalid_request_error",
-                                 "method not allowed for this path");
+        char *msg = xasprintf("method %s is not allowed here; allowed: %s", req->method, allow);
+        http_request_reply_error(req, ERR_METHOD_NOT_ALLOWED, msg);
+        free(msg);
     } else {
-        http_request_reply_error(req, 404, "not_found_error", "no such path");
+        http_request_reply_error(req, ERR_NOT_FOUND, "no such path");
     }
 }
 
@@ -140,9 +136,9 @@ static enum MHD_Result http_server_answer(struct http_request *req, struct MHD_C
     }
     if (req->answer == HTTP_ANSWER_NONE) {
         pthread_mutex_unlock(&req->mu);
-        http_server_warn("http: handler for %s %s returned without answering (request %s)",
-                         req->method, req->path, req->request_id);
-        http_request_reply_error(req, 500, "api_error", "the handler did not answer");
+        HTTP_REQUEST_LOG(LOG_LEVEL_ERROR, req, "http: handler for %s %s returned without answering",
+                         req->method, req->path);
+        http_request_reply_error(req, ERR_INTERNAL, NULL);
         pthread_mutex_lock(&req->mu);
     }
     if (req->answer == HTTP_ANSWER_DEFERRED) {
@@ -170,7 +166,7 @@ static enum MHD_Result http_server_reject_body(struct http_server *s, struct htt
 {
     char msg[96];
     snprintf(msg, sizeof msg, "request body exceeds %zu bytes", s->max_body);
-    http_request_reply_error(req, 413, "request_too_large", msg);
+    http_request_reply_error(req, ERR_BODY_TOO_LARGE, msg);
     return http_server_answer(req, conn);
 }
 
@@ -213,7 +209,7 @@ static enum MHD_Result http_server_access_cb(void *cls, struct MHD_Connection *c
         http_request_start(req, method, url);
         MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, s->idle_timeout_s);
         if (atomic_load(&s->stopping)) {
-            http_request_reply_error(req, 503, "overloaded_error", "server is shutting down");
+            http_request_reply_error(req, ERR_UNAVAILABLE, "server is shutting down");
             return http_server_answer(req, conn);
         }
         const char *cl = http_request_header(req, "Content-Length");
@@ -310,7 +306,7 @@ void http_server_watch_add(struct http_server *server, struct http_request *req)
     if (epoll_ctl(server->watch_fd, EPOLL_CTL_ADD, req->fd, &ev) == 0)
         req->watched = true;
     else
-        http_server_warn("http: cannot watch connection of request %s: %s", req->request_id,
+        HTTP_REQUEST_LOG(LOG_LEVEL_WARN, req, "http: cannot watch the connection for hang-ups: %s",
                          strerror(errno));
 }
 
@@ -357,7 +353,7 @@ static void *http_server_watch_main(void *arg)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            http_server_warn("http: hang-up watcher stopped: %s", strerror(errno));
+            LOG_ERROR("http: hang-up watcher stopped: %s", strerror(errno));
             return NULL;
         }
         for (int i = 0; i < n; i++) {
@@ -428,7 +424,7 @@ static void http_server_free(struct http_server *s)
     if (s->watcher_started) {
         uint64_t one = 1;
         if (write(s->wake_fd, &one, sizeof one) != (ssize_t)sizeof one)
-            http_server_warn("http: cannot wake the hang-up watcher: %s", strerror(errno));
+            LOG_ERROR("http: cannot wake the hang-up watcher: %s", strerror(errno));
         pthread_join(s->watcher, NULL);
     }
     if (s->watch_fd >= 0)

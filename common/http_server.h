@@ -13,14 +13,16 @@
  * Routing: routes are tried in order. A pattern is an exact path ("/v1/models") or a prefix
  * ending in "/" followed by '*', which matches any longer path and exposes the rest through
  * http_request_wildcard. The query string never takes part in matching. A path that matches
- * no route gets 404; a path that matches only routes of other methods gets 405 with an Allow
- * header. HEAD is answered by the GET route (headers only) unless a HEAD route exists.
+ * no route gets 404 (ERR_NOT_FOUND); a path that matches only routes of other methods gets 405
+ * (ERR_METHOD_NOT_ALLOWED) with an Allow header. HEAD is answered by the GET route (headers
+ * only) unless a HEAD route exists. Such built-in error answers carry the OpenAI-dialect body
+ * of their code (error.h; see http_request.h).
  *
- * Limits: bodies over max_body_bytes get 413 — at once when Content-Length announces it,
- * without reading the body. header_timeout_s bounds the silence allowed while a connection's
- * first request arrives (slow-loris guard); idle_timeout_s applies after that (between
- * keep-alive requests, and to a client that stops reading an answer). Streams and deferred
- * requests waiting for their producer never time out.
+ * Limits: bodies over max_body_bytes get 413 (ERR_BODY_TOO_LARGE) — at once when
+ * Content-Length announces it, without reading the body. header_timeout_s bounds the silence
+ * allowed while a connection's first request arrives (slow-loris guard); idle_timeout_s applies
+ * after that (between keep-alive requests, and to a client that stops reading an answer).
+ * Streams and deferred requests waiting for their producer never time out.
  */
 #ifndef CORTEX_HTTP_SERVER_H
 #define CORTEX_HTTP_SERVER_H
@@ -58,7 +60,7 @@ typedef struct http_server_config {
     size_t stream_max_queued;  /* unsent bytes allowed per stream; default 1 MiB */
     size_t connection_memory;  /* libmicrohttpd per-connection buffer (headers + I/O);
                                      default 64 KiB */
-    bool log_library_messages; /* pass libmicrohttpd's own messages to stderr */
+    bool log_library_messages; /* pass libmicrohttpd's own messages to the log (warn) */
 } http_server_config_t;
 
 /* Binds and starts. Returns NULL on failure with *errmsg set (the caller frees it): bad listen

@@ -26,11 +26,15 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <microhttpd.h>
 
+#include "error.h"
 #include "http_server.h"
+#include "log.h"
 
 struct http_pair {
     char *name;
@@ -59,7 +63,7 @@ struct http_request {
     struct MHD_Connection *conn;
     int fd;
     char *method, *path, *query, *wildcard;
-    char request_id[129];
+    char request_id[129]; /* a sane client X-Request-Id (<= 128) or an ids_new() id */
     char client_addr[64];
     struct http_pairs headers, args;
     char *body;
@@ -114,8 +118,11 @@ struct http_server {
     bool watcher_started;
 };
 
-/* One line to stderr. Local until common/log lands; then switch to it. */
-void http_server_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Logs an event about one request at level, naming it (request=…). The context, like the
+ * arguments, is only evaluated when the level is enabled. */
+#define HTTP_REQUEST_LOG(level, req, ...)                                                          \
+    LOG_AT((level), &(const struct log_ctx){.request_id = (req)->request_id}, __VA_ARGS__)
+
 /* Starts/stops watching a suspended connection's socket for a hang-up. */
 void http_server_watch_add(struct http_server *server, struct http_request *req);
 void http_server_watch_del(struct http_server *server, struct http_request *req);
@@ -140,9 +147,11 @@ void http_request_add_reply_header_locked(struct http_request *req, const char *
 const char *http_request_reply_header_locked(const struct http_request *req, const char *name);
 /* Builds the libmicrohttpd response for the stored answer (REPLY or STREAM). */
 struct MHD_Response *http_request_build_response_locked(struct http_request *req);
-/* Stores a reply on the server's own behalf (errors): JSON {"type":"error","error":{...}}. */
-void http_request_reply_error(struct http_request *req, int status, const char *type,
-                              const char *message);
+/* Answers on the server's own behalf (no route, wrong method, body too large, ...): the status
+ * and the OpenAI-dialect body {"error":{"message","type","param","code"}} of code, from the one
+ * table in error.h, plus Retry-After where the table asks for it. message NULL means the
+ * table's default. */
+void http_request_reply_error(struct http_request *req, enum err_code code, const char *message);
 
 /* The content reader and its free callback of streaming responses (http_stream.c). */
 ssize_t http_stream_read(void *cls, uint64_t pos, char *buf, size_t max);

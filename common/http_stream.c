@@ -19,7 +19,7 @@ http_stream_t *http_stream_start(http_request_t *req, int status, const char *co
     pthread_mutex_lock(&req->mu);
     if (req->answer != HTTP_ANSWER_NONE && req->answer != HTTP_ANSWER_DEFERRED) {
         pthread_mutex_unlock(&req->mu);
-        http_server_warn("http: request %s already answered; stream not started", req->request_id);
+        HTTP_REQUEST_LOG(LOG_LEVEL_ERROR, req, "http: already answered; stream not started");
         return NULL;
     }
     bool deferred = req->answer == HTTP_ANSWER_DEFERRED;
@@ -120,7 +120,7 @@ void http_stream_close(http_stream_t *stream)
     pthread_mutex_lock(&req->mu);
     if (req->stream_closed) {
         pthread_mutex_unlock(&req->mu);
-        http_server_warn("http: stream of request %s closed twice", req->request_id);
+        HTTP_REQUEST_LOG(LOG_LEVEL_ERROR, req, "http: stream closed twice");
         return;
     }
     req->stream_closed = true;

@@ -12,6 +12,8 @@
 
 #include "arena.h"
 
+#include "common/test_util.h"
+
 START_TEST(test_alignment_and_no_overlap)
 {
     struct arena *a = arena_create(256);
@@ -139,9 +141,5 @@ int main(void)
     tcase_add_test(tc, test_reset_reuses_memory);
     tcase_add_test(tc, test_destroy_null_and_zero_sizes);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return test_util_run_suite(s);
 }

@@ -8,6 +8,8 @@
 
 #include "buf.h"
 
+#include "common/test_util.h"
+
 START_TEST(test_empty_buffer)
 {
     struct buf b = BUF_INIT;
@@ -222,9 +224,5 @@ int main(void)
     tcase_add_test(tc, test_json_string_always_parses);
     tcase_add_test(tc, test_append_utf8);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return test_util_run_suite(s);
 }

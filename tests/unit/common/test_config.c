@@ -9,6 +9,8 @@
 
 #include "config.h"
 
+#include "common/test_util.h"
+
 static struct {
     char *listen;
     char *pg;
@@ -455,9 +457,5 @@ int main(void)
     tcase_add_test(tc, test_table_mistakes_are_reported);
     tcase_add_test(tc, test_small_error_buffer_is_safe);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return test_util_run_suite(s);
 }

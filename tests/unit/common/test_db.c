@@ -1,32 +1,27 @@
 /*
  * tests/unit/common/test_db.c — common/db against a real PostgreSQL (CORTEX_TEST_PG).
  *
- * Covers: connect, parameters staying data, errors with SQLSTATE, statement timeout, multi-host
- * failover with target_session_attrs, reconnect after pg_terminate_backend (generation and
- * re-LISTEN), the reconnect backoff against a dead port, LISTEN/NOTIFY with payload.
+ * Covers: connect, parameters staying data, errors with SQLSTATE, server notices in the debug
+ * log, statement timeout, multi-host failover with target_session_attrs, reconnect after
+ * pg_terminate_backend (generation and re-LISTEN), the reconnect backoff against a dead port,
+ * LISTEN/NOTIFY with payload.
  * Exits 77 (skipped) when CORTEX_TEST_PG is unset.
  */
 #include <check.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "db.h"
+#include "log.h"
+#include "timing.h"
 #include "xalloc.h"
 
-static const char *test_pg;
+#include "common/test_util.h"
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static const char *test_pg;
 
 static db_t *connect_ok(const char *conninfo, const db_options_t *opts)
 {
@@ -35,20 +30,6 @@ static db_t *connect_ok(const char *conninfo, const db_options_t *opts)
     ck_assert_msg(db != NULL, "db_create: %s", err ? err : "?");
     ck_assert_msg(db_ensure(db) == 0, "db_ensure: %s", db_last_error(db));
     return db;
-}
-
-/* A TCP port on 127.0.0.1 that refuses connections: bound (so nobody else takes it) but not
- * listening. The caller closes the returned socket. */
-static int dead_port(int *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(fd, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t len = sizeof sa;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    *port = ntohs(sa.sin_port);
-    return fd;
 }
 
 /* Quotes a conninfo value: 'value' with \ and ' escaped. The caller frees. */
@@ -198,6 +179,30 @@ START_TEST(test_errors_carry_sqlstate)
 }
 END_TEST
 
+START_TEST(test_notices_are_logged_at_debug)
+{
+    db_t *db = connect_ok(test_pg, NULL);
+    FILE *capture = test_util_log_capture_start();
+    log_set_level(LOG_LEVEL_DEBUG);
+    ck_assert_int_eq(db_exec_command(db,
+                                     "DO $$ BEGIN RAISE NOTICE 'first notice'; "
+                                     "RAISE WARNING 'second notice'; END $$",
+                                     0, NULL, NULL),
+                     0);
+    log_set_level(LOG_LEVEL_INFO);
+    ck_assert_int_eq(
+            db_exec_command(db, "DO $$ BEGIN RAISE NOTICE 'hidden notice'; END $$", 0, NULL, NULL),
+            0);
+    char *out = test_util_log_capture_end(capture);
+    ck_assert_msg(strstr(out, "level=debug") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "msg=\"postgres: NOTICE:  first notice\"") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "msg=\"postgres: WARNING:  second notice\"") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "hidden notice") == NULL, "%s", out);
+    free(out);
+    db_destroy(db);
+}
+END_TEST
+
 START_TEST(test_statement_timeout)
 {
     db_options_t opts = {.statement_timeout_ms = 200};
@@ -206,9 +211,9 @@ START_TEST(test_statement_timeout)
     ck_assert_int_eq(db_query_value(db, "SHOW statement_timeout", 0, NULL, &v), 1);
     ck_assert_str_eq(v, "200ms");
     free(v);
-    int64_t t0 = now_ms();
+    uint64_t t0 = timing_now_ms();
     ck_assert_int_eq(db_query_value(db, "SELECT pg_sleep(30)", 0, NULL, &v), -1);
-    ck_assert_int_lt(now_ms() - t0, 20000); /* cancelled long before the sleep would end */
+    ck_assert_uint_lt(timing_now_ms() - t0, 20000); /* cancelled long before the sleep would end */
     ck_assert_int_eq(db_last_error_kind(db), DB_ERROR_QUERY);
     ck_assert_str_eq(db_last_sqlstate(db), "57014");
     ck_assert(db_is_connected(db));
@@ -237,7 +242,7 @@ static char *multi_host_conninfo(int dead, const char *extra)
 START_TEST(test_multi_host_failover)
 {
     int port;
-    int fd = dead_port(&port);
+    int fd = test_util_refusing_port(&port);
 
     char *conninfo = multi_host_conninfo(port, "target_session_attrs=read-write");
     db_t *db = connect_ok(conninfo, NULL);
@@ -291,8 +296,8 @@ static void on_notify(const char *channel, const char *payload, int pid, void *u
 /* Waits (poll on the socket, 10 s deadline) until at least one notification arrives. */
 static void wait_notification(db_t *db, struct notes *n)
 {
-    int64_t deadline = now_ms() + 10000;
-    while (n->count == 0 && now_ms() < deadline) {
+    uint64_t deadline = timing_now_ms() + 10000;
+    while (n->count == 0 && timing_now_ms() < deadline) {
         struct pollfd pfd = {.fd = db_socket(db), .events = POLLIN};
         ck_assert_int_ge(pfd.fd, 0);
         ck_assert_int_ge(poll(&pfd, 1, 1000), 0);
@@ -396,26 +401,33 @@ START_TEST(test_reconnect_after_terminate)
 }
 END_TEST
 
+/* Calls db_ensure on a db that cannot connect as fast as a busy caller would, for ms
+ * milliseconds; every call must fail for want of a connection. Returns the number of calls. */
+static long ensure_failing_for(db_t *db, uint64_t ms)
+{
+    long calls = 0;
+    uint64_t t0 = timing_now_ms();
+    while (timing_now_ms() - t0 < ms) {
+        ck_assert_int_eq(db_ensure(db), -1);
+        ck_assert_int_eq(db_last_error_kind(db), DB_ERROR_CONNECTION);
+        calls++;
+        timing_sleep_ms(1); /* politeness only */
+    }
+    return calls;
+}
+
 START_TEST(test_backoff_limits_attempts)
 {
     int port;
-    int fd = dead_port(&port);
+    int fd = test_util_refusing_port(&port);
     char *conninfo = xasprintf("host=127.0.0.1 port=%d connect_timeout=2", port);
     char *err = NULL;
     db_t *db = db_create(conninfo, NULL, &err); /* defaults: 100 ms doubling, +-25% */
     ck_assert_ptr_nonnull(db);
 
-    /* Call db_ensure as fast as a busy caller would for one second. With the backoff, attempts
-     * start at 0, >= 75, >= 225, >= 525 and >= 1125 ms: at most 4 fit, and at least 2. */
-    int64_t t0 = now_ms();
-    long calls = 0;
-    while (now_ms() - t0 < 1000) {
-        ck_assert_int_eq(db_ensure(db), -1);
-        ck_assert_int_eq(db_last_error_kind(db), DB_ERROR_CONNECTION);
-        calls++;
-        struct timespec pause = {0, 1000000}; /* politeness only: 1 ms between calls */
-        nanosleep(&pause, NULL);
-    }
+    /* For one second: with the backoff, attempts start at 0, >= 75, >= 225, >= 525 and
+     * >= 1125 ms: at most 4 fit, and at least 2. */
+    long calls = ensure_failing_for(db, 1000);
     uint64_t attempts = db_connect_attempts(db);
     ck_assert_msg(attempts >= 2 && attempts <= 4, "attempts %llu in %ld calls",
                   (unsigned long long)attempts, calls);
@@ -446,7 +458,7 @@ END_TEST
 START_TEST(test_backoff_cap)
 {
     int port;
-    int fd = dead_port(&port);
+    int fd = test_util_refusing_port(&port);
     char *conninfo = xasprintf("host=127.0.0.1 port=%d", port);
     char *err = NULL;
     /* A small cap: delays 20, 40, 40, 40 ... ms (+-25%): in 500 ms between 10 and 27 attempts.
@@ -454,12 +466,7 @@ START_TEST(test_backoff_cap)
     db_options_t opts = {.backoff_initial_ms = 20, .backoff_max_ms = 40};
     db_t *db = db_create(conninfo, &opts, &err);
     ck_assert_ptr_nonnull(db);
-    int64_t t0 = now_ms();
-    while (now_ms() - t0 < 500) {
-        ck_assert_int_eq(db_ensure(db), -1);
-        struct timespec pause = {0, 1000000};
-        nanosleep(&pause, NULL);
-    }
+    ensure_failing_for(db, 500);
     uint64_t attempts = db_connect_attempts(db);
     ck_assert_msg(attempts >= 8 && attempts <= 27, "attempts %llu", (unsigned long long)attempts);
     db_destroy(db);
@@ -482,6 +489,7 @@ int main(void)
     tcase_add_test(tc, test_not_connected_and_bad_conninfo);
     tcase_add_test(tc, test_parameters_stay_data);
     tcase_add_test(tc, test_errors_carry_sqlstate);
+    tcase_add_test(tc, test_notices_are_logged_at_debug);
     tcase_add_test(tc, test_statement_timeout);
     tcase_add_test(tc, test_multi_host_failover);
     tcase_add_test(tc, test_listen_notify);
@@ -489,9 +497,5 @@ int main(void)
     tcase_add_test(tc, test_backoff_limits_attempts);
     tcase_add_test(tc, test_backoff_cap);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return test_util_run_suite(s);
 }

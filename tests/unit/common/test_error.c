@@ -10,6 +10,8 @@
 
 #include "error.h"
 
+#include "common/test_util.h"
+
 static bool in_list(const char *s, const char *const *list)
 {
     for (; *list; list++) {
@@ -248,9 +250,5 @@ int main(void)
     tcase_add_test(tc, test_bodies_survive_invalid_utf8);
     tcase_add_test(tc, test_error_set_and_clear);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return test_util_run_suite(s);
 }

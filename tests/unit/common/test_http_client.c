@@ -16,13 +16,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "http_client.h"
 #include "http_server.h"
 #include "sse.h"
+#include "timing.h"
 #include "xalloc.h"
+
+#include "common/test_util.h"
 
 #define WAIT_MS 10000
 
@@ -36,13 +38,6 @@ static struct {
     int gone;
 } shared = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void shared_signal(int *counter)
 {
     pthread_mutex_lock(&shared.mu);
@@ -53,17 +48,7 @@ static void shared_signal(int *counter)
 
 static void shared_wait(const int *counter, int want)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += WAIT_MS / 1000;
-    pthread_mutex_lock(&shared.mu);
-    while (*counter < want) {
-        if (pthread_cond_timedwait(&shared.cond, &shared.mu, &dl) == ETIMEDOUT)
-            break;
-    }
-    int got = *counter;
-    pthread_mutex_unlock(&shared.mu);
-    ck_assert_msg(got >= want, "waited for %d, got %d", want, got);
+    test_util_wait_count(&shared.mu, &shared.cond, counter, want, WAIT_MS);
 }
 
 /* ---- the server ------------------------------------------------------------------------- */
@@ -135,11 +120,8 @@ static char base[64];
 
 static void server_up(void)
 {
-    http_server_config_t cfg = {
-            .listen = "127.0.0.1:0", .routes = routes, .n_routes = sizeof routes / sizeof *routes};
-    char *err = NULL;
-    server = http_server_create(&cfg, &err);
-    ck_assert_msg(server != NULL, "%s", err ? err : "?");
+    http_server_config_t cfg = {.routes = routes, .n_routes = sizeof routes / sizeof *routes};
+    server = test_util_server_start(&cfg);
     snprintf(base, sizeof base, "http://127.0.0.1:%u", http_server_port(server));
     pthread_mutex_lock(&shared.mu);
     shared.stream = NULL;
@@ -226,9 +208,9 @@ START_TEST(test_request_timeout)
     char *u = url("/hang");
     http_client_request_t rq = {.url = u, .timeout_ms = 300};
     http_client_response_t resp;
-    int64_t t0 = now_ms();
+    uint64_t t0 = timing_now_ms();
     ck_assert_int_eq(http_client_request(&rq, &resp), HTTP_CLIENT_ERR_TIMEOUT);
-    ck_assert_int_lt(now_ms() - t0, 5000);
+    ck_assert_uint_lt(timing_now_ms() - t0, 5000);
     ck_assert_int_eq(resp.status, 0);
     ck_assert_ptr_null(resp.body);
     ck_assert_msg(strstr(resp.error, "timed out") != NULL, "%s", resp.error);
@@ -240,22 +222,10 @@ START_TEST(test_request_timeout)
 }
 END_TEST
 
-/* A port on 127.0.0.1 that refuses connections (bound, not listening). */
-static int refusing_port(int *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t len = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    *port = ntohs(sa.sin_port);
-    return fd;
-}
-
 START_TEST(test_connect_errors)
 {
     int port;
-    int fd = refusing_port(&port);
+    int fd = test_util_refusing_port(&port);
     char *u = xasprintf("http://127.0.0.1:%d/x", port);
     http_client_request_t rq = {.url = u, .timeout_ms = 5000};
     http_client_response_t resp;
@@ -282,10 +252,10 @@ START_TEST(test_connect_errors)
     }
     u = xasprintf("http://127.0.0.1:%d/x", ntohs(sa.sin_port));
     rq = (http_client_request_t){.url = u, .connect_timeout_ms = 300, .timeout_ms = 5000};
-    int64_t t0 = now_ms();
+    uint64_t t0 = timing_now_ms();
     http_client_result_t rc = http_client_request(&rq, &resp);
     ck_assert_msg(rc == HTTP_CLIENT_ERR_CONNECT, "rc %d: %s", rc, resp.error);
-    ck_assert_int_lt(now_ms() - t0, 4000);
+    ck_assert_uint_lt(timing_now_ms() - t0, 4000);
     ck_assert_msg(strncmp(resp.error, "connect timed out", 17) == 0, "%s", resp.error);
     http_client_response_free(&resp);
     free(u);
@@ -439,11 +409,11 @@ START_TEST(test_stream_cancel_from_other_thread)
     /* Nothing is being sent: the client sits in its wait, which the cancel interrupts (libcurl's
      * own timers would also end the wait eventually, so the bound is loose). */
     ck_assert(!http_client_cancel_fired(cancel));
-    int64_t t0 = now_ms();
+    uint64_t t0 = timing_now_ms();
     http_client_cancel_fire(cancel);
     http_client_cancel_fire(cancel); /* idempotent */
     pthread_join(t, NULL);
-    ck_assert_int_lt(now_ms() - t0, 5000);
+    ck_assert_uint_lt(timing_now_ms() - t0, 5000);
     ck_assert_int_eq(r.rc, HTTP_CLIENT_ERR_ABORTED);
     ck_assert_str_eq(r.resp.error, "cancelled");
     shared_wait(&shared.gone, 1);
@@ -473,10 +443,10 @@ START_TEST(test_stream_idle_timeout)
     shared_wait(&shared.n_streams, 1);
     ck_assert_int_eq(http_stream_write(shared.stream, "data: only\n\n", 12), HTTP_STREAM_OK);
     shared_wait(&r.events, 1);
-    int64_t t0 = now_ms();
+    uint64_t t0 = timing_now_ms();
     pthread_join(t, NULL); /* then silence */
     ck_assert_int_eq(r.rc, HTTP_CLIENT_ERR_IDLE);
-    ck_assert_int_lt(now_ms() - t0, 5000);
+    ck_assert_uint_lt(timing_now_ms() - t0, 5000);
     ck_assert_str_eq(r.text, "message:only;");
     ck_assert_ptr_nonnull(strstr(r.resp.error, "nothing received"));
     shared_wait(&shared.gone, 1);
@@ -501,9 +471,5 @@ int main(void)
     tcase_add_test(tc, test_stream_cancel_from_other_thread);
     tcase_add_test(tc, test_stream_idle_timeout);
     suite_add_tcase(suite, tc);
-    SRunner *sr = srunner_create(suite);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return test_util_run_suite(suite);
 }

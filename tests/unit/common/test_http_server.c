@@ -27,6 +27,8 @@
 #include "http_server.h"
 #include "xalloc.h"
 
+#include "common/test_util.h"
+
 #define MAX_BODY     (1u << 20)
 #define WAIT_MS      10000 /* deadline for anything that should happen "at once" */
 #define MANY_STREAMS 200
@@ -50,31 +52,10 @@ static void shared_reset(void)
     pthread_mutex_unlock(&shared.mu);
 }
 
-static struct timespec deadline_in(int ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    return ts;
-}
-
 /* Waits until *counter >= want (under shared.mu); fails the test after WAIT_MS. */
 static void shared_wait(const int *counter, int want)
 {
-    struct timespec dl = deadline_in(WAIT_MS);
-    pthread_mutex_lock(&shared.mu);
-    while (*counter < want) {
-        if (pthread_cond_timedwait(&shared.cond, &shared.mu, &dl) == ETIMEDOUT)
-            break;
-    }
-    int got = *counter;
-    pthread_mutex_unlock(&shared.mu);
-    ck_assert_msg(got >= want, "waited for %d, got %d", want, got);
+    test_util_wait_count(&shared.mu, &shared.cond, counter, want, WAIT_MS);
 }
 
 static void on_gone(void *ud)
@@ -159,16 +140,12 @@ static const http_route_t routes[] = {
 
 static http_server_t *start_server_threads(size_t stream_max_queued, unsigned threads)
 {
-    http_server_config_t cfg = {.listen = "127.0.0.1:0",
-                                .threads = threads,
+    http_server_config_t cfg = {.threads = threads,
                                 .routes = routes,
                                 .n_routes = sizeof routes / sizeof routes[0],
                                 .max_body_bytes = MAX_BODY,
                                 .stream_max_queued = stream_max_queued};
-    char *err = NULL;
-    http_server_t *s = http_server_create(&cfg, &err);
-    ck_assert_msg(s != NULL, "http_server_create: %s", err ? err : "?");
-    ck_assert_uint_gt(http_server_port(s), 0);
+    http_server_t *s = test_util_server_start(&cfg);
     shared_reset();
     return s;
 }
@@ -283,6 +260,14 @@ static void *fetch_run(void *arg)
     return NULL;
 }
 
+/* Runs f on a new thread, which the caller joins. */
+static pthread_t fetch_in_background(struct fetch *f)
+{
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, fetch_run, f), 0);
+    return t;
+}
+
 static void fetch_free(struct fetch *f)
 {
     free(f->data);
@@ -309,6 +294,16 @@ static const char *fetch_header(const struct fetch *f, const char *name)
     return NULL;
 }
 
+/* The status of a plain request with a fresh client, for checks that need nothing else. */
+static long fetch_status(http_server_t *s, const char *method, const char *path)
+{
+    struct fetch f;
+    fetch_init(&f, s, method, path);
+    fetch_run(&f);
+    fetch_free(&f);
+    return f.status;
+}
+
 static json_t *fetch_json(const struct fetch *f)
 {
     json_error_t e;
@@ -317,11 +312,41 @@ static json_t *fetch_json(const struct fetch *f)
     return j;
 }
 
-static bool is_hex32(const char *s)
+/* A server-made request id: "req_" and 24 characters of [0-9A-Za-z]. */
+static bool is_request_id(const char *s)
 {
-    if (s == NULL || strlen(s) != 32)
-        return false;
-    return strspn(s, "0123456789abcdef") == 32;
+    static const char base62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    return s != NULL && strlen(s) == 28 && strncmp(s, "req_", 4) == 0 &&
+           strspn(s + 4, base62) == 24;
+}
+
+/* Checks that text is an OpenAI-dialect error body and nothing more:
+ * {"error":{"message":<non-empty>,"type":type,"param":null,"code":code or null}}. */
+static void assert_error_body(const char *text, size_t len, const char *type, const char *code)
+{
+    json_error_t e;
+    json_t *j = json_loadb(text ? text : "", len, 0, &e);
+    ck_assert_msg(j != NULL, "bad JSON (%s): %.*s", e.text, (int)len, text ? text : "");
+    ck_assert_msg(json_object_size(j) == 1, "%.*s", (int)len, text);
+    json_t *err = json_object_get(j, "error");
+    ck_assert_msg(json_is_object(err) && json_object_size(err) == 4, "%.*s", (int)len, text);
+    ck_assert(json_string_length(json_object_get(err, "message")) > 0);
+    ck_assert_str_eq(json_string_value(json_object_get(err, "type")), type);
+    ck_assert(json_is_null(json_object_get(err, "param")));
+    if (code)
+        ck_assert_str_eq(json_string_value(json_object_get(err, "code")), code);
+    else
+        ck_assert(json_is_null(json_object_get(err, "code")));
+    json_decref(j);
+}
+
+static void assert_fetch_error(const struct fetch *f, long status, const char *type,
+                               const char *code)
+{
+    ck_assert_int_eq(f->status, status);
+    ck_assert_str_eq(fetch_header(f, "Content-Type"), "application/json");
+    ck_assert_ptr_nonnull(fetch_header(f, "X-Request-Id"));
+    assert_error_body(f->data, f->len, type, code);
 }
 
 /* ---- tests ------------------------------------------------------------------------------ */
@@ -350,22 +375,19 @@ START_TEST(test_routing)
         fetch_init(&f, s, "GET", missing[i]);
         fetch_run(&f);
         ck_assert_msg(f.status == 404, "%s gave %ld", missing[i], f.status);
-        json_t *j = fetch_json(&f);
-        ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "type")),
-                         "not_found_error");
-        json_decref(j);
+        assert_fetch_error(&f, 404, "not_found_error", NULL);
         fetch_free(&f);
     }
 
     fetch_init(&f, s, "DELETE", "/v1/models");
     fetch_run(&f);
-    ck_assert_int_eq(f.status, 405);
+    assert_fetch_error(&f, 405, "invalid_request_error", NULL);
     ck_assert_str_eq(fetch_header(&f, "Allow"), "GET, HEAD");
     fetch_free(&f);
 
     fetch_init(&f, s, "GET", "/echo");
     fetch_run(&f);
-    ck_assert_int_eq(f.status, 405);
+    assert_fetch_error(&f, 405, "invalid_request_error", NULL);
     ck_assert_str_eq(fetch_header(&f, "Allow"), "POST");
     fetch_free(&f);
     http_server_destroy(s);
@@ -386,10 +408,7 @@ START_TEST(test_head)
     ck_assert_str_eq(fetch_header(&f, "Content-Length"), expect);
     fetch_free(&f);
 
-    fetch_init(&f, s, "HEAD", "/echo");
-    fetch_run(&f);
-    ck_assert_int_eq(f.status, 405);
-    fetch_free(&f);
+    ck_assert_int_eq(fetch_status(s, "HEAD", "/echo"), 405);
     http_server_destroy(s);
 }
 END_TEST
@@ -444,10 +463,10 @@ START_TEST(test_request_id)
     fetch_run(&f);
     char first[64];
     snprintf(first, sizeof first, "%s", fetch_header(&f, "X-Request-Id"));
-    ck_assert_msg(is_hex32(first), "%s", first);
+    ck_assert_msg(is_request_id(first), "%s", first);
     fetch_init(&g, s, "GET", "/v1/models");
     fetch_run(&g);
-    ck_assert(is_hex32(fetch_header(&g, "X-Request-Id")));
+    ck_assert(is_request_id(fetch_header(&g, "X-Request-Id")));
     ck_assert_str_ne(fetch_header(&g, "X-Request-Id"), first);
     fetch_free(&f);
     fetch_free(&g);
@@ -467,16 +486,15 @@ START_TEST(test_request_id)
     fetch_init(&f, s, "GET", "/v1/models");
     f.header = "X-Request-Id: bad id<script>";
     fetch_run(&f);
-    ck_assert(is_hex32(fetch_header(&f, "X-Request-Id")));
+    ck_assert(is_request_id(fetch_header(&f, "X-Request-Id")));
     fetch_free(&f);
 
-    /* Errors produced by the server carry it too, in the header and the body. */
+    /* Errors produced by the server carry it too. */
     fetch_init(&f, s, "GET", "/nope");
+    f.header = "X-Request-Id: client-id-2";
     fetch_run(&f);
-    j = fetch_json(&f);
-    ck_assert_str_eq(json_string_value(json_object_get(j, "request_id")),
-                     fetch_header(&f, "X-Request-Id"));
-    json_decref(j);
+    ck_assert_int_eq(f.status, 404);
+    ck_assert_str_eq(fetch_header(&f, "X-Request-Id"), "client-id-2");
     fetch_free(&f);
     http_server_destroy(s);
 }
@@ -486,7 +504,9 @@ START_TEST(test_extra_headers_and_no_answer)
 {
     http_server_t *s = start_server(0);
     struct fetch f;
+    FILE *capture = test_util_log_capture_start();
     fetch_init(&f, s, "GET", "/retry");
+    f.header = "X-Request-Id: retry-1";
     fetch_run(&f);
     ck_assert_int_eq(f.status, 503);
     ck_assert_str_eq(fetch_header(&f, "Retry-After"), "7");
@@ -496,26 +516,51 @@ START_TEST(test_extra_headers_and_no_answer)
     fetch_free(&f);
 
     fetch_init(&f, s, "GET", "/noanswer");
+    f.header = "X-Request-Id: noanswer-1";
     fetch_run(&f);
-    ck_assert_int_eq(f.status, 500);
+    assert_fetch_error(&f, 500, "server_error", NULL);
     fetch_free(&f);
     http_server_destroy(s);
+
+    /* Both handler mistakes, and nothing else, are logged as errors that name the request. */
+    char *log = test_util_log_capture_end(capture);
+    ck_assert_msg(strstr(log, "request=retry-1 msg=\"http: refused a reply header") != NULL, "%s",
+                  log);
+    ck_assert_msg(strstr(log, "request=noanswer-1 msg=\"http: handler for GET /noanswer returned "
+                              "without answering\"") != NULL,
+                  "%s", log);
+    int lines = 0, errors = 0;
+    for (const char *p = log; (p = strchr(p, '\n')) != NULL; p++)
+        lines++;
+    for (const char *p = log; (p = strstr(p, " level=error ")) != NULL; p++)
+        errors++;
+    ck_assert_msg(lines == 2 && errors == 2, "%s", log);
+    free(log);
 }
 END_TEST
 
-/* Sends raw bytes and returns what comes back until the server closes or WAIT_MS passes. */
-static char *raw_exchange(http_server_t *s, const char *request, size_t *got)
+/* A raw client socket that has sent request to the server; rcvbuf > 0 shrinks its receive
+ * buffer first. The caller closes it. */
+static int raw_send(http_server_t *s, const char *request, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(fd, 0);
+    if (rcvbuf > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in sa = {.sin_family = AF_INET,
                              .sin_port = htons(http_server_port(s)),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     ck_assert_int_eq(send(fd, request, strlen(request), 0), (ssize_t)strlen(request));
+    return fd;
+}
+
+/* Sends raw bytes and returns what comes back until the server closes or WAIT_MS passes. */
+static char *raw_exchange(http_server_t *s, const char *request, size_t *got)
+{
+    int fd = raw_send(s, request, 0);
     char *buf = xcalloc(1, 65536);
     size_t n = 0;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, WAIT_MS) <= 0)
@@ -540,7 +585,11 @@ START_TEST(test_body_limit)
                               "Content-Type: application/json\r\n\r\n",
                               &n);
     ck_assert_msg(strncmp(resp, "HTTP/1.1 413", 12) == 0, "%s", resp);
-    ck_assert_ptr_nonnull(strstr(resp, "request_too_large"));
+    const char *body = strstr(resp, "\r\n\r\n");
+    ck_assert_ptr_nonnull(body);
+    body += 4;
+    assert_error_body(body, n - (size_t)(body - resp), "invalid_request_error",
+                      "request_too_large");
     free(resp);
 
     /* Chunked, a little too large: read to the end, then 413. */
@@ -550,7 +599,7 @@ START_TEST(test_body_limit)
     f.body_len = MAX_BODY + MAX_BODY / 2;
     fetch_run(&f);
     ck_assert_int_eq(f.rc, CURLE_OK);
-    ck_assert_int_eq(f.status, 413);
+    assert_fetch_error(&f, 413, "invalid_request_error", "request_too_large");
     fetch_free(&f);
 
     /* Chunked and far too large: the connection is dropped. */
@@ -563,10 +612,7 @@ START_TEST(test_body_limit)
     fetch_free(&f);
 
     /* The server still works. */
-    fetch_init(&f, s, "GET", "/v1/models");
-    fetch_run(&f);
-    ck_assert_int_eq(f.status, 200);
-    fetch_free(&f);
+    ck_assert_int_eq(fetch_status(s, "GET", "/v1/models"), 200);
     http_server_destroy(s);
 }
 END_TEST
@@ -576,8 +622,7 @@ START_TEST(test_deferred_reply)
     http_server_t *s = start_server(0);
     struct fetch f;
     fetch_init(&f, s, "GET", "/deferred");
-    pthread_t t;
-    pthread_create(&t, NULL, fetch_run, &f);
+    pthread_t t = fetch_in_background(&f);
     shared_wait(&shared.n_deferred, 1);
     http_request_t *req = shared.deferred[0];
     ck_assert_str_eq(http_request_path(req), "/deferred");
@@ -603,8 +648,7 @@ START_TEST(test_deferred_then_stream)
     http_server_t *s = start_server(0);
     struct fetch f;
     fetch_init(&f, s, "GET", "/deferred");
-    pthread_t t;
-    pthread_create(&t, NULL, fetch_run, &f);
+    pthread_t t = fetch_in_background(&f);
     shared_wait(&shared.n_deferred, 1);
     http_stream_t *st = http_stream_start(shared.deferred[0], 200, "text/event-stream", NULL, NULL);
     ck_assert_ptr_nonnull(st);
@@ -630,8 +674,7 @@ START_TEST(test_deferred_client_gone)
     struct fetch f;
     fetch_init(&f, s, "GET", "/deferred");
     f.timeout_ms = 300; /* the client gives up; the server notices although idle */
-    pthread_t t;
-    pthread_create(&t, NULL, fetch_run, &f);
+    pthread_t t = fetch_in_background(&f);
     shared_wait(&shared.n_deferred, 1);
     pthread_join(t, NULL);
     ck_assert_int_eq(f.rc, CURLE_OPERATION_TIMEDOUT);
@@ -641,10 +684,7 @@ START_TEST(test_deferred_client_gone)
     fetch_free(&f);
 
     /* The server is fine afterwards. */
-    fetch_init(&f, s, "GET", "/v1/models");
-    fetch_run(&f);
-    ck_assert_int_eq(f.status, 200);
-    fetch_free(&f);
+    ck_assert_int_eq(fetch_status(s, "GET", "/v1/models"), 200);
     http_server_destroy(s);
 }
 END_TEST
@@ -654,8 +694,7 @@ START_TEST(test_stream_incremental)
     http_server_t *s = start_server(0);
     struct fetch f;
     fetch_init(&f, s, "GET", "/stream");
-    pthread_t t;
-    pthread_create(&t, NULL, fetch_run, &f);
+    pthread_t t = fetch_in_background(&f);
     shared_wait(&shared.n_streams, 1);
     http_stream_t *st = shared.streams[0];
     ck_assert_str_eq(http_request_path(http_stream_request(st)), "/stream");
@@ -678,7 +717,7 @@ START_TEST(test_stream_incremental)
     ck_assert_str_eq(fetch_header(&f, "Content-Type"), "text/event-stream");
     ck_assert_str_eq(fetch_header(&f, "Cache-Control"), "no-cache");
     ck_assert_str_eq(fetch_header(&f, "X-Accel-Buffering"), "no");
-    ck_assert(is_hex32(fetch_header(&f, "X-Request-Id")));
+    ck_assert(is_request_id(fetch_header(&f, "X-Request-Id")));
     ck_assert_ptr_null(fetch_header(&f, "Content-Length"));
     ck_assert_int_eq(shared.gone, 0); /* a normal end is not "gone" */
     fetch_free(&f);
@@ -692,8 +731,7 @@ START_TEST(test_stream_client_disconnect)
     struct fetch f;
     fetch_init(&f, s, "GET", "/stream");
     f.abort_after_events = 1;
-    pthread_t t;
-    pthread_create(&t, NULL, fetch_run, &f);
+    pthread_t t = fetch_in_background(&f);
     shared_wait(&shared.n_streams, 1);
     http_stream_t *st = shared.streams[0];
     ck_assert_int_eq(http_stream_write(st, "data: 1\n\n", 9), HTTP_STREAM_OK);
@@ -716,15 +754,7 @@ START_TEST(test_stream_backpressure)
 {
     http_server_t *s = start_server(64 << 10);
     /* A client that sends its request and never reads. */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int small = 4096;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons(http_server_port(s)),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    const char *rq = "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n";
-    ck_assert_int_eq(send(fd, rq, strlen(rq), 0), (ssize_t)strlen(rq));
+    int fd = raw_send(s, "GET /stream HTTP/1.1\r\nHost: t\r\n\r\n", 4096);
     shared_wait(&shared.n_streams, 1);
     http_stream_t *st = shared.streams[0];
 
@@ -852,9 +882,7 @@ START_TEST(test_shutdown_with_open_streams)
     struct fetch fs, fd;
     fetch_init(&fs, s, "GET", "/stream");
     fetch_init(&fd, s, "GET", "/deferred");
-    pthread_t ts, td;
-    pthread_create(&ts, NULL, fetch_run, &fs);
-    pthread_create(&td, NULL, fetch_run, &fd);
+    pthread_t ts = fetch_in_background(&fs), td = fetch_in_background(&fd);
     shared_wait(&shared.n_streams, 1);
     shared_wait(&shared.n_deferred, 1);
     ck_assert_int_eq(http_stream_write(shared.streams[0], "data: a\n\n", 9), HTTP_STREAM_OK);
@@ -924,10 +952,7 @@ int main(void)
     tcase_add_test(tc, test_shutdown_with_open_streams);
     tcase_add_test(tc, test_create_errors);
     suite_add_tcase(suite, tc);
-    SRunner *sr = srunner_create(suite);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = test_util_run_suite(suite);
     curl_global_cleanup();
-    return failed == 0 ? 0 : 1;
+    return rc;
 }

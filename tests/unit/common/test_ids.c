@@ -8,6 +8,8 @@
 
 #include "ids.h"
 
+#include "common/test_util.h"
+
 static const char base62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 START_TEST(test_prefixes_and_shape)
@@ -132,9 +134,5 @@ int main(void)
     tcase_add_test(tc, test_hex_tokens);
     tcase_add_test(tc, test_random_bytes);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return test_util_run_suite(s);
 }

@@ -9,6 +9,8 @@
 
 #include "jsonutil.h"
 
+#include "common/test_util.h"
+
 static json_t *request;
 
 static void setup(void)
@@ -302,9 +304,5 @@ int main(void)
     tcase_add_test(tc, test_dump_compact);
     tcase_add_test(tc, test_string_lossy);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return test_util_run_suite(s);
 }

@@ -13,24 +13,19 @@
 
 #include "log.h"
 
+#include "common/test_util.h"
+
 static FILE *capture_file;
 
 static void capture_start(void)
 {
-    capture_file = tmpfile();
-    ck_assert_ptr_nonnull(capture_file);
-    log_set_fd(fileno(capture_file));
+    capture_file = test_util_log_capture_start();
 }
 
 /* Everything logged since capture_start(); the caller frees it. */
 static char *capture_end(void)
 {
-    log_set_fd(2);
-    off_t end = lseek(fileno(capture_file), 0, SEEK_END);
-    ck_assert_int_ge(end, 0);
-    char *text = calloc(1, (size_t)end + 1);
-    ck_assert_int_eq(pread(fileno(capture_file), text, (size_t)end, 0), end);
-    fclose(capture_file);
+    char *text = test_util_log_capture_end(capture_file);
     capture_file = NULL;
     return text;
 }
@@ -282,9 +277,5 @@ int main(void)
     tcase_add_test(tc, test_errno_preserved);
     tcase_add_test(tc, test_threads_never_interleave_lines);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return test_util_run_suite(s);
 }

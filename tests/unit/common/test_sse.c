@@ -12,6 +12,8 @@
 #include "sse.h"
 #include "xalloc.h"
 
+#include "common/test_util.h"
+
 /* Events rendered as "type|id|data" lines, one per event, for easy comparison. */
 struct seen {
     char text[4096];
@@ -209,9 +211,5 @@ int main(void)
     tcase_add_test(tc, test_anthropic_stream);
     tcase_add_test(tc, test_stop_and_limits);
     suite_add_tcase(suite, tc);
-    SRunner *sr = srunner_create(suite);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? 0 : 1;
+    return test_util_run_suite(suite);
 }

@@ -7,6 +7,8 @@
 
 #include "timing.h"
 
+#include "common/test_util.h"
+
 START_TEST(test_monotonic_advances_across_sleep)
 {
     uint64_t t0 = timing_now_ns();
@@ -149,9 +151,5 @@ int main(void)
     tcase_add_test(tc, test_format_duration);
     tcase_add_test(tc, test_duration_round_trip);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return test_util_run_suite(s);
 }
