@@ -14,9 +14,10 @@
 #      applied versions are refused;
 #   4. two runners started at once on a second empty database apply each version once;
 #   5. every column of `\d+ cortex.placements` shows a description;
-#   6. pg_prove runs tests/sql/test_*.sql (each file is one transaction rolled back at its end);
-#   7. NOTIFY: a LISTENing session sees cortex_demand / cortex_placement notifications whose
-#      payload is only the new row's id.
+#   6. NOTIFY: a LISTENing session sees cortex_demand / cortex_placement notifications whose
+#      payload is only the new row's id;
+#   7. pg_prove runs tests/sql/test_*.sql (each file is one transaction rolled back at its end),
+#      last, so that its summary closes the output.
 set -uo pipefail
 
 if [ -z "${CORTEX_TEST_PG:-}" ]; then
@@ -190,24 +191,7 @@ else
     fail "\\d+ cortex.placements: columns without a description: $desc"
 fi
 
-# --- 6. pgTAP -----------------------------------------------------------------------------------
-if ! q1 'CREATE EXTENSION IF NOT EXISTS pgtap' >/dev/null; then
-    fail "cannot install the pgtap extension (Debian: postgresql-15-pgtap)"
-elif ! command -v pg_prove >/dev/null; then
-    fail "pg_prove not found (Debian: libtap-parser-sourcehandler-pgtap-perl)"
-elif {
-    # pg_prove cannot pass a connection string through --dbname, so give it a psql that has
-    # the scratch database built in.
-    printf '#!/bin/sh\nexec psql -d %q "$@"\n' "$c1" >"$tmp/psql"
-    chmod +x "$tmp/psql"
-    pg_prove --psql "$tmp/psql" "$src"/tests/sql/test_*.sql
-}; then
-    pass "pgTAP suite"
-else
-    fail "pgTAP suite"
-fi
-
-# --- 7. NOTIFY carries only an id ----------------------------------------------------------------
+# --- 6. NOTIFY carries only an id ----------------------------------------------------------------
 notify_out=$(psql -X -At -v ON_ERROR_STOP=1 -d "$c2" 2>&1 <<'SQL'
 LISTEN cortex_demand;
 LISTEN cortex_placement;
@@ -239,8 +223,27 @@ else
 fi
 
 if [ $failures = 0 ]; then
-    echo "run_pgtap: all checks passed"
-    exit 0
+    echo "run_pgtap: all checks before pg_prove passed"
+else
+    echo "run_pgtap: $failures check(s) failed"
 fi
-echo "run_pgtap: $failures check(s) failed"
-exit 1
+
+# pg_prove runs last so that its summary closes the output.
+# --- 7. pgTAP -----------------------------------------------------------------------------------
+if ! q1 'CREATE EXTENSION IF NOT EXISTS pgtap' >/dev/null; then
+    fail "cannot install the pgtap extension (Debian: postgresql-15-pgtap)"
+elif ! command -v pg_prove >/dev/null; then
+    fail "pg_prove not found (Debian: libtap-parser-sourcehandler-pgtap-perl)"
+elif {
+    # pg_prove cannot pass a connection string through --dbname, so give it a psql that has
+    # the scratch database built in.
+    printf '#!/bin/sh\nexec psql -d %q "$@"\n' "$c1" >"$tmp/psql"
+    chmod +x "$tmp/psql"
+    pg_prove --psql "$tmp/psql" "$src"/tests/sql/test_*.sql
+}; then
+    :
+else
+    failures=$((failures + 1))
+fi
+
+[ $failures = 0 ]
