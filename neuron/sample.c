@@ -10,6 +10,7 @@
 #include "sample.h"
 
 #include "rng.h"
+#include "sample_internal.h"
 #include "xalloc.h"
 
 #include <assert.h>
@@ -26,11 +27,6 @@ struct token_counts {
     int32_t *count;
     size_t cap; /* 0 or a power of two */
     size_t n;
-};
-
-struct sample_candidate {
-    float v; /* logit */
-    int32_t id;
 };
 
 struct sampler {
@@ -261,38 +257,6 @@ void sampler_apply_penalties(const struct sampler *s, float *logits, int n_vocab
 
 /* ---- weights ------------------------------------------------------------------------------ */
 
-/* e^x for x in [-87, 0]; 0 for anything else (x < -87, NaN, +inf). The argument is always
- * (logit - max) / temperature, so only masked and non-finite logits fall outside. Written with
- * plain float operations rather than libm's expf so that it vectorises and gives the same bits
- * under every C library: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2, n rounded by
- * the 1.5 * 2^23 trick), e^r by its Taylor series to r^7 (truncation < 1e-8), times 2^n built
- * in the exponent bits. Relative error about 1e-7. Branch-free for the vectoriser. */
-static inline float sample_exp(float x)
-{
-    float t = x * 1.44269504088896341f + 12582912.0f;
-    float n = t - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    uint32_t t_bits, scale_bits, y_bits;
-    memcpy(&t_bits, &t, sizeof(t_bits));
-    scale_bits = (t_bits - 0x4b400000u + 127u) << 23; /* 2^n: n sits in t's low mantissa bits */
-    float scale, y;
-    memcpy(&scale, &scale_bits, sizeof(scale));
-    y = p * scale;
-    memcpy(&y_bits, &y, sizeof(y_bits));
-    y_bits &= 0u - (uint32_t)((x >= -87.0f) & (x <= 0.0f));
-    memcpy(&y, &y_bits, sizeof(y));
-    return y;
-}
-
 /* w[i] = e^((logits[i] - max) / temp), 0 for masked and non-finite logits. The fixed blocks of
  * 8 let GCC vectorise at -O2, whose cost model rejects loops that would need a scalar tail. */
 static void sample_weights(const float *restrict logits, float *restrict w, size_t n, float max,
@@ -324,7 +288,7 @@ static double sample_sum(const float *w, size_t n)
  * whole blocks by their sums, then the one block that holds the target, so a draw over the full
  * vocabulary costs about one and a half summing passes. */
 #define SAMPLE_PICK_BLOCK 512
-static size_t sample_pick(const float *w, size_t n, double u)
+size_t sample_pick(const float *w, size_t n, double u)
 {
     double total = 0.0;
     for (size_t b = 0; b < n; b += SAMPLE_PICK_BLOCK)
@@ -426,7 +390,7 @@ static int sample_round_budget(size_t n)
 
 /* Rearranges c[0..n) so that its k best candidates come first, in no particular order but the
  * same on every run (quickselect). */
-static void sample_select(struct sample_candidate *c, size_t n, size_t k)
+void sample_select(struct sample_candidate *c, size_t n, size_t k)
 {
     size_t lo = 0, hi = n;
     int budget = sample_round_budget(n);
@@ -446,7 +410,6 @@ static void sample_select(struct sample_candidate *c, size_t n, size_t k)
 /* Top-k for small k without gathering the vocabulary: streams the tokens whose weight is
  * positive and >= floor through a heap of the k best (root = the worst of them), so nearly every
  * token costs one comparison with the root. Fills c[0..k) in heap order; returns how many. */
-#define SAMPLE_HEAP_MAX_K 1024
 static void sample_heap_sift_down(struct sample_candidate *c, size_t n, size_t i)
 {
     for (;;) {
@@ -462,8 +425,8 @@ static void sample_heap_sift_down(struct sample_candidate *c, size_t n, size_t i
     }
 }
 
-static size_t sample_top_k_heap(struct sample_candidate *c, const float *logits, const float *w,
-                                size_t n_vocab, float floor, size_t k)
+size_t sample_top_k_heap(struct sample_candidate *c, const float *logits, const float *w,
+                         size_t n_vocab, float floor, size_t k)
 {
     size_t n = 0;
     for (size_t i = 0; i < n_vocab; i++) {
@@ -492,7 +455,7 @@ static size_t sample_top_k_heap(struct sample_candidate *c, const float *logits,
  * partition either shows that the entries above the pivot already reach the target (recurse
  * into them) or adds them and the pivot to the nucleus (recurse below), so a nucleus of any size
  * costs linear expected time; the last few entries are sorted and scanned. */
-static size_t sample_top_p(struct sample_candidate *c, size_t n, const float *w, double target)
+size_t sample_top_p(struct sample_candidate *c, size_t n, const float *w, double target)
 {
     size_t lo = 0, hi = n; /* c[0..lo) are in with mass cum; c[hi..n) are out */
     double cum = 0.0;

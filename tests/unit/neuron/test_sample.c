@@ -7,6 +7,7 @@
  */
 #include "rng.h"
 #include "sample.h"
+#include "sample_internal.h"
 
 #include <check.h>
 #include <math.h>
@@ -150,6 +151,174 @@ START_TEST(test_rng_reproducible)
     for (int i = 0; i < 100000; i++) {
         double d = rng_next_double(&z);
         ck_assert(d >= 0.0 && d < 1.0);
+    }
+}
+END_TEST
+
+/* ---- building blocks (sample_internal.h) -------------------------------------------------- */
+
+START_TEST(test_exp)
+{
+    double worst = 0;
+    for (int i = 0; i <= 500000; i++) {
+        float x = -87.0f * (float)i / 500000.0f;
+        double want = exp((double)x);
+        double rel = fabs(sample_exp(x) - want) / want;
+        worst = rel > worst ? rel : worst;
+    }
+    ck_assert_msg(worst < 3e-7, "relative error %g", worst);
+    ck_assert(sample_exp(0.0f) == 1.0f); /* the best token weighs exactly 1 */
+    ck_assert(sample_exp(-0.0f) == 1.0f);
+    const float outside[] = {-87.5f, -1000.0f, -INFINITY, INFINITY, NAN, 1e-30f, 1.0f};
+    for (size_t i = 0; i < sizeof(outside) / sizeof(outside[0]); i++)
+        ck_assert_msg(sample_exp(outside[i]) == 0.0f, "e^%g", outside[i]);
+}
+END_TEST
+
+/* Random candidates with many tied logits, so ties must be broken by id. */
+static void random_candidates(struct rng *r, struct sample_candidate *c, size_t n, int levels)
+{
+    for (size_t i = 0; i < n; i++)
+        c[i] = (struct sample_candidate){.v = (float)(rng_next_u64(r) % (uint64_t)levels),
+                                         .id = (int32_t)i};
+    for (size_t i = n; i > 1; i--) { /* ids in random order */
+        size_t j = rng_next_u64(r) % i;
+        struct sample_candidate t = c[i - 1];
+        c[i - 1] = c[j];
+        c[j] = t;
+    }
+}
+
+/* The reference ranking of the candidates: positions by (logit desc, id asc). */
+static int *candidate_ranks(const struct sample_candidate *c, size_t n)
+{
+    double *keys = malloc(n * sizeof(*keys));
+    for (size_t i = 0; i < n; i++)
+        keys[c[i].id] = c[i].v;
+    int *order = ranking(keys, (int)n);
+    int *rank = malloc(n * sizeof(*rank));
+    for (size_t k = 0; k < n; k++)
+        rank[order[k]] = (int)k;
+    free(order);
+    free(keys);
+    return rank;
+}
+
+START_TEST(test_select_and_heap)
+{
+    struct rng r;
+    rng_seed(&r, 131);
+    for (int round = 0; round < 400; round++) {
+        size_t n = 1 + rng_next_u64(&r) % (round < 200 ? 40 : 3000);
+        size_t k = rng_next_u64(&r) % (n + 1);
+        struct sample_candidate *c = malloc(n * sizeof(*c));
+        random_candidates(&r, c, n, 1 + round % 50);
+        int *rank = candidate_ranks(c, n);
+        sample_select(c, n, k);
+        char *seen = calloc(n, 1);
+        for (size_t i = 0; i < n; i++) { /* still a permutation, best k in front */
+            ck_assert(!seen[c[i].id]);
+            seen[c[i].id] = 1;
+            ck_assert_msg((rank[c[i].id] < (int)k) == (i < k), "round %d n %zu k %zu", round, n, k);
+        }
+
+        /* The heap over the same tokens, as logits and weights indexed by id. */
+        float *logits = malloc(n * sizeof(*logits)), *w = malloc(n * sizeof(*w));
+        for (size_t i = 0; i < n; i++) {
+            logits[c[i].id] = c[i].v;
+            w[c[i].id] = 1.0f;
+        }
+        size_t kk = k ? k : 1;
+        size_t got = sample_top_k_heap(c, logits, w, n, 0.0f, kk);
+        ck_assert_uint_eq(got, kk < n ? kk : n);
+        memset(seen, 0, n);
+        for (size_t i = 0; i < got; i++) {
+            ck_assert(rank[c[i].id] < (int)got && !seen[c[i].id]);
+            seen[c[i].id] = 1;
+        }
+        free(logits);
+        free(w);
+        free(seen);
+        free(rank);
+        free(c);
+    }
+}
+END_TEST
+
+START_TEST(test_top_p_selection)
+{
+    /* The nucleus against a full sort, for targets placed between consecutive prefix sums. */
+    struct rng r;
+    rng_seed(&r, 141);
+    for (int round = 0; round < 400; round++) {
+        size_t n = 1 + rng_next_u64(&r) % (round < 200 ? 50 : 5000);
+        struct sample_candidate *c = malloc(n * sizeof(*c));
+        random_candidates(&r, c, n, 1 + round % 30);
+        float *w = malloc(n * sizeof(*w));
+        for (size_t i = 0; i < n; i++) /* weights need not follow logits for the selection */
+            w[c[i].id] = (float)(0.01 + rng_next_double(&r));
+        int *rank = candidate_ranks(c, n);
+        int32_t *by_rank = malloc(n * sizeof(*by_rank));
+        for (size_t i = 0; i < n; i++)
+            by_rank[rank[c[i].id]] = c[i].id;
+        size_t m = 1 + rng_next_u64(&r) % n;
+        double before = 0, at = 0;
+        for (size_t k = 0; k < m; k++) {
+            before = at;
+            at += w[by_rank[k]];
+        }
+        size_t got = sample_top_p(c, n, w, (before + at) / 2);
+        ck_assert_msg(got == m, "round %d: nucleus %zu, want %zu of %zu", round, got, m, n);
+        for (size_t i = 0; i < n; i++)
+            ck_assert((rank[c[i].id] < (int)m) == (i < m));
+        free(by_rank);
+        free(rank);
+        free(w);
+        free(c);
+    }
+}
+END_TEST
+
+START_TEST(test_pick)
+{
+    struct rng r;
+    rng_seed(&r, 151);
+    for (int round = 0; round < 300; round++) {
+        size_t n = 1 + rng_next_u64(&r) % 3000;
+        float *w = malloc(n * sizeof(*w));
+        for (size_t i = 0; i < n; i++)
+            w[i] = rng_next_u64(&r) % 3 ? 0.0f : (float)rng_next_double(&r);
+        double *cum = malloc((n + 1) * sizeof(*cum));
+        cum[0] = 0;
+        for (size_t i = 0; i < n; i++)
+            cum[i + 1] = cum[i] + w[i];
+        if (cum[n] == 0) {
+            ck_assert_uint_eq(sample_pick(w, n, 0.5), n);
+            free(cum);
+            free(w);
+            continue;
+        }
+        for (int draw = 0; draw < 20; draw++) {
+            double u = rng_next_double(&r);
+            size_t got = sample_pick(w, n, u);
+            ck_assert(got < n && w[got] > 0.0f);
+            double t = u * cum[n];
+            /* Away from the edges (rounding), the index whose interval holds u * total. */
+            if (t > cum[got] + 1e-9 && t < cum[got + 1] - 1e-9)
+                continue;
+            ck_assert_msg(fabs(t - cum[got]) < 1e-9 || fabs(t - cum[got + 1]) < 1e-9,
+                          "round %d: u %f picked %zu", round, u, got);
+        }
+        /* The extremes: u = 0 picks the first weighted index, u -> 1 the last. */
+        size_t first = 0, last = n - 1;
+        while (w[first] == 0.0f)
+            first++;
+        while (w[last] == 0.0f)
+            last--;
+        ck_assert_uint_eq(sample_pick(w, n, 0.0), first);
+        ck_assert_uint_eq(sample_pick(w, n, 1.0 - 0x1p-53), last);
+        free(cum);
+        free(w);
     }
 }
 END_TEST
@@ -816,6 +985,12 @@ static Suite *sample_suite(void)
     tcase_add_test(tc, test_greedy);
     tcase_add_test(tc, test_low_temperature_is_greedy);
     tcase_add_test(tc, test_no_choice);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("parts");
+    tcase_add_test(tc, test_exp);
+    tcase_add_test(tc, test_select_and_heap);
+    tcase_add_test(tc, test_top_p_selection);
+    tcase_add_test(tc, test_pick);
     suite_add_tcase(s, tc);
     tc = tcase_create("top_k");
     tcase_add_test(tc, test_top_k);
