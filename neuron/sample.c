@@ -407,9 +407,7 @@ void sample_select(struct sample_candidate *c, size_t n, size_t k)
     }
 }
 
-/* Top-k for small k without gathering the vocabulary: streams the tokens whose weight is
- * positive and >= floor through a heap of the k best (root = the worst of them), so nearly every
- * token costs one comparison with the root. Fills c[0..k) in heap order; returns how many. */
+/* Restores the heap below i; the root of c[0..n) is the worst candidate. */
 static void sample_heap_sift_down(struct sample_candidate *c, size_t n, size_t i)
 {
     for (;;) {
@@ -425,15 +423,18 @@ static void sample_heap_sift_down(struct sample_candidate *c, size_t n, size_t i
     }
 }
 
+/* Top-k for small k without gathering the vocabulary: streams the tokens whose weight is
+ * positive and >= min_w through a heap of the k best (root = the worst of them), so nearly every
+ * token costs one comparison with the root. */
 size_t sample_top_k_heap(struct sample_candidate *c, const float *logits, const float *w,
-                         size_t n_vocab, float floor, size_t k)
+                         size_t n_vocab, float min_w, size_t k)
 {
     size_t n = 0;
     for (size_t i = 0; i < n_vocab; i++) {
         struct sample_candidate cand = {.v = logits[i], .id = (int32_t)i};
         if (n == k && !sample_better(cand, c[0]))
             continue;
-        if (!(w[i] > 0.0f && w[i] >= floor))
+        if (!(w[i] > 0.0f && w[i] >= min_w))
             continue;
         if (n == k) {
             c[0] = cand;
@@ -516,7 +517,8 @@ static int32_t sample_stochastic(struct sampler *s, const float *logits, size_t 
     float *w = s->w;
     sample_weights(logits, w, n_vocab, max, p->temperature);
     bool top_k = p->top_k > 0 && (size_t)p->top_k < n_vocab;
-    bool top_p = p->top_p<1.0f, min_p = p->min_p> 0.0f;
+    bool top_p = p->top_p < 1.0f;
+    bool min_p = p->min_p > 0.0f;
     if (!top_k && !top_p && !min_p)
         return (int32_t)sample_pick(w, n_vocab, rng_next_double(&s->rng));
 
@@ -530,17 +532,17 @@ static int32_t sample_stochastic(struct sampler *s, const float *logits, size_t 
      * nor the target, which keeps the full mass Z. */
     struct sample_candidate *c = s->cand;
     size_t n = 0, k = top_k ? (size_t)p->top_k : 0;
-    float floor = min_p && !top_p ? p->min_p : 0.0f;
+    float min_w = min_p && !top_p ? p->min_p : 0.0f;
     double z = 0.0;
     if (top_p && !top_k) {
         z = sample_sum(w, n_vocab);
-        floor = (float)(0.5 * z * (1.0 - (double)p->top_p) / (double)n_vocab);
+        min_w = (float)(0.5 * z * (1.0 - (double)p->top_p) / (double)n_vocab);
     }
     if (top_k && k <= SAMPLE_HEAP_MAX_K) {
-        n = sample_top_k_heap(c, logits, w, n_vocab, floor, k);
+        n = sample_top_k_heap(c, logits, w, n_vocab, min_w, k);
     } else {
         for (size_t i = 0; i < n_vocab; i++)
-            if (w[i] > 0.0f && w[i] >= floor)
+            if (w[i] > 0.0f && w[i] >= min_w)
                 c[n++] = (struct sample_candidate){.v = logits[i], .id = (int32_t)i};
         if (top_k && k < n) {
             sample_select(c, n, k);

@@ -11,7 +11,8 @@
  *          < 0 (once per token, however often it occurs);
  *        presence / frequency (OpenAI): each token generated so far (output only) loses
  *          count * frequency_penalty + presence_penalty;
- *   2. temperature: logits / temperature (temperature 0 = greedy: argmax, steps 3-6 skipped);
+ *   2. temperature: logits / temperature (temperature 0 = greedy: argmax, steps 3-6 skipped;
+ *      top_k 1 and top_p 0 are greedy too);
  *   3. top-k: keep the k highest logits;
  *   4. top-p: keep the smallest set of highest-probability tokens whose probability mass,
  *      measured over the tokens left by step 3, is >= top_p;
@@ -20,7 +21,8 @@
  * llama.cpp's default chain differs in one respect: it applies temperature after truncation.
  * Ties are broken by token id (lower id ranks higher) in greedy decoding and in every ranking,
  * so results never depend on sort stability. NaN and infinite logits mark tokens that are never
- * chosen (-inf is the usual mask).
+ * chosen (-inf is the usual mask). Weights e^((logit - max) / temperature) carry a relative
+ * error of about 1e-7; a token more than 87 (scaled) below the best weighs exactly 0.
  *
  * Log-probabilities (when params.logprobs) are the log-softmax over the whole vocabulary of the
  * logits after step 1 (penalties) and before temperature and truncation: the model's own
@@ -34,9 +36,10 @@
  *
  * Cost for a vocabulary of n: greedy is one pass. Sampling adds one vectorised pass computing
  * every token's weight and, without truncation, a blocked weighted draw (about 1.5 summing
- * passes). Truncation never sorts the vocabulary: top-k is a linear-time selection, top-p a
- * selection on probability mass (linear expected time however large the nucleus), min-p a
- * filter. Logprobs add one weight pass and a bounded insertion list of alternatives. Scratch of
+ * passes). Truncation never sorts the vocabulary: top-k is one pass through a k-entry heap
+ * (k <= 1024) or a linear-time selection, top-p a selection on probability mass (linear expected
+ * time however large the nucleus, after a bound drops the tokens too light to be in it), min-p
+ * a filter. Logprobs add one weight pass and a bounded insertion list of alternatives. Scratch of
  * 12 bytes per vocabulary entry is allocated on the first call that needs it and kept.
  *
  * Threads: a sampler is used by one thread at a time; different samplers are independent.

@@ -56,11 +56,12 @@ size_t sample_pick(const float *w, size_t n, double u);
  * same on every run. */
 void sample_select(struct sample_candidate *c, size_t n, size_t k);
 
-/* The k best of the tokens i < n_vocab with w[i] > 0 and w[i] >= floor, placed in c[0..k) in
- * heap order; returns how many (fewer than k when fewer qualify). */
+/* The k best of the tokens i < n_vocab with w[i] > 0 and w[i] >= min_w, placed in c[0..k) in
+ * heap order; returns how many (fewer than k when fewer qualify). Used for k up to
+ * SAMPLE_HEAP_MAX_K; larger k gather the candidates and call sample_select(). */
 #define SAMPLE_HEAP_MAX_K 1024
 size_t sample_top_k_heap(struct sample_candidate *c, const float *logits, const float *w,
-                         size_t n_vocab, float floor, size_t k);
+                         size_t n_vocab, float min_w, size_t k);
 
 /* Moves the shortest prefix of c[0..n)'s ranking whose weight (w[id]) reaches target to the
  * front; returns its length (n if the whole set falls short). */
