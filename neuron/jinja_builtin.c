@@ -820,7 +820,8 @@ static int filter_map(struct jctx *cx, const struct jval *in, const struct jargs
             json_decref(res);
             return FAIL(cx, a, "map produced a value that cannot be stored in a list");
         }
-        json_array_append_new(res, v.kind == JV_JSON ? v.json : json_null());
+        json_array_append_new(res, v.kind == JV_JSON ? json_incref(v.json) : json_null());
+        jval_drop(&v);
     }
     json_decref(items);
     *out = jval_json(res);

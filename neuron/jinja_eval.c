@@ -741,7 +741,12 @@ static int eval_list(struct jctx *cx, struct jframe *f, const struct jexpr *e, s
             return jctx_fail(cx, JINJA_ERROR_RUNTIME, e->line, e->col,
                              "this value cannot be stored in a list");
         }
-        json_array_append_new(arr, v.kind == JV_JSON ? v.json : json_null());
+        if (v.kind == JV_JSON)
+            json_array_append_new(arr, v.json);
+        else
+            json_array_append_new(arr, json_null()); /* undefined; its hint is dropped */
+        if (v.kind != JV_JSON)
+            jval_drop(&v);
     }
     *out = jval_json(arr);
     return 0;
@@ -771,7 +776,8 @@ static int eval_dict(struct jctx *cx, struct jframe *f, const struct jexpr *e, s
             goto fail;
         }
         json_object_setn_new_nocheck(obj, json_string_value(k.json), json_string_length(k.json),
-                                     v.kind == JV_JSON ? v.json : json_null());
+                                     v.kind == JV_JSON ? json_incref(v.json) : json_null());
+        jval_drop(&v);
         jval_drop(&k);
     }
     *out = jval_json(obj);

@@ -68,8 +68,11 @@ static struct jtok *lexer_push(struct lexer *lx, enum jtok_kind kind, size_t off
     memset(t, 0, sizeof *t);
     t->kind = kind;
     lexer_where(lx, off, &t->line, &t->col);
-    t->text = xstrndup(text ? text : "", text ? len : 0);
     t->len = text ? len : 0;
+    t->text = xmalloc(t->len + 1); /* not xstrndup: string literals may hold NUL bytes */
+    if (t->len)
+        memcpy(t->text, text, t->len);
+    t->text[t->len] = '\0';
     return t;
 }
 
@@ -352,8 +355,10 @@ static int lexer_tag(struct lexer *lx, bool block)
                 return lexer_fail(lx, p, "brackets nested too deeply");
             stack[depth++] = c == '(' ? ')' : c == '[' ? ']' : '}';
         } else if (oplen == 1 && (c == ')' || c == ']' || c == '}')) {
-            if (depth == 0 || stack[depth - 1] != c)
+            if (depth == 0)
                 return lexer_fail(lx, p, "unexpected '%c'", c);
+            if (stack[depth - 1] != c)
+                return lexer_fail(lx, p, "unexpected '%c', expected '%c'", c, stack[depth - 1]);
             depth--;
         }
         lexer_push(lx, JTOK_OP, p, s + p, oplen);

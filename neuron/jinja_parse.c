@@ -429,6 +429,8 @@ static struct jexpr *parse_postfix(struct parser *P, struct jexpr *e)
         } else if (is_op(t, "(")) {
             struct jexpr *c = node(P, JE_CALL, t);
             c->a = e;
+            c->line = e->line; /* errors in a call point at what is called */
+            c->col = e->col;
             if (parse_call_args(P, c) != 0)
                 return NULL;
             e = c;
@@ -965,8 +967,13 @@ static int parse_body(struct parser *P, const char *const *ends, struct jbody *b
         const struct jtok *t = cur(P);
         if (t->kind == JTOK_EOF) {
             P->depth--;
-            if (ends)
-                return fail_at(P, t, "unexpected end of template, expected '%s'", ends[0]);
+            if (ends) {
+                char want[128] = "";
+                for (size_t k = 0; ends[k]; k++)
+                    snprintf(want + strlen(want), sizeof want - strlen(want), "%s'%s'",
+                             k ? " or " : "", ends[k]);
+                return fail_at(P, t, "unexpected end of template, expected %s", want);
+            }
             return 0;
         }
         if (t->kind == JTOK_DATA) {
