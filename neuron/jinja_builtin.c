@@ -119,6 +119,11 @@ static char ascii_lower(char c)
     return c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
 }
 
+static bool is_ascii_space(char c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
+}
+
 static bool ascii_alpha(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
@@ -147,6 +152,23 @@ static struct jval change_case(const char *s, size_t n, enum casing how)
             d[i] = i == 0 ? ascii_upper(c) : ascii_lower(c);
             break;
         }
+    }
+    struct jval v = jval_str(d, n);
+    free(d);
+    return v;
+}
+
+/* jinja2's title filter (not str.title): words start after whitespace or one of -({[< and get
+ * their first character upper-cased and the rest lower-cased. */
+static struct jval title_filter(const char *s, size_t n)
+{
+    char *d = xmalloc(n + 1);
+    bool at_start = true;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool sep = is_ascii_space(c) || strchr("-({[<", c) != NULL;
+        d[i] = sep ? c : at_start ? ascii_upper(c) : ascii_lower(c);
+        at_start = sep;
     }
     struct jval v = jval_str(d, n);
     free(d);
@@ -217,23 +239,21 @@ static json_t *str_split(const char *s, size_t n, const char *sep, size_t nsep, 
             json_array_append_new(words, json_stringn_nocheck(s + start, pos - start));
         }
         size_t nw = json_array_size(words);
-        if (maxsplit < 0 || (size_t)maxsplit + 1 >= nw) {
+        if (maxsplit < 0 || nw <= (size_t)maxsplit) {
             json_decref(out);
             free(starts);
             return words;
         }
+        /* the unsplit remainder keeps its whitespace on the far side, as in Python */
         if (!from_right) {
             for (size_t k = 0; k < (size_t)maxsplit; k++)
                 json_array_append(out, json_array_get(words, k));
-            /* the remainder keeps its inner whitespace but not its trailing whitespace */
-            struct jval rest =
-                    strip_chars(s + starts[maxsplit], n - starts[maxsplit], NULL, 0, false, true);
-            json_array_append_new(out, rest.json);
+            json_array_append_new(out,
+                                  json_stringn_nocheck(s + starts[maxsplit], n - starts[maxsplit]));
         } else {
             size_t first = nw - (size_t)maxsplit;
             size_t end = starts[first - 1] + json_string_length(json_array_get(words, first - 1));
-            struct jval rest = strip_chars(s, end, NULL, 0, true, false);
-            json_array_append_new(out, rest.json);
+            json_array_append_new(out, json_stringn_nocheck(s, end));
             for (size_t k = first; k < nw; k++)
                 json_array_append(out, json_array_get(words, k));
         }
@@ -971,7 +991,7 @@ int jinja_builtin_filter(struct jctx *cx, const char *name, const struct jval *i
         } else if (!strcmp(name, "capitalize")) {
             *out = change_case(s, n, CASE_CAPITALIZE);
         } else if (!strcmp(name, "title")) {
-            *out = change_case(s, n, CASE_TITLE);
+            *out = title_filter(s, n);
         } else if (!strcmp(name, "wordcount")) {
             json_t *w = str_split(s, n, NULL, 0, -1, false);
             *out = jval_json(json_integer((json_int_t)json_array_size(w)));
@@ -1046,6 +1066,12 @@ int jinja_builtin_filter(struct jctx *cx, const char *name, const struct jval *i
         double r = !strcmp(m, "floor")  ? floor(d * scale) / scale
                    : !strcmp(m, "ceil") ? ceil(d * scale) / scale
                                         : nearbyint(d * scale) / scale;
+        if (!strcmp(m, "common") && prec >= 0 && prec <= 300 && isfinite(d)) {
+            /* Python's round() rounds the exact binary value half-to-even, as printf does */
+            char digits[512];
+            snprintf(digits, sizeof digits, "%.*f", (int)prec, d);
+            r = strtod(digits, NULL);
+        }
         if (is_json(in, JSON_INTEGER) && !strcmp(m, "common"))
             *out = jval_copy(in);
         else

@@ -1047,6 +1047,26 @@ static int assign_targets(struct jctx *cx, struct jframe *f, const struct jstmt 
     return 0;
 }
 
+/* Namespace attributes are the only values that live across loop iterations, so they are where
+ * a template could build ever deeper lists; deep values would overflow the stack of the recursive
+ * JSON code (ours and jansson's), hence the bound. Recursion here stops at the limit. */
+#define JINJA_MAX_NESTING 1000
+
+static bool json_too_deep(const json_t *j, int budget)
+{
+    size_t i;
+    const char *k;
+    json_t *v;
+    if (budget <= 0)
+        return true;
+    if (json_is_array(j)) {
+        json_array_foreach(j, i, v) if (json_too_deep(v, budget - 1)) return true;
+    } else if (json_is_object(j)) {
+        json_object_foreach((json_t *)j, k, v) if (json_too_deep(v, budget - 1)) return true;
+    }
+    return false;
+}
+
 static int exec_set(struct jctx *cx, struct jframe *f, const struct jstmt *s)
 {
     struct jval v;
@@ -1067,6 +1087,10 @@ static int exec_set(struct jctx *cx, struct jframe *f, const struct jstmt *s)
         jval_drop(&v);
         return jctx_fail(cx, JINJA_ERROR_RUNTIME, s->line, s->col,
                          "this value cannot be stored in a namespace");
+    }
+    if (v.kind == JV_JSON && json_too_deep(v.json, JINJA_MAX_NESTING)) {
+        jval_drop(&v);
+        return jctx_fail(cx, JINJA_ERROR_LIMIT, s->line, s->col, "value nested too deeply");
     }
     if (v.kind == JV_UNDEF)
         json_object_del(ns->obj->json, s->attr);

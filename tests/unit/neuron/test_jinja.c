@@ -233,6 +233,15 @@ START_TEST(test_limits)
     ck_assert_int_eq(err.kind, JINJA_ERROR_LIMIT);
     jinja_template_destroy(t);
 
+    /* a namespace attribute cannot grow into a stack-overflowing nest of lists */
+    opt.max_steps = 1000000;
+    const char *nest = "{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = "
+                       "[ns.x] %}{% endfor %}{{ ns.x|tojson }}";
+    ck_assert_int_eq(jinja_template_parse(nest, strlen(nest), &opt, &t, &err), 0);
+    ck_assert_int_eq(jinja_template_render(t, NULL, &out, NULL, &err), -1);
+    ck_assert_int_eq(err.kind, JINJA_ERROR_LIMIT);
+    jinja_template_destroy(t);
+
     char deep[4096];
     size_t n = 0;
     n += (size_t)snprintf(deep + n, sizeof deep - n, "{{ ");
