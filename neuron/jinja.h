@@ -15,8 +15,9 @@
  * Templates are untrusted input: parsing and rendering never crash; nesting depth, the number of
  * evaluation steps and the output size are bounded by the options, and every failure returns -1
  * with a message and the template line and column in struct jinja_error.
- * Known differences from jinja2: integers are 64-bit (overflow is an error), tuples behave as lists,
- * and upper()/lower()/title()/capitalize() change ASCII letters only.
+ * Known differences from jinja2: integers are 64-bit (overflow is an error), tuples behave as lists
+ * (and print as lists), upper()/lower()/title()/capitalize() map Latin, Greek and Cyrillic letters
+ * only, and only the filters, tests and methods listed in jinja_builtin.c exist.
  */
 #ifndef CORTEX_NEURON_JINJA_H
 #define CORTEX_NEURON_JINJA_H

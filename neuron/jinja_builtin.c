@@ -109,21 +109,6 @@ static struct jval strip_chars(const char *s, size_t n, const char *chars, size_
     return jval_str(s + a, b - a);
 }
 
-static char ascii_upper(char c)
-{
-    return c >= 'a' && c <= 'z' ? (char)(c - 32) : c;
-}
-
-static char ascii_lower(char c)
-{
-    return c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
-}
-
-static bool is_ascii_space(char c)
-{
-    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1c && c <= 0x1f);
-}
-
 static bool ascii_alpha(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
@@ -131,48 +116,159 @@ static bool ascii_alpha(char c)
 
 enum casing { CASE_UPPER, CASE_LOWER, CASE_TITLE, CASE_CAPITALIZE };
 
+/* Simple case mappings of the scripts chat text mostly uses: ASCII, Latin-1, Latin Extended-A,
+ * Greek and Cyrillic. Other code points are left alone (Python maps all of Unicode). */
+static uint32_t cp_upper(uint32_t c)
+{
+    if (c >= 'a' && c <= 'z')
+        return c - 32;
+    if (c < 0x80)
+        return c;
+    if ((c >= 0xE0 && c <= 0xFE && c != 0xF7))
+        return c - 32;
+    if (c == 0xFF)
+        return 0x178;
+    if (c == 0xB5)
+        return 0x39C;
+    if ((c >= 0x100 && c <= 0x12F) || (c >= 0x132 && c <= 0x137) || (c >= 0x14A && c <= 0x177))
+        return c & ~1u;
+    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E))
+        return (c & 1u) ? c : c - 1;
+    if (c == 0x131)
+        return 'I';
+    if (c == 0x17F)
+        return 'S';
+    if (c >= 0x3B1 && c <= 0x3C9 && c != 0x3C2)
+        return c - 32;
+    if (c == 0x3C2)
+        return 0x3A3;
+    if (c == 0x3AC)
+        return 0x386;
+    if (c >= 0x3AD && c <= 0x3AF)
+        return c - 37;
+    if (c == 0x3CC)
+        return 0x38C;
+    if (c == 0x3CD || c == 0x3CE)
+        return c - 63;
+    if (c >= 0x430 && c <= 0x44F)
+        return c - 32;
+    if (c >= 0x450 && c <= 0x45F)
+        return c - 80;
+    return c;
+}
+
+static uint32_t cp_lower(uint32_t c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c + 32;
+    if (c < 0x80)
+        return c;
+    if (c >= 0xC0 && c <= 0xDE && c != 0xD7)
+        return c + 32;
+    if (c == 0x178)
+        return 0xFF;
+    if ((c >= 0x100 && c <= 0x12F) || (c >= 0x132 && c <= 0x137) || (c >= 0x14A && c <= 0x177))
+        return c | 1u;
+    if ((c >= 0x139 && c <= 0x148) || (c >= 0x179 && c <= 0x17E))
+        return (c & 1u) ? c + 1 : c;
+    if (c >= 0x391 && c <= 0x3A9 && c != 0x3A2)
+        return c + 32;
+    if (c == 0x386)
+        return 0x3AC;
+    if (c >= 0x388 && c <= 0x38A)
+        return c + 37;
+    if (c == 0x38C)
+        return 0x3CC;
+    if (c == 0x38E || c == 0x38F)
+        return c + 63;
+    if (c >= 0x410 && c <= 0x42F)
+        return c + 32;
+    if (c >= 0x400 && c <= 0x40F)
+        return c + 80;
+    return c;
+}
+
+static bool cp_cased(uint32_t c)
+{
+    return cp_upper(c) != c || cp_lower(c) != c || c == 0xDF;
+}
+
+/* Appends the upper (or, for title case, the title) form; German sharp s expands as in Python. */
+static void put_upper(struct jbuf *b, uint32_t c, bool title)
+{
+    if (c == 0xDF)
+        jbuf_adds(b, title ? "Ss" : "SS");
+    else
+        jinja_utf8_put(b, cp_upper(c));
+}
+
+static void put_lower(struct jbuf *b, uint32_t c)
+{
+    if (c == 0x130)
+        jbuf_adds(b, "i\xcc\x87"); /* i + combining dot above, as Python lowers U+0130 */
+    else
+        jinja_utf8_put(b, cp_lower(c));
+}
+
 static struct jval change_case(const char *s, size_t n, enum casing how)
 {
-    char *d = xmalloc(n + 1);
-    bool prev_alpha = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
+    struct jbuf b = {0};
+    bool prev_cased = false;
+    size_t pos = 0, start;
+    while (pos < n) {
+        start = pos;
+        uint32_t c = jinja_utf8_next(s, n, &pos);
+        if (c >= 0x80 && pos - start == 1) {
+            jbuf_add(&b, s + start, 1); /* an invalid byte stays as it was */
+            continue;
+        }
         switch (how) {
         case CASE_UPPER:
-            d[i] = ascii_upper(c);
+            put_upper(&b, c, false);
             break;
         case CASE_LOWER:
-            d[i] = ascii_lower(c);
+            put_lower(&b, c);
             break;
         case CASE_TITLE:
-            d[i] = prev_alpha ? ascii_lower(c) : ascii_upper(c);
-            prev_alpha = ascii_alpha(c) || ((unsigned char)c >= 0x80);
+            if (prev_cased)
+                put_lower(&b, c);
+            else
+                put_upper(&b, c, true);
+            prev_cased = cp_cased(c);
             break;
         case CASE_CAPITALIZE:
-            d[i] = i == 0 ? ascii_upper(c) : ascii_lower(c);
+            if (start == 0)
+                put_upper(&b, c, true);
+            else
+                put_lower(&b, c);
             break;
         }
     }
-    struct jval v = jval_str(d, n);
-    free(d);
-    return v;
+    jbuf_add(&b, "", 0);
+    return str_result(&b);
 }
 
 /* jinja2's title filter (not str.title): words start after whitespace or one of -({[< and get
  * their first character upper-cased and the rest lower-cased. */
 static struct jval title_filter(const char *s, size_t n)
 {
-    char *d = xmalloc(n + 1);
+    struct jbuf b = {0};
     bool at_start = true;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        bool sep = is_ascii_space(c) || strchr("-({[<", c) != NULL;
-        d[i] = sep ? c : at_start ? ascii_upper(c) : ascii_lower(c);
+    size_t pos = 0;
+    while (pos < n) {
+        size_t start = pos;
+        uint32_t c = jinja_utf8_next(s, n, &pos);
+        bool sep = jinja_is_py_space(c) || (c < 0x80 && strchr("-({[<", (int)c) != NULL);
+        if (sep || (c >= 0x80 && pos - start == 1))
+            jbuf_add(&b, s + start, pos - start);
+        else if (at_start)
+            put_upper(&b, c, true);
+        else
+            put_lower(&b, c);
         at_start = sep;
     }
-    struct jval v = jval_str(d, n);
-    free(d);
-    return v;
+    jbuf_add(&b, "", 0);
+    return str_result(&b);
 }
 
 static struct jval str_replace(const char *s, size_t n, const char *old, size_t nold,
