@@ -90,11 +90,13 @@ static const struct render_case cases[] = {
         {"{{ ' a b '|trim }}|{{ 'xyx'|trim('x') }}|{{ 'Ab'|upper }}{{ 'Ab'|lower }}"
          "|{{ 'hello world'|title }}|{{ 'hI'|capitalize }}",
          NULL, "a b|y|ABab|Hello World|Hi"},
-        {"{{ 'stra\xc3\x9fe \xc3\xa9t\xc3\xa9'|upper }} {{ '\xc3\x89COLE "
-         "\xd0\x9c\xd0\x98\xd0\xa0'|lower }} "
-         "{{ '\xc3\xa9cole \xd0\xbc\xd0\xb8\xd1\x80'|title }}",
+        /* straße été -> STRASSE ÉTÉ; ÉCOLE МИР -> école мир; école мир -> École Мир */
+        {"{{ 'stra\u00dfe \u00e9t\u00e9'|upper }} {{ '\u00c9COLE \u041c\u0418\u0420'|lower }} "
+         "{{ '\u00e9cole \u043c\u0438\u0440'|title }}",
          NULL,
-         "STRASSE \xc3\x89T\xc3\x89 \xc3\xa9cole \xd0\xbc\xd0\xb8\xd1\x80 \xc3\x89cole "
+         "STRASSE \xc3\x89T\xc3\x89 \xc3\xa9"
+         "cole \xd0\xbc\xd0\xb8\xd1\x80 \xc3\x89"
+         "cole "
          "\xd0\x9c\xd0\xb8\xd1\x80"},
         {"{{ 'a b'|replace(' ', '_') }} {{ [1, 'a', none]|join('-') }} {{ 'abc'|length }}", NULL,
          "a_b 1-a-None 3"},
