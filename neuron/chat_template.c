@@ -35,6 +35,37 @@ void chat_template_destroy(struct chat_template *ct)
     free(ct);
 }
 
+const char *chat_template_find(const json_t *meta, bool want_tools)
+{
+    json_t *t = json_object_get(meta, "tokenizer.chat_template");
+    if (json_is_string(t))
+        return json_string_value(t);
+    t = json_object_get(meta, "chat_template");
+    if (json_is_string(t))
+        return json_string_value(t);
+    if (!json_is_array(t))
+        return NULL;
+    const char *def = NULL, *tool_use = NULL, *first = NULL;
+    size_t i;
+    json_t *entry;
+    json_array_foreach(t, i, entry)
+    {
+        const char *name = json_string_value(json_object_get(entry, "name"));
+        const char *text = json_string_value(json_object_get(entry, "template"));
+        if (!name || !text)
+            continue;
+        if (!first)
+            first = text;
+        if (!strcmp(name, "default"))
+            def = text;
+        else if (!strcmp(name, "tool_use"))
+            tool_use = text;
+    }
+    if (want_tools && tool_use)
+        return tool_use;
+    return def ? def : first;
+}
+
 /* The concatenated text of a content list made only of text parts; NULL otherwise. */
 static json_t *text_parts_joined(const json_t *content)
 {

@@ -50,6 +50,13 @@ int chat_template_render_text(const char *text, const struct chat_template_reque
                               size_t *out_len, struct jinja_error *err)
         __attribute__((warn_unused_result));
 
+/* Finds the chat template text in a model's metadata (struct model_file's meta): the GGUF key
+ * "tokenizer.chat_template", or tokenizer_config.json's "chat_template", which is either a string
+ * or a list of {"name", "template"}; from a list, "tool_use" is chosen when want_tools is set and
+ * present (as transformers does), else "default", else the first. Returns a borrowed string, or
+ * NULL when the model has no template. */
+const char *chat_template_find(const json_t *meta, bool want_tools);
+
 /* Returns a new array (the caller decrefs) with the request normalisation applied:
  *   - tool_calls[].function.arguments that is a JSON string holding an object becomes that
  *     object (templates such as Qwen's iterate `arguments|items` or print it with tojson);

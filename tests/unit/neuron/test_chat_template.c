@@ -204,6 +204,28 @@ START_TEST(test_context_variables)
 }
 END_TEST
 
+START_TEST(test_find_template_in_metadata)
+{
+    json_t *gguf = json_loads("{\"tokenizer.chat_template\": \"G\"}", 0, NULL);
+    json_t *hf = json_loads("{\"chat_template\": \"H\"}", 0, NULL);
+    json_t *named = json_loads("{\"chat_template\": [{\"name\": \"rag\", \"template\": \"R\"}, "
+                               "{\"name\": \"tool_use\", \"template\": \"T\"}, "
+                               "{\"name\": \"default\", \"template\": \"D\"}]}",
+                               0, NULL);
+    json_t *none = json_loads("{\"general.architecture\": \"llama\"}", 0, NULL);
+    ck_assert_str_eq(chat_template_find(gguf, false), "G");
+    ck_assert_str_eq(chat_template_find(hf, true), "H");
+    ck_assert_str_eq(chat_template_find(named, false), "D");
+    ck_assert_str_eq(chat_template_find(named, true), "T");
+    ck_assert_ptr_null(chat_template_find(none, false));
+    ck_assert_ptr_null(chat_template_find(NULL, false));
+    json_decref(gguf);
+    json_decref(hf);
+    json_decref(named);
+    json_decref(none);
+}
+END_TEST
+
 int main(void)
 {
     const char *src = getenv("CORTEX_SOURCE_DIR");
@@ -245,6 +267,7 @@ int main(void)
     tcase_add_test(tc, test_normalize_messages);
     tcase_add_test(tc, test_raise_exception_reaches_caller);
     tcase_add_test(tc, test_context_variables);
+    tcase_add_test(tc, test_find_template_in_metadata);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
