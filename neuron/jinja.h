@@ -9,9 +9,10 @@
  * and keeps non-ASCII text, and the globals raise_exception() and strftime_now()).
  * What is covered: {{ }}, {% %}, {# #} with whitespace control; if/elif/else, for (with else,
  * filters, tuple unpacking and the loop object), set (also block set and namespace attributes),
- * with, macro and call, break/continue, raw, generation; the expression grammar (literals, lists, dicts,
- * attribute and item access, slices, calls, filters, tests, arithmetic, comparisons, and/or/not,
- * `~`, conditional expressions); the filters, tests and str/dict methods real templates use.
+ * with, macro and call, break/continue, raw, generation; the expression grammar (literals, lists,
+ * dicts, attribute and item access, slices, calls, filters, tests, arithmetic, comparisons,
+ * and/or/not, `~`, conditional expressions); the filters, tests and str/dict methods real
+ * templates use.
  * Templates are untrusted input: parsing and rendering never crash; nesting depth, the number of
  * evaluation steps and the output size are bounded by the options, and every failure returns -1
  * with a message and the template line and column in struct jinja_error.
