@@ -4,8 +4,8 @@
 Renders every template in templates/ with every conversation in conversations.json using Python
 jinja2 configured the way Hugging Face transformers renders chat templates
 (transformers/utils/chat_template_utils.py: ImmutableSandboxedEnvironment with trim_blocks and
-lstrip_blocks, the loopcontrols extension, a tojson filter that is json.dumps with ensure_ascii=False,
-raise_exception() and strftime_now() globals; render(messages=, tools=, documents=,
+lstrip_blocks, the loopcontrols extension, a tojson filter that is json.dumps with
+ensure_ascii=False, raise_exception() and strftime_now() globals; render(messages=, tools=, documents=,
 add_generation_prompt=, **special_tokens, **kwargs)).
 
 Before rendering, each OpenAI-shaped conversation gets the request normalisation that Cortex's
@@ -171,10 +171,10 @@ def main():
             ctx = dict(special.get(model, {}))
             ctx.update(conv.get("kwargs", {}))
             try:
+                gen = conv.get("add_generation_prompt", False)
                 text = template.render(messages=normalise(conv["messages"]),
                                        tools=conv.get("tools"), documents=None,
-                                       add_generation_prompt=conv.get("add_generation_prompt", False),
-                                       **ctx)
+                                       add_generation_prompt=gen, **ctx)
                 results[f"{model}/{conv['name']}"] = {"text": text}
             except Exception as e:  # the C side must fail too
                 results[f"{model}/{conv['name']}"] = {
