@@ -5,8 +5,8 @@ Renders every template in templates/ with every conversation in conversations.js
 jinja2 configured the way Hugging Face transformers renders chat templates
 (transformers/utils/chat_template_utils.py: ImmutableSandboxedEnvironment with trim_blocks and
 lstrip_blocks, the loopcontrols extension, a tojson filter that is json.dumps with
-ensure_ascii=False, raise_exception() and strftime_now() globals; render(messages=, tools=, documents=,
-add_generation_prompt=, **special_tokens, **kwargs)).
+ensure_ascii=False, raise_exception() and strftime_now() globals; render(messages=, tools=,
+documents=, add_generation_prompt=, **special_tokens, **kwargs)).
 
 Before rendering, each OpenAI-shaped conversation gets the request normalisation that Cortex's
 chat_template.c applies (as OpenAI-compatible servers do before calling transformers):
