@@ -455,7 +455,7 @@ static const char *op_symbol(int op)
 static int binary_op(struct jctx *cx, int op, const struct jval *a, const struct jval *b, int line,
                      int col, struct jval *out)
 {
-    long long ia, ib, r;
+    long long ia = 0, ib = 0, r = 0;
     double da, db;
     bool inta, intb;
     if (op == JOP_CONCAT) {

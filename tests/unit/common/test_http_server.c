@@ -858,7 +858,7 @@ START_TEST(test_many_streams)
             char expect[512] = "";
             for (int round = 0; round < 5; round++) {
                 char ev[128];
-                snprintf(ev, sizeof ev, "data: %s %d\n\n", ids[i], round);
+                snprintf(ev, sizeof ev, "data: %.63s %d\n\n", ids[i], round);
                 strcat(expect, ev);
             }
             if (m->f[c].data && strcmp(m->f[c].data, expect) == 0) {
