@@ -393,8 +393,7 @@ def run_cortex(neuron_run, model, prompt_file, args, workdir):
            "--temp", "0", "--seed", "1", "-t", str(args.threads), "--ignore-eos",
            "--stats-json", stats]
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       preexec_fn=priority(args))
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         sys.stderr.write(r.stderr[-4000:])
@@ -418,8 +417,7 @@ def run_llama(py, model, tokens_file, args, workdir):
            "--tokens-file", tokens_file, "--decode-tokens", str(args.decode_tokens),
            "--threads", str(args.threads), "--ctx", str(args.ctx), "--stats-json", stats]
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       preexec_fn=priority(args))
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         sys.stderr.write(r.stderr[-4000:])
@@ -553,18 +551,10 @@ def worker_machine(args):
         json.dump(res, f)
 
 
-def priority(args):
-    """A preexec_fn giving a measured process the niceness --nice asks for (None: unchanged)."""
-    if args.nice is None:
-        return None
-    return lambda: os.setpriority(os.PRIO_PROCESS, 0, args.nice)
-
-
-def run_worker(py, name, extra, workdir, env=None, args=None):
+def run_worker(py, name, extra, workdir, env=None):
     out = os.path.join(workdir, "%s.json" % name)
     cmd = [py, os.path.abspath(__file__), "--worker", name, "--stats-json", out] + extra
-    r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       preexec_fn=priority(args) if args else None)
+    r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if r.returncode != 0:
         sys.stderr.write(r.stderr[-4000:])
         fail("worker %s failed" % name)
@@ -659,16 +649,14 @@ def report(ctx):
                               sorted(m["bytes_by_type"].items(), key=lambda kv: -kv[1])),
                     m["params"] / 1e6, m["n_layer"], m["d_model"], m["n_head"], m["n_kv"],
                     ", tied embedding" if m["tied"] else ""))
-    lines.append("- **Method**: `bench/cpu_vs_llamacpp.py --runs %d --warmup %d --threads %d%s`: "
+    lines.append("- **Method**: `bench/cpu_vs_llamacpp.py --runs %d --warmup %d --threads %d`: "
                  "%d-token English prompt (cut with llama.cpp's tokenizer; Cortex gets the same "
                  "text with --raw), then %d greedy decode tokens ignoring EOS, %d threads, "
                  "n_ctx %d (llama.cpp), no GPU; every run a fresh process, engines alternated; "
                  "medians with (min–max). llama.cpp times are its own perf counters "
                  "(llama_perf_context); Cortex times are neuron-run --stats-json."
-                 % (args.runs, args.warmup, args.threads,
-                    " --nice %d" % args.nice if args.nice is not None else "",
-                    args.prompt_tokens, args.decode_tokens,
-                    args.threads, args.ctx))
+                 % (args.runs, args.warmup, args.threads, args.prompt_tokens,
+                    args.decode_tokens, args.threads, args.ctx))
     if args.note:
         lines.append("- **Note**: " + args.note)
     if ctx["busy"]:
@@ -757,9 +745,6 @@ def main():
     ap.add_argument("--record", action="store_true", help="append the result to --doc")
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "BENCHMARKS.md"))
     ap.add_argument("--note", help="a line added to the recorded result (e.g. machine was busy)")
-    ap.add_argument("--nice", type=int, help="run the measured processes at this niceness "
-                    "(e.g. -10 as root, to keep other work on a shared machine from "
-                    "interrupting them; both engines alike)")
     ap.add_argument("--json", help="also write every raw measurement to this file")
     ap.add_argument("--worker", choices=["llama", "prompt", "machine"], help=argparse.SUPPRESS)
     ap.add_argument("--tokens-file", help=argparse.SUPPRESS)
@@ -771,9 +756,6 @@ def main():
         workers[args.worker](args)
         return
 
-    if args.nice is not None and args.nice < os.getpriority(os.PRIO_PROCESS, 0) and \
-            os.geteuid() != 0:
-        fail("--nice %d needs root (lowering niceness)" % args.nice)
     if args.runs < 1 or args.warmup < 0:
         fail("--runs must be at least 1 and --warmup at least 0")
     if args.prompt_tokens + args.decode_tokens + 1 > args.ctx:
@@ -800,7 +782,7 @@ def main():
         note("measuring memory bandwidth and GEMM throughput (%d threads)" % args.threads)
         env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads),
                    OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        bw = run_worker(py, "machine", ["--threads", str(args.threads)], workdir, env, args)
+        bw = run_worker(py, "machine", ["--threads", str(args.threads)], workdir, env)
         note("bandwidth with %d threads: read %.1f GB/s, copy %.1f GB/s (1 thread: %.1f, %.1f); "
              "FP32 GEMM %.1f GFLOP/s" % (args.threads, bw["read_gbs"], bw["copy_gbs"],
                                          bw["read_gbs_1"], bw["copy_gbs_1"], bw["sgemm_gflops"]))
