@@ -391,7 +391,7 @@ def run_cortex(neuron_run, model, prompt_file, args, workdir):
         os.unlink(stats)
     cmd = [neuron_run, "-m", model, "-f", prompt_file, "--raw", "-n", str(args.decode_tokens),
            "--temp", "0", "--seed", "1", "-t", str(args.threads), "--ignore-eos",
-           "--stats-json", stats]
+           "-c", str(args.ctx), "--stats-json", stats]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
