@@ -1225,6 +1225,25 @@ static int exec_stmt(struct jctx *cx, struct jframe *f, const struct jstmt *s, s
         return FLOW_CONTINUE;
     case JS_BLOCK:
         return exec_body(cx, f, &s->body, out);
+    case JS_WITH: {
+        /* values are evaluated in the enclosing scope, then bound in a new one */
+        struct jframe fr = {.parent = f};
+        int rc = 0;
+        struct jval *vals = xcalloc(s->nnames + 1, sizeof *vals);
+        for (size_t k = 0; k < s->nnames && rc == 0; k++)
+            rc = eval(cx, f, s->defaults[k], &vals[k]);
+        for (size_t k = 0; k < s->nnames; k++) {
+            if (rc == 0)
+                frame_set(&fr, s->names[k], vals[k]);
+            else
+                jval_drop(&vals[k]);
+        }
+        free(vals);
+        if (rc == 0)
+            rc = exec_body(cx, &fr, &s->body, out);
+        frame_clear(&fr);
+        return rc;
+    }
     }
     return 0;
 }

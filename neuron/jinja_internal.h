@@ -124,6 +124,7 @@ enum jstmt_kind {
     JS_BREAK,
     JS_CONTINUE,
     JS_BLOCK, /* body rendered in place (generation) */
+    JS_WITH,  /* names = defaults (values), body in a new frame */
 };
 
 struct jstmt;
@@ -141,7 +142,7 @@ struct jstmt {
     char **names;
     size_t nnames;
     char *attr;
-    struct jexpr **defaults; /* nnames entries (macro: entry 0 unused), NULL when no default */
+    struct jexpr **defaults; /* nnames entries: macro/call defaults (entry 0 unused), with values */
     struct jbody body, else_body;
 };
 

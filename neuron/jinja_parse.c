@@ -956,6 +956,31 @@ static int parse_call(struct parser *P, struct jstmt *s)
     return expect_end(P);
 }
 
+/* {% with a = x, b = y %} ... {% endwith %} */
+static int parse_with(struct parser *P, struct jstmt *s)
+{
+    static const char *const ends[] = {"endwith", NULL};
+    const char *which;
+    size_t nd = 0;
+    while (cur(P)->kind != JTOK_BLOCK_END) {
+        if (s->nnames > 0 && expect_op(P, ",") != 0)
+            return -1;
+        if (cur(P)->kind != JTOK_NAME)
+            return fail_at(P, cur(P), "expected a variable name, got %s", tok_desc(cur(P)));
+        add_name(P, s, cur(P)->text);
+        advance(P);
+        if (expect_op(P, "=") != 0)
+            return -1;
+        struct jexpr *v = parse_expression(P, true);
+        if (!v)
+            return -1;
+        arena_push(P, (void **)&s->defaults, &nd, &v, sizeof v);
+    }
+    if (expect_end(P) != 0 || parse_body(P, ends, &s->body, &which) != 0)
+        return -1;
+    return expect_end(P);
+}
+
 /* Statements until one of ends (NULL-terminated; NULL ends means the end of the template). On
  * reaching an end tag, consumes "{%" and its name, stores the name in *which and returns 0. */
 static int parse_body(struct parser *P, const char *const *ends, struct jbody *body,
@@ -1028,6 +1053,9 @@ static int parse_body(struct parser *P, const char *const *ends, struct jbody *b
         } else if (!strcmp(kw->text, "break") || !strcmp(kw->text, "continue")) {
             s = stmt(P, kw->text[0] == 'b' ? JS_BREAK : JS_CONTINUE, kw);
             rc = expect_end(P);
+        } else if (!strcmp(kw->text, "with")) {
+            s = stmt(P, JS_WITH, kw);
+            rc = parse_with(P, s);
         } else if (!strcmp(kw->text, "generation")) {
             static const char *const gen_end[] = {"endgeneration", NULL};
             const char *w;

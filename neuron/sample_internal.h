@@ -29,7 +29,7 @@ static inline float sample_exp(float x)
     float r = x - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
     float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 700.0f;
+    p = p * r + 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
     p = p * r + 1.0f / 24.0f;
     p = p * r + 1.0f / 6.0f;

@@ -14,13 +14,19 @@ chat_template.c applies (as OpenAI-compatible servers do before calling transfor
   2. an assistant message whose content is null gets content "";
   3. a content list made only of {"type": "text"} parts becomes the concatenation of their texts.
 
-Usage: render_reference.py [--now EPOCH] --out FILE
-Writes {"<template>/<conversation>": {"text": str} | {"error": str, "raised": bool}}.
+Besides the fixed corpus it generates --random N conversations (seeded, so reproducible) mixing
+roles, tool calls, tool results, content parts and awkward text; they are written to the output
+under "random_conversations" so the C test renders exactly the same ones.
+
+Usage: render_reference.py [--now EPOCH] [--random N] [--seed S] --out FILE
+Writes {"results": {"<template>/<conversation>": {"text": str} | {"error": str, "raised": bool}},
+        "random_conversations": [...]}.
 Exits 77 when jinja2 is not installed (the calling test then reports "skipped").
 """
 import argparse
 import json
 import os
+import random
 import sys
 from datetime import datetime
 
@@ -89,14 +95,68 @@ def normalise(messages):
     return out
 
 
+PIECES = ["hello", " ", "\n", "\t", "  ", "\u00e9", "\u65e5\u672c", "\U0001F680", "'", '"',
+          "\\", "<think>", "</think>", "<tool_response>", "</tool_response>", "{{x}}", "{%",
+          "\u03a3", "\u00df", "\u00a0", "\u2028", "0", "true", "null"]
+
+
+def random_conversations(count, seed, tools):
+    rnd = random.Random(seed)
+
+    def text():
+        return "".join(rnd.choice(PIECES) for _ in range(rnd.randint(0, 8)))
+
+    def args():
+        return {rnd.choice(["city", "q", "n", "x y", "\u00e9"]):
+                rnd.choice([text(), rnd.randint(-5, 5), 1.5, True, None, [1, "a"], {"k": text()}])
+                for _ in range(rnd.randint(0, 3))}
+
+    out = []
+    for i in range(count):
+        msgs = []
+        if rnd.random() < 0.6:
+            msgs.append({"role": "system", "content": text()})
+        for _ in range(rnd.randint(1, 5)):
+            r = rnd.random()
+            if r < 0.4:
+                content = text() if rnd.random() < 0.8 else [
+                    {"type": "text", "text": text()}, {"type": "text", "text": text()}]
+                msgs.append({"role": "user", "content": content})
+            elif r < 0.7:
+                msgs.append({"role": "assistant", "content": text()})
+            elif r < 0.85:
+                calls = [{"id": "call%05d" % rnd.randint(0, 99999), "type": "function",
+                          "function": {"name": rnd.choice(["get_weather", "search_docs"]),
+                                       "arguments": json.dumps(args())}}
+                         for _ in range(rnd.randint(1, 2))]
+                msgs.append({"role": "assistant", "content": rnd.choice([None, "", text()]),
+                             "tool_calls": calls})
+            else:
+                msgs.append({"role": "tool", "tool_call_id": "call%05d" % rnd.randint(0, 99999),
+                             "content": text()})
+        conv = {"name": "random-%d" % i, "messages": msgs,
+                "add_generation_prompt": rnd.random() < 0.7}
+        if rnd.random() < 0.5:
+            conv["tools"] = tools
+        if rnd.random() < 0.3:
+            conv["kwargs"] = {"enable_thinking": rnd.random() < 0.5}
+        out.append(conv)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--now", type=float, default=1700000000)
+    ap.add_argument("--random", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     env = make_env(args.now)
     with open(os.path.join(HERE, "conversations.json"), encoding="utf-8") as f:
         conversations = json.load(f)["conversations"]
+    tools = next((c["tools"] for c in conversations if c.get("tools")), [])
+    extra = random_conversations(args.random, args.seed, tools)
+    conversations = conversations + extra
     with open(os.path.join(HERE, "special_tokens.json"), encoding="utf-8") as f:
         special = json.load(f)
     results = {}
@@ -120,7 +180,8 @@ def main():
                 results[f"{model}/{conv['name']}"] = {
                     "error": str(e), "raised": isinstance(e, RaisedByTemplate)}
     with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(results, f, ensure_ascii=False, indent=1)
+        json.dump({"results": results, "random_conversations": extra}, f, ensure_ascii=False,
+                  indent=1)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@
 
 static char src_dir[4096];
 static json_t *reference;     /* "<template>/<conversation>" -> {text} | {error, raised} */
-static json_t *conversations; /* array */
+static json_t *conversations; /* array: the corpus plus the script's random conversations */
 static json_t *special_tokens;
 
 static char *read_file(const char *path, size_t *len)
@@ -251,13 +251,18 @@ int main(void)
         return 1;
     }
     json_error_t je;
-    reference = json_load_file(out_path, 0, &je);
+    json_t *ref_file = json_load_file(out_path, 0, &je);
     unlink(out_path);
     json_t *corpus = load_json("tests/chat_templates/conversations.json");
     special_tokens = load_json("tests/chat_templates/special_tokens.json");
-    if (!reference || !corpus || !special_tokens)
+    if (!ref_file || !corpus || !special_tokens)
         return 1;
-    conversations = json_object_get(corpus, "conversations");
+    reference = json_incref(json_object_get(ref_file, "results"));
+    conversations = json_copy(json_object_get(corpus, "conversations"));
+    json_array_extend(conversations, json_object_get(ref_file, "random_conversations"));
+    json_decref(ref_file);
+    if (!reference || json_array_size(conversations) < 2)
+        return 1;
 
     Suite *s = suite_create("chat_template");
     TCase *tc = tcase_create("core");
@@ -274,6 +279,7 @@ int main(void)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     json_decref(reference);
+    json_decref(conversations);
     json_decref(corpus);
     json_decref(special_tokens);
     return failed ? 1 : 0;

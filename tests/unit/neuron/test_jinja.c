@@ -73,6 +73,10 @@ static const struct render_case cases[] = {
          NULL, "<got v>"},
         {"{% set b %} x {{ 1 }} {% endset %}[{{ b }}]", NULL, "[ x 1 ]"},
         {"{% set a, b = [1, 2] %}{{ b }}{{ a }}", NULL, "21"},
+        {"{% set a = 1 %}{% with a = 2, b = a %}{{ a }}{{ b }}{% set c = 3 %}{% endwith %}{{ a }}"
+         "{{ c is defined }}",
+         NULL, "211False"},
+        {"{% generation %}{{ 'kept' }}{% endgeneration %}", NULL, "kept"},
         /* access and slicing */
         {"{{ s[1:3] }} {{ s[::-1] }} {{ s[-2:] }} {{ s[1] }} {{ s[:-1] }}",
          "{\"s\": \"h\xc3\xa9llo\"}", "\xc3\xa9l oll\xc3\xa9h lo \xc3\xa9 h\xc3\xa9ll"},

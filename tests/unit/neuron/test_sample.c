@@ -166,8 +166,8 @@ START_TEST(test_exp)
         double rel = fabs(sample_exp(x) - want) / want;
         worst = rel > worst ? rel : worst;
     }
-    ck_assert_msg(worst < 3e-7, "relative error %g", worst);
-    ck_assert(sample_exp(0.0f) == 1.0f); /* the best token weighs exactly 1 */
+    ck_assert_msg(worst < 1.5e-7, "relative error %g", worst); /* measured 1e-7 */
+    ck_assert(sample_exp(0.0f) == 1.0f);                       /* the best token weighs exactly 1 */
     ck_assert(sample_exp(-0.0f) == 1.0f);
     const float outside[] = {-87.5f, -1000.0f, -INFINITY, INFINITY, NAN, 1e-30f, 1.0f};
     for (size_t i = 0; i < sizeof(outside) / sizeof(outside[0]); i++)
