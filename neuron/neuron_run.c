@@ -26,6 +26,7 @@ struct run_args {
     bool raw;
     bool ignore_eos;
     bool quiet;
+    bool show_prompt;
     int threads;
     int64_t ctx;
     const char *stats_json;
@@ -61,6 +62,7 @@ static void run_usage(FILE *f)
             "  -c, --ctx N             context length in tokens (default: the model's, at most "
             "8192)\n"
             "      --stats-json FILE   write timings as JSON to FILE\n"
+            "      --show-prompt       print the rendered prompt and its token count to stderr\n"
             "  -q, --quiet             print only the answer\n"
             "  -h, --help              this text\n",
             RUN_MAX_STOPS);
@@ -114,6 +116,7 @@ static int run_parse_args(int argc, char **argv, struct run_args *a)
         OPT_STOP,
         OPT_IGNORE_EOS,
         OPT_STATS,
+        OPT_SHOW_PROMPT,
     };
     static const struct option opts[] = {
             {"model", required_argument, NULL, 'm'},
@@ -133,6 +136,7 @@ static int run_parse_args(int argc, char **argv, struct run_args *a)
             {"threads", required_argument, NULL, 't'},
             {"ctx", required_argument, NULL, 'c'},
             {"stats-json", required_argument, NULL, OPT_STATS},
+            {"show-prompt", no_argument, NULL, OPT_SHOW_PROMPT},
             {"quiet", no_argument, NULL, 'q'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
@@ -224,6 +228,9 @@ static int run_parse_args(int argc, char **argv, struct run_args *a)
         case OPT_STATS:
             a->stats_json = optarg;
             break;
+        case OPT_SHOW_PROMPT:
+            a->show_prompt = true;
+            break;
         case 'q':
             a->quiet = true;
             break;
@@ -265,6 +272,8 @@ static int run_prompt_ids(const struct engine *e, const struct run_args *a,
     int rc = engine_render_chat(e, messages, NULL, true, NULL, &text, &len, err, errlen);
     if (rc == 0)
         rc = engine_tokenize(e, text, len, true, ids, err, errlen);
+    if (rc == 0 && a->show_prompt)
+        fprintf(stderr, "--- prompt (%zu tokens) ---\n%s\n--- end of prompt ---\n", ids->n, text);
     free(text);
     json_decref(messages);
     return rc;
