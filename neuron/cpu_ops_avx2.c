@@ -1,0 +1,444 @@
+/*
+ * neuron/cpu_ops_avx2.c — the AVX2/FMA/F16C kernels of the CPU backend (see cpu_ops_internal.h).
+ *
+ * Every function carries the target attribute, so this file builds with the default flags and
+ * its code only runs after cpu_ops.c has checked the CPU. The quantised dots decode one weight
+ * block into registers and reuse it for every token of the tile; the activation blocks are
+ * 8-bit, so the inner products are _mm256_maddubs_epi16 (unsigned weight x signed activation)
+ * followed by _mm256_madd_epi16, which also applies the per-sub-block scale.
+ */
+#include "cpu_ops_internal.h"
+
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define AVX2        __attribute__((target("avx2,fma,f16c")))
+#define AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+
+AVX2_INLINE float hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+AVX2_INLINE int hsum_epi32(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+AVX2_INLINE float f16(uint16_t h)
+{
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+
+/* Sum of unsigned-by-signed byte products, in 8 int32 lanes. */
+AVX2_INLINE __m256i dot_u8s8(__m256i u, __m256i s)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* ---- activation quantisation (same arithmetic as the portable version) ------------------- */
+
+AVX2_INLINE float absmax8x(const float *x, int n)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8)
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Quantises 32 floats with multiplier id into 32 int8 at q; returns their sum. */
+AVX2_INLINE int quant32(const float *x, float id, int8_t *q)
+{
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), vid),
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8), vid),
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 16), vid),
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 24), vid),
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    int sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+    /* packs interleave the 128-bit lanes; the permute restores element order */
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, p);
+    return sum;
+}
+
+AVX2 static void avx2_quant_q8_32(const float *x, struct cpu_q8_32 *y, int64_t n)
+{
+    for (int64_t b = 0; b < n / 32; b++, x += 32) {
+        float d = absmax8x(x, 32) / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int sum = quant32(x, id, y[b].q);
+        y[b].d = d;
+        y[b].s = d * (float)sum;
+    }
+}
+
+AVX2 static void avx2_quant_q8_256(const float *x, struct cpu_q8_256 *y, int64_t n)
+{
+    for (int64_t b = 0; b < n / 256; b++, x += 256) {
+        float d = absmax8x(x, 256) / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int j = 0; j < 8; j++)
+            quant32(x + 32 * j, id, y[b].q + 32 * j);
+        for (int g = 0; g < 16; g++) {
+            __m128i q = _mm_loadu_si128((const __m128i *)(y[b].q + 16 * g));
+            __m256i w = _mm256_cvtepi8_epi16(q);
+            __m256i s = _mm256_madd_epi16(w, _mm256_set1_epi16(1));
+            y[b].bsums[g] = (int16_t)hsum_epi32(s);
+        }
+        y[b].d = d;
+    }
+}
+
+/* ---- float weights ----------------------------------------------------------------------- */
+
+#define XROW(x, xs, t) ((const float *)((const char *)(x) + (size_t)(t) * (xs)))
+
+/* Converts 8 weights of type T (0 f32, 1 f16, 2 bf16) at w + i to floats. */
+AVX2_INLINE __m256 load8(const void *w, int64_t i, int kind)
+{
+    if (kind == 0)
+        return _mm256_loadu_ps((const float *)w + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    if (kind == 1)
+        return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+AVX2_INLINE float scalar_w(const void *w, int64_t i, int kind)
+{
+    if (kind == 0)
+        return ((const float *)w)[i];
+    uint16_t h = ((const uint16_t *)w)[i];
+    if (kind == 1)
+        return f16(h);
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+AVX2_INLINE void dot_float_body(const void *w, const void *x, size_t xs, int ntok, int64_t n,
+                                float *out, size_t os, int kind)
+{
+    __m256 acc[CPU_TILE][2];
+    for (int t = 0; t < ntok; t++)
+        acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 w0 = load8(w, i, kind), w1 = load8(w, i + 8, kind);
+        for (int t = 0; t < ntok; t++) {
+            const float *xr = XROW(x, xs, t);
+            acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr + i), acc[t][0]);
+            acc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr + i + 8), acc[t][1]);
+        }
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 w0 = load8(w, i, kind);
+        for (int t = 0; t < ntok; t++)
+            acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(XROW(x, xs, t) + i), acc[t][0]);
+    }
+    for (int t = 0; t < ntok; t++) {
+        float s = hsum_ps(_mm256_add_ps(acc[t][0], acc[t][1]));
+        for (int64_t j = i; j < n; j++)
+            s += scalar_w(w, j, kind) * XROW(x, xs, t)[j];
+        out[t * os] = s;
+    }
+}
+
+/* Each kernel is instantiated for one token (decode) and for the general tile, so the
+ * compiler can keep the single-token case entirely in registers. */
+#define AVX2_DOT_WRAPPER(name, body, ...)                                                          \
+    AVX2 static void name(const void *w, const void *x, size_t xs, int ntok, int64_t n,            \
+                          float *out, size_t os)                                                   \
+    {                                                                                              \
+        if (ntok == 1)                                                                             \
+            body(w, x, xs, 1, n, out, os, ##__VA_ARGS__);                                          \
+        else if (ntok == CPU_TILE)                                                                 \
+            body(w, x, xs, CPU_TILE, n, out, os, ##__VA_ARGS__);                                   \
+        else                                                                                       \
+            body(w, x, xs, ntok, n, out, os, ##__VA_ARGS__);                                       \
+    }
+
+AVX2_DOT_WRAPPER(avx2_dot_f32, dot_float_body, 0)
+AVX2_DOT_WRAPPER(avx2_dot_f16, dot_float_body, 1)
+AVX2_DOT_WRAPPER(avx2_dot_bf16, dot_float_body, 2)
+
+/* ---- 32-element blocks ------------------------------------------------------------------- */
+
+#define XQ32(x, xs, t) ((const struct cpu_q8_32 *)((const char *)(x) + (size_t)(t) * (xs)))
+
+AVX2_INLINE void dot_q8_0_body(const void *w, const void *x, size_t xs, int ntok, int64_t n,
+                               float *out, size_t os)
+{
+    const struct cpu_block_q8_0 *wb = w;
+    __m256 acc[CPU_TILE];
+    for (int t = 0; t < ntok; t++)
+        acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / 32; b++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)wb[b].qs);
+        __m256i aq = _mm256_sign_epi8(q, q);
+        float d = f16(wb[b].d);
+        for (int t = 0; t < ntok; t++) {
+            const struct cpu_q8_32 *xb = XQ32(x, xs, t) + b;
+            __m256i xq = _mm256_loadu_si256((const __m256i *)xb->q);
+            __m256i p = dot_u8s8(aq, _mm256_sign_epi8(xq, q));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(p), acc[t]);
+        }
+    }
+    for (int t = 0; t < ntok; t++)
+        out[t * os] = hsum_ps(acc[t]);
+}
+AVX2_DOT_WRAPPER(avx2_dot_q8_0, dot_q8_0_body)
+
+/* 16 bytes of nibbles -> 32 bytes: low nibbles are elements 0..15, high nibbles 16..31. */
+AVX2_INLINE __m256i unpack_nibbles16(const uint8_t *qs)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)qs);
+    const __m128i m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+/* Q4_0 (offset -8) and Q4_1 (min m): dot = d * x.d * sum(q * x.q) + c * x.s, with c = -8d or m */
+AVX2_INLINE void dot_q4_body(const void *w, const void *x, size_t xs, int ntok, int64_t n,
+                             float *out, size_t os, int has_min)
+{
+    __m256 acc[CPU_TILE];
+    float corr[CPU_TILE];
+    for (int t = 0; t < ntok; t++) {
+        acc[t] = _mm256_setzero_ps();
+        corr[t] = 0.0f;
+    }
+    size_t bsize = has_min ? sizeof(struct cpu_block_q4_1) : sizeof(struct cpu_block_q4_0);
+    for (int64_t b = 0; b < n / 32; b++) {
+        const char *blk = (const char *)w + (size_t)b * bsize;
+        float d, c;
+        const uint8_t *qs;
+        if (has_min) {
+            const struct cpu_block_q4_1 *wb = (const void *)blk;
+            d = f16(wb->d);
+            c = f16(wb->m);
+            qs = wb->qs;
+        } else {
+            const struct cpu_block_q4_0 *wb = (const void *)blk;
+            d = f16(wb->d);
+            c = -8.0f * d;
+            qs = wb->qs;
+        }
+        __m256i q = unpack_nibbles16(qs);
+        for (int t = 0; t < ntok; t++) {
+            const struct cpu_q8_32 *xb = XQ32(x, xs, t) + b;
+            __m256i p = dot_u8s8(q, _mm256_loadu_si256((const __m256i *)xb->q));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(p), acc[t]);
+            corr[t] += c * xb->s;
+        }
+    }
+    for (int t = 0; t < ntok; t++)
+        out[t * os] = hsum_ps(acc[t]) + corr[t];
+}
+AVX2_DOT_WRAPPER(avx2_dot_q4_0, dot_q4_body, 0)
+AVX2_DOT_WRAPPER(avx2_dot_q4_1, dot_q4_body, 1)
+
+/* ---- K-quants (256-element super-blocks) ------------------------------------------------- */
+
+#define XQ256(x, xs, t) ((const struct cpu_q8_256 *)((const char *)(x) + (size_t)(t) * (xs)))
+
+/* Q4_K (has_high 0) and Q5_K (has_high 1). */
+AVX2_INLINE void dot_q45k_body(const void *w, const void *x, size_t xs, int ntok, int64_t n,
+                               float *out, size_t os, int has_high)
+{
+    __m256 acc[CPU_TILE];
+    float mins[CPU_TILE];
+    for (int t = 0; t < ntok; t++) {
+        acc[t] = _mm256_setzero_ps();
+        mins[t] = 0.0f;
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+    size_t bsize = has_high ? sizeof(struct cpu_block_q5_k) : sizeof(struct cpu_block_q4_k);
+    for (int64_t b = 0; b < n / 256; b++) {
+        const char *blk = (const char *)w + (size_t)b * bsize;
+        const uint8_t *scales, *qs, *qh = NULL;
+        float d, dmin;
+        if (has_high) {
+            const struct cpu_block_q5_k *wb = (const void *)blk;
+            d = f16(wb->d);
+            dmin = f16(wb->dmin);
+            scales = wb->scales;
+            qs = wb->qs;
+            qh = wb->qh;
+        } else {
+            const struct cpu_block_q4_k *wb = (const void *)blk;
+            d = f16(wb->d);
+            dmin = f16(wb->dmin);
+            scales = wb->scales;
+            qs = wb->qs;
+        }
+        uint8_t sc[8], m[8];
+        for (int j = 0; j < 8; j++)
+            cpu_kquant_scale_min(j, scales, &sc[j], &m[j]);
+        __m256i hbits = has_high ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+        __m256i sumi[CPU_TILE];
+        for (int t = 0; t < ntok; t++)
+            sumi[t] = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+            __m256i lo = _mm256_and_si256(bits, m4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            if (has_high) {
+                __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j), one);
+                __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j + 1), one);
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(h0, 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(h1, 4));
+            }
+            __m256i s0 = _mm256_set1_epi16(sc[2 * j]), s1 = _mm256_set1_epi16(sc[2 * j + 1]);
+            for (int t = 0; t < ntok; t++) {
+                const int8_t *xq = XQ256(x, xs, t)[b].q + 64 * j;
+                __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq));
+                __m256i p1 =
+                        _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32)));
+                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(p0, s0),
+                                                                     _mm256_madd_epi16(p1, s1)));
+            }
+        }
+        for (int t = 0; t < ntok; t++) {
+            const struct cpu_q8_256 *xb = XQ256(x, xs, t) + b;
+            int summ = 0;
+            for (int j = 0; j < 8; j++)
+                summ += m[j] * (xb->bsums[2 * j] + xb->bsums[2 * j + 1]);
+            acc[t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
+            mins[t] += dmin * xb->d * (float)summ;
+        }
+    }
+    for (int t = 0; t < ntok; t++)
+        out[t * os] = hsum_ps(acc[t]) - mins[t];
+}
+AVX2_DOT_WRAPPER(avx2_dot_q4_k, dot_q45k_body, 0)
+AVX2_DOT_WRAPPER(avx2_dot_q5_k, dot_q45k_body, 1)
+
+AVX2_INLINE void dot_q6k_body(const void *w, const void *x, size_t xs, int ntok, int64_t n,
+                              float *out, size_t os)
+{
+    const struct cpu_block_q6_k *wb = w;
+    __m256 acc[CPU_TILE];
+    for (int t = 0; t < ntok; t++)
+        acc[t] = _mm256_setzero_ps();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    for (int64_t b = 0; b < n / 256; b++) {
+        float d = f16(wb[b].d);
+        __m256i sumi[CPU_TILE];
+        for (int t = 0; t < ntok; t++)
+            sumi[t] = _mm256_setzero_si256();
+        for (int half = 0; half < 2; half++) {
+            const uint8_t *ql = wb[b].ql + 64 * half, *qh = wb[b].qh + 32 * half;
+            const int8_t *sc = wb[b].scales + 8 * half;
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
+            q[1] = _mm256_or_si256(
+                    _mm256_and_si256(l1, m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m2), 4));
+            q[2] = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m2), 4));
+            q[3] = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4));
+            __m256i s[4];
+            for (int k = 0; k < 4; k++)
+                /* the 16 int16 pair sums: lanes 0..7 cover elements 0..15 (scale 2k), 8..15 the
+                 * next 16 (scale 2k + 1) */
+                s[k] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+            for (int t = 0; t < ntok; t++) {
+                const int8_t *xq = XQ256(x, xs, t)[b].q + 128 * half;
+                for (int k = 0; k < 4; k++) {
+                    __m256i p = _mm256_maddubs_epi16(
+                            q[k], _mm256_loadu_si256((const __m256i *)(xq + 32 * k)));
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, s[k]));
+                }
+            }
+        }
+        for (int t = 0; t < ntok; t++) {
+            const struct cpu_q8_256 *xb = XQ256(x, xs, t) + b;
+            int bias = 0;
+            for (int g = 0; g < 16; g++)
+                bias += wb[b].scales[g] * xb->bsums[g];
+            __m256i v =
+                    _mm256_sub_epi32(sumi[t], _mm256_setr_epi32(32 * bias, 0, 0, 0, 0, 0, 0, 0));
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(v), acc[t]);
+        }
+    }
+    for (int t = 0; t < ntok; t++)
+        out[t * os] = hsum_ps(acc[t]);
+}
+AVX2_DOT_WRAPPER(avx2_dot_q6_k, dot_q6k_body)
+
+/* ---- vector helpers ---------------------------------------------------------------------- */
+
+AVX2 static float avx2_dot_f32_vec(const float *a, const float *b, int64_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum_ps(_mm256_add_ps(s0, s1));
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+AVX2 static void avx2_axpy_f32(float *y, float a, const float *x, int64_t n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * x[i];
+}
+
+const struct cpu_kernels cpu_kernels_avx2 = {
+        .dot =
+                {
+                        [DTYPE_F32] = avx2_dot_f32,
+                        [DTYPE_F16] = avx2_dot_f16,
+                        [DTYPE_BF16] = avx2_dot_bf16,
+                        [DTYPE_Q8_0] = avx2_dot_q8_0,
+                        [DTYPE_Q4_0] = avx2_dot_q4_0,
+                        [DTYPE_Q4_1] = avx2_dot_q4_1,
+                        [DTYPE_Q4_K] = avx2_dot_q4_k,
+                        [DTYPE_Q5_K] = avx2_dot_q5_k,
+                        [DTYPE_Q6_K] = avx2_dot_q6_k,
+                },
+        .quant_q8_32 = avx2_quant_q8_32,
+        .quant_q8_256 = avx2_quant_q8_256,
+        .dot_f32 = avx2_dot_f32_vec,
+        .axpy_f32 = avx2_axpy_f32,
+};
+
+#endif

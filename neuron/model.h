@@ -1,0 +1,67 @@
+/*
+ * neuron/model.h — a model ready to run on the CPU, and the state of the sequences it runs.
+ *
+ * Contract: model_create() binds the weights of an opened struct model_file (Llama family or
+ * qwen3_5) without copying them (only norm weights, biases and other small vectors become fp32
+ * copies), checks every tensor's presence and shape, and starts a thread pool. The model_file
+ * must outlive the model.
+ * A struct model_seq is one sequence's state: the KV cache of each attention layer (fp32, grown
+ * on demand up to max_context) and the conv and recurrent state of each Gated DeltaNet layer.
+ * model_forward() appends tokens to one or more sequences in one pass: the tokens of all
+ * sequences go through each weight matrix together (so weights are read once per step for a
+ * whole batch of decoding sequences), while attention and the GDN recurrence run per sequence
+ * on its own state. A prefill is many tokens of one sequence; a decode step is one token of each
+ * of several sequences; mixing is allowed.
+ * Thread safety: one model_forward() at a time per model (it owns the pool and scratch
+ * buffers); sequences belong to the model that created them.
+ */
+#ifndef CORTEX_NEURON_MODEL_H
+#define CORTEX_NEURON_MODEL_H
+
+#include "model_file.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct model;
+struct model_seq;
+
+struct model_options {
+    int threads;         /* threads for the pool, the caller included; < 1: all online CPUs */
+    int64_t max_context; /* tokens per sequence; < 1: the model's own max_context */
+};
+
+enum model_logits {
+    MODEL_LOGITS_LAST, /* one row per sequence: its last token's logits */
+    MODEL_LOGITS_ALL,  /* one row per token, sequences in order */
+};
+
+/* Binds mf's weights. On success *out is the caller's, freed with model_destroy(); on failure
+ * returns -1 with a message naming the model file and the tensor or setting at fault. */
+int model_create(const struct model_file *mf, const struct model_options *opt, struct model **out,
+                 char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Frees the model (not the model_file); accepts NULL. Its sequences must be destroyed first. */
+void model_destroy(struct model *m);
+const struct model_config *model_config(const struct model *m);
+/* Tokens per sequence this model accepts. */
+int64_t model_max_context(const struct model *m);
+/* Threads of the model's pool. */
+int model_threads(const struct model *m);
+
+/* A new, empty sequence of m; freed with model_seq_destroy() (accepts NULL). */
+struct model_seq *model_seq_create(struct model *m);
+void model_seq_destroy(struct model_seq *s);
+/* Forgets every token (keeps the memory). */
+void model_seq_reset(struct model_seq *s);
+/* Tokens the sequence holds. */
+int64_t model_seq_length(const struct model_seq *s);
+
+/* Appends tokens[i][0 .. n_tokens[i]) to seqs[i] for each of n_seqs distinct sequences and
+ * writes logits (vocab_size floats per row, rows as `which` says; the caller provides room).
+ * Returns 0, or -1 with a message when a sequence would exceed max_context, a token id is out of
+ * range, a count is not positive or a sequence appears twice; nothing changes then. */
+int model_forward(struct model *m, struct model_seq *const *seqs, const int32_t *const *tokens,
+                  const int64_t *n_tokens, int n_seqs, enum model_logits which, float *logits,
+                  char *err, size_t errlen) __attribute__((warn_unused_result));
+
+#endif
