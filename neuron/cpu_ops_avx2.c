@@ -3,9 +3,10 @@
  *
  * Every function carries the target attribute, so this file builds with the default flags and
  * its code only runs after cpu_ops.c has checked the CPU. The quantised dots decode one weight
- * block into registers and reuse it for every token of the tile; the activation blocks are
- * 8-bit, so the inner products are _mm256_maddubs_epi16 (unsigned weight x signed activation)
- * followed by _mm256_madd_epi16, which also applies the per-sub-block scale.
+ * block into registers and reuse it for every token of the tile; the activations are 16-bit
+ * values in two int8 halves, so the inner products are _mm256_maddubs_epi16 (unsigned weight x
+ * signed half) followed by _mm256_madd_epi16, which also applies the half's weight (128 or 1)
+ * or the per-sub-block scale.
  */
 #include "cpu_ops_internal.h"
 
@@ -39,12 +40,6 @@ AVX2_INLINE float f16(uint16_t h)
     return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
 }
 
-/* Sum of unsigned-by-signed byte products, in 8 int32 lanes. */
-AVX2_INLINE __m256i dot_u8s8(__m256i u, __m256i s)
-{
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-
 /* ---- activation quantisation (same arithmetic as the portable version) ------------------- */
 
 AVX2_INLINE float absmax8x(const float *x, int n)
@@ -59,50 +54,60 @@ AVX2_INLINE float absmax8x(const float *x, int n)
     return _mm_cvtss_f32(s);
 }
 
-/* Quantises 32 floats with multiplier id into 32 int8 at q; returns their sum. */
-AVX2_INLINE int quant32(const float *x, float id, int8_t *q)
+/* 32 int32 in four vectors -> 32 int8 in element order (packs interleave the 128-bit lanes; the
+ * permute undoes it). */
+AVX2_INLINE void pack32(__m256i a, __m256i b, __m256i c, __m256i d, int8_t *out)
 {
-    const __m256 vid = _mm256_set1_ps(id);
-    __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), vid),
-                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8), vid),
-                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 16), vid),
-                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 24), vid),
-                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    int sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
-    /* packs interleave the 128-bit lanes; the permute restores element order */
-    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
     p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256((__m256i *)q, p);
-    return sum;
+    _mm256_storeu_si256((__m256i *)out, p);
 }
 
-AVX2 static void avx2_quant_q8_32(const float *x, struct cpu_q8_32 *y, int64_t n)
+/* Quantises 32 floats with multiplier id into 16-bit values split as hi / lo (see
+ * cpu_act_split: hi = floor((q + 64) / 128), lo = q - 128 hi). */
+AVX2_INLINE void quant32(const float *x, float id, int8_t *hi, int8_t *lo)
+{
+    const __m256 vid = _mm256_set1_ps(id);
+    const __m256i c64 = _mm256_set1_epi32(64);
+    __m256i h[4], l[4];
+    for (int k = 0; k < 4; k++) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid);
+        __m256i q = _mm256_cvtps_epi32(
+                _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        h[k] = _mm256_srai_epi32(_mm256_add_epi32(q, c64), 7);
+        l[k] = _mm256_sub_epi32(q, _mm256_slli_epi32(h[k], 7));
+    }
+    pack32(h[0], h[1], h[2], h[3], hi);
+    pack32(l[0], l[1], l[2], l[3], lo);
+}
+
+AVX2_INLINE float sum8x(const float *x, int n)
+{
+    __m256 s = _mm256_loadu_ps(x);
+    for (int i = 8; i < n; i += 8)
+        s = _mm256_add_ps(s, _mm256_loadu_ps(x + i));
+    return hsum_ps(s);
+}
+
+AVX2 static void avx2_quant_act32(const float *x, struct cpu_act32 *y, int64_t n)
 {
     for (int64_t b = 0; b < n / 32; b++, x += 32) {
-        float d = absmax8x(x, 32) / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        int sum = quant32(x, id, y[b].q);
+        float d = absmax8x(x, 32) / CPU_ACT_UNIT;
+        quant32(x, d != 0.0f ? 1.0f / d : 0.0f, y[b].hi, y[b].lo);
         y[b].d = d;
-        y[b].s = d * (float)sum;
+        y[b].sum = sum8x(x, 32);
     }
 }
 
-AVX2 static void avx2_quant_q8_256(const float *x, struct cpu_q8_256 *y, int64_t n)
+AVX2 static void avx2_quant_act256(const float *x, struct cpu_act256 *y, int64_t n)
 {
     for (int64_t b = 0; b < n / 256; b++, x += 256) {
-        float d = absmax8x(x, 256) / 127.0f;
+        float d = absmax8x(x, 256) / CPU_ACT_UNIT;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         for (int j = 0; j < 8; j++)
-            quant32(x + 32 * j, id, y[b].q + 32 * j);
-        for (int g = 0; g < 16; g++) {
-            __m128i q = _mm_loadu_si128((const __m128i *)(y[b].q + 16 * g));
-            __m256i w = _mm256_cvtepi8_epi16(q);
-            __m256i s = _mm256_madd_epi16(w, _mm256_set1_epi16(1));
-            y[b].bsums[g] = (int16_t)hsum_epi32(s);
-        }
+            quant32(x + 32 * j, id, y[b].hi + 32 * j, y[b].lo + 32 * j);
+        for (int g = 0; g < 16; g++)
+            y[b].bsum[g] = sum8x(x + 16 * g, 16);
         y[b].d = d;
     }
 }
@@ -183,7 +188,25 @@ AVX2_DOT_WRAPPER(avx2_dot_bf16, dot_float_body, 2)
 
 /* ---- 32-element blocks ------------------------------------------------------------------- */
 
-#define XQ32(x, xs, t) ((const struct cpu_q8_32 *)((const char *)(x) + (size_t)(t) * (xs)))
+#define ACT32(x, xs, t) ((const struct cpu_act32 *)((const char *)(x) + (size_t)(t) * (xs)))
+
+/* sum over 32 of u * (128 hi + lo), u unsigned bytes (<= 128), in 8 int32 lanes. */
+AVX2_INLINE __m256i dot_u8_act(__m256i u, __m256i hi, __m256i lo)
+{
+    __m256i ph = _mm256_maddubs_epi16(u, hi), pl = _mm256_maddubs_epi16(u, lo);
+    return _mm256_add_epi32(_mm256_madd_epi16(ph, _mm256_set1_epi16(128)),
+                            _mm256_madd_epi16(pl, _mm256_set1_epi16(1)));
+}
+
+AVX2_INLINE __m256i load_hi(const struct cpu_act32 *b)
+{
+    return _mm256_loadu_si256((const __m256i *)b->hi);
+}
+
+AVX2_INLINE __m256i load_lo(const struct cpu_act32 *b)
+{
+    return _mm256_loadu_si256((const __m256i *)b->lo);
+}
 
 AVX2_INLINE void dot_q8_0_body(const void *w, const void *x, size_t xs, int ntok, int64_t n,
                                float *out, size_t os)
@@ -194,12 +217,12 @@ AVX2_INLINE void dot_q8_0_body(const void *w, const void *x, size_t xs, int ntok
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / 32; b++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)wb[b].qs);
-        __m256i aq = _mm256_sign_epi8(q, q);
+        __m256i aq = _mm256_sign_epi8(q, q); /* |q|, with the sign moved onto the activation */
         float d = f16(wb[b].d);
         for (int t = 0; t < ntok; t++) {
-            const struct cpu_q8_32 *xb = XQ32(x, xs, t) + b;
-            __m256i xq = _mm256_loadu_si256((const __m256i *)xb->q);
-            __m256i p = dot_u8s8(aq, _mm256_sign_epi8(xq, q));
+            const struct cpu_act32 *xb = ACT32(x, xs, t) + b;
+            __m256i p = dot_u8_act(aq, _mm256_sign_epi8(load_hi(xb), q),
+                                   _mm256_sign_epi8(load_lo(xb), q));
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(p), acc[t]);
         }
     }
@@ -216,7 +239,7 @@ AVX2_INLINE __m256i unpack_nibbles16(const uint8_t *qs)
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
 }
 
-/* Q4_0 (offset -8) and Q4_1 (min m): dot = d * x.d * sum(q * x.q) + c * x.s, with c = -8d or m */
+/* Q4_0 (offset -8) and Q4_1 (min m): dot = d * x.d * sum(q * Q) + c * x.sum, c = -8d or m */
 AVX2_INLINE void dot_q4_body(const void *w, const void *x, size_t xs, int ntok, int64_t n,
                              float *out, size_t os, int has_min)
 {
@@ -244,10 +267,10 @@ AVX2_INLINE void dot_q4_body(const void *w, const void *x, size_t xs, int ntok, 
         }
         __m256i q = unpack_nibbles16(qs);
         for (int t = 0; t < ntok; t++) {
-            const struct cpu_q8_32 *xb = XQ32(x, xs, t) + b;
-            __m256i p = dot_u8s8(q, _mm256_loadu_si256((const __m256i *)xb->q));
+            const struct cpu_act32 *xb = ACT32(x, xs, t) + b;
+            __m256i p = dot_u8_act(q, load_hi(xb), load_lo(xb));
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(p), acc[t]);
-            corr[t] += c * xb->s;
+            corr[t] += c * xb->sum;
         }
     }
     for (int t = 0; t < ntok; t++)
@@ -258,7 +281,23 @@ AVX2_DOT_WRAPPER(avx2_dot_q4_1, dot_q4_body, 1)
 
 /* ---- K-quants (256-element super-blocks) ------------------------------------------------- */
 
-#define XQ256(x, xs, t) ((const struct cpu_q8_256 *)((const char *)(x) + (size_t)(t) * (xs)))
+#define ACT256(x, xs, t) ((const struct cpu_act256 *)((const char *)(x) + (size_t)(t) * (xs)))
+
+/* Accumulates sum(u * hi) * sc into sh and sum(u * lo) * sc into sl (8 int32 lanes each); the
+ * halves are kept apart so the sums cannot overflow, and joined in float per super-block. */
+AVX2_INLINE void kdot(__m256i u, const int8_t *hi, const int8_t *lo, __m256i sc, __m256i *sh,
+                      __m256i *sl)
+{
+    __m256i ph = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)hi));
+    __m256i pl = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)lo));
+    *sh = _mm256_add_epi32(*sh, _mm256_madd_epi16(ph, sc));
+    *sl = _mm256_add_epi32(*sl, _mm256_madd_epi16(pl, sc));
+}
+
+AVX2_INLINE __m256 join_halves(__m256i sh, __m256i sl)
+{
+    return _mm256_fmadd_ps(_mm256_set1_ps(128.0f), _mm256_cvtepi32_ps(sh), _mm256_cvtepi32_ps(sl));
+}
 
 /* Q4_K (has_high 0) and Q5_K (has_high 1). */
 AVX2_INLINE void dot_q45k_body(const void *w, const void *x, size_t xs, int ntok, int64_t n,
@@ -294,9 +333,9 @@ AVX2_INLINE void dot_q45k_body(const void *w, const void *x, size_t xs, int ntok
         for (int j = 0; j < 8; j++)
             cpu_kquant_scale_min(j, scales, &sc[j], &m[j]);
         __m256i hbits = has_high ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-        __m256i sumi[CPU_TILE];
+        __m256i sh[CPU_TILE], sl[CPU_TILE];
         for (int t = 0; t < ntok; t++)
-            sumi[t] = _mm256_setzero_si256();
+            sh[t] = sl[t] = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) {
             __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
             __m256i lo = _mm256_and_si256(bits, m4);
@@ -309,22 +348,18 @@ AVX2_INLINE void dot_q45k_body(const void *w, const void *x, size_t xs, int ntok
             }
             __m256i s0 = _mm256_set1_epi16(sc[2 * j]), s1 = _mm256_set1_epi16(sc[2 * j + 1]);
             for (int t = 0; t < ntok; t++) {
-                const int8_t *xq = XQ256(x, xs, t)[b].q + 64 * j;
-                __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq));
-                __m256i p1 =
-                        _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32)));
-                sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(_mm256_madd_epi16(p0, s0),
-                                                                     _mm256_madd_epi16(p1, s1)));
+                const struct cpu_act256 *xb = ACT256(x, xs, t) + b;
+                kdot(lo, xb->hi + 64 * j, xb->lo + 64 * j, s0, &sh[t], &sl[t]);
+                kdot(hi, xb->hi + 64 * j + 32, xb->lo + 64 * j + 32, s1, &sh[t], &sl[t]);
             }
         }
         for (int t = 0; t < ntok; t++) {
-            const struct cpu_q8_256 *xb = XQ256(x, xs, t) + b;
-            int summ = 0;
+            const struct cpu_act256 *xb = ACT256(x, xs, t) + b;
+            float summ = 0.0f;
             for (int j = 0; j < 8; j++)
-                summ += m[j] * (xb->bsums[2 * j] + xb->bsums[2 * j + 1]);
-            acc[t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(sumi[t]), acc[t]);
-            mins[t] += dmin * xb->d * (float)summ;
+                summ += (float)m[j] * (xb->bsum[2 * j] + xb->bsum[2 * j + 1]);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), join_halves(sh[t], sl[t]), acc[t]);
+            mins[t] += dmin * summ;
         }
     }
     for (int t = 0; t < ntok; t++)
@@ -338,14 +373,17 @@ AVX2_INLINE void dot_q6k_body(const void *w, const void *x, size_t xs, int ntok,
 {
     const struct cpu_block_q6_k *wb = w;
     __m256 acc[CPU_TILE];
-    for (int t = 0; t < ntok; t++)
+    float bias[CPU_TILE];
+    for (int t = 0; t < ntok; t++) {
         acc[t] = _mm256_setzero_ps();
+        bias[t] = 0.0f;
+    }
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < n / 256; b++) {
         float d = f16(wb[b].d);
-        __m256i sumi[CPU_TILE];
+        __m256i sh[CPU_TILE], sl[CPU_TILE];
         for (int t = 0; t < ntok; t++)
-            sumi[t] = _mm256_setzero_si256();
+            sh[t] = sl[t] = _mm256_setzero_si256();
         for (int half = 0; half < 2; half++) {
             const uint8_t *ql = wb[b].ql + 64 * half, *qh = wb[b].qh + 32 * half;
             const int8_t *sc = wb[b].scales + 8 * half;
@@ -370,26 +408,23 @@ AVX2_INLINE void dot_q6k_body(const void *w, const void *x, size_t xs, int ntok,
                  * next 16 (scale 2k + 1) */
                 s[k] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
             for (int t = 0; t < ntok; t++) {
-                const int8_t *xq = XQ256(x, xs, t)[b].q + 128 * half;
-                for (int k = 0; k < 4; k++) {
-                    __m256i p = _mm256_maddubs_epi16(
-                            q[k], _mm256_loadu_si256((const __m256i *)(xq + 32 * k)));
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, s[k]));
-                }
+                const struct cpu_act256 *xb = ACT256(x, xs, t) + b;
+                for (int k = 0; k < 4; k++)
+                    kdot(q[k], xb->hi + 128 * half + 32 * k, xb->lo + 128 * half + 32 * k, s[k],
+                         &sh[t], &sl[t]);
             }
         }
         for (int t = 0; t < ntok; t++) {
-            const struct cpu_q8_256 *xb = XQ256(x, xs, t) + b;
-            int bias = 0;
+            const struct cpu_act256 *xb = ACT256(x, xs, t) + b;
+            float bs = 0.0f;
             for (int g = 0; g < 16; g++)
-                bias += wb[b].scales[g] * xb->bsums[g];
-            __m256i v =
-                    _mm256_sub_epi32(sumi[t], _mm256_setr_epi32(32 * bias, 0, 0, 0, 0, 0, 0, 0));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(v), acc[t]);
+                bs += (float)wb[b].scales[g] * xb->bsum[g];
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), join_halves(sh[t], sl[t]), acc[t]);
+            bias[t] += 32.0f * d * bs;
         }
     }
     for (int t = 0; t < ntok; t++)
-        out[t * os] = hsum_ps(acc[t]);
+        out[t * os] = hsum_ps(acc[t]) - bias[t];
 }
 AVX2_DOT_WRAPPER(avx2_dot_q6_k, dot_q6k_body)
 
@@ -435,8 +470,8 @@ const struct cpu_kernels cpu_kernels_avx2 = {
                         [DTYPE_Q5_K] = avx2_dot_q5_k,
                         [DTYPE_Q6_K] = avx2_dot_q6_k,
                 },
-        .quant_q8_32 = avx2_quant_q8_32,
-        .quant_q8_256 = avx2_quant_q8_256,
+        .quant_act32 = avx2_quant_act32,
+        .quant_act256 = avx2_quant_act256,
         .dot_f32 = avx2_dot_f32_vec,
         .axpy_f32 = avx2_axpy_f32,
 };

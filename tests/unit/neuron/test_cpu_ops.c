@@ -4,9 +4,10 @@
  * Every weight type, odd sizes, single tokens and token tiles with remainders, a thread pool and
  * none; each test runs once per kernel set the CPU supports (portable always, AVX2 where
  * present). Quantised weights are random blocks with sane scales; the reference dequantises
- * them with dtype_dequant_row() and multiplies in double with the activations quantised the
- * way the kernels document (8-bit, scale absmax / 127, round to nearest even), so the integer
- * paths are checked to float rounding, not to quantisation noise.
+ * them with dtype_dequant_row() and multiplies in double with the activations rounded the way
+ * the kernels document (16-bit, unit absmax / 16256, round to nearest even), so the integer
+ * paths are checked to float rounding; the exact product must also lie within the rounding's
+ * error bound.
  */
 #include "cpu_ops.h"
 #include "cpu_ops_internal.h"
@@ -100,8 +101,10 @@ static void *make_weights(enum dtype t, int64_t rows, int64_t cols)
     return w;
 }
 
-/* The activation row as the kernels see it: exact for float weights, 8-bit blocks otherwise. */
-static void effective_x(enum dtype t, const float *x, double *xe, int64_t n)
+/* The activation row as the kernels see it: exact for float weights, otherwise 16-bit integers
+ * with one unit per block of 32 / 256 (absmax / 16256), rounded to nearest even. Also returns
+ * the bound on |x - effective x| per element in err (0 for floats). */
+static void effective_x(enum dtype t, const float *x, double *xe, double *err, int64_t n)
 {
     int64_t blk = 1;
     if (t == DTYPE_Q8_0 || t == DTYPE_Q4_0 || t == DTYPE_Q4_1)
@@ -109,17 +112,23 @@ static void effective_x(enum dtype t, const float *x, double *xe, int64_t n)
     else if (t == DTYPE_Q4_K || t == DTYPE_Q5_K || t == DTYPE_Q6_K)
         blk = 256;
     if (blk == 1) {
-        for (int64_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n; i++) {
             xe[i] = x[i];
+            err[i] = 0.0;
+        }
         return;
     }
     for (int64_t b = 0; b < n; b += blk) {
         float amax = 0.0f;
         for (int64_t i = b; i < b + blk; i++)
             amax = fmaxf(amax, fabsf(x[i]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int64_t i = b; i < b + blk; i++)
-            xe[i] = (double)d * nearbyintf(x[i] * id);
+        float d = amax / 16256.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int64_t i = b; i < b + blk; i++) {
+            float q = nearbyintf(x[i] * id);
+            ck_assert(fabsf(q) <= 16256.0f);
+            xe[i] = (double)d * q;
+            err[i] = 0.5 * d * 1.0001;
+        }
     }
 }
 
@@ -139,17 +148,28 @@ static void check_matmul(enum dtype t, int64_t rows, int64_t cols, int64_t n_tok
 
     float *wrow = malloc(sizeof(float) * (size_t)cols);
     double *xe = malloc(sizeof(double) * (size_t)cols);
+    double *xerr = malloc(sizeof(double) * (size_t)cols);
     for (int64_t tk = 0; tk < n_tok; tk++) {
-        effective_x(t, x + tk * cols, xe, cols);
+        effective_x(t, x + tk * cols, xe, xerr, cols);
         for (int64_t r = 0; r < rows; r++) {
             dtype_dequant_row(t, (const char *)w + (size_t)r * m.row_bytes, wrow, (size_t)cols);
-            double ref = 0.0, mag = 0.0;
+            double ref = 0.0, mag = 0.0, exact = 0.0, bound = 0.0;
             for (int64_t i = 0; i < cols; i++) {
                 ref += wrow[i] * xe[i];
                 mag += fabs(wrow[i] * xe[i]);
+                exact += (double)wrow[i] * x[tk * cols + i];
+                bound += fabs(wrow[i]) * xerr[i];
             }
             double got = y[tk * rows + r];
-            ck_assert_msg(fabs(got - ref) <= 2e-5 * mag + 1e-6,
+            /* the activation rounding stays within its bound of the exact product */
+            ck_assert_msg(fabs(got - exact) <= bound + 2e-5 * mag + 1e-6,
+                          "%s %s row %lld tok %lld: %.7g is %.3g from the exact %.7g, bound %.3g",
+                          cpu_ops_isa_name(cpu_ops_isa()), dtype_name(t), (long long)r,
+                          (long long)tk, got, fabs(got - exact), exact, bound);
+            /* Where every weight multiplies the rounded activation (no offsets or minimums,
+             * which the kernels multiply with exact sums of x), the result is that product. */
+            bool plain = t == DTYPE_F32 || t == DTYPE_F16 || t == DTYPE_BF16 || t == DTYPE_Q8_0;
+            ck_assert_msg(!plain || fabs(got - ref) <= 2e-5 * mag + 1e-6,
                           "%s %s rows %lld cols %lld tok %lld/%lld row %lld: got %.7g want %.7g",
                           cpu_ops_isa_name(cpu_ops_isa()), dtype_name(t), (long long)rows,
                           (long long)cols, (long long)tk, (long long)n_tok, (long long)r, got, ref);
@@ -157,6 +177,7 @@ static void check_matmul(enum dtype t, int64_t rows, int64_t cols, int64_t n_tok
     }
     free(wrow);
     free(xe);
+    free(xerr);
     free(x);
     free(y);
     free(w);
