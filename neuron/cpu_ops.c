@@ -271,6 +271,21 @@ static void portable_axpy_f32(float *y, float a, const float *x, int64_t n)
         y[i] += a * x[i];
 }
 
+static void portable_dot_rows(float *out, const float *q, const float *rows, int64_t stride,
+                              int64_t n_rows, int64_t dim, float scale)
+{
+    for (int64_t p = 0; p < n_rows; p++)
+        out[p] = scale * portable_dot_f32_vec(q, rows + p * stride, dim);
+}
+
+static void portable_weighted_rows(float *out, const float *w, const float *rows, int64_t stride,
+                                   int64_t n_rows, int64_t dim)
+{
+    memset(out, 0, sizeof(float) * (size_t)dim);
+    for (int64_t p = 0; p < n_rows; p++)
+        portable_axpy_f32(out, w[p], rows + p * stride, dim);
+}
+
 static const struct cpu_kernels cpu_kernels_portable = {
         .dot =
                 {
@@ -288,6 +303,8 @@ static const struct cpu_kernels cpu_kernels_portable = {
         .quant_act256 = portable_quant_act256,
         .dot_f32 = portable_dot_f32_vec,
         .axpy_f32 = portable_axpy_f32,
+        .dot_rows = portable_dot_rows,
+        .weighted_rows = portable_weighted_rows,
 };
 
 /* ---- selection --------------------------------------------------------------------------- */
@@ -526,6 +543,18 @@ void cpu_axpy_f32(float *y, float a, const float *x, int64_t n)
     cpu_kernels_get()->axpy_f32(y, a, x, n);
 }
 
+void cpu_dot_rows(float *out, const float *q, const float *rows, int64_t stride, int64_t n_rows,
+                  int64_t dim, float scale)
+{
+    cpu_kernels_get()->dot_rows(out, q, rows, stride, n_rows, dim, scale);
+}
+
+void cpu_weighted_rows(float *out, const float *w, const float *rows, int64_t stride,
+                       int64_t n_rows, int64_t dim)
+{
+    cpu_kernels_get()->weighted_rows(out, w, rows, stride, n_rows, dim);
+}
+
 /* ---- element-wise ops -------------------------------------------------------------------- */
 
 void cpu_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps, bool zero_centred)
@@ -619,13 +648,9 @@ static void cpu_attention_task(void *ctx, int task, int thread)
     const float *k = a->k + (size_t)kvh * hd;
     const float *v = a->v + (size_t)kvh * hd;
 
-    for (int64_t p = 0; p < n_ctx; p++)
-        s[p] = job->k->dot_f32(q, k + p * a->kv_stride, hd) * a->scale;
+    job->k->dot_rows(s, q, k, a->kv_stride, n_ctx, hd, a->scale);
     cpu_softmax(s, n_ctx);
-    float *o = a->out + (qi * a->n_heads + h) * hd;
-    memset(o, 0, (size_t)hd * sizeof(float));
-    for (int64_t p = 0; p < n_ctx; p++)
-        job->k->axpy_f32(o, s[p], v + p * a->kv_stride, hd);
+    job->k->weighted_rows(a->out + (qi * a->n_heads + h) * hd, s, v, a->kv_stride, n_ctx, hd);
 }
 
 void cpu_attention(struct threadpool *tp, const struct cpu_attention *a)

@@ -67,6 +67,13 @@ void cpu_matmul_multi(struct threadpool *tp, int n, const struct cpu_matrix *con
 float cpu_dot_f32(const float *a, const float *b, int64_t n);
 /* y += a * x over n floats. */
 void cpu_axpy_f32(float *y, float a, const float *x, int64_t n);
+/* out[p] = scale * (q . rows[p]) for n_rows rows of dim floats, stride floats apart (attention
+ * scores against cached keys). */
+void cpu_dot_rows(float *out, const float *q, const float *rows, int64_t stride, int64_t n_rows,
+                  int64_t dim, float scale);
+/* out = sum over p of w[p] * rows[p] (dim floats, overwritten; rows stride floats apart). */
+void cpu_weighted_rows(float *out, const float *w, const float *rows, int64_t stride,
+                       int64_t n_rows, int64_t dim);
 
 /* RMSNorm of one row: y = x / sqrt(mean(x^2) + eps) * w, or * (1 + w) when zero_centred
  * (qwen3_5). w may be NULL (no scaling). y may equal x. */

@@ -457,6 +457,68 @@ AVX2 static void avx2_axpy_f32(float *y, float a, const float *x, int64_t n)
         y[i] += a * x[i];
 }
 
+AVX2 static void avx2_dot_rows(float *out, const float *q, const float *rows, int64_t stride,
+                               int64_t n_rows, int64_t dim, float scale)
+{
+    int64_t p = 0;
+    if (dim % 8 == 0) {
+        /* eight rows at once, reduced together by a tree of horizontal adds */
+        for (; p + 8 <= n_rows; p += 8) {
+            __m256 a[8];
+            for (int j = 0; j < 8; j++)
+                a[j] = _mm256_setzero_ps();
+            for (int64_t i = 0; i < dim; i += 8) {
+                __m256 qv = _mm256_loadu_ps(q + i);
+                for (int j = 0; j < 8; j++)
+                    a[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(rows + (p + j) * stride + i), a[j]);
+            }
+            __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+            __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+            __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+            __m256 r = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+                                     _mm256_permute2f128_ps(u0, u1, 0x31));
+            _mm256_storeu_ps(out + p, _mm256_mul_ps(r, _mm256_set1_ps(scale)));
+        }
+    }
+    for (; p < n_rows; p++)
+        out[p] = scale * avx2_dot_f32_vec(q, rows + p * stride, dim);
+}
+
+AVX2 static void avx2_weighted_rows(float *out, const float *w, const float *rows, int64_t stride,
+                                    int64_t n_rows, int64_t dim)
+{
+    int64_t i = 0;
+    /* 32 output floats stay in registers while every row passes */
+    for (; i + 32 <= dim; i += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t p = 0; p < n_rows; p++) {
+            const float *r = rows + p * stride + i;
+            __m256 wp = _mm256_broadcast_ss(w + p);
+            a0 = _mm256_fmadd_ps(wp, _mm256_loadu_ps(r), a0);
+            a1 = _mm256_fmadd_ps(wp, _mm256_loadu_ps(r + 8), a1);
+            a2 = _mm256_fmadd_ps(wp, _mm256_loadu_ps(r + 16), a2);
+            a3 = _mm256_fmadd_ps(wp, _mm256_loadu_ps(r + 24), a3);
+        }
+        _mm256_storeu_ps(out + i, a0);
+        _mm256_storeu_ps(out + i + 8, a1);
+        _mm256_storeu_ps(out + i + 16, a2);
+        _mm256_storeu_ps(out + i + 24, a3);
+    }
+    for (; i + 8 <= dim; i += 8) {
+        __m256 a0 = _mm256_setzero_ps();
+        for (int64_t p = 0; p < n_rows; p++)
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + p), _mm256_loadu_ps(rows + p * stride + i),
+                                 a0);
+        _mm256_storeu_ps(out + i, a0);
+    }
+    for (; i < dim; i++) {
+        float a = 0.0f;
+        for (int64_t p = 0; p < n_rows; p++)
+            a += w[p] * rows[p * stride + i];
+        out[i] = a;
+    }
+}
+
 const struct cpu_kernels cpu_kernels_avx2 = {
         .dot =
                 {
@@ -474,6 +536,8 @@ const struct cpu_kernels cpu_kernels_avx2 = {
         .quant_act256 = avx2_quant_act256,
         .dot_f32 = avx2_dot_f32_vec,
         .axpy_f32 = avx2_axpy_f32,
+        .dot_rows = avx2_dot_rows,
+        .weighted_rows = avx2_weighted_rows,
 };
 
 #endif

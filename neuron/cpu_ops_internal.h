@@ -59,6 +59,10 @@ struct cpu_kernels {
     void (*quant_act256)(const float *x, struct cpu_act256 *y, int64_t n);
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
+    void (*dot_rows)(float *out, const float *q, const float *rows, int64_t stride, int64_t n_rows,
+                     int64_t dim, float scale);
+    void (*weighted_rows)(float *out, const float *w, const float *rows, int64_t stride,
+                          int64_t n_rows, int64_t dim);
 };
 
 #if defined(__x86_64__)

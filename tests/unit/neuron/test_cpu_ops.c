@@ -291,6 +291,46 @@ START_TEST(test_dot_axpy)
 }
 END_TEST
 
+START_TEST(test_dot_rows_weighted_rows)
+{
+    if (!use_isa(_i))
+        return;
+    rng_seed(4);
+    enum { ROWS = 21, STRIDE = 50 };
+    static float q[48], rows[ROWS * STRIDE], w[ROWS], out[ROWS + 1], o[49];
+    for (int i = 0; i < 48; i++)
+        q[i] = rng_f();
+    for (int i = 0; i < ROWS * STRIDE; i++)
+        rows[i] = rng_f();
+    for (int i = 0; i < ROWS; i++)
+        w[i] = rng_f();
+    int dims[] = {48, 40, 8, 13, 33};
+    for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
+        int dim = dims[di];
+        for (int n = 0; n <= ROWS; n += 5) {
+            out[n] = 12345.0f; /* the row past the end stays untouched */
+            cpu_dot_rows(out, q, rows, STRIDE, n, dim, 0.5f);
+            for (int p = 0; p < n; p++) {
+                double ref = 0.0;
+                for (int i = 0; i < dim; i++)
+                    ref += (double)q[i] * rows[p * STRIDE + i];
+                ck_assert_double_eq_tol(out[p], 0.5 * ref, 1e-5);
+            }
+            ck_assert_float_eq(out[n], 12345.0f);
+            o[dim] = 12345.0f;
+            cpu_weighted_rows(o, w, rows, STRIDE, n, dim);
+            for (int i = 0; i < dim; i++) {
+                double ref = 0.0;
+                for (int p = 0; p < n; p++)
+                    ref += (double)w[p] * rows[p * STRIDE + i];
+                ck_assert_double_eq_tol(o[i], ref, 1e-5);
+            }
+            ck_assert_float_eq(o[dim], 12345.0f);
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_rmsnorm)
 {
     rng_seed(11);
@@ -457,6 +497,7 @@ static Suite *cpu_ops_suite(void)
     tcase_add_test(tc, test_isas_agree);
     tcase_add_loop_test(tc, test_matmul_multi, 0, 2);
     tcase_add_loop_test(tc, test_dot_axpy, 0, 2);
+    tcase_add_loop_test(tc, test_dot_rows_weighted_rows, 0, 2);
     tcase_add_test(tc, test_rmsnorm);
     tcase_add_test(tc, test_rope);
     tcase_add_test(tc, test_activations);
