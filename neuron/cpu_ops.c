@@ -34,8 +34,11 @@ static void portable_act_quant(const float *x, float d, int8_t *hi, int8_t *lo, 
 static void portable_quant_act32(const float *x, struct cpu_act32 *y, int64_t n)
 {
     for (int64_t b = 0; b < n / 32; b++, x += 32) {
-        y[b].d = cpu_absmax(x, 32) / CPU_ACT_UNIT;
-        portable_act_quant(x, y[b].d, y[b].hi, y[b].lo, 32);
+        float d = cpu_absmax(x, 32) / CPU_ACT_UNIT;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int i = 0; i < 32; i++)
+            y[b].q[i] = (int16_t)nearbyintf(x[i] * id);
+        y[b].d = d;
         float sum = 0.0f;
         for (int i = 0; i < 32; i++)
             sum += x[i];
@@ -57,7 +60,7 @@ static void portable_quant_act256(const float *x, struct cpu_act256 *y, int64_t 
     }
 }
 
-/* The 16-bit activation i of a block. */
+/* The 16-bit activation i of a K-quant block. */
 #define ACT_Q(blk, i) (128 * (int)(blk)->hi[i] + (int)(blk)->lo[i])
 
 /* ---- portable dot kernels: one weight row against ntok activation rows -------------------- */
@@ -120,7 +123,7 @@ static void portable_dot_q8_0(const void *w, const void *x, size_t xs, int ntok,
         for (int64_t b = 0; b < n / 32; b++) {
             int sum = 0;
             for (int i = 0; i < 32; i++)
-                sum += wb[b].qs[i] * ACT_Q(&xb[b], i);
+                sum += wb[b].qs[i] * xb[b].q[i];
             acc += dtype_f16_to_f32(wb[b].d) * xb[b].d * (float)sum;
         }
         out[t * os] = acc;
@@ -132,7 +135,7 @@ static int portable_nibble_dot(const uint8_t *qs, const struct cpu_act32 *xb)
 {
     int sum = 0;
     for (int i = 0; i < 16; i++)
-        sum += (qs[i] & 0xF) * ACT_Q(xb, i) + (qs[i] >> 4) * ACT_Q(xb, i + 16);
+        sum += (qs[i] & 0xF) * xb->q[i] + (qs[i] >> 4) * xb->q[i + 16];
     return sum;
 }
 

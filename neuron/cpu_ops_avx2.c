@@ -89,11 +89,25 @@ AVX2_INLINE float sum8x(const float *x, int n)
     return hsum_ps(s);
 }
 
+/* Rounds 16 floats times id to int16 at q. */
+AVX2_INLINE void quant16_i16(const float *x, __m256 vid, int16_t *q)
+{
+    __m256i a = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), vid),
+                                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i b = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8), vid),
+                                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    /* packs interleaves the 128-bit lanes; the 64-bit permute restores element order */
+    __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), _MM_SHUFFLE(3, 1, 2, 0));
+    _mm256_storeu_si256((__m256i *)q, p);
+}
+
 AVX2 static void avx2_quant_act32(const float *x, struct cpu_act32 *y, int64_t n)
 {
     for (int64_t b = 0; b < n / 32; b++, x += 32) {
         float d = absmax8x(x, 32) / CPU_ACT_UNIT;
-        quant32(x, d != 0.0f ? 1.0f / d : 0.0f, y[b].hi, y[b].lo);
+        __m256 vid = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+        quant16_i16(x, vid, y[b].q);
+        quant16_i16(x + 16, vid, y[b].q + 16);
         y[b].d = d;
         y[b].sum = sum8x(x, 32);
     }
@@ -190,22 +204,12 @@ AVX2_DOT_WRAPPER(avx2_dot_bf16, dot_float_body, 2)
 
 #define ACT32(x, xs, t) ((const struct cpu_act32 *)((const char *)(x) + (size_t)(t) * (xs)))
 
-/* sum over 32 of u * (128 hi + lo), u unsigned bytes (<= 128), in 8 int32 lanes. */
-AVX2_INLINE __m256i dot_u8_act(__m256i u, __m256i hi, __m256i lo)
+/* sum over 32 of w * q for 32 int16 weights (w0: elements 0..15, w1: 16..31), 8 int32 lanes */
+AVX2_INLINE __m256i dot_w16(__m256i w0, __m256i w1, const struct cpu_act32 *xb)
 {
-    __m256i ph = _mm256_maddubs_epi16(u, hi), pl = _mm256_maddubs_epi16(u, lo);
-    return _mm256_add_epi32(_mm256_madd_epi16(ph, _mm256_set1_epi16(128)),
-                            _mm256_madd_epi16(pl, _mm256_set1_epi16(1)));
-}
-
-AVX2_INLINE __m256i load_hi(const struct cpu_act32 *b)
-{
-    return _mm256_loadu_si256((const __m256i *)b->hi);
-}
-
-AVX2_INLINE __m256i load_lo(const struct cpu_act32 *b)
-{
-    return _mm256_loadu_si256((const __m256i *)b->lo);
+    return _mm256_add_epi32(
+            _mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)xb->q)),
+            _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(xb->q + 16))));
 }
 
 AVX2_INLINE void dot_q8_0_body(const void *w, const void *x, size_t xs, int ntok, int64_t n,
@@ -216,14 +220,13 @@ AVX2_INLINE void dot_q8_0_body(const void *w, const void *x, size_t xs, int ntok
     for (int t = 0; t < ntok; t++)
         acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / 32; b++) {
-        __m256i q = _mm256_loadu_si256((const __m256i *)wb[b].qs);
-        __m256i aq = _mm256_sign_epi8(q, q); /* |q|, with the sign moved onto the activation */
-        float d = f16(wb[b].d);
+        __m256i q0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)wb[b].qs));
+        __m256i q1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wb[b].qs + 16)));
+        __m256 d = _mm256_set1_ps(f16(wb[b].d));
         for (int t = 0; t < ntok; t++) {
             const struct cpu_act32 *xb = ACT32(x, xs, t) + b;
-            __m256i p = dot_u8_act(aq, _mm256_sign_epi8(load_hi(xb), q),
-                                   _mm256_sign_epi8(load_lo(xb), q));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(p), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_broadcast_ss(&xb->d)),
+                                     _mm256_cvtepi32_ps(dot_w16(q0, q1, xb)), acc[t]);
         }
     }
     for (int t = 0; t < ntok; t++)
@@ -231,50 +234,58 @@ AVX2_INLINE void dot_q8_0_body(const void *w, const void *x, size_t xs, int ntok
 }
 AVX2_DOT_WRAPPER(avx2_dot_q8_0, dot_q8_0_body)
 
-/* 16 bytes of nibbles -> 32 bytes: low nibbles are elements 0..15, high nibbles 16..31. */
-AVX2_INLINE __m256i unpack_nibbles16(const uint8_t *qs)
+/* The sum field of up to four tokens' activation blocks b, as one vector (0 past ntok). */
+AVX2_INLINE __m128 act32_sums(const void *x, size_t xs, int ntok, int64_t b)
 {
-    __m128i v = _mm_loadu_si128((const __m128i *)qs);
-    const __m128i m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+    float s[4];
+    for (int t = 0; t < 4; t++)
+        s[t] = t < ntok ? ACT32(x, xs, t)[b].sum : 0.0f;
+    return _mm_setr_ps(s[0], s[1], s[2], s[3]);
 }
 
-/* Q4_0 (offset -8) and Q4_1 (min m): dot = d * x.d * sum(q * Q) + c * x.sum, c = -8d or m */
+/* Q4_0 (offset -8) and Q4_1 (min m): dot = d * x.d * sum(q * Q) + c * x.sum, c = -8d or m.
+ * The c terms of all tokens of the tile share one vector accumulator. */
 AVX2_INLINE void dot_q4_body(const void *w, const void *x, size_t xs, int ntok, int64_t n,
                              float *out, size_t os, int has_min)
 {
+    _Static_assert(CPU_TILE <= 4, "act32_sums handles four tokens");
     __m256 acc[CPU_TILE];
-    float corr[CPU_TILE];
-    for (int t = 0; t < ntok; t++) {
+    for (int t = 0; t < ntok; t++)
         acc[t] = _mm256_setzero_ps();
-        corr[t] = 0.0f;
-    }
+    __m128 corr = _mm_setzero_ps();
+    const __m128i m4 = _mm_set1_epi8(0x0F);
     size_t bsize = has_min ? sizeof(struct cpu_block_q4_1) : sizeof(struct cpu_block_q4_0);
     for (int64_t b = 0; b < n / 32; b++) {
         const char *blk = (const char *)w + (size_t)b * bsize;
-        float d, c;
+        float dw, c;
         const uint8_t *qs;
         if (has_min) {
             const struct cpu_block_q4_1 *wb = (const void *)blk;
-            d = f16(wb->d);
+            dw = f16(wb->d);
             c = f16(wb->m);
             qs = wb->qs;
         } else {
             const struct cpu_block_q4_0 *wb = (const void *)blk;
-            d = f16(wb->d);
-            c = -8.0f * d;
+            dw = f16(wb->d);
+            c = -8.0f * dw;
             qs = wb->qs;
         }
-        __m256i q = unpack_nibbles16(qs);
+        /* low nibbles are elements 0..15, high nibbles 16..31 */
+        __m128i v = _mm_loadu_si128((const __m128i *)qs);
+        __m256i q0 = _mm256_cvtepu8_epi16(_mm_and_si128(v, m4));
+        __m256i q1 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m4));
+        __m256 d = _mm256_set1_ps(dw);
         for (int t = 0; t < ntok; t++) {
             const struct cpu_act32 *xb = ACT32(x, xs, t) + b;
-            __m256i p = dot_u8_act(q, load_hi(xb), load_lo(xb));
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(p), acc[t]);
-            corr[t] += c * xb->sum;
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_broadcast_ss(&xb->d)),
+                                     _mm256_cvtepi32_ps(dot_w16(q0, q1, xb)), acc[t]);
         }
+        corr = _mm_fmadd_ps(_mm_set1_ps(c), act32_sums(x, xs, ntok, b), corr);
     }
+    float cs[4];
+    _mm_storeu_ps(cs, corr);
     for (int t = 0; t < ntok; t++)
-        out[t * os] = hsum_ps(acc[t]) + corr[t];
+        out[t * os] = hsum_ps(acc[t]) + cs[t];
 }
 AVX2_DOT_WRAPPER(avx2_dot_q4_0, dot_q4_body, 0)
 AVX2_DOT_WRAPPER(avx2_dot_q4_1, dot_q4_body, 1)

@@ -20,19 +20,20 @@
 #define CPU_TILE 4
 
 /* Activations for quantised weights are 16-bit integers Q in [-16256, 16256] with one float
- * unit per block (x ~ d * Q, d = absmax / 16256), stored as two int8 halves Q = 128 * hi + lo
- * (hi in [-127, 127], lo in [-64, 63]) so the dot products still run on the 8-bit multiply-add
- * instructions. Plain 8-bit activations (llama.cpp's choice) cost about 4% relative error in
- * SmolLM2's logits, enough to change its greedy answers; 16 bits bring that near 0.02%.
- * The sums of x that the weights' offsets and minimums multiply are kept exactly, in float. */
+ * unit per block (x ~ d * Q, d = absmax / 16256). Plain 8-bit activations (llama.cpp's choice)
+ * cost about 4% relative error in SmolLM2's logits, enough to change its greedy answers; 16 bits
+ * bring that near 0.02%. For 32-element blocks Q is stored as int16 (the AVX2 kernels widen the
+ * weights to int16 and use _mm256_madd_epi16); for the K-quants as two int8 halves
+ * Q = 128 * hi + lo (hi in [-127, 127], lo in [-64, 63]) so those kernels keep the 8-bit
+ * multiply-adds that apply their sub-block scales. The sums of x that weight offsets and
+ * minimums multiply are kept exactly, in float. */
 #define CPU_ACT_UNIT 16256.0f /* 127 * 128 */
 
 /* Activation block for Q8_0 / Q4_0 / Q4_1 weights. */
 struct cpu_act32 {
-    float d;   /* x ~ d * (128 * hi + lo) */
+    float d;   /* x ~ d * q */
     float sum; /* sum of the 32 x */
-    int8_t hi[32];
-    int8_t lo[32];
+    int16_t q[32];
 };
 
 /* Activation block for the K-quants. */
