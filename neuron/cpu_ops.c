@@ -618,7 +618,7 @@ void cpu_softmax(float *x, int64_t n)
 {
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++)
-        max = fmaxf(max, x[i]);
+        max = x[i] > max ? x[i] : max;
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++) {
         x[i] = expf(x[i] - max);
@@ -633,20 +633,27 @@ void cpu_softmax(float *x, int64_t n)
 
 struct cpu_attention_job {
     const struct cpu_attention *a;
+    int n;
+    int *task0; /* [n + 1]: first task of attention i */
     const struct cpu_kernels *k;
-    float *scores; /* [threads][pos0 + n_q] */
+    float *scores; /* [threads][longest context] */
+    int64_t per_thread;
 };
 
 static void cpu_attention_task(void *ctx, int task, int thread)
 {
     struct cpu_attention_job *job = ctx;
-    const struct cpu_attention *a = job->a;
+    int i = 0;
+    while (task >= job->task0[i + 1])
+        i++;
+    const struct cpu_attention *a = &job->a[i];
+    task -= job->task0[i];
     int hd = a->head_dim;
     int64_t qi = task / a->n_heads;
     int h = task % a->n_heads;
     int kvh = h / (a->n_heads / a->n_kv_heads);
     int64_t n_ctx = a->pos0 + qi + 1; /* causal: positions 0 .. pos0 + qi */
-    float *s = job->scores + (size_t)thread * (size_t)(a->pos0 + a->n_q);
+    float *s = job->scores + (size_t)thread * (size_t)job->per_thread;
     const float *q = a->q + (qi * a->n_heads + h) * hd;
     const float *k = a->k + (size_t)kvh * hd;
     const float *v = a->v + (size_t)kvh * hd;
@@ -656,11 +663,25 @@ static void cpu_attention_task(void *ctx, int task, int thread)
     job->k->weighted_rows(a->out + (qi * a->n_heads + h) * hd, s, v, a->kv_stride, n_ctx, hd);
 }
 
+void cpu_attention_batch(struct threadpool *tp, const struct cpu_attention *a, int n)
+{
+    if (n <= 0)
+        return;
+    struct cpu_attention_job job = {.a = a, .n = n, .k = cpu_kernels_get()};
+    job.task0 = xmalloc(sizeof(int) * (size_t)(n + 1));
+    job.task0[0] = 0;
+    for (int i = 0; i < n; i++) {
+        job.task0[i + 1] = job.task0[i] + (int)(a[i].n_q * a[i].n_heads);
+        if (a[i].pos0 + a[i].n_q > job.per_thread)
+            job.per_thread = a[i].pos0 + a[i].n_q;
+    }
+    job.scores = xmalloc((size_t)threadpool_size(tp) * (size_t)job.per_thread * sizeof(float));
+    threadpool_run(tp, cpu_attention_task, &job, job.task0[n]);
+    free(job.scores);
+    free(job.task0);
+}
+
 void cpu_attention(struct threadpool *tp, const struct cpu_attention *a)
 {
-    struct cpu_attention_job job = {.a = a, .k = cpu_kernels_get()};
-    size_t per_thread = (size_t)(a->pos0 + a->n_q);
-    job.scores = xmalloc((size_t)threadpool_size(tp) * per_thread * sizeof(float));
-    threadpool_run(tp, cpu_attention_task, &job, (int)(a->n_q * a->n_heads));
-    free(job.scores);
+    cpu_attention_batch(tp, a, 1);
 }

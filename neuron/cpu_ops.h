@@ -114,5 +114,7 @@ struct cpu_attention {
     float scale;
 };
 void cpu_attention(struct threadpool *tp, const struct cpu_attention *a);
+/* n independent attentions (one per sequence of a batch) as one parallel job. */
+void cpu_attention_batch(struct threadpool *tp, const struct cpu_attention *a, int n);
 
 #endif
