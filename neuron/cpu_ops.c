@@ -23,22 +23,19 @@ static float cpu_absmax(const float *x, int64_t n)
     return m;
 }
 
-/* Quantises n values with unit d into hi/lo halves. */
-static void portable_act_quant(const float *x, float d, int8_t *hi, int8_t *lo, int n)
+/* Rounds n values to multiples of d (16-bit results). */
+static void portable_act_quant(const float *x, float d, int16_t *q, int n)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     for (int i = 0; i < n; i++)
-        cpu_act_split((int)nearbyintf(x[i] * id), &hi[i], &lo[i]);
+        q[i] = (int16_t)nearbyintf(x[i] * id);
 }
 
 static void portable_quant_act32(const float *x, struct cpu_act32 *y, int64_t n)
 {
     for (int64_t b = 0; b < n / 32; b++, x += 32) {
-        float d = cpu_absmax(x, 32) / CPU_ACT_UNIT;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int i = 0; i < 32; i++)
-            y[b].q[i] = (int16_t)nearbyintf(x[i] * id);
-        y[b].d = d;
+        y[b].d = cpu_absmax(x, 32) / CPU_ACT_UNIT;
+        portable_act_quant(x, y[b].d, y[b].q, 32);
         float sum = 0.0f;
         for (int i = 0; i < 32; i++)
             sum += x[i];
@@ -50,7 +47,7 @@ static void portable_quant_act256(const float *x, struct cpu_act256 *y, int64_t 
 {
     for (int64_t b = 0; b < n / 256; b++, x += 256) {
         y[b].d = cpu_absmax(x, 256) / CPU_ACT_UNIT;
-        portable_act_quant(x, y[b].d, y[b].hi, y[b].lo, 256);
+        portable_act_quant(x, y[b].d, y[b].q, 256);
         for (int g = 0; g < 16; g++) {
             float sum = 0.0f;
             for (int i = 16 * g; i < 16 * g + 16; i++)
@@ -59,9 +56,6 @@ static void portable_quant_act256(const float *x, struct cpu_act256 *y, int64_t 
         }
     }
 }
-
-/* The 16-bit activation i of a K-quant block. */
-#define ACT_Q(blk, i) (128 * (int)(blk)->hi[i] + (int)(blk)->lo[i])
 
 /* ---- portable dot kernels: one weight row against ntok activation rows -------------------- */
 
@@ -197,7 +191,7 @@ static void portable_dot_q45_k(const void *w, const void *x, size_t xs, int ntok
                     int q = (j & 1) ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 0xF;
                     if (five)
                         q |= ((w5->qh[l] >> j) & 1) << 4;
-                    s += q * ACT_Q(&xb[b], 32 * j + l);
+                    s += q * xb[b].q[32 * j + l];
                 }
                 sumi += (int64_t)sc * s;
                 summ += (float)m * (xb[b].bsum[2 * j] + xb[b].bsum[2 * j + 1]);
@@ -233,24 +227,19 @@ static void portable_dot_q6_k(const void *w, const void *x, size_t xs, int ntok,
             for (int half = 0; half < 2; half++) {
                 const uint8_t *ql = wb[b].ql + 64 * half, *qh = wb[b].qh + 32 * half;
                 const int8_t *sc = wb[b].scales + 8 * half;
-                int base = 128 * half;
+                const int16_t *xq = xb[b].q + 128 * half;
                 for (int l = 0; l < 32; l++) {
                     int is = l / 16;
-                    int q1 = (ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4);
-                    int q2 = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
-                    int q3 = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
-                    int q4 = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
-                    sumi += (int64_t)sc[is] * q1 * ACT_Q(&xb[b], base + l) +
-                            (int64_t)sc[is + 2] * q2 * ACT_Q(&xb[b], base + l + 32) +
-                            (int64_t)sc[is + 4] * q3 * ACT_Q(&xb[b], base + l + 64) +
-                            (int64_t)sc[is + 6] * q4 * ACT_Q(&xb[b], base + l + 96);
+                    int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                    int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                    int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                    sumi += (int64_t)sc[is] * q1 * xq[l] + (int64_t)sc[is + 2] * q2 * xq[l + 32] +
+                            (int64_t)sc[is + 4] * q3 * xq[l + 64] +
+                            (int64_t)sc[is + 6] * q4 * xq[l + 96];
                 }
             }
-            float bias = 0.0f;
-            for (int g = 0; g < 16; g++)
-                bias += (float)wb[b].scales[g] * xb[b].bsum[g];
-            float d = dtype_f16_to_f32(wb[b].d);
-            acc += d * (xb[b].d * (float)sumi - 32.0f * bias);
+            acc += dtype_f16_to_f32(wb[b].d) * xb[b].d * (float)sumi;
         }
         out[t * os] = acc;
     }

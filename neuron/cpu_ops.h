@@ -5,10 +5,10 @@
  * Contract: activations are fp32; weights stay in their file's type (enum dtype) and are
  * dequantised on the fly inside the dot products. For the block-quantised types the activation
  * rows are first quantised to 16-bit integers (one scale per 32 elements for Q8_0/Q4_0/Q4_1, per
- * 256 for the K-quants), held as two int8 halves so the inner loops are 8-bit integer multiply-
- * adds as in llama.cpp, but with about 1/256 of the rounding error of llama.cpp's 8-bit
- * activations (which moves SmolLM2's logits by ~4% and flips its greedy answers); F32, F16 and
- * BF16 weights are multiplied with the fp32 activations directly.
+ * 256 for the K-quants), so the inner loops are integer multiply-adds as in llama.cpp, but with
+ * about 1/128 of the rounding error of llama.cpp's 8-bit activations (which moves SmolLM2's
+ * logits by ~4% and flips its greedy answers); F32, F16 and BF16 weights are multiplied with the
+ * fp32 activations directly.
  * Two implementations of each kernel exist: portable C and AVX2/FMA/F16C (x86-64). The best one
  * the CPU supports is chosen on first use (__builtin_cpu_supports); cpu_ops_set_isa() switches
  * for tests. Both give the same results up to float summation order.

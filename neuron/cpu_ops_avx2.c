@@ -3,10 +3,9 @@
  *
  * Every function carries the target attribute, so this file builds with the default flags and
  * its code only runs after cpu_ops.c has checked the CPU. The quantised dots decode one weight
- * block into registers and reuse it for every token of the tile; the activations are 16-bit
- * values in two int8 halves, so the inner products are _mm256_maddubs_epi16 (unsigned weight x
- * signed half) followed by _mm256_madd_epi16, which also applies the half's weight (128 or 1)
- * or the per-sub-block scale.
+ * block into registers (widened to int16, times the sub-block scale for the K-quants) and
+ * reuse it for every token of the tile; the activations are 16-bit, so the inner products are
+ * _mm256_madd_epi16.
  */
 #include "cpu_ops_internal.h"
 
@@ -54,33 +53,6 @@ AVX2_INLINE float absmax8x(const float *x, int n)
     return _mm_cvtss_f32(s);
 }
 
-/* 32 int32 in four vectors -> 32 int8 in element order (packs interleave the 128-bit lanes; the
- * permute undoes it). */
-AVX2_INLINE void pack32(__m256i a, __m256i b, __m256i c, __m256i d, int8_t *out)
-{
-    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
-    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256((__m256i *)out, p);
-}
-
-/* Quantises 32 floats with multiplier id into 16-bit values split as hi / lo (see
- * cpu_act_split: hi = floor((q + 64) / 128), lo = q - 128 hi). */
-AVX2_INLINE void quant32(const float *x, float id, int8_t *hi, int8_t *lo)
-{
-    const __m256 vid = _mm256_set1_ps(id);
-    const __m256i c64 = _mm256_set1_epi32(64);
-    __m256i h[4], l[4];
-    for (int k = 0; k < 4; k++) {
-        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid);
-        __m256i q = _mm256_cvtps_epi32(
-                _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-        h[k] = _mm256_srai_epi32(_mm256_add_epi32(q, c64), 7);
-        l[k] = _mm256_sub_epi32(q, _mm256_slli_epi32(h[k], 7));
-    }
-    pack32(h[0], h[1], h[2], h[3], hi);
-    pack32(l[0], l[1], l[2], l[3], lo);
-}
-
 AVX2_INLINE float sum8x(const float *x, int n)
 {
     __m256 s = _mm256_loadu_ps(x);
@@ -118,8 +90,9 @@ AVX2 static void avx2_quant_act256(const float *x, struct cpu_act256 *y, int64_t
     for (int64_t b = 0; b < n / 256; b++, x += 256) {
         float d = absmax8x(x, 256) / CPU_ACT_UNIT;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int j = 0; j < 8; j++)
-            quant32(x + 32 * j, id, y[b].hi + 32 * j, y[b].lo + 32 * j);
+        __m256 vid = _mm256_set1_ps(id);
+        for (int j = 0; j < 16; j++)
+            quant16_i16(x + 16 * j, vid, y[b].q + 16 * j);
         for (int g = 0; g < 16; g++)
             y[b].bsum[g] = sum8x(x + 16 * g, 16);
         y[b].d = d;
@@ -294,23 +267,15 @@ AVX2_DOT_WRAPPER(avx2_dot_q4_1, dot_q4_body, 1)
 
 #define ACT256(x, xs, t) ((const struct cpu_act256 *)((const char *)(x) + (size_t)(t) * (xs)))
 
-/* Accumulates sum(u * hi) * sc into sh and sum(u * lo) * sc into sl (8 int32 lanes each); the
- * halves are kept apart so the sums cannot overflow, and joined in float per super-block. */
-AVX2_INLINE void kdot(__m256i u, const int8_t *hi, const int8_t *lo, __m256i sc, __m256i *sh,
-                      __m256i *sl)
+/* sum of w * q over 16 int16 weights and activations, added to 8 int32 lanes */
+AVX2_INLINE __m256i madd16(__m256i acc, __m256i w, const int16_t *q)
 {
-    __m256i ph = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)hi));
-    __m256i pl = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)lo));
-    *sh = _mm256_add_epi32(*sh, _mm256_madd_epi16(ph, sc));
-    *sl = _mm256_add_epi32(*sl, _mm256_madd_epi16(pl, sc));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(w, _mm256_loadu_si256((const __m256i *)q)));
 }
 
-AVX2_INLINE __m256 join_halves(__m256i sh, __m256i sl)
-{
-    return _mm256_fmadd_ps(_mm256_set1_ps(128.0f), _mm256_cvtepi32_ps(sh), _mm256_cvtepi32_ps(sl));
-}
-
-/* Q4_K (has_high 0) and Q5_K (has_high 1). */
+/* Q4_K (has_high 0) and Q5_K (has_high 1): weights widened to int16 and multiplied by their
+ * 6-bit sub-block scale (at most 31 * 63 = 1953), so one madd lane adds at most
+ * 2 * 1953 * 16256 per 16 elements and 16 of them per super-block stay below 2^31. */
 AVX2_INLINE void dot_q45k_body(const void *w, const void *x, size_t xs, int ntok, int64_t n,
                                float *out, size_t os, int has_high)
 {
@@ -344,10 +309,11 @@ AVX2_INLINE void dot_q45k_body(const void *w, const void *x, size_t xs, int ntok
         for (int j = 0; j < 8; j++)
             cpu_kquant_scale_min(j, scales, &sc[j], &m[j]);
         __m256i hbits = has_high ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-        __m256i sh[CPU_TILE], sl[CPU_TILE];
+        __m256i si[CPU_TILE];
         for (int t = 0; t < ntok; t++)
-            sh[t] = sl[t] = _mm256_setzero_si256();
+            si[t] = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) {
+            /* 32 bytes: low nibbles are sub-block 2j, high nibbles sub-block 2j + 1 */
             __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
             __m256i lo = _mm256_and_si256(bits, m4);
             __m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
@@ -358,10 +324,16 @@ AVX2_INLINE void dot_q45k_body(const void *w, const void *x, size_t xs, int ntok
                 hi = _mm256_or_si256(hi, _mm256_slli_epi16(h1, 4));
             }
             __m256i s0 = _mm256_set1_epi16(sc[2 * j]), s1 = _mm256_set1_epi16(sc[2 * j + 1]);
+            __m256i wv[4] = {
+                    _mm256_mullo_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(lo)), s0),
+                    _mm256_mullo_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(lo, 1)), s0),
+                    _mm256_mullo_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(hi)), s1),
+                    _mm256_mullo_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(hi, 1)), s1),
+            };
             for (int t = 0; t < ntok; t++) {
-                const struct cpu_act256 *xb = ACT256(x, xs, t) + b;
-                kdot(lo, xb->hi + 64 * j, xb->lo + 64 * j, s0, &sh[t], &sl[t]);
-                kdot(hi, xb->hi + 64 * j + 32, xb->lo + 64 * j + 32, s1, &sh[t], &sl[t]);
+                const int16_t *q = ACT256(x, xs, t)[b].q + 64 * j;
+                for (int k = 0; k < 4; k++)
+                    si[t] = madd16(si[t], wv[k], q + 16 * k);
             }
         }
         for (int t = 0; t < ntok; t++) {
@@ -369,7 +341,7 @@ AVX2_INLINE void dot_q45k_body(const void *w, const void *x, size_t xs, int ntok
             float summ = 0.0f;
             for (int j = 0; j < 8; j++)
                 summ += (float)m[j] * (xb->bsum[2 * j] + xb->bsum[2 * j + 1]);
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), join_halves(sh[t], sl[t]), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(si[t]), acc[t]);
             mins[t] += dmin * summ;
         }
     }
@@ -379,28 +351,30 @@ AVX2_INLINE void dot_q45k_body(const void *w, const void *x, size_t xs, int ntok
 AVX2_DOT_WRAPPER(avx2_dot_q4_k, dot_q45k_body, 0)
 AVX2_DOT_WRAPPER(avx2_dot_q5_k, dot_q45k_body, 1)
 
+/* Q6_K: each 16 weights share one int8 scale; (q - 32) * scale is at most 32 * 128 = 4096, so
+ * a madd lane adds at most 2 * 4096 * 16256 per 16 elements and 16 of them per super-block
+ * (2,130,706,432) stay below 2^31. */
 AVX2_INLINE void dot_q6k_body(const void *w, const void *x, size_t xs, int ntok, int64_t n,
                               float *out, size_t os)
 {
     const struct cpu_block_q6_k *wb = w;
     __m256 acc[CPU_TILE];
-    float bias[CPU_TILE];
-    for (int t = 0; t < ntok; t++) {
+    for (int t = 0; t < ntok; t++)
         acc[t] = _mm256_setzero_ps();
-        bias[t] = 0.0f;
-    }
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+    const __m256i c32 = _mm256_set1_epi8(32);
     for (int64_t b = 0; b < n / 256; b++) {
         float d = f16(wb[b].d);
-        __m256i sh[CPU_TILE], sl[CPU_TILE];
+        __m256i si[CPU_TILE];
         for (int t = 0; t < ntok; t++)
-            sh[t] = sl[t] = _mm256_setzero_si256();
+            si[t] = _mm256_setzero_si256();
         for (int half = 0; half < 2; half++) {
             const uint8_t *ql = wb[b].ql + 64 * half, *qh = wb[b].qh + 32 * half;
             const int8_t *sc = wb[b].scales + 8 * half;
             __m256i l0 = _mm256_loadu_si256((const __m256i *)ql);
             __m256i l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
             __m256i h = _mm256_loadu_si256((const __m256i *)qh);
+            /* q[k] holds elements 32k .. 32k + 31 of this half, as q - 32 */
             __m256i q[4];
             q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
                                    _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
@@ -413,29 +387,29 @@ AVX2_INLINE void dot_q6k_body(const void *w, const void *x, size_t xs, int ntok,
             q[3] = _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4));
-            __m256i s[4];
-            for (int k = 0; k < 4; k++)
-                /* the 16 int16 pair sums: lanes 0..7 cover elements 0..15 (scale 2k), 8..15 the
-                 * next 16 (scale 2k + 1) */
-                s[k] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+            __m256i wv[8];
+            for (int k = 0; k < 4; k++) {
+                __m256i v = _mm256_sub_epi8(q[k], c32);
+                /* elements 0..15 use scale 2k, 16..31 scale 2k + 1 */
+                wv[2 * k] = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(_mm256_castsi256_si128(v)),
+                                               _mm256_set1_epi16(sc[2 * k]));
+                wv[2 * k + 1] =
+                        _mm256_mullo_epi16(_mm256_cvtepi8_epi16(_mm256_extracti128_si256(v, 1)),
+                                           _mm256_set1_epi16(sc[2 * k + 1]));
+            }
             for (int t = 0; t < ntok; t++) {
-                const struct cpu_act256 *xb = ACT256(x, xs, t) + b;
-                for (int k = 0; k < 4; k++)
-                    kdot(q[k], xb->hi + 128 * half + 32 * k, xb->lo + 128 * half + 32 * k, s[k],
-                         &sh[t], &sl[t]);
+                const int16_t *xq = ACT256(x, xs, t)[b].q + 128 * half;
+                for (int k = 0; k < 8; k++)
+                    si[t] = madd16(si[t], wv[k], xq + 16 * k);
             }
         }
         for (int t = 0; t < ntok; t++) {
             const struct cpu_act256 *xb = ACT256(x, xs, t) + b;
-            float bs = 0.0f;
-            for (int g = 0; g < 16; g++)
-                bs += (float)wb[b].scales[g] * xb->bsum[g];
-            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), join_halves(sh[t], sl[t]), acc[t]);
-            bias[t] += 32.0f * d * bs;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * xb->d), _mm256_cvtepi32_ps(si[t]), acc[t]);
         }
     }
     for (int t = 0; t < ntok; t++)
-        out[t * os] = hsum_ps(acc[t]) - bias[t];
+        out[t * os] = hsum_ps(acc[t]);
 }
 AVX2_DOT_WRAPPER(avx2_dot_q6_k, dot_q6k_body)
 

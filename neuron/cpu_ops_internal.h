@@ -19,14 +19,13 @@
 /* Tokens one dot kernel call handles: the weight row is decoded once for all of them. */
 #define CPU_TILE 4
 
-/* Activations for quantised weights are 16-bit integers Q in [-16256, 16256] with one float
- * unit per block (x ~ d * Q, d = absmax / 16256). Plain 8-bit activations (llama.cpp's choice)
- * cost about 4% relative error in SmolLM2's logits, enough to change its greedy answers; 16 bits
- * bring that near 0.02%. For 32-element blocks Q is stored as int16 (the AVX2 kernels widen the
- * weights to int16 and use _mm256_madd_epi16); for the K-quants as two int8 halves
- * Q = 128 * hi + lo (hi in [-127, 127], lo in [-64, 63]) so those kernels keep the 8-bit
- * multiply-adds that apply their sub-block scales. The sums of x that weight offsets and
- * minimums multiply are kept exactly, in float. */
+/* Activations for quantised weights are 16-bit integers q in [-16256, 16256] with one float
+ * unit per block (x ~ d * q, d = absmax / 16256, rounded to nearest even). Plain 8-bit
+ * activations (llama.cpp's choice) cost about 4% relative error in SmolLM2's logits, enough to
+ * change its greedy answers; 16 bits bring that near 0.02%. The AVX2 kernels widen the weights to
+ * int16 (times their sub-block scale for the K-quants) and use _mm256_madd_epi16; the bounds
+ * that keep the int32 sums from overflowing are noted at each kernel. Sums of x that weight
+ * offsets and minimums multiply are kept exactly, in float. */
 #define CPU_ACT_UNIT 16256.0f /* 127 * 128 */
 
 /* Activation block for Q8_0 / Q4_0 / Q4_1 weights. */
@@ -40,8 +39,7 @@ struct cpu_act32 {
 struct cpu_act256 {
     float d;
     float bsum[16]; /* sums of x[16i .. 16i + 15] */
-    int8_t hi[256];
-    int8_t lo[256];
+    int16_t q[256];
 };
 
 enum cpu_act {
@@ -70,14 +68,6 @@ struct cpu_kernels {
 #define CPU_OPS_HAVE_AVX2 1
 extern const struct cpu_kernels cpu_kernels_avx2;
 #endif
-
-/* Splits a 16-bit activation into its int8 halves (floor division keeps lo in [-64, 63]). */
-static inline void cpu_act_split(int q, int8_t *hi, int8_t *lo)
-{
-    int h = (q + 64 + 128 * 128) / 128 - 128; /* floor((q + 64) / 128), q >= -16384 */
-    *hi = (int8_t)h;
-    *lo = (int8_t)(q - 128 * h);
-}
 
 /* The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K super-block. */
 static inline void cpu_kquant_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m)

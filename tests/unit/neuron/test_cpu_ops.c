@@ -168,7 +168,8 @@ static void check_matmul(enum dtype t, int64_t rows, int64_t cols, int64_t n_tok
                           (long long)tk, got, fabs(got - exact), exact, bound);
             /* Where every weight multiplies the rounded activation (no offsets or minimums,
              * which the kernels multiply with exact sums of x), the result is that product. */
-            bool plain = t == DTYPE_F32 || t == DTYPE_F16 || t == DTYPE_BF16 || t == DTYPE_Q8_0;
+            bool plain = t == DTYPE_F32 || t == DTYPE_F16 || t == DTYPE_BF16 || t == DTYPE_Q8_0 ||
+                         t == DTYPE_Q6_K;
             ck_assert_msg(!plain || fabs(got - ref) <= 2e-5 * mag + 1e-6,
                           "%s %s rows %lld cols %lld tok %lld/%lld row %lld: got %.7g want %.7g",
                           cpu_ops_isa_name(cpu_ops_isa()), dtype_name(t), (long long)rows,
@@ -228,6 +229,53 @@ START_TEST(test_isas_agree)
                           y[1][i]);
         free(x);
         free(w);
+    }
+}
+END_TEST
+
+/* Saturated blocks (every quant at its largest magnitude, largest scales) against activations at
+ * full scale: the integer sums must not overflow. */
+START_TEST(test_matmul_extremes)
+{
+    if (!use_isa(_i))
+        return;
+    for (int t = DTYPE_Q8_0; t < DTYPE_COUNT; t++) {
+        for (int variant = 0; variant < 2; variant++) {
+            int64_t cols = 512;
+            size_t rb = dtype_row_bytes((enum dtype)t, (size_t)cols);
+            uint8_t *w = malloc(rb);
+            /* variant 0: all bits set; variant 1: all zero (Q6_K: q - 32 = -32) */
+            memset(w, variant ? 0x00 : 0xFF, rb);
+            size_t bb = dtype_block_bytes((enum dtype)t);
+            for (size_t off = 0; off < rb; off += bb) {
+                uint16_t one = dtype_f32_to_f16(1.0f);
+                if (t == DTYPE_Q6_K) {
+                    memset(w + off + 192, 0x80, 16); /* scales -128 */
+                    memcpy(w + off + 208, &one, 2);
+                } else {
+                    memcpy(w + off, &one, 2);
+                    if (t != DTYPE_Q8_0 && t != DTYPE_Q4_0)
+                        memcpy(w + off + 2, &one, 2); /* min / dmin */
+                }
+            }
+            struct cpu_matrix m = cpu_matrix_make((enum dtype)t, 1, cols, w);
+            float x[512], y, wrow[512];
+            for (int sign = -1; sign <= 1; sign += 2) {
+                for (int i = 0; i < 512; i++)
+                    x[i] = 1000.0f * (float)sign;
+                cpu_matmul(NULL, &m, x, 1, &y);
+                dtype_dequant_row((enum dtype)t, w, wrow, 512);
+                double ref = 0.0, mag = 0.0;
+                for (int i = 0; i < 512; i++) {
+                    ref += (double)wrow[i] * x[i];
+                    mag += fabs((double)wrow[i] * x[i]);
+                }
+                ck_assert_msg(fabs(y - ref) <= 1e-4 * mag + 1e-3,
+                              "%s %s variant %d sign %d: %g vs %g", cpu_ops_isa_name(isas[_i]),
+                              dtype_name((enum dtype)t), variant, sign, y, ref);
+            }
+            free(w);
+        }
     }
 }
 END_TEST
@@ -495,6 +543,7 @@ static Suite *cpu_ops_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_matmul_every_type, 0, 2);
     tcase_add_test(tc, test_isas_agree);
+    tcase_add_loop_test(tc, test_matmul_extremes, 0, 2);
     tcase_add_loop_test(tc, test_matmul_multi, 0, 2);
     tcase_add_loop_test(tc, test_dot_axpy, 0, 2);
     tcase_add_loop_test(tc, test_dot_rows_weighted_rows, 0, 2);
