@@ -98,8 +98,6 @@ int model_bind_vector(struct model *m, const char *name, int64_t n, bool optiona
     return 0;
 }
 
-#define LAYER_NAME(buf, l, suffix) snprintf(buf, sizeof(buf), "model.layers.%d.%s", l, suffix)
-
 int model_bind_attention(struct model *m, int l, char *err, size_t errlen)
 {
     const struct model_config *c = &m->cfg;
