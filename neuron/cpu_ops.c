@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- activation quantisation ----------------------------------------------------------- */
+/* ---- activation quantisation (see cpu_ops_internal.h) ----------------------------------- */
 
 static float cpu_absmax(const float *x, int64_t n)
 {
@@ -23,37 +23,37 @@ static float cpu_absmax(const float *x, int64_t n)
     return m;
 }
 
-static void portable_quant_q8_32(const float *x, struct cpu_q8_32 *y, int64_t n)
+/* Rounds n values to multiples of d (16-bit results). */
+static void portable_act_quant(const float *x, float d, int16_t *q, int n)
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < n; i++)
+        q[i] = (int16_t)nearbyintf(x[i] * id);
+}
+
+static void portable_quant_act32(const float *x, struct cpu_act32 *y, int64_t n)
 {
     for (int64_t b = 0; b < n / 32; b++, x += 32) {
-        float d = cpu_absmax(x, 32) / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        int sum = 0;
-        for (int i = 0; i < 32; i++) {
-            int q = (int)nearbyintf(x[i] * id);
-            y[b].q[i] = (int8_t)q;
-            sum += q;
-        }
-        y[b].d = d;
-        y[b].s = d * (float)sum;
+        y[b].d = cpu_absmax(x, 32) / CPU_ACT_UNIT;
+        portable_act_quant(x, y[b].d, y[b].q, 32);
+        float sum = 0.0f;
+        for (int i = 0; i < 32; i++)
+            sum += x[i];
+        y[b].sum = sum;
     }
 }
 
-static void portable_quant_q8_256(const float *x, struct cpu_q8_256 *y, int64_t n)
+static void portable_quant_act256(const float *x, struct cpu_act256 *y, int64_t n)
 {
     for (int64_t b = 0; b < n / 256; b++, x += 256) {
-        float d = cpu_absmax(x, 256) / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = cpu_absmax(x, 256) / CPU_ACT_UNIT;
+        portable_act_quant(x, y[b].d, y[b].q, 256);
         for (int g = 0; g < 16; g++) {
-            int sum = 0;
-            for (int i = 16 * g; i < 16 * g + 16; i++) {
-                int q = (int)nearbyintf(x[i] * id);
-                y[b].q[i] = (int8_t)q;
-                sum += q;
-            }
-            y[b].bsums[g] = (int16_t)sum;
+            float sum = 0.0f;
+            for (int i = 16 * g; i < 16 * g + 16; i++)
+                sum += x[i];
+            y[b].bsum[g] = sum;
         }
-        y[b].d = d;
     }
 }
 
@@ -104,12 +104,15 @@ static void portable_dot_bf16(const void *w, const void *x, size_t xs, int ntok,
         out[t * os] = acc[t];
 }
 
+#define ACT32(x, xs, t)  ((const struct cpu_act32 *)((const char *)(x) + (size_t)(t) * (xs)))
+#define ACT256(x, xs, t) ((const struct cpu_act256 *)((const char *)(x) + (size_t)(t) * (xs)))
+
 static void portable_dot_q8_0(const void *w, const void *x, size_t xs, int ntok, int64_t n,
                               float *out, size_t os)
 {
     const struct cpu_block_q8_0 *wb = w;
     for (int t = 0; t < ntok; t++) {
-        const struct cpu_q8_32 *xb = (const void *)((const char *)x + t * xs);
+        const struct cpu_act32 *xb = ACT32(x, xs, t);
         float acc = 0.0f;
         for (int64_t b = 0; b < n / 32; b++) {
             int sum = 0;
@@ -121,12 +124,12 @@ static void portable_dot_q8_0(const void *w, const void *x, size_t xs, int ntok,
     }
 }
 
-/* Q4_0 and Q4_1 share the nibble dot: sum over q * x_q with q in [0, 15]. */
-static int portable_nibble_dot(const uint8_t *qs, const int8_t *xq)
+/* Q4_0 and Q4_1 share the nibble dot: sum over q * Q with q in [0, 15]. */
+static int portable_nibble_dot(const uint8_t *qs, const struct cpu_act32 *xb)
 {
     int sum = 0;
     for (int i = 0; i < 16; i++)
-        sum += (qs[i] & 0xF) * xq[i] + (qs[i] >> 4) * xq[i + 16];
+        sum += (qs[i] & 0xF) * xb->q[i] + (qs[i] >> 4) * xb->q[i + 16];
     return sum;
 }
 
@@ -135,12 +138,12 @@ static void portable_dot_q4_0(const void *w, const void *x, size_t xs, int ntok,
 {
     const struct cpu_block_q4_0 *wb = w;
     for (int t = 0; t < ntok; t++) {
-        const struct cpu_q8_32 *xb = (const void *)((const char *)x + t * xs);
+        const struct cpu_act32 *xb = ACT32(x, xs, t);
         float acc = 0.0f;
         for (int64_t b = 0; b < n / 32; b++) {
             float d = dtype_f16_to_f32(wb[b].d);
-            /* (q - 8) * d * x: the -8 folds into the activation block's sum */
-            acc += d * (xb[b].d * (float)portable_nibble_dot(wb[b].qs, xb[b].q) - 8.0f * xb[b].s);
+            /* (q - 8) * d * x: the -8 multiplies the exact sum of x */
+            acc += d * (xb[b].d * (float)portable_nibble_dot(wb[b].qs, &xb[b]) - 8.0f * xb[b].sum);
         }
         out[t * os] = acc;
     }
@@ -151,11 +154,11 @@ static void portable_dot_q4_1(const void *w, const void *x, size_t xs, int ntok,
 {
     const struct cpu_block_q4_1 *wb = w;
     for (int t = 0; t < ntok; t++) {
-        const struct cpu_q8_32 *xb = (const void *)((const char *)x + t * xs);
+        const struct cpu_act32 *xb = ACT32(x, xs, t);
         float acc = 0.0f;
         for (int64_t b = 0; b < n / 32; b++) {
             float d = dtype_f16_to_f32(wb[b].d), m = dtype_f16_to_f32(wb[b].m);
-            acc += d * xb[b].d * (float)portable_nibble_dot(wb[b].qs, xb[b].q) + m * xb[b].s;
+            acc += d * xb[b].d * (float)portable_nibble_dot(wb[b].qs, &xb[b]) + m * xb[b].sum;
         }
         out[t * os] = acc;
     }
@@ -163,63 +166,52 @@ static void portable_dot_q4_1(const void *w, const void *x, size_t xs, int ntok,
 
 /* Q4_K / Q5_K: value = d * sc * q - dmin * m per 32-element sub-block; the min part only needs
  * the activation's per-16 sums. */
-static void portable_dot_q4_k(const void *w, const void *x, size_t xs, int ntok, int64_t n,
-                              float *out, size_t os)
+static void portable_dot_q45_k(const void *w, const void *x, size_t xs, int ntok, int64_t n,
+                               float *out, size_t os, bool five)
 {
-    const struct cpu_block_q4_k *wb = w;
+    size_t bsize = five ? sizeof(struct cpu_block_q5_k) : sizeof(struct cpu_block_q4_k);
     for (int t = 0; t < ntok; t++) {
-        const struct cpu_q8_256 *xb = (const void *)((const char *)x + t * xs);
+        const struct cpu_act256 *xb = ACT256(x, xs, t);
         float acc = 0.0f;
         for (int64_t b = 0; b < n / 256; b++) {
-            const uint8_t *qs = wb[b].qs;
-            const int8_t *xq = xb[b].q;
-            int sumi = 0, summ = 0;
+            const char *blk = (const char *)w + (size_t)b * bsize;
+            const struct cpu_block_q4_k *w4 = (const void *)blk;
+            const struct cpu_block_q5_k *w5 = (const void *)blk;
+            const uint8_t *scales = five ? w5->scales : w4->scales;
+            const uint8_t *qs = five ? w5->qs : w4->qs;
+            float d = dtype_f16_to_f32(five ? w5->d : w4->d);
+            float dmin = dtype_f16_to_f32(five ? w5->dmin : w4->dmin);
+            int64_t sumi = 0;
+            float summ = 0.0f;
             for (int j = 0; j < 8; j++) {
                 uint8_t sc, m;
-                cpu_kquant_scale_min(j, wb[b].scales, &sc, &m);
+                cpu_kquant_scale_min(j, scales, &sc, &m);
                 int s = 0;
                 for (int l = 0; l < 32; l++) {
                     int q = (j & 1) ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 0xF;
-                    s += q * xq[32 * j + l];
+                    if (five)
+                        q |= ((w5->qh[l] >> j) & 1) << 4;
+                    s += q * xb[b].q[32 * j + l];
                 }
-                sumi += sc * s;
-                summ += m * (xb[b].bsums[2 * j] + xb[b].bsums[2 * j + 1]);
+                sumi += (int64_t)sc * s;
+                summ += (float)m * (xb[b].bsum[2 * j] + xb[b].bsum[2 * j + 1]);
             }
-            acc += xb[b].d * (dtype_f16_to_f32(wb[b].d) * (float)sumi -
-                              dtype_f16_to_f32(wb[b].dmin) * (float)summ);
+            acc += d * xb[b].d * (float)sumi - dmin * summ;
         }
         out[t * os] = acc;
     }
 }
 
+static void portable_dot_q4_k(const void *w, const void *x, size_t xs, int ntok, int64_t n,
+                              float *out, size_t os)
+{
+    portable_dot_q45_k(w, x, xs, ntok, n, out, os, false);
+}
+
 static void portable_dot_q5_k(const void *w, const void *x, size_t xs, int ntok, int64_t n,
                               float *out, size_t os)
 {
-    const struct cpu_block_q5_k *wb = w;
-    for (int t = 0; t < ntok; t++) {
-        const struct cpu_q8_256 *xb = (const void *)((const char *)x + t * xs);
-        float acc = 0.0f;
-        for (int64_t b = 0; b < n / 256; b++) {
-            const uint8_t *qs = wb[b].qs, *qh = wb[b].qh;
-            const int8_t *xq = xb[b].q;
-            int sumi = 0, summ = 0;
-            for (int j = 0; j < 8; j++) {
-                uint8_t sc, m;
-                cpu_kquant_scale_min(j, wb[b].scales, &sc, &m);
-                int s = 0;
-                for (int l = 0; l < 32; l++) {
-                    int lo = (j & 1) ? qs[32 * (j / 2) + l] >> 4 : qs[32 * (j / 2) + l] & 0xF;
-                    int q = lo | (((qh[l] >> j) & 1) << 4);
-                    s += q * xq[32 * j + l];
-                }
-                sumi += sc * s;
-                summ += m * (xb[b].bsums[2 * j] + xb[b].bsums[2 * j + 1]);
-            }
-            acc += xb[b].d * (dtype_f16_to_f32(wb[b].d) * (float)sumi -
-                              dtype_f16_to_f32(wb[b].dmin) * (float)summ);
-        }
-        out[t * os] = acc;
-    }
+    portable_dot_q45_k(w, x, xs, ntok, n, out, os, true);
 }
 
 /* Q6_K: value = d * scale[16-group] * (q - 32), q 6 bits split over ql (low 4) and qh (high 2). */
@@ -228,27 +220,26 @@ static void portable_dot_q6_k(const void *w, const void *x, size_t xs, int ntok,
 {
     const struct cpu_block_q6_k *wb = w;
     for (int t = 0; t < ntok; t++) {
-        const struct cpu_q8_256 *xb = (const void *)((const char *)x + t * xs);
+        const struct cpu_act256 *xb = ACT256(x, xs, t);
         float acc = 0.0f;
         for (int64_t b = 0; b < n / 256; b++) {
-            int sumi = 0, bias = 0;
+            int64_t sumi = 0;
             for (int half = 0; half < 2; half++) {
                 const uint8_t *ql = wb[b].ql + 64 * half, *qh = wb[b].qh + 32 * half;
                 const int8_t *sc = wb[b].scales + 8 * half;
-                const int8_t *xq = xb[b].q + 128 * half;
+                const int16_t *xq = xb[b].q + 128 * half;
                 for (int l = 0; l < 32; l++) {
                     int is = l / 16;
-                    int q1 = (ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4);
-                    int q2 = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
-                    int q3 = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
-                    int q4 = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
-                    sumi += sc[is] * q1 * xq[l] + sc[is + 2] * q2 * xq[l + 32] +
-                            sc[is + 4] * q3 * xq[l + 64] + sc[is + 6] * q4 * xq[l + 96];
+                    int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                    int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                    int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                    int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                    sumi += (int64_t)sc[is] * q1 * xq[l] + (int64_t)sc[is + 2] * q2 * xq[l + 32] +
+                            (int64_t)sc[is + 4] * q3 * xq[l + 64] +
+                            (int64_t)sc[is + 6] * q4 * xq[l + 96];
                 }
             }
-            for (int g = 0; g < 16; g++)
-                bias += wb[b].scales[g] * xb[b].bsums[g];
-            acc += dtype_f16_to_f32(wb[b].d) * xb[b].d * (float)(sumi - 32 * bias);
+            acc += dtype_f16_to_f32(wb[b].d) * xb[b].d * (float)sumi;
         }
         out[t * os] = acc;
     }
@@ -272,6 +263,21 @@ static void portable_axpy_f32(float *y, float a, const float *x, int64_t n)
         y[i] += a * x[i];
 }
 
+static void portable_dot_rows(float *out, const float *q, const float *rows, int64_t stride,
+                              int64_t n_rows, int64_t dim, float scale)
+{
+    for (int64_t p = 0; p < n_rows; p++)
+        out[p] = scale * portable_dot_f32_vec(q, rows + p * stride, dim);
+}
+
+static void portable_weighted_rows(float *out, const float *w, const float *rows, int64_t stride,
+                                   int64_t n_rows, int64_t dim)
+{
+    memset(out, 0, sizeof(float) * (size_t)dim);
+    for (int64_t p = 0; p < n_rows; p++)
+        portable_axpy_f32(out, w[p], rows + p * stride, dim);
+}
+
 static const struct cpu_kernels cpu_kernels_portable = {
         .dot =
                 {
@@ -285,10 +291,12 @@ static const struct cpu_kernels cpu_kernels_portable = {
                         [DTYPE_Q5_K] = portable_dot_q5_k,
                         [DTYPE_Q6_K] = portable_dot_q6_k,
                 },
-        .quant_q8_32 = portable_quant_q8_32,
-        .quant_q8_256 = portable_quant_q8_256,
+        .quant_act32 = portable_quant_act32,
+        .quant_act256 = portable_quant_act256,
         .dot_f32 = portable_dot_f32_vec,
         .axpy_f32 = portable_axpy_f32,
+        .dot_rows = portable_dot_rows,
+        .weighted_rows = portable_weighted_rows,
 };
 
 /* ---- selection --------------------------------------------------------------------------- */
@@ -383,11 +391,11 @@ static enum cpu_act cpu_act_of(enum dtype t)
     case DTYPE_Q8_0:
     case DTYPE_Q4_0:
     case DTYPE_Q4_1:
-        return CPU_ACT_Q8_32;
+        return CPU_ACT_32;
     case DTYPE_Q4_K:
     case DTYPE_Q5_K:
     case DTYPE_Q6_K:
-        return CPU_ACT_Q8_256;
+        return CPU_ACT_256;
     default:
         return CPU_ACT_F32;
     }
@@ -413,18 +421,18 @@ static void cpu_acts_prepare(struct cpu_acts *a, const struct cpu_kernels *k,
         if (act == CPU_ACT_F32) {
             a->data[act] = x;
             a->stride[act] = (size_t)cols * sizeof(float);
-        } else if (act == CPU_ACT_Q8_32) {
-            size_t stride = (size_t)(cols / 32) * sizeof(struct cpu_q8_32);
+        } else if (act == CPU_ACT_32) {
+            size_t stride = (size_t)(cols / 32) * sizeof(struct cpu_act32);
             char *q = xmalloc(stride * (size_t)n_tok);
             for (int64_t t = 0; t < n_tok; t++)
-                k->quant_q8_32(x + t * cols, (struct cpu_q8_32 *)(q + t * stride), cols);
+                k->quant_act32(x + t * cols, (struct cpu_act32 *)(q + t * stride), cols);
             a->data[act] = a->owned[act] = q;
             a->stride[act] = stride;
         } else {
-            size_t stride = (size_t)(cols / 256) * sizeof(struct cpu_q8_256);
+            size_t stride = (size_t)(cols / 256) * sizeof(struct cpu_act256);
             char *q = xmalloc(stride * (size_t)n_tok);
             for (int64_t t = 0; t < n_tok; t++)
-                k->quant_q8_256(x + t * cols, (struct cpu_q8_256 *)(q + t * stride), cols);
+                k->quant_act256(x + t * cols, (struct cpu_act256 *)(q + t * stride), cols);
             a->data[act] = a->owned[act] = q;
             a->stride[act] = stride;
         }
@@ -527,6 +535,18 @@ void cpu_axpy_f32(float *y, float a, const float *x, int64_t n)
     cpu_kernels_get()->axpy_f32(y, a, x, n);
 }
 
+void cpu_dot_rows(float *out, const float *q, const float *rows, int64_t stride, int64_t n_rows,
+                  int64_t dim, float scale)
+{
+    cpu_kernels_get()->dot_rows(out, q, rows, stride, n_rows, dim, scale);
+}
+
+void cpu_weighted_rows(float *out, const float *w, const float *rows, int64_t stride,
+                       int64_t n_rows, int64_t dim)
+{
+    cpu_kernels_get()->weighted_rows(out, w, rows, stride, n_rows, dim);
+}
+
 /* ---- element-wise ops -------------------------------------------------------------------- */
 
 void cpu_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps, bool zero_centred)
@@ -587,7 +607,7 @@ void cpu_softmax(float *x, int64_t n)
 {
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++)
-        max = fmaxf(max, x[i]);
+        max = x[i] > max ? x[i] : max;
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++) {
         x[i] = expf(x[i] - max);
@@ -602,38 +622,55 @@ void cpu_softmax(float *x, int64_t n)
 
 struct cpu_attention_job {
     const struct cpu_attention *a;
+    int n;
+    int *task0; /* [n + 1]: first task of attention i */
     const struct cpu_kernels *k;
-    float *scores; /* [threads][pos0 + n_q] */
+    float *scores; /* [threads][longest context] */
+    int64_t per_thread;
 };
 
 static void cpu_attention_task(void *ctx, int task, int thread)
 {
     struct cpu_attention_job *job = ctx;
-    const struct cpu_attention *a = job->a;
+    int i = 0;
+    while (task >= job->task0[i + 1])
+        i++;
+    const struct cpu_attention *a = &job->a[i];
+    task -= job->task0[i];
     int hd = a->head_dim;
     int64_t qi = task / a->n_heads;
     int h = task % a->n_heads;
     int kvh = h / (a->n_heads / a->n_kv_heads);
     int64_t n_ctx = a->pos0 + qi + 1; /* causal: positions 0 .. pos0 + qi */
-    float *s = job->scores + (size_t)thread * (size_t)(a->pos0 + a->n_q);
+    float *s = job->scores + (size_t)thread * (size_t)job->per_thread;
     const float *q = a->q + (qi * a->n_heads + h) * hd;
     const float *k = a->k + (size_t)kvh * hd;
     const float *v = a->v + (size_t)kvh * hd;
 
-    for (int64_t p = 0; p < n_ctx; p++)
-        s[p] = job->k->dot_f32(q, k + p * a->kv_stride, hd) * a->scale;
+    job->k->dot_rows(s, q, k, a->kv_stride, n_ctx, hd, a->scale);
     cpu_softmax(s, n_ctx);
-    float *o = a->out + (qi * a->n_heads + h) * hd;
-    memset(o, 0, (size_t)hd * sizeof(float));
-    for (int64_t p = 0; p < n_ctx; p++)
-        job->k->axpy_f32(o, s[p], v + p * a->kv_stride, hd);
+    job->k->weighted_rows(a->out + (qi * a->n_heads + h) * hd, s, v, a->kv_stride, n_ctx, hd);
+}
+
+void cpu_attention_batch(struct threadpool *tp, const struct cpu_attention *a, int n)
+{
+    if (n <= 0)
+        return;
+    struct cpu_attention_job job = {.a = a, .n = n, .k = cpu_kernels_get()};
+    job.task0 = xmalloc(sizeof(int) * (size_t)(n + 1));
+    job.task0[0] = 0;
+    for (int i = 0; i < n; i++) {
+        job.task0[i + 1] = job.task0[i] + (int)(a[i].n_q * a[i].n_heads);
+        if (a[i].pos0 + a[i].n_q > job.per_thread)
+            job.per_thread = a[i].pos0 + a[i].n_q;
+    }
+    job.scores = xmalloc((size_t)threadpool_size(tp) * (size_t)job.per_thread * sizeof(float));
+    threadpool_run(tp, cpu_attention_task, &job, job.task0[n]);
+    free(job.scores);
+    free(job.task0);
 }
 
 void cpu_attention(struct threadpool *tp, const struct cpu_attention *a)
 {
-    struct cpu_attention_job job = {.a = a, .k = cpu_kernels_get()};
-    size_t per_thread = (size_t)(a->pos0 + a->n_q);
-    job.scores = xmalloc((size_t)threadpool_size(tp) * per_thread * sizeof(float));
-    threadpool_run(tp, cpu_attention_task, &job, (int)(a->n_q * a->n_heads));
-    free(job.scores);
+    cpu_attention_batch(tp, a, 1);
 }

@@ -4,9 +4,11 @@
  *
  * Contract: activations are fp32; weights stay in their file's type (enum dtype) and are
  * dequantised on the fly inside the dot products. For the block-quantised types the activation
- * rows are first quantised to 8-bit blocks (32 elements with one scale for Q8_0/Q4_0/Q4_1, 256
- * for the K-quants), as llama.cpp does, so the inner loops are integer dot products; F32, F16 and
- * BF16 weights are multiplied with the fp32 activations directly.
+ * rows are first quantised to 16-bit integers (one scale per 32 elements for Q8_0/Q4_0/Q4_1, per
+ * 256 for the K-quants), so the inner loops are integer multiply-adds as in llama.cpp, but with
+ * about 1/128 of the rounding error of llama.cpp's 8-bit activations (which moves SmolLM2's
+ * logits by ~4% and flips its greedy answers); F32, F16 and BF16 weights are multiplied with the
+ * fp32 activations directly.
  * Two implementations of each kernel exist: portable C and AVX2/FMA/F16C (x86-64). The best one
  * the CPU supports is chosen on first use (__builtin_cpu_supports); cpu_ops_set_isa() switches
  * for tests. Both give the same results up to float summation order.
@@ -65,6 +67,13 @@ void cpu_matmul_multi(struct threadpool *tp, int n, const struct cpu_matrix *con
 float cpu_dot_f32(const float *a, const float *b, int64_t n);
 /* y += a * x over n floats. */
 void cpu_axpy_f32(float *y, float a, const float *x, int64_t n);
+/* out[p] = scale * (q . rows[p]) for n_rows rows of dim floats, stride floats apart (attention
+ * scores against cached keys). */
+void cpu_dot_rows(float *out, const float *q, const float *rows, int64_t stride, int64_t n_rows,
+                  int64_t dim, float scale);
+/* out = sum over p of w[p] * rows[p] (dim floats, overwritten; rows stride floats apart). */
+void cpu_weighted_rows(float *out, const float *w, const float *rows, int64_t stride,
+                       int64_t n_rows, int64_t dim);
 
 /* RMSNorm of one row: y = x / sqrt(mean(x^2) + eps) * w, or * (1 + w) when zero_centred
  * (qwen3_5). w may be NULL (no scaling). y may equal x. */
@@ -105,5 +114,7 @@ struct cpu_attention {
     float scale;
 };
 void cpu_attention(struct threadpool *tp, const struct cpu_attention *a);
+/* n independent attentions (one per sequence of a batch) as one parallel job. */
+void cpu_attention_batch(struct threadpool *tp, const struct cpu_attention *a, int n);
 
 #endif

@@ -98,8 +98,6 @@ int model_bind_vector(struct model *m, const char *name, int64_t n, bool optiona
     return 0;
 }
 
-#define LAYER_NAME(buf, l, suffix) snprintf(buf, sizeof(buf), "model.layers.%d.%s", l, suffix)
-
 int model_bind_attention(struct model *m, int l, char *err, size_t errlen)
 {
     const struct model_config *c = &m->cfg;
@@ -421,6 +419,7 @@ void model_block_attention(struct model *m, int l, const struct model_batch *b, 
     }
 
     float *att = model_buf(m, MODEL_BUF_ATT, (size_t)(n * q_dim));
+    struct cpu_attention *jobs = xmalloc(sizeof(*jobs) * (size_t)b->n_seqs);
     for (int i = 0; i < b->n_seqs; i++) {
         struct model_seq *s = b->seqs[i];
         struct model_seq_layer *sl = &s->layers[l];
@@ -434,7 +433,7 @@ void model_block_attention(struct model *m, int l, const struct model_batch *b, 
         }
         memcpy(sl->k + s->n_past * kv_dim, k + r0 * kv_dim, sizeof(float) * (size_t)(nt * kv_dim));
         memcpy(sl->v + s->n_past * kv_dim, v + r0 * kv_dim, sizeof(float) * (size_t)(nt * kv_dim));
-        struct cpu_attention a = {
+        jobs[i] = (struct cpu_attention){
                 .q = q + r0 * q_dim,
                 .k = sl->k,
                 .v = sl->v,
@@ -447,8 +446,10 @@ void model_block_attention(struct model *m, int l, const struct model_batch *b, 
                 .head_dim = (int)hd,
                 .scale = 1.0f / sqrtf((float)hd),
         };
-        cpu_attention(m->tp, &a);
     }
+    /* every sequence's attention in one parallel job */
+    cpu_attention_batch(m->tp, jobs, b->n_seqs);
+    free(jobs);
     if (gated)
         cpu_mul_sigmoid(att, gate, n * q_dim);
     cpu_matmul(m->tp, &ly->wo, att, n, out);

@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 struct model_layer {
     enum layer_kind kind;
@@ -105,6 +106,9 @@ struct model_batch {
     const int64_t *row0;
     int64_t n_rows;
 };
+
+/* The canonical name of layer l's tensor suffix into the char array buf. */
+#define LAYER_NAME(buf, l, suffix) snprintf(buf, sizeof(buf), "model.layers.%d.%s", l, suffix)
 
 /* Writes "<model file>: <message>" into err; returns -1. */
 int model_fail(const struct model *m, char *err, size_t errlen, const char *fmt, ...)

@@ -18,8 +18,6 @@
 #include <math.h>
 #include <stdio.h>
 
-#define LAYER_NAME(buf, l, suffix) snprintf(buf, sizeof(buf), "model.layers.%d.%s", l, suffix)
-
 static int qwen35_bind_gdn(struct model *m, int l, char *err, size_t errlen)
 {
     const struct model_config *c = &m->cfg;

@@ -4,9 +4,10 @@
  * Every weight type, odd sizes, single tokens and token tiles with remainders, a thread pool and
  * none; each test runs once per kernel set the CPU supports (portable always, AVX2 where
  * present). Quantised weights are random blocks with sane scales; the reference dequantises
- * them with dtype_dequant_row() and multiplies in double with the activations quantised the
- * way the kernels document (8-bit, scale absmax / 127, round to nearest even), so the integer
- * paths are checked to float rounding, not to quantisation noise.
+ * them with dtype_dequant_row() and multiplies in double with the activations rounded the way
+ * the kernels document (16-bit, unit absmax / 16256, round to nearest even), so the integer
+ * paths are checked to float rounding; the exact product must also lie within the rounding's
+ * error bound.
  */
 #include "cpu_ops.h"
 #include "cpu_ops_internal.h"
@@ -100,8 +101,10 @@ static void *make_weights(enum dtype t, int64_t rows, int64_t cols)
     return w;
 }
 
-/* The activation row as the kernels see it: exact for float weights, 8-bit blocks otherwise. */
-static void effective_x(enum dtype t, const float *x, double *xe, int64_t n)
+/* The activation row as the kernels see it: exact for float weights, otherwise 16-bit integers
+ * with one unit per block of 32 / 256 (absmax / 16256), rounded to nearest even. Also returns
+ * the bound on |x - effective x| per element in err (0 for floats). */
+static void effective_x(enum dtype t, const float *x, double *xe, double *err, int64_t n)
 {
     int64_t blk = 1;
     if (t == DTYPE_Q8_0 || t == DTYPE_Q4_0 || t == DTYPE_Q4_1)
@@ -109,17 +112,23 @@ static void effective_x(enum dtype t, const float *x, double *xe, int64_t n)
     else if (t == DTYPE_Q4_K || t == DTYPE_Q5_K || t == DTYPE_Q6_K)
         blk = 256;
     if (blk == 1) {
-        for (int64_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n; i++) {
             xe[i] = x[i];
+            err[i] = 0.0;
+        }
         return;
     }
     for (int64_t b = 0; b < n; b += blk) {
         float amax = 0.0f;
         for (int64_t i = b; i < b + blk; i++)
             amax = fmaxf(amax, fabsf(x[i]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int64_t i = b; i < b + blk; i++)
-            xe[i] = (double)d * nearbyintf(x[i] * id);
+        float d = amax / 16256.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int64_t i = b; i < b + blk; i++) {
+            float q = nearbyintf(x[i] * id);
+            ck_assert(fabsf(q) <= 16256.0f);
+            xe[i] = (double)d * q;
+            err[i] = 0.5 * d * 1.0001;
+        }
     }
 }
 
@@ -139,17 +148,29 @@ static void check_matmul(enum dtype t, int64_t rows, int64_t cols, int64_t n_tok
 
     float *wrow = malloc(sizeof(float) * (size_t)cols);
     double *xe = malloc(sizeof(double) * (size_t)cols);
+    double *xerr = malloc(sizeof(double) * (size_t)cols);
     for (int64_t tk = 0; tk < n_tok; tk++) {
-        effective_x(t, x + tk * cols, xe, cols);
+        effective_x(t, x + tk * cols, xe, xerr, cols);
         for (int64_t r = 0; r < rows; r++) {
             dtype_dequant_row(t, (const char *)w + (size_t)r * m.row_bytes, wrow, (size_t)cols);
-            double ref = 0.0, mag = 0.0;
+            double ref = 0.0, mag = 0.0, exact = 0.0, bound = 0.0;
             for (int64_t i = 0; i < cols; i++) {
                 ref += wrow[i] * xe[i];
                 mag += fabs(wrow[i] * xe[i]);
+                exact += (double)wrow[i] * x[tk * cols + i];
+                bound += fabs(wrow[i]) * xerr[i];
             }
             double got = y[tk * rows + r];
-            ck_assert_msg(fabs(got - ref) <= 2e-5 * mag + 1e-6,
+            /* the activation rounding stays within its bound of the exact product */
+            ck_assert_msg(fabs(got - exact) <= bound + 2e-5 * mag + 1e-6,
+                          "%s %s row %lld tok %lld: %.7g is %.3g from the exact %.7g, bound %.3g",
+                          cpu_ops_isa_name(cpu_ops_isa()), dtype_name(t), (long long)r,
+                          (long long)tk, got, fabs(got - exact), exact, bound);
+            /* Where every weight multiplies the rounded activation (no offsets or minimums,
+             * which the kernels multiply with exact sums of x), the result is that product. */
+            bool plain = t == DTYPE_F32 || t == DTYPE_F16 || t == DTYPE_BF16 || t == DTYPE_Q8_0 ||
+                         t == DTYPE_Q6_K;
+            ck_assert_msg(!plain || fabs(got - ref) <= 2e-5 * mag + 1e-6,
                           "%s %s rows %lld cols %lld tok %lld/%lld row %lld: got %.7g want %.7g",
                           cpu_ops_isa_name(cpu_ops_isa()), dtype_name(t), (long long)rows,
                           (long long)cols, (long long)tk, (long long)n_tok, (long long)r, got, ref);
@@ -157,6 +178,7 @@ static void check_matmul(enum dtype t, int64_t rows, int64_t cols, int64_t n_tok
     }
     free(wrow);
     free(xe);
+    free(xerr);
     free(x);
     free(y);
     free(w);
@@ -207,6 +229,53 @@ START_TEST(test_isas_agree)
                           y[1][i]);
         free(x);
         free(w);
+    }
+}
+END_TEST
+
+/* Saturated blocks (every quant at its largest magnitude, largest scales) against activations at
+ * full scale: the integer sums must not overflow. */
+START_TEST(test_matmul_extremes)
+{
+    if (!use_isa(_i))
+        return;
+    for (int t = DTYPE_Q8_0; t < DTYPE_COUNT; t++) {
+        for (int variant = 0; variant < 2; variant++) {
+            int64_t cols = 512;
+            size_t rb = dtype_row_bytes((enum dtype)t, (size_t)cols);
+            uint8_t *w = malloc(rb);
+            /* variant 0: all bits set; variant 1: all zero (Q6_K: q - 32 = -32) */
+            memset(w, variant ? 0x00 : 0xFF, rb);
+            size_t bb = dtype_block_bytes((enum dtype)t);
+            for (size_t off = 0; off < rb; off += bb) {
+                uint16_t one = dtype_f32_to_f16(1.0f);
+                if (t == DTYPE_Q6_K) {
+                    memset(w + off + 192, 0x80, 16); /* scales -128 */
+                    memcpy(w + off + 208, &one, 2);
+                } else {
+                    memcpy(w + off, &one, 2);
+                    if (t != DTYPE_Q8_0 && t != DTYPE_Q4_0)
+                        memcpy(w + off + 2, &one, 2); /* min / dmin */
+                }
+            }
+            struct cpu_matrix m = cpu_matrix_make((enum dtype)t, 1, cols, w);
+            float x[512], y, wrow[512];
+            for (int sign = -1; sign <= 1; sign += 2) {
+                for (int i = 0; i < 512; i++)
+                    x[i] = 1000.0f * (float)sign;
+                cpu_matmul(NULL, &m, x, 1, &y);
+                dtype_dequant_row((enum dtype)t, w, wrow, 512);
+                double ref = 0.0, mag = 0.0;
+                for (int i = 0; i < 512; i++) {
+                    ref += (double)wrow[i] * x[i];
+                    mag += fabs((double)wrow[i] * x[i]);
+                }
+                ck_assert_msg(fabs(y - ref) <= 1e-4 * mag + 1e-3,
+                              "%s %s variant %d sign %d: %g vs %g", cpu_ops_isa_name(isas[_i]),
+                              dtype_name((enum dtype)t), variant, sign, y, ref);
+            }
+            free(w);
+        }
     }
 }
 END_TEST
@@ -267,6 +336,46 @@ START_TEST(test_dot_axpy)
     cpu_axpy_f32(y, 0.75f, a, 203);
     for (int i = 0; i < 203; i++)
         ck_assert_float_eq_tol(y[i], y0[i] + 0.75f * a[i], 1e-6f);
+}
+END_TEST
+
+START_TEST(test_dot_rows_weighted_rows)
+{
+    if (!use_isa(_i))
+        return;
+    rng_seed(4);
+    enum { ROWS = 21, STRIDE = 50 };
+    static float q[48], rows[ROWS * STRIDE], w[ROWS], out[ROWS + 1], o[49];
+    for (int i = 0; i < 48; i++)
+        q[i] = rng_f();
+    for (int i = 0; i < ROWS * STRIDE; i++)
+        rows[i] = rng_f();
+    for (int i = 0; i < ROWS; i++)
+        w[i] = rng_f();
+    int dims[] = {48, 40, 8, 13, 33};
+    for (size_t di = 0; di < sizeof(dims) / sizeof(dims[0]); di++) {
+        int dim = dims[di];
+        for (int n = 0; n <= ROWS; n += 5) {
+            out[n] = 12345.0f; /* the row past the end stays untouched */
+            cpu_dot_rows(out, q, rows, STRIDE, n, dim, 0.5f);
+            for (int p = 0; p < n; p++) {
+                double ref = 0.0;
+                for (int i = 0; i < dim; i++)
+                    ref += (double)q[i] * rows[p * STRIDE + i];
+                ck_assert_double_eq_tol(out[p], 0.5 * ref, 1e-5);
+            }
+            ck_assert_float_eq(out[n], 12345.0f);
+            o[dim] = 12345.0f;
+            cpu_weighted_rows(o, w, rows, STRIDE, n, dim);
+            for (int i = 0; i < dim; i++) {
+                double ref = 0.0;
+                for (int p = 0; p < n; p++)
+                    ref += (double)w[p] * rows[p * STRIDE + i];
+                ck_assert_double_eq_tol(o[i], ref, 1e-5);
+            }
+            ck_assert_float_eq(o[dim], 12345.0f);
+        }
+    }
 }
 END_TEST
 
@@ -434,8 +543,10 @@ static Suite *cpu_ops_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_matmul_every_type, 0, 2);
     tcase_add_test(tc, test_isas_agree);
+    tcase_add_loop_test(tc, test_matmul_extremes, 0, 2);
     tcase_add_loop_test(tc, test_matmul_multi, 0, 2);
     tcase_add_loop_test(tc, test_dot_axpy, 0, 2);
+    tcase_add_loop_test(tc, test_dot_rows_weighted_rows, 0, 2);
     tcase_add_test(tc, test_rmsnorm);
     tcase_add_test(tc, test_rope);
     tcase_add_test(tc, test_activations);
