@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "error.h"
 #include "http_server_internal.h"
 #include "xalloc.h"
 
@@ -328,9 +329,32 @@ void http_request_reply_json(http_request_t *req, int status, const json_t *json
     free(text);
 }
 
+/* The error code behind one of the server's own error statuses (OpenAI form). */
+static enum err_code http_request_status_code(int status)
+{
+    switch (status) {
+    case 404:
+        return ERR_NOT_FOUND;
+    case 405:
+        return ERR_METHOD_NOT_ALLOWED;
+    case 413:
+        return ERR_BODY_TOO_LARGE;
+    case 503:
+        return ERR_OVERLOADED;
+    default:
+        return ERR_INTERNAL;
+    }
+}
+
 void http_request_reply_error(struct http_request *req, int status, const char *type,
                               const char *message)
 {
+    if (req->server->openai_errors) {
+        json_t *oai = error_body_openai(http_request_status_code(status), message, NULL);
+        http_request_reply_json(req, status, oai);
+        json_decref(oai);
+        return;
+    }
     json_t *body = json_pack("{s:s, s:{s:s, s:s}, s:s}", "type", "error", "error", "type", type,
                              "message", message, "request_id", req->request_id);
     http_request_reply_json(req, status, body);

@@ -467,6 +467,7 @@ http_server_t *http_server_create(const http_server_config_t *cfg, char **errmsg
     s->watch_fd = s->wake_fd = -1;
     s->ud = cfg->ud;
     s->max_body = cfg->max_body_bytes ? cfg->max_body_bytes : HTTP_DEFAULT_MAX_BODY;
+    s->openai_errors = cfg->openai_errors;
     s->stream_max_queued =
             cfg->stream_max_queued ? cfg->stream_max_queued : HTTP_DEFAULT_STREAM_QUEUE;
     s->idle_timeout_s = cfg->idle_timeout_s ? cfg->idle_timeout_s : HTTP_DEFAULT_IDLE_TIMEOUT;

@@ -59,6 +59,8 @@ typedef struct http_server_config {
     size_t connection_memory;  /* libmicrohttpd per-connection buffer (headers + I/O);
                                      default 64 KiB */
     bool log_library_messages; /* pass libmicrohttpd's own messages to stderr */
+    bool openai_errors;        /* the server's own errors (404, 405, 413, ...) in OpenAI form
+                                  ({"error":{message,type,param,code}}) instead of Anthropic's */
 } http_server_config_t;
 
 /* Binds and starts. Returns NULL on failure with *errmsg set (the caller frees it): bad listen

@@ -101,6 +101,7 @@ struct http_server {
     size_t max_body;
     size_t stream_max_queued;
     unsigned idle_timeout_s;
+    bool openai_errors;
     uint16_t port;
 
     pthread_mutex_t mu; /* guards live, next_serial, stopping */
