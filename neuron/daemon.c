@@ -9,6 +9,7 @@
 #include "models_api.h"
 #include "openai_api.h"
 #include "registry.h"
+#include "report.h"
 #include "xalloc.h"
 
 #include <stdio.h>
@@ -21,6 +22,7 @@ struct daemon {
     struct openai_api openai;
     struct models_api models;
     http_server_t *server;
+    struct report *report; /* NULL without --db */
 };
 
 static void daemon_route_models(http_request_t *req, void *ud)
@@ -95,6 +97,21 @@ struct daemon *daemon_create(const struct neuron_config *cfg, char *err, size_t 
             .memory_budget = (uint64_t)cfg->memory_budget,
     };
     d->registry = registry_create(&ro);
+    if (cfg->db) {
+        struct report_options rep = {
+                .conninfo = cfg->db,
+                .node = cfg->name,
+                .endpoint = cfg->advertise,
+                .heartbeat_ms = cfg->heartbeat_ms,
+                .memory_total = (uint64_t)cfg->memory_budget,
+        };
+        d->report = report_create(&rep, d->registry, err, errlen);
+        if (!d->report) {
+            daemon_destroy(d);
+            return NULL;
+        }
+        registry_set_observer(d->registry, report_observe, d->report);
+    }
     d->openai = (struct openai_api){.registry = d->registry, .metrics = d->metrics};
     d->models = (struct models_api){.registry = d->registry,
                                     .metrics = d->metrics,
@@ -134,8 +151,15 @@ void daemon_destroy(struct daemon *d)
     if (!d)
         return;
     /* Stop taking requests first: open streams learn they are gone and their generations are
-     * cancelled; then the registry ends what is left and frees the models. */
+     * cancelled; then the registry ends what is left and frees the models, and the reporter
+     * tells the database. */
     http_server_destroy(d->server);
+    if (d->registry)
+        registry_shutdown(d->registry);
+    /* The reporter's last pass reports the unloads; then nothing calls it any more. */
+    report_destroy(d->report);
+    if (d->registry)
+        registry_set_observer(d->registry, NULL, NULL);
     registry_destroy(d->registry);
     metrics_destroy(d->metrics);
     free(d);

@@ -56,14 +56,22 @@ void models_api_load(http_request_t *req, struct models_api *api)
 {
     struct error err = ERROR_INIT;
     const char *model = NULL;
+    int64_t placement_id = 0;
     json_t *body = models_api_body(req, &model, &err);
-    if (!body || registry_load(api->registry, model, json_object_get(body, "devices"), &err) != 0) {
-        models_api_error(req, &err);
-        goto out;
-    }
+    if (!body)
+        goto fail;
+    if (jsonutil_get_int_range(body, NULL, "placement_id", JSONUTIL_OPTIONAL, 1, INT64_MAX,
+                               &placement_id, &err) < 0)
+        goto fail;
+    if (registry_load(api->registry, model, json_object_get(body, "devices"), placement_id, &err) !=
+        0)
+        goto fail;
     json_t *doc = json_pack("{s:s, s:s}", "model", model, "state", "loading");
     http_request_reply_json(req, 202, doc);
     json_decref(doc);
+    goto out;
+fail:
+    models_api_error(req, &err);
 out:
     json_decref(body);
     error_clear(&err);

@@ -31,6 +31,7 @@
 
 struct registry_model {
     char *name, *path;
+    int64_t placement_id;
     uint64_t memory_bytes; /* reserved estimate */
     int64_t ctx;
     pthread_t thread;
@@ -60,6 +61,7 @@ struct registry {
     struct registry_model *models;   /* listed models, newest first */
     struct registry_model *finished; /* threads to join */
     bool stopping;
+    uint64_t scan_generation;
 };
 
 const char *registry_state_name(enum registry_state s)
@@ -210,6 +212,7 @@ int registry_scan(struct registry *r, char *err, size_t errlen)
     registry_files_free(r->files, r->n_files);
     r->files = files;
     r->n_files = n;
+    r->scan_generation++;
     pthread_mutex_unlock(&r->mu);
     LOG_INFO("models dir %s: %zu models", r->models_dir, n);
     return 0;
@@ -224,6 +227,7 @@ static void registry_notify(struct registry *r, struct registry_model *m, enum r
         return;
     struct registry_event ev = {
             .model = m->name,
+            .placement_id = m->placement_id,
             .state = s,
             .bytes_read = atomic_load(&m->bytes_read),
             .bytes_total = m->bytes_total,
@@ -476,7 +480,8 @@ static bool registry_devices_valid(const json_t *devices, struct error *err)
     return true;
 }
 
-int registry_load(struct registry *r, const char *name, const json_t *devices, struct error *err)
+int registry_load(struct registry *r, const char *name, const json_t *devices, int64_t placement_id,
+                  struct error *err)
 {
     if (!registry_devices_valid(devices, err))
         return -1;
@@ -532,6 +537,7 @@ int registry_load(struct registry *r, const char *name, const json_t *devices, s
     struct registry_model *m = xcalloc(1, sizeof *m);
     m->name = xstrdup(name);
     m->path = xstrdup(f->path);
+    m->placement_id = placement_id;
     m->memory_bytes = f->estimate_bytes;
     m->ctx = f->ctx;
     m->r = r;
@@ -567,6 +573,23 @@ int registry_unload(struct registry *r, const char *name, struct error *err)
     }
     pthread_mutex_unlock(&r->mu);
     return m ? 0 : -1;
+}
+
+void registry_unload_all(struct registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    for (struct registry_model *m = r->models; m; m = m->next)
+        m->unload_requested = true;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->mu);
+}
+
+uint64_t registry_scan_generation(struct registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    uint64_t g = r->scan_generation;
+    pthread_mutex_unlock(&r->mu);
+    return g;
 }
 
 struct registry_model *registry_acquire(struct registry *r, const char *name, struct error *err)
@@ -645,6 +668,8 @@ json_t *registry_describe(struct registry *r)
                               "context_tokens", (json_int_t)m->ctx);
         if (m->state != REGISTRY_STATE_LOADING)
             json_object_set_new(o, "load_ms", json_real(m->load_ms));
+        if (m->placement_id)
+            json_object_set_new(o, "placement_id", json_integer(m->placement_id));
         if (m->error)
             json_object_set_new(o, "error", json_string(m->error));
         if (m->batcher && m->state == REGISTRY_STATE_READY) {
@@ -696,6 +721,7 @@ void registry_foreach(struct registry *r,
             continue;
         struct registry_model_info info = {
                 .name = m->name,
+                .placement_id = m->placement_id,
                 .path = m->path,
                 .state = m->state,
                 .memory_bytes = m->state == REGISTRY_STATE_FAILED ? 0 : m->memory_bytes,
@@ -731,10 +757,16 @@ struct registry *registry_create(const struct registry_options *opt)
     return r;
 }
 
-void registry_destroy(struct registry *r)
+void registry_set_observer(struct registry *r, registry_observer_fn fn, void *ud)
 {
-    if (!r)
-        return;
+    pthread_mutex_lock(&r->mu);
+    r->opt.observer = fn;
+    r->opt.observer_ud = ud;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void registry_shutdown(struct registry *r)
+{
     pthread_mutex_lock(&r->mu);
     r->stopping = true;
     for (struct registry_model *m = r->models; m; m = m->next)
@@ -744,6 +776,13 @@ void registry_destroy(struct registry *r)
         pthread_cond_wait(&r->cond, &r->mu);
     registry_reap_locked(r);
     pthread_mutex_unlock(&r->mu);
+}
+
+void registry_destroy(struct registry *r)
+{
+    if (!r)
+        return;
+    registry_shutdown(r);
     registry_files_free(r->files, r->n_files);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cond);

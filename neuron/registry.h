@@ -46,6 +46,7 @@ const char *registry_state_name(enum registry_state s);
 /* One state change or progress report of a loaded model, for the observer. Borrowed. */
 struct registry_event {
     const char *model;
+    int64_t placement_id; /* from the load request; 0 when none */
     enum registry_state state;
     uint64_t bytes_read, bytes_total; /* load progress */
     uint64_t memory_bytes;            /* reserved for the model */
@@ -93,6 +94,12 @@ struct registry_model;
 /* Creates the registry (options copied) and scans the directory once; a scan problem is logged,
  * not fatal. Destroy with registry_destroy(), which unloads every model and waits. */
 struct registry *registry_create(const struct registry_options *opt);
+/* Sets the observer (replacing the options' one). Call before the first load. */
+void registry_set_observer(struct registry *r, registry_observer_fn fn, void *ud);
+/* Refuses new loads, unloads every model and waits until all are gone; the registry stays
+ * readable (describe, foreach) until registry_destroy(). Idempotent. */
+void registry_shutdown(struct registry *r);
+/* registry_shutdown() and frees everything; accepts NULL. */
 void registry_destroy(struct registry *r);
 
 /* Rescans the models directory. Returns 0, or -1 with a message when it cannot be read. */
@@ -104,15 +111,21 @@ uint64_t registry_estimate_memory(const struct model_config *c, uint64_t weights
                                   int max_batch);
 
 /* Starts loading name. devices may be NULL, or a JSON array of devices, each "cpu" or 0.
- * Returns 0 when the load started (or the model is already loading or ready), else -1 with err:
+ * placement_id (0: none) is the database placement this load fulfils; it is kept with the model
+ * for the reporter. Returns 0 when the load started (or the model is already loading or
+ * ready), else -1 with err:
  * ERR_MODEL_NOT_FOUND (not on disk), ERR_INVALID_REQUEST (bad devices), ERR_CONFLICT (the
  * memory budget cannot hold it, or it is being unloaded). */
-int registry_load(struct registry *r, const char *name, const json_t *devices, struct error *err)
-        __attribute__((warn_unused_result));
+int registry_load(struct registry *r, const char *name, const json_t *devices, int64_t placement_id,
+                  struct error *err) __attribute__((warn_unused_result));
 /* Starts unloading name (cancels a load in progress). Returns 0, or -1 with ERR_MODEL_NOT_FOUND
  * when no such model is loaded. */
 int registry_unload(struct registry *r, const char *name, struct error *err)
         __attribute__((warn_unused_result));
+/* Starts unloading every model (e.g. the database declared this node dead). */
+void registry_unload_all(struct registry *r);
+/* Counts completed scans, so observers know when the list of files on disk may have changed. */
+uint64_t registry_scan_generation(struct registry *r);
 
 /* The ready model called name, held until registry_release(). NULL with err set when it is not
  * loaded (ERR_MODEL_NOT_FOUND, message for OpenAI clients) or still loading (ERR_MODEL_LOADING). */
@@ -131,6 +144,7 @@ void registry_get_totals(struct registry *r, struct registry_totals *out);
 /* A listed model as registry_foreach() shows it. Borrowed for the duration of the call. */
 struct registry_model_info {
     const char *name;
+    int64_t placement_id; /* 0 when loaded without one */
     const char *path;
     enum registry_state state;
     uint64_t memory_bytes;            /* reserved (0 when failed) */

@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -46,6 +47,8 @@ class Neuron:
             raise RuntimeError("neuron did not start:\n" + self.log_text())
 
     def log_text(self):
+        if getattr(self, "final_log", None) is not None:
+            return self.final_log
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
@@ -119,6 +122,8 @@ class Neuron:
             self.proc.kill()
             rc = self.proc.wait()
         self.log.close()
+        self.final_log = self.log_text()
+        shutil.rmtree(self.dir, ignore_errors=True)
         return rc
 
 
