@@ -273,16 +273,40 @@ static int report_placement_refresh(struct report *rep, struct report_placement 
     return 0;
 }
 
-/* Sends transitions until p reaches target (or no legal step remains). -1: stop the pass. */
-static int report_placement_advance(struct report *rep, struct report_placement *p,
-                                    enum report_state target, const char *error)
+static int report_placement_progress(struct report *rep, struct report_placement *p,
+                                     const struct report_snap *s)
 {
+    if (p->reported != REPORT_STATE_LOADING || s->bytes_read == p->progress ||
+        s->bytes_read > s->bytes_total)
+        return 0;
+    char id[32], done[32], total[32];
+    snprintf(id, sizeof id, "%lld", (long long)p->id);
+    snprintf(done, sizeof done, "%llu", (unsigned long long)s->bytes_read);
+    snprintf(total, sizeof total, "%llu", (unsigned long long)s->bytes_total);
+    const char *params[] = {id, done, total};
+    if (db_exec_command(rep->db,
+                        "SELECT cortex.placement_progress($1::bigint, $2::bigint, $3::bigint)", 3,
+                        params, NULL) != 0)
+        return report_failed(rep, "placement_progress");
+    p->progress = s->bytes_read;
+    return 0;
+}
+
+/* Sends transitions until p reaches target (or no legal step remains); snap (NULL for a
+ * placement whose model is gone) supplies the progress, which is completed before the
+ * placement leaves loading. -1: stop the pass. */
+static int report_placement_advance(struct report *rep, struct report_placement *p,
+                                    enum report_state target, const struct report_snap *snap)
+{
+    const char *error = snap ? snap->error : NULL;
     if (!p->known && report_placement_refresh(rep, p) != 0)
         return -1;
     for (int guard = 0; guard < 4 && p->known; guard++) {
         enum report_state next = report_next_state(p->reported, target);
         if (next == REPORT_STATE_NONE)
             break;
+        if (snap && p->reported == REPORT_STATE_LOADING && report_placement_progress(rep, p, snap))
+            return -1;
         char id[32];
         snprintf(id, sizeof id, "%lld", (long long)p->id);
         const char *reason = next == REPORT_STATE_FAILED ? (error ? error : "load failed")
@@ -300,25 +324,6 @@ static int report_placement_advance(struct report *rep, struct report_placement 
         LOG_INFO("database: placement %lld -> %s", (long long)p->id, report_state_names[next]);
         p->reported = next;
     }
-    return 0;
-}
-
-static int report_placement_progress(struct report *rep, struct report_placement *p,
-                                     const struct report_snap *s)
-{
-    if (p->reported != REPORT_STATE_LOADING || s->bytes_read == p->progress ||
-        s->bytes_read > s->bytes_total)
-        return 0;
-    char id[32], done[32], total[32];
-    snprintf(id, sizeof id, "%lld", (long long)p->id);
-    snprintf(done, sizeof done, "%llu", (unsigned long long)s->bytes_read);
-    snprintf(total, sizeof total, "%llu", (unsigned long long)s->bytes_total);
-    const char *params[] = {id, done, total};
-    if (db_exec_command(rep->db,
-                        "SELECT cortex.placement_progress($1::bigint, $2::bigint, $3::bigint)", 3,
-                        params, NULL) != 0)
-        return report_failed(rep, "placement_progress");
-    p->progress = s->bytes_read;
     return 0;
 }
 
@@ -351,7 +356,7 @@ static int report_sync_placements(struct report *rep)
     for (size_t i = 0; i < snap.n && rc == 0; i++) {
         struct report_placement *p = report_placement_get(rep, snap.v[i].id);
         p->seen = true;
-        rc = report_placement_advance(rep, p, snap.v[i].target, snap.v[i].error);
+        rc = report_placement_advance(rep, p, snap.v[i].target, &snap.v[i]);
         if (rc == 0)
             rc = report_placement_progress(rep, p, &snap.v[i]);
     }
