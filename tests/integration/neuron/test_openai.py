@@ -273,3 +273,60 @@ def test_memory_budget_refuses_with_409():
         assert n.loaded() is None
     finally:
         assert n.stop() == 0
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+def weather_messages():
+    """SmolLM2's template has no tool section, so two worked examples teach the call format;
+    greedy decoding then calls the tool for Paris in the same format."""
+    msgs = [{"role": "system", "content": "You answer every question by calling the get_weather "
+             "tool: write <tool_call>, a JSON object with name and arguments, then </tool_call>."}]
+    for city in ("Rome", "Berlin"):
+        msgs.append({"role": "user", "content": "What is the weather in %s?" % city})
+        msgs.append({"role": "assistant", "content": '<tool_call>\n{"name": "get_weather", '
+                     '"arguments": {"city": "%s"}}\n</tool_call>' % city})
+    msgs.append({"role": "user", "content": "What is the weather in Paris?"})
+    return msgs
+
+
+def test_tool_call_round_trip(client):
+    r = chat(client, messages=weather_messages(), tools=[WEATHER_TOOL], max_tokens=60)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls" and not c.message.content
+    (call,) = c.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    assert call.id.startswith("call_")
+
+    # streamed: first delta of the call has index, id, type, name and empty arguments; later
+    # deltas carry only argument fragments; the SDK's accumulation gives the same call
+    chunks = list(chat(client, messages=weather_messages(), tools=[WEATHER_TOOL], max_tokens=60,
+                       stream=True))
+    deltas = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+    assert deltas[0].index == 0 and deltas[0].id.startswith("call_")
+    assert deltas[0].type == "function" and deltas[0].function.name == "get_weather"
+    assert deltas[0].function.arguments == ""
+    assert all(d.index == 0 and d.id is None and d.function.name is None for d in deltas[1:])
+    assert json.loads("".join(d.function.arguments for d in deltas)) == {"city": "Paris"}
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "tool_calls"
+
+    # the answer goes back as a tool message; the conversation continues
+    follow = weather_messages() + [
+        {"role": "assistant", "content": None,
+         "tool_calls": [{"id": call.id, "type": "function",
+                         "function": {"name": "get_weather", "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 21}'}]
+    r = chat(client, messages=follow, tools=[WEATHER_TOOL], max_tokens=8)
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    assert r.usage.prompt_tokens > 150
+
+    # tool_choice "none" hides the tools: the same text stays plain content
+    r = chat(client, messages=weather_messages(), tools=[WEATHER_TOOL], tool_choice="none",
+             max_tokens=60)
+    assert r.choices[0].finish_reason == "stop" and not r.choices[0].message.tool_calls
+    assert "<tool_call>" in r.choices[0].message.content
