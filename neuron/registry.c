@@ -1,0 +1,791 @@
+/*
+ * neuron/registry.c — model scan, memory accounting and the load/unload lifecycle threads
+ * (see registry.h for the contract).
+ *
+ * Protocol: `mu` guards the file list, the model list and every field of a model listed under
+ * "guarded" below. Each model has one lifecycle thread from registry_load() until the model is
+ * removed: it loads, then sleeps on the registry's condition variable until unload_requested,
+ * then unloads, unlinks the model and moves it to the `finished` list. Finished threads are
+ * joined (and their models freed) by the next registry call or by registry_destroy().
+ * bytes_read is atomic so GET /models reads progress without waiting for the loader.
+ */
+#include "registry.h"
+
+#include "log.h"
+#include "timing.h"
+#include "xalloc.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define REGISTRY_READ_CHUNK    (4u << 20)
+#define REGISTRY_PROGRESS_STEP (64u << 20) /* bytes between progress events */
+
+struct registry_model {
+    char *name, *path;
+    int64_t placement_id;
+    uint64_t memory_bytes; /* reserved estimate */
+    int64_t ctx;
+    pthread_t thread;
+    atomic_uint_fast64_t bytes_read;
+    uint64_t bytes_total;
+    uint64_t t_start_ns;
+    struct registry *r;
+    struct registry_model *next;
+    /* guarded by r->mu */
+    enum registry_state state;
+    bool unload_requested;
+    bool retired; /* no longer found by name: a newer entry replaced this failed one */
+    int refs;     /* request handlers holding the model */
+    char *error;
+    double load_ms;
+    struct engine *engine;
+    struct batcher *batcher;
+};
+
+struct registry {
+    struct registry_options opt;
+    char *models_dir;
+    pthread_mutex_t mu;
+    pthread_cond_t cond; /* unload requested, refs dropped, model finished */
+    struct registry_file *files;
+    size_t n_files;
+    struct registry_model *models;   /* listed models, newest first */
+    struct registry_model *finished; /* threads to join */
+    bool stopping;
+    uint64_t scan_generation;
+};
+
+const char *registry_state_name(enum registry_state s)
+{
+    switch (s) {
+    case REGISTRY_STATE_LOADING:
+        return "loading";
+    case REGISTRY_STATE_READY:
+        return "ready";
+    case REGISTRY_STATE_UNLOADING:
+        return "unloading";
+    case REGISTRY_STATE_FAILED:
+        return "failed";
+    case REGISTRY_STATE_GONE:
+        return "gone";
+    }
+    return "unknown";
+}
+
+uint64_t registry_estimate_memory(const struct model_config *c, uint64_t weights_bytes, int64_t ctx,
+                                  int max_batch)
+{
+    uint64_t per_seq = 0;
+    for (int l = 0; l < c->n_layers && l < MODEL_MAX_LAYERS; l++) {
+        if (c->arch == MODEL_ARCH_QWEN3_5 && c->layer_kinds[l] == LAYER_KIND_LINEAR_ATTENTION) {
+            uint64_t rec =
+                    (uint64_t)c->lin_v_heads * (uint64_t)c->lin_k_dim * (uint64_t)c->lin_v_dim;
+            uint64_t conv_ch = 2 * (uint64_t)c->lin_k_heads * (uint64_t)c->lin_k_dim +
+                               (uint64_t)c->lin_v_heads * (uint64_t)c->lin_v_dim;
+            uint64_t conv = conv_ch * (uint64_t)(c->lin_conv_kernel > 0 ? c->lin_conv_kernel : 1);
+            per_seq += (rec + conv) * sizeof(float);
+        } else {
+            per_seq += 2 * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * (uint64_t)ctx *
+                       sizeof(float);
+        }
+    }
+    uint64_t logits = (uint64_t)c->vocab_size * sizeof(float);
+    return weights_bytes + (uint64_t)max_batch * (per_seq + logits);
+}
+
+/* ---- scanning ---------------------------------------------------------------------------- */
+
+static void registry_files_free(struct registry_file *files, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(files[i].name);
+        free(files[i].path);
+    }
+    free(files);
+}
+
+/* Bytes of a file, or of every regular file directly inside a directory. */
+static uint64_t registry_disk_bytes(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return 0;
+    if (!S_ISDIR(st.st_mode))
+        return (uint64_t)st.st_size;
+    uint64_t total = 0;
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char *p = xasprintf("%s/%s", path, de->d_name);
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode))
+            total += (uint64_t)st.st_size;
+        free(p);
+    }
+    closedir(d);
+    return total;
+}
+
+static int registry_file_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct registry_file *)a)->name, ((const struct registry_file *)b)->name);
+}
+
+/* The context a load of c would use under the registry's options. */
+static int64_t registry_ctx_for(const struct registry *r, const struct model_config *c)
+{
+    int64_t model_ctx = c->max_context > 0 ? c->max_context : 4096;
+    if (r->opt.ctx > 0 && r->opt.ctx < model_ctx)
+        return r->opt.ctx;
+    return model_ctx;
+}
+
+int registry_scan(struct registry *r, char *err, size_t errlen)
+{
+    DIR *d = opendir(r->models_dir);
+    if (!d) {
+        snprintf(err, errlen, "cannot read the models directory %s: %s", r->models_dir,
+                 strerror(errno));
+        return -1;
+    }
+    struct registry_file *files = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char *path = xasprintf("%s/%s", r->models_dir, de->d_name);
+        char *name = NULL;
+        struct stat st;
+        size_t len = strlen(de->d_name);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && len > 5 &&
+            strcmp(de->d_name + len - 5, ".gguf") == 0) {
+            name = xstrndup(de->d_name, len - 5);
+        } else if (S_ISDIR(st.st_mode)) {
+            char *cfg = xasprintf("%s/config.json", path);
+            if (access(cfg, R_OK) == 0)
+                name = xstrdup(de->d_name);
+            free(cfg);
+        }
+        if (!name) {
+            free(path);
+            continue;
+        }
+        struct model_file *mf = NULL;
+        char merr[512];
+        if (model_file_open(path, &mf, merr, sizeof merr) != 0) {
+            LOG_WARN("models dir: skipping %s: %s", path, merr);
+            free(name);
+            free(path);
+            continue;
+        }
+        files = xgrow(files, &cap, n + 1, sizeof *files);
+        struct registry_file *f = &files[n++];
+        memset(f, 0, sizeof *f);
+        f->name = name;
+        f->path = path;
+        f->format = mf->format;
+        snprintf(f->architecture, sizeof f->architecture, "%s", mf->config.arch_name);
+        f->size_bytes = registry_disk_bytes(path);
+        f->weights_bytes = mf->total_bytes;
+        f->ctx = registry_ctx_for(r, &mf->config);
+        f->estimate_bytes =
+                registry_estimate_memory(&mf->config, mf->total_bytes, f->ctx, r->opt.max_batch);
+        model_file_close(mf);
+    }
+    closedir(d);
+    if (n > 1)
+        qsort(files, n, sizeof *files, registry_file_cmp);
+    pthread_mutex_lock(&r->mu);
+    registry_files_free(r->files, r->n_files);
+    r->files = files;
+    r->n_files = n;
+    r->scan_generation++;
+    pthread_mutex_unlock(&r->mu);
+    LOG_INFO("models dir %s: %zu models", r->models_dir, n);
+    return 0;
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
+
+static void registry_notify(struct registry *r, struct registry_model *m, enum registry_state s,
+                            const char *error)
+{
+    if (!r->opt.observer)
+        return;
+    struct registry_event ev = {
+            .model = m->name,
+            .placement_id = m->placement_id,
+            .state = s,
+            .bytes_read = atomic_load(&m->bytes_read),
+            .bytes_total = m->bytes_total,
+            .memory_bytes = m->memory_bytes,
+            .error = error,
+            .load_ms = m->load_ms,
+    };
+    r->opt.observer(r->opt.observer_ud, &ev);
+}
+
+/* The files a load reads: the .gguf, or the safetensors files of an HF directory. */
+static char **registry_load_files(const char *path, size_t *n_out, uint64_t *total)
+{
+    char **list = NULL;
+    size_t n = 0, cap = 0;
+    struct stat st;
+    *total = 0;
+    if (stat(path, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        list = xgrow(list, &cap, 1, sizeof *list);
+        list[n++] = xstrdup(path);
+        *total = (uint64_t)st.st_size;
+    } else {
+        DIR *d = opendir(path);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            size_t len = strlen(de->d_name);
+            if (len < 12 || strcmp(de->d_name + len - 12, ".safetensors") != 0)
+                continue;
+            char *p = xasprintf("%s/%s", path, de->d_name);
+            if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+                list = xgrow(list, &cap, n + 1, sizeof *list);
+                list[n++] = p;
+                *total += (uint64_t)st.st_size;
+            } else {
+                free(p);
+            }
+        }
+        if (d)
+            closedir(d);
+    }
+    *n_out = n;
+    return list;
+}
+
+static bool registry_unload_wanted(struct registry_model *m)
+{
+    pthread_mutex_lock(&m->r->mu);
+    bool v = m->unload_requested;
+    pthread_mutex_unlock(&m->r->mu);
+    return v;
+}
+
+/* Reads every weight file once, so the page cache holds it when the engine maps it and the
+ * progress is real bytes. Returns false when an unload was requested meanwhile. */
+static bool registry_preread(struct registry_model *m)
+{
+    size_t n;
+    uint64_t total;
+    char **list = registry_load_files(m->path, &n, &total);
+    m->bytes_total = total;
+    char *buf = xmalloc(REGISTRY_READ_CHUNK);
+    uint64_t next_event = REGISTRY_PROGRESS_STEP;
+    bool go_on = true;
+    for (size_t i = 0; i < n && go_on; i++) {
+        int fd = open(list[i], O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue; /* engine_open reports it */
+        ssize_t got;
+        while ((got = read(fd, buf, REGISTRY_READ_CHUNK)) > 0) {
+            uint64_t done = atomic_fetch_add(&m->bytes_read, (uint64_t)got) + (uint64_t)got;
+            if (done >= next_event) {
+                next_event = done + REGISTRY_PROGRESS_STEP;
+                if (registry_unload_wanted(m)) {
+                    go_on = false;
+                    break;
+                }
+                registry_notify(m->r, m, REGISTRY_STATE_LOADING, NULL);
+            }
+        }
+        close(fd);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+    free(buf);
+    return go_on;
+}
+
+static void registry_load_model(struct registry_model *m)
+{
+    struct registry *r = m->r;
+    char err[1024] = "";
+    struct engine *e = NULL;
+    struct batcher *b = NULL;
+    registry_notify(r, m, REGISTRY_STATE_LOADING, NULL);
+    if (!registry_preread(m))
+        goto out;
+    struct engine_options eo = {.threads = r->opt.threads, .max_context = m->ctx};
+    if (engine_open(m->path, &eo, &e, err, sizeof err) != 0) {
+        LOG_ERROR("model %s: load failed: %s", m->name, err);
+        goto out;
+    }
+    struct batcher_options bo = {
+            .max_batch = r->opt.max_batch,
+            .queue_depth = r->opt.queue_depth,
+            .prefill_chunk = r->opt.prefill_chunk,
+            .model = m->name,
+    };
+    b = batcher_create(e, &bo);
+out:
+    pthread_mutex_lock(&r->mu);
+    m->load_ms = (double)(timing_now_ns() - m->t_start_ns) / 1e6;
+    if (b) {
+        m->engine = e;
+        m->batcher = b;
+        m->state = REGISTRY_STATE_READY;
+    } else if (!m->unload_requested) {
+        engine_close(e);
+        m->state = REGISTRY_STATE_FAILED;
+        m->error = xstrdup(err[0] ? err : "load failed");
+    }
+    enum registry_state s = m->state;
+    pthread_mutex_unlock(&r->mu);
+    if (s == REGISTRY_STATE_READY)
+        LOG_INFO("model %s: ready in %.0f ms (%llu bytes reserved)", m->name, m->load_ms,
+                 (unsigned long long)m->memory_bytes);
+    if (s != REGISTRY_STATE_LOADING)
+        registry_notify(r, m, s, m->error);
+}
+
+static void registry_unload_model(struct registry_model *m)
+{
+    struct registry *r = m->r;
+    pthread_mutex_lock(&r->mu);
+    bool was_failed = m->state == REGISTRY_STATE_FAILED;
+    m->state = REGISTRY_STATE_UNLOADING;
+    pthread_mutex_unlock(&r->mu);
+    if (!was_failed)
+        registry_notify(r, m, REGISTRY_STATE_UNLOADING, NULL);
+    if (m->batcher)
+        batcher_stop(m->batcher, "the model is being unloaded");
+    pthread_mutex_lock(&r->mu);
+    while (m->refs > 0)
+        pthread_cond_wait(&r->cond, &r->mu);
+    pthread_mutex_unlock(&r->mu);
+    batcher_destroy(m->batcher);
+    engine_close(m->engine);
+    m->batcher = NULL;
+    m->engine = NULL;
+    LOG_INFO("model %s: unloaded", m->name);
+}
+
+static void *registry_lifecycle(void *arg)
+{
+    struct registry_model *m = arg;
+    struct registry *r = m->r;
+    registry_load_model(m);
+    pthread_mutex_lock(&r->mu);
+    while (!m->unload_requested)
+        pthread_cond_wait(&r->cond, &r->mu);
+    pthread_mutex_unlock(&r->mu);
+    registry_unload_model(m);
+    pthread_mutex_lock(&r->mu);
+    for (struct registry_model **pp = &r->models; *pp; pp = &(*pp)->next) {
+        if (*pp == m) {
+            *pp = m->next;
+            break;
+        }
+    }
+    m->state = REGISTRY_STATE_GONE;
+    m->next = r->finished;
+    r->finished = m;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->mu);
+    registry_notify(r, m, REGISTRY_STATE_GONE, NULL);
+    return NULL;
+}
+
+static void registry_model_free(struct registry_model *m)
+{
+    free(m->name);
+    free(m->path);
+    free(m->error);
+    free(m);
+}
+
+/* Joins finished lifecycle threads and frees their models. Called with mu held; the threads
+ * have already left mu (they unlink themselves last), so joining here never deadlocks. The
+ * observer call after unlinking is the only work left to them. */
+static void registry_reap_locked(struct registry *r)
+{
+    while (r->finished) {
+        struct registry_model *m = r->finished;
+        r->finished = m->next;
+        pthread_mutex_unlock(&r->mu);
+        pthread_join(m->thread, NULL);
+        registry_model_free(m);
+        pthread_mutex_lock(&r->mu);
+    }
+}
+
+/* The listed (not retired) model called name, or NULL. mu held. */
+static struct registry_model *registry_find_locked(struct registry *r, const char *name)
+{
+    for (struct registry_model *m = r->models; m; m = m->next)
+        if (!m->retired && strcmp(m->name, name) == 0)
+            return m;
+    return NULL;
+}
+
+static const struct registry_file *registry_file_locked(struct registry *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_files; i++)
+        if (strcmp(r->files[i].name, name) == 0)
+            return &r->files[i];
+    return NULL;
+}
+
+static uint64_t registry_used_locked(struct registry *r)
+{
+    uint64_t used = 0;
+    for (struct registry_model *m = r->models; m; m = m->next)
+        if (m->state != REGISTRY_STATE_FAILED)
+            used += m->memory_bytes;
+    return used;
+}
+
+static bool registry_devices_valid(const json_t *devices, struct error *err)
+{
+    if (!devices || json_is_null(devices))
+        return true;
+    if (!json_is_array(devices)) {
+        error_set(err, ERR_INVALID_REQUEST, "devices", "'devices' must be an array");
+        return false;
+    }
+    size_t i;
+    const json_t *d;
+    json_array_foreach(devices, i, d)
+    {
+        bool ok = (json_is_string(d) && strcmp(json_string_value(d), "cpu") == 0) ||
+                  (json_is_integer(d) && json_integer_value(d) == 0);
+        if (!ok) {
+            error_set(err, ERR_INVALID_REQUEST, "devices",
+                      "unknown device in 'devices' at index %zu: this node has only \"cpu\" "
+                      "(device 0)",
+                      i);
+            return false;
+        }
+    }
+    return true;
+}
+
+int registry_load(struct registry *r, const char *name, const json_t *devices, int64_t placement_id,
+                  struct error *err)
+{
+    if (!registry_devices_valid(devices, err))
+        return -1;
+    pthread_mutex_lock(&r->mu);
+    bool known = registry_file_locked(r, name) != NULL;
+    pthread_mutex_unlock(&r->mu);
+    if (!known) {
+        char serr[512];
+        if (registry_scan(r, serr, sizeof serr) != 0)
+            LOG_WARN("%s", serr);
+    }
+    int rc = -1;
+    pthread_mutex_lock(&r->mu);
+    registry_reap_locked(r);
+    const struct registry_file *f = registry_file_locked(r, name);
+    struct registry_model *old = registry_find_locked(r, name);
+    if (r->stopping) {
+        error_set(err, ERR_UNAVAILABLE, NULL, "the node is shutting down");
+        goto out;
+    }
+    if (old && (old->state == REGISTRY_STATE_LOADING || old->state == REGISTRY_STATE_READY) &&
+        !old->unload_requested) {
+        rc = 0;
+        goto out;
+    }
+    if (old && old->state != REGISTRY_STATE_FAILED) {
+        error_set(err, ERR_CONFLICT, "model", "model '%s' is being unloaded; load it again later",
+                  name);
+        goto out;
+    }
+    if (!f) {
+        error_set(err, ERR_MODEL_NOT_FOUND, "model", "model '%s' is not in the models directory",
+                  name);
+        goto out;
+    }
+    uint64_t used = registry_used_locked(r);
+    if (used + f->estimate_bytes > r->opt.memory_budget) {
+        error_set(
+                err, ERR_CONFLICT, "model",
+                "model '%s' needs %llu bytes (weights %llu + cache for %d sequences of %lld "
+                "tokens) but only %llu of the %llu-byte memory budget are free",
+                name, (unsigned long long)f->estimate_bytes, (unsigned long long)f->weights_bytes,
+                r->opt.max_batch, (long long)f->ctx,
+                (unsigned long long)(r->opt.memory_budget > used ? r->opt.memory_budget - used : 0),
+                (unsigned long long)r->opt.memory_budget);
+        goto out;
+    }
+    if (old) { /* a failed entry: it goes away, the new load takes its name */
+        old->retired = true;
+        old->unload_requested = true;
+        pthread_cond_broadcast(&r->cond);
+    }
+    struct registry_model *m = xcalloc(1, sizeof *m);
+    m->name = xstrdup(name);
+    m->path = xstrdup(f->path);
+    m->placement_id = placement_id;
+    m->memory_bytes = f->estimate_bytes;
+    m->ctx = f->ctx;
+    m->r = r;
+    m->state = REGISTRY_STATE_LOADING;
+    m->t_start_ns = timing_now_ns();
+    atomic_init(&m->bytes_read, 0);
+    m->bytes_total = f->size_bytes;
+    if (pthread_create(&m->thread, NULL, registry_lifecycle, m) != 0) {
+        error_set(err, ERR_INTERNAL, NULL, "cannot start a loader thread");
+        registry_model_free(m);
+        goto out;
+    }
+    m->next = r->models;
+    r->models = m;
+    LOG_INFO("model %s: loading %s (%llu bytes reserved)", name, m->path,
+             (unsigned long long)m->memory_bytes);
+    rc = 0;
+out:
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+int registry_unload(struct registry *r, const char *name, struct error *err)
+{
+    pthread_mutex_lock(&r->mu);
+    registry_reap_locked(r);
+    struct registry_model *m = registry_find_locked(r, name);
+    if (m) {
+        m->unload_requested = true;
+        pthread_cond_broadcast(&r->cond);
+    } else {
+        error_set(err, ERR_MODEL_NOT_FOUND, "model", "model '%s' is not loaded on this node", name);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return m ? 0 : -1;
+}
+
+void registry_unload_all(struct registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    for (struct registry_model *m = r->models; m; m = m->next)
+        m->unload_requested = true;
+    pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->mu);
+}
+
+uint64_t registry_scan_generation(struct registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    uint64_t g = r->scan_generation;
+    pthread_mutex_unlock(&r->mu);
+    return g;
+}
+
+struct registry_model *registry_acquire(struct registry *r, const char *name, struct error *err)
+{
+    pthread_mutex_lock(&r->mu);
+    struct registry_model *m = registry_find_locked(r, name);
+    if (m && m->state == REGISTRY_STATE_READY && !m->unload_requested) {
+        m->refs++;
+    } else if (m && m->state == REGISTRY_STATE_LOADING && !m->unload_requested) {
+        error_set(err, ERR_MODEL_LOADING, "model", "model '%s' is still loading", name);
+        m = NULL;
+    } else {
+        error_set(err, ERR_MODEL_NOT_FOUND, "model",
+                  "The model '%s' does not exist or is not loaded on this node", name);
+        m = NULL;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return m;
+}
+
+void registry_release(struct registry *r, struct registry_model *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&r->mu);
+    if (--m->refs == 0)
+        pthread_cond_broadcast(&r->cond);
+    pthread_mutex_unlock(&r->mu);
+}
+
+struct engine *registry_model_engine(const struct registry_model *m)
+{
+    return m->engine;
+}
+
+struct batcher *registry_model_batcher(const struct registry_model *m)
+{
+    return m->batcher;
+}
+
+const char *registry_model_name(const struct registry_model *m)
+{
+    return m->name;
+}
+
+/* ---- reporting --------------------------------------------------------------------------- */
+
+static const char *registry_format_name(enum model_format f)
+{
+    return f == MODEL_FORMAT_GGUF ? "gguf" : "hf";
+}
+
+json_t *registry_describe(struct registry *r)
+{
+    json_t *available = json_array(), *loaded = json_array();
+    pthread_mutex_lock(&r->mu);
+    registry_reap_locked(r);
+    for (size_t i = 0; i < r->n_files; i++) {
+        const struct registry_file *f = &r->files[i];
+        json_array_append_new(
+                available,
+                json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "name", f->name, "path",
+                          f->path, "format", registry_format_name(f->format), "architecture",
+                          f->architecture, "size_bytes", (json_int_t)f->size_bytes, "weights_bytes",
+                          (json_int_t)f->weights_bytes, "context_tokens", (json_int_t)f->ctx,
+                          "estimated_memory_bytes", (json_int_t)f->estimate_bytes));
+    }
+    for (struct registry_model *m = r->models; m; m = m->next) {
+        if (m->retired)
+            continue;
+        json_t *o = json_pack("{s:s, s:s, s:{s:I, s:I}, s:[s], s:I, s:I}", "name", m->name, "state",
+                              registry_state_name(m->state), "progress", "bytes_read",
+                              (json_int_t)atomic_load(&m->bytes_read), "bytes_total",
+                              (json_int_t)m->bytes_total, "devices", "cpu", "memory_bytes",
+                              (json_int_t)(m->state == REGISTRY_STATE_FAILED ? 0 : m->memory_bytes),
+                              "context_tokens", (json_int_t)m->ctx);
+        if (m->state != REGISTRY_STATE_LOADING)
+            json_object_set_new(o, "load_ms", json_real(m->load_ms));
+        if (m->placement_id)
+            json_object_set_new(o, "placement_id", json_integer(m->placement_id));
+        if (m->error)
+            json_object_set_new(o, "error", json_string(m->error));
+        if (m->batcher && m->state == REGISTRY_STATE_READY) {
+            struct batcher_stats s;
+            batcher_get_stats(m->batcher, &s);
+            json_object_set_new(o, "active_sequences", json_integer(s.active));
+            json_object_set_new(o, "queued_requests", json_integer(s.queued));
+        }
+        json_array_append_new(loaded, o);
+    }
+    uint64_t used = registry_used_locked(r);
+    pthread_mutex_unlock(&r->mu);
+    json_t *doc = json_pack(
+            "{s:{s:I, s:I, s:I}, s:o, s:o}", "memory", "budget_bytes",
+            (json_int_t)r->opt.memory_budget, "used_bytes", (json_int_t)used, "free_bytes",
+            (json_int_t)(r->opt.memory_budget > used ? r->opt.memory_budget - used : 0),
+            "available", available, "loaded", loaded);
+    return doc;
+}
+
+void registry_get_totals(struct registry *r, struct registry_totals *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&r->mu);
+    out->memory_budget = r->opt.memory_budget;
+    out->memory_used = registry_used_locked(r);
+    for (struct registry_model *m = r->models; m; m = m->next) {
+        if (m->retired)
+            continue;
+        out->models_loading += m->state == REGISTRY_STATE_LOADING;
+        out->models_ready += m->state == REGISTRY_STATE_READY;
+        out->models_failed += m->state == REGISTRY_STATE_FAILED;
+        if (m->batcher && m->state == REGISTRY_STATE_READY) {
+            struct batcher_stats s;
+            batcher_get_stats(m->batcher, &s);
+            out->active_sequences += s.active;
+            out->queued_requests += s.queued;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+void registry_foreach(struct registry *r,
+                      void (*fn)(void *ud, const struct registry_model_info *info), void *ud)
+{
+    pthread_mutex_lock(&r->mu);
+    for (struct registry_model *m = r->models; m; m = m->next) {
+        if (m->retired)
+            continue;
+        struct registry_model_info info = {
+                .name = m->name,
+                .placement_id = m->placement_id,
+                .path = m->path,
+                .state = m->state,
+                .memory_bytes = m->state == REGISTRY_STATE_FAILED ? 0 : m->memory_bytes,
+                .bytes_read = atomic_load(&m->bytes_read),
+                .bytes_total = m->bytes_total,
+                .load_ms = m->state == REGISTRY_STATE_LOADING ? 0 : m->load_ms,
+                .error = m->error,
+        };
+        if (m->batcher && m->state == REGISTRY_STATE_READY) {
+            batcher_get_stats(m->batcher, &info.stats);
+            info.has_stats = true;
+        }
+        fn(ud, &info);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- create / destroy -------------------------------------------------------------------- */
+
+struct registry *registry_create(const struct registry_options *opt)
+{
+    struct registry *r = xcalloc(1, sizeof *r);
+    r->opt = *opt;
+    r->models_dir = xstrdup(opt->models_dir ? opt->models_dir : ".");
+    r->opt.models_dir = r->models_dir;
+    if (r->opt.max_batch < 1)
+        r->opt.max_batch = 1;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    char err[512];
+    if (registry_scan(r, err, sizeof err) != 0)
+        LOG_WARN("%s", err);
+    return r;
+}
+
+void registry_set_observer(struct registry *r, registry_observer_fn fn, void *ud)
+{
+    pthread_mutex_lock(&r->mu);
+    r->opt.observer = fn;
+    r->opt.observer_ud = ud;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void registry_shutdown(struct registry *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->stopping = true;
+    for (struct registry_model *m = r->models; m; m = m->next)
+        m->unload_requested = true;
+    pthread_cond_broadcast(&r->cond);
+    while (r->models)
+        pthread_cond_wait(&r->cond, &r->mu);
+    registry_reap_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void registry_destroy(struct registry *r)
+{
+    if (!r)
+        return;
+    registry_shutdown(r);
+    registry_files_free(r->files, r->n_files);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cond);
+    free(r->models_dir);
+    free(r);
+}

@@ -1,0 +1,163 @@
+/*
+ * neuron/registry.h — the models of this node: what is on disk, what is loaded, and their
+ * lifecycle (loading -> ready -> unloading -> gone, or failed).
+ *
+ * Contract: the registry scans the models directory (each `*.gguf` file and each directory
+ * holding a config.json is a model, named after the file without ".gguf" or after the
+ * directory) and keeps one entry per loaded model. registry_load() checks the memory budget
+ * (weights plus the cache of max_batch sequences of ctx tokens each, see
+ * registry_estimate_memory) and starts a lifecycle thread that reads the files (progress = bytes
+ * read / total), opens the engine and starts the model's batcher; it returns at once. The same
+ * thread later unloads the model when registry_unload() asks: it stops the batcher (which ends
+ * every running request), waits until no request handler holds the model, frees everything and
+ * removes the entry. A failed load stays listed (state failed, with the error) until it is
+ * unloaded or loaded again; its memory is released at once.
+ *
+ * Request handlers use registry_acquire()/registry_release() around their use of a ready
+ * model's engine (rendering, tokenising) and batcher (submitting); the model is not freed while
+ * held. State changes and load progress are also told to an optional observer (the database
+ * reporter) from the lifecycle threads.
+ *
+ * Thread safety: every function may be called from any thread.
+ */
+#ifndef CORTEX_NEURON_REGISTRY_H
+#define CORTEX_NEURON_REGISTRY_H
+
+#include "batcher.h"
+#include "engine.h"
+#include "error.h"
+#include "model_file.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum registry_state {
+    REGISTRY_STATE_LOADING,
+    REGISTRY_STATE_READY,
+    REGISTRY_STATE_UNLOADING,
+    REGISTRY_STATE_FAILED,
+    REGISTRY_STATE_GONE, /* only in events: the entry has been removed */
+};
+
+/* "loading", "ready", "unloading", "failed", "gone". */
+const char *registry_state_name(enum registry_state s);
+
+/* One state change or progress report of a loaded model, for the observer. Borrowed. */
+struct registry_event {
+    const char *model;
+    int64_t placement_id; /* from the load request; 0 when none */
+    enum registry_state state;
+    uint64_t bytes_read, bytes_total; /* load progress */
+    uint64_t memory_bytes;            /* reserved for the model */
+    const char *error;                /* failed: why */
+    double load_ms;                   /* ready: how long the load took */
+};
+
+/* Called from lifecycle threads; must be quick and must not call back into the registry. */
+typedef void (*registry_observer_fn)(void *ud, const struct registry_event *ev);
+
+struct registry_options {
+    const char *models_dir;
+    int threads;     /* forward-pass threads per model; < 1: all CPUs */
+    int64_t ctx;     /* tokens per sequence, capped at the model's own; < 1: the model's */
+    int max_batch;   /* sequences per batch */
+    int queue_depth; /* waiting requests per model */
+    int64_t prefill_chunk;
+    uint64_t memory_budget; /* bytes on the CPU device */
+    registry_observer_fn observer;
+    void *observer_ud;
+};
+
+/* A model found on disk. */
+struct registry_file {
+    char *name;
+    char *path;
+    enum model_format format;
+    char architecture[64];
+    uint64_t size_bytes;     /* bytes on disk */
+    uint64_t weights_bytes;  /* tensor bytes */
+    int64_t ctx;             /* context a load would use */
+    uint64_t estimate_bytes; /* weights + cache budget */
+};
+
+/* Totals for heartbeats and /metrics. */
+struct registry_totals {
+    uint64_t memory_budget, memory_used; /* reserved by loading/ready/unloading models */
+    int models_loading, models_ready, models_failed;
+    int active_sequences, queued_requests;
+};
+
+struct registry;
+struct registry_model;
+
+/* Creates the registry (options copied) and scans the directory once; a scan problem is logged,
+ * not fatal. Destroy with registry_destroy(), which unloads every model and waits. */
+struct registry *registry_create(const struct registry_options *opt);
+/* Sets the observer (replacing the options' one). Call before the first load. */
+void registry_set_observer(struct registry *r, registry_observer_fn fn, void *ud);
+/* Refuses new loads, unloads every model and waits until all are gone; the registry stays
+ * readable (describe, foreach) until registry_destroy(). Idempotent. */
+void registry_shutdown(struct registry *r);
+/* registry_shutdown() and frees everything; accepts NULL. */
+void registry_destroy(struct registry *r);
+
+/* Rescans the models directory. Returns 0, or -1 with a message when it cannot be read. */
+int registry_scan(struct registry *r, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Bytes a model needs when loaded: its weights plus the KV/recurrent state of max_batch
+ * sequences of ctx tokens (fp32), plus its logits rows. */
+uint64_t registry_estimate_memory(const struct model_config *c, uint64_t weights_bytes, int64_t ctx,
+                                  int max_batch);
+
+/* Starts loading name. devices may be NULL, or a JSON array of devices, each "cpu" or 0.
+ * placement_id (0: none) is the database placement this load fulfils; it is kept with the model
+ * for the reporter. Returns 0 when the load started (or the model is already loading or
+ * ready), else -1 with err:
+ * ERR_MODEL_NOT_FOUND (not on disk), ERR_INVALID_REQUEST (bad devices), ERR_CONFLICT (the
+ * memory budget cannot hold it, or it is being unloaded). */
+int registry_load(struct registry *r, const char *name, const json_t *devices, int64_t placement_id,
+                  struct error *err) __attribute__((warn_unused_result));
+/* Starts unloading name (cancels a load in progress). Returns 0, or -1 with ERR_MODEL_NOT_FOUND
+ * when no such model is loaded. */
+int registry_unload(struct registry *r, const char *name, struct error *err)
+        __attribute__((warn_unused_result));
+/* Starts unloading every model (e.g. the database declared this node dead). */
+void registry_unload_all(struct registry *r);
+/* Counts completed scans, so observers know when the list of files on disk may have changed. */
+uint64_t registry_scan_generation(struct registry *r);
+
+/* The ready model called name, held until registry_release(). NULL with err set when it is not
+ * loaded (ERR_MODEL_NOT_FOUND, message for OpenAI clients) or still loading (ERR_MODEL_LOADING). */
+struct registry_model *registry_acquire(struct registry *r, const char *name, struct error *err)
+        __attribute__((warn_unused_result));
+void registry_release(struct registry *r, struct registry_model *m);
+struct engine *registry_model_engine(const struct registry_model *m);
+struct batcher *registry_model_batcher(const struct registry_model *m);
+const char *registry_model_name(const struct registry_model *m);
+
+/* The GET /models document: {"node_memory": {...}, "available": [...], "loaded": [...]}
+ * (docs/neuron.md). New reference. */
+json_t *registry_describe(struct registry *r);
+void registry_get_totals(struct registry *r, struct registry_totals *out);
+
+/* A listed model as registry_foreach() shows it. Borrowed for the duration of the call. */
+struct registry_model_info {
+    const char *name;
+    int64_t placement_id; /* 0 when loaded without one */
+    const char *path;
+    enum registry_state state;
+    uint64_t memory_bytes;            /* reserved (0 when failed) */
+    uint64_t bytes_read, bytes_total; /* load progress */
+    double load_ms;                   /* duration of the load, once it ended */
+    const char *error;                /* failed: why */
+    bool has_stats;                   /* ready: stats holds the batcher's counters */
+    struct batcher_stats stats;
+};
+
+/* Calls fn for every listed model, under the registry's lock: fn must be quick and must not
+ * call the registry. */
+void registry_foreach(struct registry *r,
+                      void (*fn)(void *ud, const struct registry_model_info *info), void *ud);
+
+#endif

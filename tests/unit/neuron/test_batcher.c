@@ -1,0 +1,212 @@
+/*
+ * tests/unit/neuron/test_batcher.c — continuous batching on a real model (SmolLM2-135M-Instruct
+ * Q4_1 GGUF, path in CORTEX_SMOLLM2_GGUF; exit 77 without it).
+ *
+ * Checks: greedy jobs submitted together produce exactly the tokens each produces alone; the
+ * admission queue refuses work beyond max_batch + queue_depth; a cancelled job ends early with
+ * "cancelled" and frees its slot for the queued one; stopping ends running and queued jobs with
+ * ERR_UNAVAILABLE and the reason, and refuses later submissions. Waits are on condition
+ * variables signalled by the callbacks, never on sleeps.
+ */
+#include "batcher.h"
+
+#include "buf.h"
+#include "xalloc.h"
+
+#include <check.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static struct engine *eng;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+
+struct job {
+    struct buf text;
+    int outputs;
+    bool done;
+    struct batcher_result result;
+    char error_text[256];
+    struct batcher_job *handle;
+};
+
+static void job_output(void *ud, const struct gen_output *out)
+{
+    struct job *j = ud;
+    pthread_mutex_lock(&mu);
+    buf_append(&j->text, out->text, out->text_len);
+    j->outputs++;
+    pthread_cond_broadcast(&cond);
+    pthread_mutex_unlock(&mu);
+}
+
+static void job_done(void *ud, const struct batcher_result *r)
+{
+    struct job *j = ud;
+    pthread_mutex_lock(&mu);
+    j->result = *r;
+    snprintf(j->error_text, sizeof j->error_text, "%s", r->error_text ? r->error_text : "");
+    j->done = true;
+    pthread_cond_broadcast(&cond);
+    pthread_mutex_unlock(&mu);
+}
+
+static const struct batcher_sink sink = {.output = job_output, .done = job_done};
+
+/* Waits (at most 5 minutes) until *flag is true or *count >= want. */
+static bool wait_until(const bool *flag, const int *count, int want)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 300;
+    pthread_mutex_lock(&mu);
+    while (!(flag ? *flag : *count >= want)) {
+        if (pthread_cond_timedwait(&cond, &mu, &deadline) != 0)
+            break;
+    }
+    bool ok = flag ? *flag : *count >= want;
+    pthread_mutex_unlock(&mu);
+    return ok;
+}
+
+static struct batcher_job *job_make(struct job *j, const char *prompt, int64_t max_tokens)
+{
+    char err[256];
+    struct tokenizer_ids ids = {0};
+    ck_assert_msg(engine_tokenize(eng, prompt, strlen(prompt), false, &ids, err, sizeof err) == 0,
+                  "%s", err);
+    struct gen_params p;
+    gen_params_init(&p);
+    p.sample.temperature = 0;
+    p.max_tokens = max_tokens;
+    memset(j, 0, sizeof *j);
+    j->handle = batcher_job_create(ids.v, ids.n, &p, &sink, j);
+    free(ids.v);
+    return j->handle;
+}
+
+static struct batcher *make(int max_batch, int queue_depth)
+{
+    struct batcher_options o = {.max_batch = max_batch,
+                                .queue_depth = queue_depth,
+                                .prefill_chunk = 4,
+                                .model = "smollm2"};
+    return batcher_create(eng, &o);
+}
+
+START_TEST(test_batched_equals_alone)
+{
+    static const char *const prompts[] = {"The capital of France is", "One, two, three,",
+                                          "Water is made of"};
+    struct batcher *b = make(8, 8);
+    struct job alone[3], together[6];
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(batcher_submit(b, job_make(&alone[i], prompts[i], 6)), BATCHER_SUBMIT_OK);
+        ck_assert(wait_until(&alone[i].done, NULL, 0));
+        ck_assert_int_eq(alone[i].result.error, ERR_NONE);
+        ck_assert_int_gt(alone[i].text.len, 0);
+    }
+    for (int i = 0; i < 6; i++)
+        ck_assert_int_eq(batcher_submit(b, job_make(&together[i], prompts[i % 3], 6)),
+                         BATCHER_SUBMIT_OK);
+    for (int i = 0; i < 6; i++) {
+        ck_assert(wait_until(&together[i].done, NULL, 0));
+        ck_assert_str_eq(buf_cstr(&together[i].text), buf_cstr(&alone[i % 3].text));
+        ck_assert_int_eq(together[i].result.finish, alone[i % 3].result.finish);
+        ck_assert_int_eq(together[i].result.stats.completion_tokens,
+                         alone[i % 3].result.stats.completion_tokens);
+    }
+    struct batcher_stats s;
+    batcher_get_stats(b, &s);
+    ck_assert_int_eq(s.jobs_done, 9);
+    ck_assert_int_eq(s.active, 0);
+    ck_assert_int_eq(s.queued, 0);
+    /* the six ran together for part of the time: more sequences than steps */
+    ck_assert_uint_gt(s.step_sequences, s.steps);
+    batcher_destroy(b);
+    for (int i = 0; i < 3; i++)
+        buf_free(&alone[i].text);
+    for (int i = 0; i < 6; i++)
+        buf_free(&together[i].text);
+}
+END_TEST
+
+START_TEST(test_queue_full_and_cancel)
+{
+    struct batcher *b = make(1, 1);
+    struct job a, q, refused;
+    ck_assert_int_eq(batcher_submit(b, job_make(&a, "Count: 1, 2, 3,", 400)), BATCHER_SUBMIT_OK);
+    ck_assert(wait_until(NULL, &a.outputs, 1)); /* a is running */
+    ck_assert_int_eq(batcher_submit(b, job_make(&q, "Hello", 3)), BATCHER_SUBMIT_OK);
+    struct batcher_job *r = job_make(&refused, "Hello", 3);
+    ck_assert_int_eq(batcher_submit(b, r), BATCHER_SUBMIT_FULL);
+    batcher_job_destroy(r);
+    batcher_job_cancel(a.handle);
+    ck_assert(wait_until(&a.done, NULL, 0));
+    ck_assert_int_eq(a.result.finish, GEN_FINISH_CANCELLED);
+    ck_assert_int_eq(a.result.error, ERR_NONE);
+    ck_assert_int_lt(a.result.stats.completion_tokens, 400);
+    ck_assert(wait_until(&q.done, NULL, 0));
+    ck_assert_int_eq(q.result.finish, GEN_FINISH_LENGTH);
+    ck_assert_int_eq(q.result.stats.completion_tokens, 3);
+    batcher_destroy(b);
+    buf_free(&a.text);
+    buf_free(&q.text);
+    buf_free(&refused.text);
+}
+END_TEST
+
+START_TEST(test_stop_ends_everything)
+{
+    struct batcher *b = make(1, 4);
+    struct job a, q;
+    ck_assert_int_eq(batcher_submit(b, job_make(&a, "Count: 1, 2, 3,", 400)), BATCHER_SUBMIT_OK);
+    ck_assert(wait_until(NULL, &a.outputs, 1));
+    ck_assert_int_eq(batcher_submit(b, job_make(&q, "Hello", 3)), BATCHER_SUBMIT_OK);
+    batcher_stop(b, "maintenance");
+    ck_assert(a.done && q.done); /* stop returns after every done() */
+    ck_assert_int_eq(a.result.error, ERR_UNAVAILABLE);
+    ck_assert_int_eq(q.result.error, ERR_UNAVAILABLE);
+    ck_assert_str_eq(a.error_text, "maintenance");
+    ck_assert_str_eq(q.error_text, "maintenance");
+    struct job late;
+    struct batcher_job *l = job_make(&late, "Hello", 3);
+    ck_assert_int_eq(batcher_submit(b, l), BATCHER_SUBMIT_STOPPED);
+    batcher_job_destroy(l);
+    batcher_destroy(b);
+    buf_free(&a.text);
+    buf_free(&q.text);
+}
+END_TEST
+
+int main(void)
+{
+    const char *path = getenv("CORTEX_SMOLLM2_GGUF");
+    if (!path || !*path) {
+        printf("CORTEX_SMOLLM2_GGUF not set: skipped\n");
+        return 77;
+    }
+    char err[512];
+    struct engine_options opt = {.threads = 2, .max_context = 512};
+    if (engine_open(path, &opt, &eng, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    Suite *s = suite_create("batcher");
+    TCase *tc = tcase_create("batcher");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_batched_equals_alone);
+    tcase_add_test(tc, test_queue_full_and_cancel);
+    tcase_add_test(tc, test_stop_ends_everything);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    engine_close(eng);
+    return failed ? 1 : 0;
+}
