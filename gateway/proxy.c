@@ -7,6 +7,13 @@
  * which proxy_on_gone (server thread) fires when the client goes away — http_client_cancel is
  * made for exactly that. The job is freed by its thread after the reply is given or the stream
  * is closed, after which the server never calls proxy_on_gone again (see http_request.h).
+ *
+ * Keep-alives: while a client stream is open, its job is on the proxy's `streams` list (under
+ * proxy mu). The ticker thread walks that list and writes a ping to every stream that has been
+ * quiet for ping_interval_ms. Writes to a client stream happen under the job's out_mu (the
+ * worker's and the ticker's); the ticker only try-locks it, so a worker blocked on a slow client
+ * never blocks the ticker. Lock order: proxy mu, then a job's out_mu; the worker never takes
+ * proxy mu while holding out_mu. A job leaves the list before its stream is closed.
  */
 #include "proxy.h"
 
@@ -36,13 +43,19 @@
 struct proxy {
     struct proxy_settings s;
     pthread_mutex_t mu;
-    pthread_cond_t idle; /* in_flight reached 0 */
-    unsigned in_flight;  /* under mu */
+    pthread_cond_t idle;       /* in_flight reached 0 */
+    pthread_cond_t tick;       /* wakes the ticker early (stopping) */
+    unsigned in_flight;        /* under mu */
+    struct proxy_job *streams; /* jobs with an open client stream, under mu */
+    bool stopping;             /* under mu */
+    pthread_t ticker;
+    bool ticker_started;
 };
 
 struct proxy_job {
     struct proxy *proxy;
     http_request_t *req;
+    char request_id[129]; /* a copy: the summary is logged after the request is released */
     struct log_ctx log;
     enum proxy_kind kind;
     bool anthropic; /* the client's dialect */
@@ -60,13 +73,64 @@ struct proxy_job {
     bool event_seen; /* the last piece of data completed an event */
 
     /* the client's stream, once started */
+    pthread_mutex_t out_mu;        /* guards writes to out, last_write_ms, quiet */
+    struct proxy_job *prev, *next; /* on proxy->streams, under proxy mu */
+    bool listed;                   /* under proxy mu */
+    bool quiet;                    /* the stream has ended: no more pings */
     http_stream_t *out;
     struct anthropic_stream *astream;
     struct buf pending;     /* bytes to write to the client */
     bool done;              /* the client's stream ended (success or error event) */
     bool client_gone;       /* a write found the client gone or not reading */
     uint64_t last_write_ms; /* monotonic */
+
+    /* for the summary line */
+    uint64_t start_ms, first_ms; /* monotonic: start; first event from the neuron */
+    int reply_status;            /* what the client got */
+    char upstream[256];          /* the neuron tried last */
+    int attempts;
+    bool have_usage;
+    int64_t tokens_in, tokens_out;
 };
+
+/* Pings every client stream that has been quiet for ping_interval_ms (see the protocol). */
+static void *proxy_ticker(void *arg)
+{
+    struct proxy *p = arg;
+    int64_t interval = p->s.ping_interval_ms;
+    int64_t step = interval / 4 > 50 ? interval / 4 : 50;
+    struct buf anthropic_ping = BUF_INIT, openai_ping = BUF_INIT;
+    anthropic_sse_ping(&anthropic_ping);
+    openai_sse_keepalive(&openai_ping);
+    pthread_mutex_lock(&p->mu);
+    while (!p->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += step / 1000;
+        until.tv_nsec += (step % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&p->tick, &p->mu, &until);
+        uint64_t now = timing_now_ms();
+        for (struct proxy_job *job = p->streams; job && !p->stopping; job = job->next) {
+            if (pthread_mutex_trylock(&job->out_mu) != 0)
+                continue; /* the worker is writing: the stream is not quiet */
+            if (!job->quiet && !job->client_gone &&
+                now - job->last_write_ms >= (uint64_t)interval) {
+                const struct buf *ping = job->anthropic ? &anthropic_ping : &openai_ping;
+                if (http_stream_write(job->out, ping->data, ping->len) == HTTP_STREAM_OK)
+                    job->last_write_ms = now;
+            }
+            pthread_mutex_unlock(&job->out_mu);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    buf_free(&anthropic_ping);
+    buf_free(&openai_ping);
+    return NULL;
+}
 
 struct proxy *proxy_create(const struct proxy_settings *settings)
 {
@@ -84,6 +148,14 @@ struct proxy *proxy_create(const struct proxy_settings *settings)
         p->s.max_in_flight = 10000;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->idle, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->tick, &ca);
+    pthread_condattr_destroy(&ca);
+    p->ticker_started = pthread_create(&p->ticker, NULL, proxy_ticker, p) == 0;
+    if (!p->ticker_started)
+        LOG_ERROR("cannot start the keep-alive thread: streams get no pings");
     return p;
 }
 
@@ -94,7 +166,12 @@ void proxy_destroy(struct proxy *p)
     pthread_mutex_lock(&p->mu);
     while (p->in_flight > 0)
         pthread_cond_wait(&p->idle, &p->mu);
+    p->stopping = true;
+    pthread_cond_broadcast(&p->tick);
     pthread_mutex_unlock(&p->mu);
+    if (p->ticker_started)
+        pthread_join(p->ticker, NULL);
+    pthread_cond_destroy(&p->tick);
     pthread_cond_destroy(&p->idle);
     pthread_mutex_destroy(&p->mu);
     free(p);
@@ -122,6 +199,26 @@ void proxy_reply_error(http_request_t *req, bool anthropic, const struct error *
     json_decref(body);
 }
 
+/* Answers the job's request with e (before anything was sent). */
+static void proxy_job_error(struct proxy_job *job, const struct error *e)
+{
+    job->reply_status = error_http_status(e->code, job->anthropic ? ERROR_DIALECT_ANTHROPIC
+                                                                  : ERROR_DIALECT_OPENAI);
+    proxy_reply_error(job->req, job->anthropic, e);
+}
+
+/* Records the token counts of an OpenAI usage object. */
+static void proxy_job_usage(struct proxy_job *job, const json_t *usage)
+{
+    const json_t *in = json_object_get(usage, "prompt_tokens");
+    const json_t *out = json_object_get(usage, "completion_tokens");
+    if (!json_is_integer(in) || !json_is_integer(out))
+        return;
+    job->have_usage = true;
+    job->tokens_in = (int64_t)json_integer_value(in);
+    job->tokens_out = (int64_t)json_integer_value(out);
+}
+
 /* ---- client side -------------------------------------------------------------------------- */
 
 /* Writes job->pending to the client stream; false when the client is gone (or not reading). */
@@ -129,6 +226,7 @@ static bool proxy_flush(struct proxy_job *job)
 {
     if (job->pending.len == 0 || job->client_gone)
         return !job->client_gone;
+    pthread_mutex_lock(&job->out_mu);
     for (;;) {
         http_stream_result_t r = http_stream_write(job->out, job->pending.data, job->pending.len);
         if (r == HTTP_STREAM_OK)
@@ -142,6 +240,9 @@ static bool proxy_flush(struct proxy_job *job)
     }
     buf_reset(&job->pending);
     job->last_write_ms = timing_now_ms();
+    if (job->done)
+        job->quiet = true;
+    pthread_mutex_unlock(&job->out_mu);
     return !job->client_gone;
 }
 
@@ -155,11 +256,20 @@ static void proxy_start_stream(struct proxy_job *job)
         job->client_gone = true;
         return;
     }
+    job->reply_status = 200;
     if (job->anthropic) {
         job->astream = anthropic_stream_create(NULL, job->client_model);
         anthropic_stream_start(job->astream, 0, &job->pending);
     }
     proxy_flush(job);
+    struct proxy *p = job->proxy;
+    pthread_mutex_lock(&p->mu);
+    job->next = p->streams;
+    if (p->streams)
+        p->streams->prev = job;
+    p->streams = job;
+    job->listed = true;
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* Ends the client's stream with an in-band error event (if it has not ended yet). */
@@ -197,6 +307,7 @@ static void proxy_openai_event(struct proxy_job *job, const char *data, size_t l
     }
     const json_t *error = json_object_get(chunk, "error");
     const json_t *choices = json_object_get(chunk, "choices");
+    proxy_job_usage(job, json_object_get(chunk, "usage"));
     if (error && !json_is_null(error)) {
         struct error e = ERROR_INIT;
         openai_error_from_upstream(0, chunk, &e);
@@ -254,15 +365,8 @@ static int proxy_on_data(const char *data, size_t len, void *ud)
         error_clear(&e);
         return 1;
     }
-    /* Only comments (the neuron's keep-alives during a long prefill): keep the client's
-     * connection and its proxies alive too. */
-    if (!job->event_seen && !job->done &&
-        timing_now_ms() - job->last_write_ms >= (uint64_t)job->proxy->s.ping_interval_ms) {
-        if (job->anthropic)
-            anthropic_sse_ping(&job->pending);
-        else
-            openai_sse_keepalive(&job->pending);
-    }
+    if (job->event_seen && job->first_ms == 0)
+        job->first_ms = timing_now_ms();
     if (!proxy_flush(job))
         return 1;
     return job->done ? 1 : 0;
@@ -287,19 +391,15 @@ static void proxy_transport_error(http_client_result_t rc, const char *what, str
 }
 
 /* count_tokens: {"input_tokens": prompt_tokens} from a completion's usage. */
-static int proxy_count_tokens(const char *body, size_t len, json_t **out, struct error *e)
+static int proxy_count_tokens(const json_t *doc, json_t **out, struct error *e)
 {
-    json_t *doc = json_loadb(body, len, 0, NULL);
     const json_t *n = json_object_get(json_object_get(doc, "usage"), "prompt_tokens");
-    int rc = -1;
-    if (json_is_integer(n)) {
-        *out = json_pack("{s:I}", "input_tokens", json_integer_value(n));
-        rc = 0;
-    } else {
+    if (!json_is_integer(n)) {
         error_set(e, ERR_UPSTREAM, NULL, "the model server did not report prompt tokens");
+        return -1;
     }
-    json_decref(doc);
-    return rc;
+    *out = json_pack("{s:I}", "input_tokens", json_integer_value(n));
+    return 0;
 }
 
 /* A 200 buffered answer, replied in the client's dialect. */
@@ -307,30 +407,32 @@ static void proxy_reply_ok(struct proxy_job *job, const http_client_response_t *
 {
     struct error e = ERROR_INIT;
     json_t *answer = NULL;
-    if (job->kind == PROXY_KIND_MESSAGES) {
-        json_t *doc = json_loadb(resp->body, resp->body_len, 0, NULL);
-        int rc = doc ? anthropic_response_from_openai(doc, NULL, job->client_model, &answer, &e)
-                     : -1;
+    json_t *doc = json_loadb(resp->body, resp->body_len, 0, NULL);
+    proxy_job_usage(job, json_object_get(doc, "usage"));
+    if (job->kind == PROXY_KIND_MESSAGES || job->kind == PROXY_KIND_COUNT_TOKENS) {
+        int rc = -1;
         if (!doc)
             error_set(&e, ERR_UPSTREAM, NULL, "the model server sent an answer that is not JSON");
-        json_decref(doc);
+        else if (job->kind == PROXY_KIND_MESSAGES)
+            rc = anthropic_response_from_openai(doc, NULL, job->client_model, &answer, &e);
+        else
+            rc = proxy_count_tokens(doc, &answer, &e);
         if (rc < 0)
             goto fail;
-    } else if (job->kind == PROXY_KIND_COUNT_TOKENS) {
-        if (proxy_count_tokens(resp->body, resp->body_len, &answer, &e) < 0)
-            goto fail;
+        http_request_add_reply_header(job->req, "request-id", http_request_id(job->req));
+        http_request_reply_json(job->req, 200, answer);
     } else {
         http_request_reply(job->req, 200, "application/json", resp->body, resp->body_len);
-        return;
     }
-    http_request_add_reply_header(job->req, "request-id", http_request_id(job->req));
-    http_request_reply_json(job->req, 200, answer);
+    job->reply_status = 200;
     json_decref(answer);
+    json_decref(doc);
     return;
 fail:
     LOGC_WARN(&job->log, "bad answer from the model server: %s", error_message(&e));
-    proxy_reply_error(job->req, job->anthropic, &e);
+    proxy_job_error(job, &e);
     error_clear(&e);
+    json_decref(doc);
 }
 
 /* The path on the neuron for a kind. */
@@ -386,11 +488,14 @@ static bool proxy_attempt(struct proxy_job *job, const struct upstream_lease *le
     if (rc == HTTP_CLIENT_ERR_ABORTED && job->done && !gone)
         rc = HTTP_CLIENT_OK;
     if (gone) {
+        pthread_mutex_lock(&job->out_mu);
+        job->client_gone = true; /* also tells the ticker */
+        pthread_mutex_unlock(&job->out_mu);
         *outcome = UPSTREAM_OUTCOME_NEUTRAL;
         LOGC_INFO(&job->log, "client went away; neuron request aborted");
         if (!job->out) { /* a deferred request must still be answered to be released */
             error_set(last, ERR_UNAVAILABLE, NULL, "the client went away");
-            proxy_reply_error(job->req, job->anthropic, last);
+            proxy_job_error(job, last);
         }
     } else if (rc == HTTP_CLIENT_ERR_CONNECT) {
         *outcome = UPSTREAM_OUTCOME_FAILED;
@@ -404,7 +509,7 @@ static bool proxy_attempt(struct proxy_job *job, const struct upstream_lease *le
         if (job->out)
             proxy_stream_fail(job, last);
         else
-            proxy_reply_error(job->req, job->anthropic, last);
+            proxy_job_error(job, last);
     } else if (resp.status == 200) {
         *outcome = UPSTREAM_OUTCOME_OK;
         if (!job->stream) {
@@ -436,18 +541,73 @@ static bool proxy_attempt(struct proxy_job *job, const struct upstream_lease *le
             if (resp.status >= 500)
                 LOGC_WARN(&job->log, "upstream %s answered %ld: %s", lease->url, resp.status,
                           error_message(last));
-            proxy_reply_error(job->req, job->anthropic, last);
+            proxy_job_error(job, last);
         }
     }
     http_client_response_free(&resp);
     return answered;
 }
 
+static const char *proxy_kind_name(enum proxy_kind kind)
+{
+    switch (kind) {
+    case PROXY_KIND_CHAT:
+        return "chat";
+    case PROXY_KIND_COMPLETION:
+        return "completion";
+    case PROXY_KIND_EMBEDDING:
+        return "embedding";
+    case PROXY_KIND_MESSAGES:
+        return "messages";
+    case PROXY_KIND_COUNT_TOKENS:
+        return "count_tokens";
+    }
+    return "?";
+}
+
+/* One line per request: what the accounting row will hold. */
+static void proxy_log_summary(struct proxy_job *job)
+{
+    if (job->astream) {
+        int64_t in, out, cached;
+        anthropic_stream_usage(job->astream, &in, &out, &cached);
+        if (in + cached + out > 0) {
+            job->have_usage = true;
+            job->tokens_in = in + cached;
+            job->tokens_out = out;
+        }
+    }
+    uint64_t now = timing_now_ms();
+    long long ttft = job->first_ms ? (long long)(job->first_ms - job->start_ms) : -1;
+    LOGC_INFO(&job->log,
+              "request done: dialect=%s kind=%s client_model=%s upstream=%s status=%d stream=%d "
+              "cancelled=%d attempts=%d ttft_ms=%lld duration_ms=%llu tokens_in=%lld "
+              "tokens_out=%lld",
+              job->anthropic ? "anthropic" : "openai", proxy_kind_name(job->kind),
+              job->client_model, job->upstream[0] ? job->upstream : "-", job->reply_status,
+              job->stream, job->client_gone, job->attempts, ttft,
+              (unsigned long long)(now - job->start_ms),
+              job->have_usage ? (long long)job->tokens_in : -1LL,
+              job->have_usage ? (long long)job->tokens_out : -1LL);
+}
+
 static void proxy_finish(struct proxy_job *job)
 {
+    struct proxy *p = job->proxy;
+    proxy_log_summary(job);
+    pthread_mutex_lock(&p->mu);
+    if (job->listed) { /* off the ticker's list before the stream goes */
+        if (job->prev)
+            job->prev->next = job->next;
+        else
+            p->streams = job->next;
+        if (job->next)
+            job->next->prev = job->prev;
+        job->listed = false;
+    }
+    pthread_mutex_unlock(&p->mu);
     if (job->out)
         http_stream_close(job->out);
-    struct proxy *p = job->proxy;
     http_client_cancel_destroy(job->cancel);
     sse_parser_destroy(job->parser);
     anthropic_stream_destroy(job->astream);
@@ -456,6 +616,7 @@ static void proxy_finish(struct proxy_job *job)
     free(job->client_model);
     free(job->served_model);
     free(job->body);
+    pthread_mutex_destroy(&job->out_mu);
     free(job);
     pthread_mutex_lock(&p->mu);
     if (--p->in_flight == 0)
@@ -475,6 +636,8 @@ static void *proxy_thread(void *arg)
         if (upstream_pool_acquire(p->s.pool, job->served_model, tried, &lease) < 0)
             break;
         tried |= 1ull << lease.index;
+        job->attempts++;
+        snprintf(job->upstream, sizeof job->upstream, "%s", lease.url);
         enum upstream_outcome outcome = UPSTREAM_OUTCOME_NEUTRAL;
         answered = proxy_attempt(job, &lease, &outcome, &last);
         upstream_pool_release(p->s.pool, lease.index, outcome);
@@ -483,7 +646,7 @@ static void *proxy_thread(void *arg)
         if (last.code == ERR_NONE)
             error_set(&last, ERR_UNAVAILABLE, NULL,
                       "no model server is available for '%s' now; retry later", job->client_model);
-        proxy_reply_error(job->req, job->anthropic, &last);
+        proxy_job_error(job, &last);
     }
     error_clear(&last);
     proxy_finish(job);
@@ -532,7 +695,10 @@ void proxy_start(struct proxy *p, http_request_t *req, struct proxy_call *call)
     json_decref(call->body);
     call->body = NULL;
     job->cancel = http_client_cancel_create();
-    job->log = (struct log_ctx){.request_id = http_request_id(req), .model = job->served_model};
+    snprintf(job->request_id, sizeof job->request_id, "%s", http_request_id(req));
+    job->log = (struct log_ctx){.request_id = job->request_id, .model = job->served_model};
+    job->start_ms = timing_now_ms();
+    pthread_mutex_init(&job->out_mu, NULL);
 
     http_request_defer(req, proxy_on_gone, job);
     pthread_attr_t attr;

@@ -92,6 +92,17 @@ static void *fake_slow_thread(void *arg)
     return NULL;
 }
 
+/* "quiet": headers at once, then 700 ms of silence (a long prefill), then the answer. */
+static void *fake_quiet_thread(void *arg)
+{
+    http_stream_t *s = arg;
+    timing_sleep_ms(700); /* pacing the producer: the silence under test */
+    stream_write(s, CHUNK("{\"content\":\"late\"}", "\"stop\""));
+    stream_write(s, "data: [DONE]\n\n");
+    http_stream_close(s);
+    return NULL;
+}
+
 static void fake_slow_gone(void *ud)
 {
     struct fake *f = ud;
@@ -136,6 +147,13 @@ static void fake_chat(http_request_t *req, void *ud)
                 "\"content\":\"Hello!\"},\"logprobs\":null,\"finish_reason\":\"stop\"}],"
                 "\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":2,\"total_tokens\":13}}";
         http_request_reply(req, 200, "application/json", answer, sizeof answer - 1);
+    } else if (strcmp(last, "quiet") == 0) {
+        http_request_defer(req, NULL, NULL);
+        http_stream_t *s = http_stream_start(req, 200, "text/event-stream", NULL, NULL);
+        ck_assert_ptr_nonnull(s);
+        pthread_t t;
+        ck_assert_int_eq(pthread_create(&t, NULL, fake_quiet_thread, s), 0);
+        pthread_detach(t);
     } else if (strcmp(last, "slow") == 0) {
         http_request_defer(req, fake_slow_gone, f);
         struct slow *sl = calloc(1, sizeof *sl);
@@ -218,7 +236,7 @@ static int fake_requests(struct fake *f)
 
 /* ---- the gateway and a client ------------------------------------------------------------ */
 
-static struct api *gateway_start(const char *const *upstreams, size_t n)
+static struct api *gateway_start_ping(const char *const *upstreams, size_t n, int64_t ping_ms)
 {
     struct api_config cfg = {
             .listen = "127.0.0.1:0",
@@ -230,12 +248,18 @@ static struct api *gateway_start(const char *const *upstreams, size_t n)
             .max_tokens_cap = 4096,
             .catalog_refresh_ms = 60000,
             .upstream_connect_timeout_ms = 2000,
+            .ping_interval_ms = ping_ms,
     };
     char *err = NULL;
     struct api *a = api_create(&cfg, &err);
     ck_assert_msg(a != NULL, "api_create: %s", err ? err : "?");
     api_refresh_catalog(a);
     return a;
+}
+
+static struct api *gateway_start(const char *const *upstreams, size_t n)
+{
+    return gateway_start_ping(upstreams, n, 0);
 }
 
 struct answer {
@@ -733,6 +757,48 @@ START_TEST(test_client_disconnect_aborts_upstream)
 }
 END_TEST
 
+/* A neuron silent after its headers (a long prefill): the client gets keep-alives meanwhile,
+ * in its dialect, and then the answer. */
+START_TEST(test_keepalive_while_neuron_is_silent)
+{
+    struct fake *f = fake_start(false);
+    const char *ups[] = {f->url};
+    struct api *a = gateway_start_ping(ups, 1, 100);
+    struct answer ans = call(a, "POST", "/v1/messages",
+                             "{\"model\":\"tiny\",\"max_tokens\":10,\"stream\":true,"
+                             "\"messages\":[{\"role\":\"user\",\"content\":\"quiet\"}]}",
+                             anthropic_headers, false);
+    ck_assert_int_eq(ans.status, 200);
+    json_t *events = answer_events(&ans);
+    size_t n = json_array_size(events), pings = 0, first_text = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(event_type(events, i), "ping") == 0 && first_text == 0)
+            pings++;
+        if (strcmp(event_type(events, i), "content_block_delta") == 0 && first_text == 0)
+            first_text = i;
+    }
+    /* message_start's ping, then several while the neuron said nothing for 700 ms. */
+    ck_assert_uint_ge(pings, 3);
+    ck_assert_uint_gt(first_text, 0);
+    ck_assert_str_eq(event_type(events, n - 1), "message_stop");
+    json_decref(events);
+    answer_free(&ans);
+
+    ans = call(a, "POST", "/v1/chat/completions",
+               "{\"model\":\"tiny\",\"stream\":true,\"messages\":[{\"role\":\"user\","
+               "\"content\":\"quiet\"}]}",
+               NULL, false);
+    ck_assert_int_eq(ans.status, 200);
+    const char *ka = strstr(ans.body, ": keep-alive\n\n");
+    const char *late = strstr(ans.body, "late");
+    ck_assert(ka && late && ka < late);
+    ck_assert_ptr_nonnull(strstr(ans.body, "data: [DONE]\n\n"));
+    answer_free(&ans);
+    api_destroy(a);
+    fake_stop(f);
+}
+END_TEST
+
 START_TEST(test_refuses_closed_mode)
 {
     const char *ups[] = {"http://127.0.0.1:1"};
@@ -759,6 +825,7 @@ static Suite *api_suite(void)
     tcase_add_test(tc, test_anthropic_messages);
     tcase_add_test(tc, test_retry_and_ejection);
     tcase_add_test(tc, test_client_disconnect_aborts_upstream);
+    tcase_add_test(tc, test_keepalive_while_neuron_is_silent);
     tcase_add_test(tc, test_refuses_closed_mode);
     suite_add_tcase(s, tc);
     return s;
