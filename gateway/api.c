@@ -166,8 +166,6 @@ static void api_anthropic_route(struct api *a, http_request_t *req, bool count_t
     if (rc < 0) {
         api_fail(a, req, true, &err);
     } else {
-        if (count_tokens) /* prompt_tokens of a one-token completion */
-            json_object_set_new(norm, "max_tokens", json_integer(1));
         api_proxy(a, req, count_tokens ? PROXY_KIND_COUNT_TOKENS : PROXY_KIND_MESSAGES, norm, true);
     }
     error_clear(&err);

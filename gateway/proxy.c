@@ -390,12 +390,12 @@ static void proxy_transport_error(http_client_result_t rc, const char *what, str
         error_set(e, ERR_UPSTREAM, NULL, "the model server failed: %s", what);
 }
 
-/* count_tokens: {"input_tokens": prompt_tokens} from a completion's usage. */
+/* count_tokens: {"input_tokens": N} from the neuron's POST /tokenize answer {"count": N, …}. */
 static int proxy_count_tokens(const json_t *doc, json_t **out, struct error *e)
 {
-    const json_t *n = json_object_get(json_object_get(doc, "usage"), "prompt_tokens");
+    const json_t *n = json_object_get(doc, "count");
     if (!json_is_integer(n)) {
-        error_set(e, ERR_UPSTREAM, NULL, "the model server did not report prompt tokens");
+        error_set(e, ERR_UPSTREAM, NULL, "the model server did not count the prompt tokens");
         return -1;
     }
     *out = json_pack("{s:I}", "input_tokens", json_integer_value(n));
@@ -443,6 +443,8 @@ static const char *proxy_path(enum proxy_kind kind)
         return "/v1/completions";
     case PROXY_KIND_EMBEDDING:
         return "/v1/embeddings";
+    case PROXY_KIND_COUNT_TOKENS:
+        return "/tokenize";
     default:
         return "/v1/chat/completions";
     }

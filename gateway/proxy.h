@@ -17,9 +17,9 @@
  *     out when the neuron sends only comments for ping_interval_ms. After the first byte
  *     nothing is replayed: a failure becomes one in-band error event, then the stream ends
  *     (never a [DONE] or message_stop after a failure);
- *   - non-streamed answers are passed through (OpenAI) or translated (Anthropic message;
- *     count_tokens answers {"input_tokens": N} from the prompt_tokens of a one-token
- *     completion);
+ *   - non-streamed answers are passed through (OpenAI) or translated (Anthropic message);
+ *     count_tokens sends the translated chat request to the neuron's POST /tokenize (the prompt
+ *     as the chat template renders it, tools included) and answers {"input_tokens": count};
  *   - when the client goes away, the neuron request is aborted at once.
  * Every outcome is reported back to the pool (ok / failed / neutral) for ejection.
  *

@@ -5,8 +5,9 @@ shared/API.md: GET /v1/models lists "tiny"; POST /v1/chat/completions answers by
 message: a tool turn gets "It is sunny."; a user text containing "weather" gets a tool call to
 get_weather (streamed in fragments); "STOPSEQ" finishes on the stop string "3" (reported in
 stop_reason, as the neuron does); "SLOWSTART" sends only keep-alive comments for a while first;
-anything else gets "Hello there!". Usage is always 21 prompt + 5 completion tokens. Every
-request body is recorded for the tests to inspect.
+anything else gets "Hello there!". Usage is always 21 prompt + 5 completion tokens. POST
+/tokenize counts one token per message and per tool. Every request body is recorded for the
+tests to inspect.
 
 The gateway is the binary named by CORTEX_GATEWAY_BIN, started with --open, an alias
 claude-*=tiny and --max-tokens-cap 8192; it must exit 0 on SIGTERM (with ASan, that also means
@@ -60,6 +61,12 @@ class FakeNeuron(BaseHTTPRequestHandler):
     def do_POST(self):
         req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeNeuron.received.append(req)
+        if self.path == "/tokenize":
+            # One "token" per message and per tool, so the count shows what was sent.
+            n = len(req["messages"]) + len(req.get("tools", []))
+            self._send(200, {"model": req["model"], "count": n, "ids": list(range(n)),
+                             "max_context": 8192})
+            return
         last = req["messages"][-1]
         text = last["content"] if isinstance(last["content"], str) else ""
         tool_turn = last["role"] == "tool"

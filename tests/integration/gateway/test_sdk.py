@@ -133,9 +133,11 @@ def test_claude_code_shaped_request(an, neuron):
     assert sent["messages"][0] == {"role": "system", "content": "You are Claude Code."}
     assert len(sent["tools"]) == 20
     assert sent["tools"][3]["function"]["parameters"] == tools[3]["input_schema"]
-    count = an.beta.messages.count_tokens(model="claude-test-model", tools=tools,
+    count = an.beta.messages.count_tokens(model="claude-test-model", tools=tools, system=system,
                                           messages=[{"role": "user", "content": "hi"}])
-    assert count.input_tokens == 21
+    assert count.input_tokens == 1 + 1 + 20  # system, user, 20 tools (the fake's counting)
+    assert neuron.received[-1]["messages"][0] == {"role": "system",
+                                                  "content": "You are Claude Code."}
 
 
 def test_anthropic_keepalive_during_slow_start(gateway):

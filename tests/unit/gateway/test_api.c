@@ -192,9 +192,27 @@ static void fake_chat(http_request_t *req, void *ud)
     json_decref(body);
 }
 
+/* POST /tokenize as the neuron answers it: the prompt's tokens for a chat request. */
+static void fake_tokenize(http_request_t *req, void *ud)
+{
+    struct fake *f = ud;
+    size_t len;
+    const char *text = http_request_body(req, &len);
+    json_t *body = json_loadb(text, len, 0, NULL);
+    ck_assert_ptr_nonnull(body);
+    pthread_mutex_lock(&f->mu);
+    json_decref(f->last_body);
+    f->last_body = body;
+    pthread_mutex_unlock(&f->mu);
+    static const char answer[] =
+            "{\"model\":\"tiny\",\"count\":17,\"ids\":[],\"max_context\":8192}";
+    http_request_reply(req, 200, "application/json", answer, sizeof answer - 1);
+}
+
 static const http_route_t fake_routes[] = {
         {"GET", "/v1/models", fake_models},
         {"POST", "/v1/chat/completions", fake_chat},
+        {"POST", "/tokenize", fake_tokenize},
 };
 
 static struct fake *fake_start(bool busy)
@@ -203,7 +221,7 @@ static struct fake *fake_start(bool busy)
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cond, NULL);
     f->busy = busy;
-    http_server_config_t cfg = {.routes = fake_routes, .n_routes = 2, .ud = f};
+    http_server_config_t cfg = {.routes = fake_routes, .n_routes = 3, .ud = f};
     f->server = test_util_server_start(&cfg);
     snprintf(f->url, sizeof f->url, "http://127.0.0.1:%u", http_server_port(f->server));
     return f;
@@ -606,20 +624,26 @@ START_TEST(test_anthropic_messages)
     json_decref(events);
     answer_free(&ans);
 
-    /* count_tokens: the prompt tokens of a one-token completion. */
+    /* count_tokens: the neuron's /tokenize count for the translated request, tools included. */
     ans = call(a, "POST", "/v1/messages/count_tokens?beta=true",
-               "{\"model\":\"claude-x\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+               "{\"model\":\"claude-x\",\"system\":\"S\",\"tools\":[{\"name\":\"t\","
+               "\"input_schema\":{\"type\":\"object\"}}],\"messages\":[{\"role\":\"user\","
+               "\"content\":\"hi\"}]}",
                anthropic_headers, false);
     ck_assert_int_eq(ans.status, 200);
     j = answer_json(&ans);
-    want = json_pack("{s:i}", "input_tokens", 11);
+    want = json_pack("{s:i}", "input_tokens", 17);
     case_util_assert_match("count_tokens", want, j);
     json_decref(want);
     json_decref(j);
     answer_free(&ans);
     sent = fake_last_body(f);
-    ck_assert_int_eq(json_integer_value(json_object_get(sent, "max_tokens")), 1);
-    ck_assert_ptr_null(json_object_get(sent, "stream"));
+    want = json_pack("{s:s, s:[{s:s, s:s}, {s:s, s:s}], s:[{s:s, s:{s:s, s:{s:s}}}]}", "model",
+                     "tiny", "messages", "role", "system", "content", "S", "role", "user",
+                     "content", "hi", "tools", "type", "function", "function", "name", "t",
+                     "parameters", "type", "object");
+    case_util_assert_match("tokenize request", want, sent);
+    json_decref(want);
     json_decref(sent);
 
     /* Errors in the Anthropic form. */
