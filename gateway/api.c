@@ -1,0 +1,455 @@
+/*
+ * gateway/api.c — routes of both dialects, the catalogue refresher and /metrics (see api.h).
+ */
+#include "api.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "anthropic.h"
+#include "buf.h"
+#include "catalog.h"
+#include "error.h"
+#include "http_server.h"
+#include "jsonutil.h"
+#include "log.h"
+#include "openai.h"
+#include "proxy.h"
+#include "timing.h"
+#include "upstream.h"
+#include "xalloc.h"
+
+struct api {
+    struct api_config cfg; /* strings borrowed only during api_create */
+    struct upstream_pool *pool;
+    struct catalog_aliases *aliases;
+    struct proxy *proxy;
+    http_server_t *server;
+    http_server_t *metrics;
+    int64_t started_s; /* wall clock: the "created" of every model */
+
+    pthread_t refresher;
+    bool refresher_started;
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    bool stopping;                   /* under mu */
+    _Atomic uint64_t refreshed_ms;   /* monotonic time of the last successful refresh; 0 never */
+    atomic_uint_fast64_t n_requests; /* requests dispatched to a route */
+    atomic_uint_fast64_t n_rejected; /* answered with a 4xx by a route itself */
+};
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+/* Whether a request on a route shared by both dialects comes from an Anthropic client. */
+static bool api_is_anthropic(http_request_t *req)
+{
+    return http_request_header(req, "anthropic-version") != NULL ||
+           http_request_header(req, "x-api-key") != NULL;
+}
+
+static void api_fail(struct api *a, http_request_t *req, bool anthropic, const struct error *e)
+{
+    atomic_fetch_add(&a->n_rejected, 1);
+    proxy_reply_error(req, anthropic, e);
+}
+
+static bool api_model_exists(const char *name, void *ud)
+{
+    return upstream_pool_has_model(ud, name);
+}
+
+/* The served model for the client's name, or NULL (err set) when nobody serves it. */
+static const char *api_resolve(struct api *a, const char *name, struct error *err)
+{
+    const char *served = catalog_resolve(a->aliases, name, api_model_exists, a->pool);
+    if (!upstream_pool_has_model(a->pool, served)) {
+        error_set(err, ERR_MODEL_NOT_FOUND, "model", "The model '%s' does not exist", name);
+        return NULL;
+    }
+    return served;
+}
+
+/* The parsed body of req, or NULL with err set. */
+static json_t *api_body(http_request_t *req, struct error *err)
+{
+    size_t len;
+    const char *body = http_request_body(req, &len);
+    return jsonutil_parse_object(body, len, err);
+}
+
+/* The common tail of every proxied route: resolve the model, then hand over. norm is
+ * consumed. */
+static void api_proxy(struct api *a, http_request_t *req, enum proxy_kind kind, json_t *norm,
+                      bool anthropic)
+{
+    struct error err = ERROR_INIT;
+    const char *model = json_string_value(json_object_get(norm, "model"));
+    char *client_model = xstrdup(model ? model : "");
+    const char *served = api_resolve(a, client_model, &err);
+    if (!served) {
+        api_fail(a, req, anthropic, &err);
+        json_decref(norm);
+        goto out;
+    }
+    json_object_set_new(norm, "model", json_string(served));
+    const json_t *opts = json_object_get(norm, "stream_options");
+    struct proxy_call call = {
+            .kind = kind,
+            .body = norm,
+            .client_model = client_model,
+            .stream = json_is_true(json_object_get(norm, "stream")),
+            .include_usage = json_is_true(json_object_get(opts, "include_usage")),
+    };
+    proxy_start(a->proxy, req, &call);
+out:
+    free(client_model);
+    error_clear(&err);
+}
+
+/* ---- routes ------------------------------------------------------------------------------- */
+
+typedef int (*api_openai_normalize_fn)(const json_t *req, const struct openai_options *opt,
+                                       json_t **out, struct error *err);
+
+static void api_openai_route(struct api *a, http_request_t *req, enum proxy_kind kind)
+{
+    atomic_fetch_add(&a->n_requests, 1);
+    struct error err = ERROR_INIT;
+    json_t *norm = NULL;
+    json_t *body = api_body(req, &err);
+    struct openai_options opt = {.max_tokens_cap = a->cfg.max_tokens_cap};
+    int rc = -1;
+    if (body) {
+        if (kind == PROXY_KIND_CHAT)
+            rc = openai_chat_request_normalize(body, &opt, &norm, &err);
+        else if (kind == PROXY_KIND_COMPLETION)
+            rc = openai_completion_request_normalize(body, &opt, &norm, &err);
+        else
+            rc = openai_embedding_request_normalize(body, &norm, &err);
+    }
+    json_decref(body);
+    if (rc < 0)
+        api_fail(a, req, false, &err);
+    else
+        api_proxy(a, req, kind, norm, false);
+    error_clear(&err);
+}
+
+static void api_chat(http_request_t *req, void *ud)
+{
+    api_openai_route(ud, req, PROXY_KIND_CHAT);
+}
+
+static void api_completions(http_request_t *req, void *ud)
+{
+    api_openai_route(ud, req, PROXY_KIND_COMPLETION);
+}
+
+static void api_embeddings(http_request_t *req, void *ud)
+{
+    api_openai_route(ud, req, PROXY_KIND_EMBEDDING);
+}
+
+static void api_anthropic_route(struct api *a, http_request_t *req, bool count_tokens)
+{
+    atomic_fetch_add(&a->n_requests, 1);
+    struct error err = ERROR_INIT;
+    json_t *norm = NULL;
+    json_t *body = api_body(req, &err);
+    struct anthropic_options opt = {.max_tokens_cap = a->cfg.max_tokens_cap,
+                                    .count_tokens = count_tokens};
+    int rc = body ? anthropic_request_to_openai(body, &opt, &norm, &err) : -1;
+    json_decref(body);
+    if (rc < 0) {
+        api_fail(a, req, true, &err);
+    } else {
+        api_proxy(a, req, count_tokens ? PROXY_KIND_COUNT_TOKENS : PROXY_KIND_MESSAGES, norm, true);
+    }
+    error_clear(&err);
+}
+
+static void api_messages(http_request_t *req, void *ud)
+{
+    api_anthropic_route(ud, req, false);
+}
+
+static void api_count_tokens(http_request_t *req, void *ud)
+{
+    api_anthropic_route(ud, req, true);
+}
+
+static void api_models(http_request_t *req, void *ud)
+{
+    struct api *a = ud;
+    atomic_fetch_add(&a->n_requests, 1);
+    json_t *ids = upstream_pool_models(a->pool); /* served models; alias patterns are not */
+    json_t *list = catalog_list_json(ids, a->started_s);
+    if (api_is_anthropic(req))
+        http_request_add_reply_header(req, "request-id", http_request_id(req));
+    http_request_reply_json(req, 200, list);
+    json_decref(list);
+    json_decref(ids);
+}
+
+static void api_model(http_request_t *req, void *ud)
+{
+    struct api *a = ud;
+    atomic_fetch_add(&a->n_requests, 1);
+    const char *id = http_request_wildcard(req);
+    struct error err = ERROR_INIT;
+    if (!api_resolve(a, id, &err)) {
+        api_fail(a, req, api_is_anthropic(req), &err);
+        error_clear(&err);
+        return;
+    }
+    json_t *m = catalog_model_json(id, a->started_s);
+    http_request_reply_json(req, 200, m);
+    json_decref(m);
+}
+
+static void api_hello(http_request_t *req, void *ud)
+{
+    (void)ud;
+    http_request_reply(req, 200, "application/json", "{}", 2);
+}
+
+static void api_event_logging(http_request_t *req, void *ud)
+{
+    (void)ud;
+    http_request_reply(req, 200, "application/json", "{}", 2);
+}
+
+static void api_health(http_request_t *req, void *ud)
+{
+    (void)ud;
+    http_request_reply_text(req, 200, "ok\n");
+}
+
+static void api_metrics(http_request_t *req, void *ud)
+{
+    struct api *a = ud;
+    struct buf b = BUF_INIT;
+    buf_append_str(&b, "# HELP cortex_gateway_requests_total Requests dispatched to an API route.\n"
+                       "# TYPE cortex_gateway_requests_total counter\n");
+    buf_appendf(&b, "cortex_gateway_requests_total %llu\n",
+                (unsigned long long)atomic_load(&a->n_requests));
+    buf_append_str(&b, "# HELP cortex_gateway_rejected_total Requests a route refused itself "
+                       "(bad body, unknown model).\n"
+                       "# TYPE cortex_gateway_rejected_total counter\n");
+    buf_appendf(&b, "cortex_gateway_rejected_total %llu\n",
+                (unsigned long long)atomic_load(&a->n_rejected));
+    buf_append_str(&b, "# HELP cortex_gateway_in_flight Requests being proxied now.\n"
+                       "# TYPE cortex_gateway_in_flight gauge\n");
+    buf_appendf(&b, "cortex_gateway_in_flight %u\n", proxy_in_flight(a->proxy));
+    uint64_t refreshed = atomic_load(&a->refreshed_ms);
+    buf_append_str(&b, "# HELP cortex_gateway_catalog_age_seconds Time since the model catalogue "
+                       "was last refreshed (-1: never).\n"
+                       "# TYPE cortex_gateway_catalog_age_seconds gauge\n");
+    if (refreshed)
+        buf_appendf(&b, "cortex_gateway_catalog_age_seconds %.3f\n",
+                    (double)(timing_now_ms() - refreshed) / 1000.0);
+    else
+        buf_append_str(&b, "cortex_gateway_catalog_age_seconds -1\n");
+    buf_append_str(&b, "# HELP cortex_gateway_upstream_in_flight Requests outstanding per "
+                       "upstream, from this gateway's view.\n"
+                       "# TYPE cortex_gateway_upstream_in_flight gauge\n");
+    size_t n = upstream_pool_size(a->pool);
+    for (size_t i = 0; i < n; i++) {
+        int64_t in_flight = 0;
+        upstream_pool_state(a->pool, i, &in_flight, NULL, NULL);
+        buf_append_str(&b, "cortex_gateway_upstream_in_flight{upstream=");
+        buf_append_json_string(&b, upstream_pool_url(a->pool, i),
+                               strlen(upstream_pool_url(a->pool, i)));
+        buf_appendf(&b, "} %lld\n", (long long)in_flight);
+    }
+    buf_append_str(&b, "# HELP cortex_gateway_upstream_ejected Whether an upstream is ejected "
+                       "after consecutive failures.\n"
+                       "# TYPE cortex_gateway_upstream_ejected gauge\n");
+    for (size_t i = 0; i < n; i++) {
+        bool ejected = false;
+        upstream_pool_state(a->pool, i, NULL, NULL, &ejected);
+        buf_append_str(&b, "cortex_gateway_upstream_ejected{upstream=");
+        buf_append_json_string(&b, upstream_pool_url(a->pool, i),
+                               strlen(upstream_pool_url(a->pool, i)));
+        buf_appendf(&b, "} %d\n", ejected ? 1 : 0);
+    }
+    http_request_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+    buf_free(&b);
+}
+
+/* clang-format off */
+static const http_route_t api_routes[] = {
+    {"GET", "/v1/models", api_models},
+    {"GET", "/v1/models/*", api_model},
+    {"POST", "/v1/chat/completions", api_chat},
+    {"POST", "/v1/completions", api_completions},
+    {"POST", "/v1/embeddings", api_embeddings},
+    {"POST", "/v1/messages", api_messages},
+    {"POST", "/v1/messages/count_tokens", api_count_tokens},
+    {"GET", "/api/hello", api_hello},
+    {"HEAD", "/api/hello", api_hello},
+    {"POST", "/api/event_logging/batch", api_event_logging},
+    {"GET", "/health", api_health},
+};
+
+static const http_route_t api_metrics_routes[] = {
+    {"GET", "/metrics", api_metrics},
+    {"GET", "/health", api_health},
+};
+/* clang-format on */
+
+/* ---- catalogue refresher ------------------------------------------------------------------ */
+
+size_t api_refresh_catalog(struct api *a)
+{
+    size_t answered = upstream_pool_refresh(a->pool, 2000);
+    if (answered > 0)
+        atomic_store(&a->refreshed_ms, timing_now_ms());
+    return answered;
+}
+
+static void *api_refresher(void *arg)
+{
+    struct api *a = arg;
+    pthread_mutex_lock(&a->mu);
+    while (!a->stopping) {
+        pthread_mutex_unlock(&a->mu);
+        api_refresh_catalog(a);
+        pthread_mutex_lock(&a->mu);
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        int64_t ms = a->cfg.catalog_refresh_ms;
+        until.tv_sec += ms / 1000;
+        until.tv_nsec += (ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        while (!a->stopping && pthread_cond_timedwait(&a->wake, &a->mu, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+/* ---- life cycle --------------------------------------------------------------------------- */
+
+struct api *api_create(const struct api_config *cfg, char **errmsg)
+{
+    *errmsg = NULL;
+    if (!cfg->open) {
+        *errmsg = xstrdup("API keys need the database, which the gateway does not use yet: "
+                          "start it with --open (no authentication) for local use");
+        return NULL;
+    }
+    if (!cfg->listen || cfg->n_upstreams == 0) {
+        *errmsg = xstrdup("a listen address and at least one upstream are required");
+        return NULL;
+    }
+    struct api *a = xcalloc(1, sizeof *a);
+    a->cfg = *cfg;
+    if (a->cfg.catalog_refresh_ms <= 0)
+        a->cfg.catalog_refresh_ms = 5000;
+    a->started_s = timing_wall_s();
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&a->wake, &ca);
+    pthread_condattr_destroy(&ca);
+
+    char err[256];
+    if (catalog_aliases_parse(cfg->aliases, &a->aliases, err, sizeof err) < 0) {
+        *errmsg = xstrdup(err);
+        goto fail;
+    }
+    a->pool =
+            upstream_pool_create(cfg->upstreams, cfg->n_upstreams, cfg->eject_after, cfg->eject_ms);
+    if (!a->pool) {
+        *errmsg = xasprintf("between 1 and %d upstreams are allowed", UPSTREAM_MAX);
+        goto fail;
+    }
+    struct proxy_settings ps = {
+            .pool = a->pool,
+            .connect_timeout_ms = cfg->upstream_connect_timeout_ms,
+            .idle_timeout_ms = cfg->upstream_idle_timeout_ms,
+            .max_attempts = cfg->max_attempts,
+            .ping_interval_ms = cfg->ping_interval_ms,
+            .max_in_flight = cfg->max_in_flight,
+    };
+    a->proxy = proxy_create(&ps);
+
+    http_server_config_t sc = {
+            .listen = cfg->listen,
+            .routes = api_routes,
+            .n_routes = sizeof api_routes / sizeof api_routes[0],
+            .ud = a,
+            .max_body_bytes = cfg->max_body_bytes > 0 ? (size_t)cfg->max_body_bytes : 0,
+            .max_connections = cfg->max_connections,
+            .header_timeout_s = cfg->header_timeout_s,
+            .idle_timeout_s = cfg->idle_timeout_s,
+            .threads = cfg->threads ? cfg->threads : 2,
+    };
+    a->server = http_server_create(&sc, errmsg);
+    if (!a->server)
+        goto fail;
+    if (cfg->metrics_listen && cfg->metrics_listen[0]) {
+        http_server_config_t mc = {
+                .listen = cfg->metrics_listen,
+                .routes = api_metrics_routes,
+                .n_routes = sizeof api_metrics_routes / sizeof api_metrics_routes[0],
+                .ud = a,
+                .max_connections = 64,
+        };
+        a->metrics = http_server_create(&mc, errmsg);
+        if (!a->metrics)
+            goto fail;
+    }
+    if (pthread_create(&a->refresher, NULL, api_refresher, a) != 0) {
+        *errmsg = xstrdup("cannot start the catalogue refresher thread");
+        goto fail;
+    }
+    a->refresher_started = true;
+    a->cfg.listen = NULL; /* borrowed strings are not kept */
+    a->cfg.metrics_listen = NULL;
+    a->cfg.upstreams = NULL;
+    a->cfg.aliases = NULL;
+    return a;
+fail:
+    api_destroy(a);
+    return NULL;
+}
+
+uint16_t api_port(const struct api *a)
+{
+    return a->server ? http_server_port(a->server) : 0;
+}
+
+uint16_t api_metrics_port(const struct api *a)
+{
+    return a->metrics ? http_server_port(a->metrics) : 0;
+}
+
+void api_destroy(struct api *a)
+{
+    if (!a)
+        return;
+    if (a->refresher_started) {
+        pthread_mutex_lock(&a->mu);
+        a->stopping = true;
+        pthread_cond_broadcast(&a->wake);
+        pthread_mutex_unlock(&a->mu);
+        pthread_join(a->refresher, NULL);
+    }
+    http_server_destroy(a->metrics);
+    http_server_destroy(a->server); /* every request in flight learns its client is gone */
+    proxy_destroy(a->proxy);
+    upstream_pool_destroy(a->pool);
+    catalog_aliases_destroy(a->aliases);
+    pthread_cond_destroy(&a->wake);
+    pthread_mutex_destroy(&a->mu);
+    free(a);
+}
