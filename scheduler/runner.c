@@ -554,7 +554,19 @@ int runner_cycle(runner_t *r)
         LOG_WARN("database: %s", db_last_error(r->db));
         return -1;
     }
-    r->generation_seen = db_generation(r->db);
+    if (db_generation(r->db) != r->generation_seen) {
+        /* A new session. A leader stopped inside a write transaction holds the lease row FOR
+         * SHARE and would keep any successor from taking over: the server ends such a
+         * transaction after half a lease. */
+        char ms[32];
+        snprintf(ms, sizeof ms, "%" PRId64, r->lease_ms / 2 > 0 ? r->lease_ms / 2 : 1);
+        const char *params[] = {ms};
+        if (db_exec_command(r->db,
+                            "SELECT set_config('idle_in_transaction_session_timeout', $1, false)",
+                            1, params, NULL) < 0)
+            LOG_WARN("idle_in_transaction_session_timeout: %s", db_last_error(r->db));
+        r->generation_seen = db_generation(r->db);
+    }
     struct fleet *f = NULL;
     char *err = NULL;
     if (fleet_read(r->db, &f, &err) < 0) {
