@@ -3,7 +3,7 @@
 -- The expected lists are written out here on purpose: a migration that drops or renames
 -- something the processes rely on must fail this file.
 BEGIN;
-SELECT plan(95);
+SELECT plan(98);
 
 SELECT has_schema('cortex');
 SELECT has_schema('cortex_part');
@@ -37,7 +37,9 @@ SELECT functions_are('cortex', ARRAY[
     'remove_model', 'alias_model', 'unalias_model', 'pin_model', 'unpin_model', 'set_priority',
     'set_idle_ttl', 'set_replicas', 'set_tensor_parallel', 'request_load', 'request_unload',
     'drain_node', 'undrain_node', 'remove_node', 'create_api_key', 'api_key_lookup',
-    'revoke_api_key', 'set_setting', 'reset_setting'
+    'revoke_api_key', 'set_setting', 'reset_setting',
+    -- scheduler (0007)
+    'placement_move', 'model_retry_loads', 'demand_failover'
 ]);
 
 -- tables
@@ -61,7 +63,7 @@ SELECT columns_are('cortex', 'node_models', ARRAY['node_id', 'name', 'format', '
     'size_bytes', 'memory_bytes', 'context_length', 'path', 'scanned_at']);
 SELECT columns_are('cortex', 'placements', ARRAY['id', 'model_id', 'node_id', 'state', 'reason',
     'epoch', 'memory_bytes', 'progress_bytes', 'progress_total_bytes', 'created_at',
-    'state_changed_at', 'ready_at', 'ended_at', 'last_used_at']);
+    'state_changed_at', 'ready_at', 'ended_at', 'last_used_at', 'replaces_id']);
 SELECT columns_are('cortex', 'placement_gpus', ARRAY['placement_id', 'node_id', 'gpu_id', 'rank']);
 SELECT columns_are('cortex', 'demand', ARRAY['id', 'model_id', 'kind', 'node_id', 'source',
     'state', 'reason', 'wanted_count', 'created_at', 'last_wanted_at', 'resolved_at', 'epoch',
@@ -132,7 +134,7 @@ SELECT set_eq('SELECT key FROM cortex.settings', ARRAY[
     'eviction_strategy', 'defrag_after_cycles', 'heartbeat_interval', 'heartbeat_grace',
     'idle_ttl', 'max_load_attempts', 'load_timeout', 'scheduler_tick', 'lease_duration',
     'demand_ttl', 'request_retention', 'request_partitions_ahead', 'auto_register_models',
-    'device_memory_reserve_mib'], 'the settings are all there');
+    'device_memory_reserve_mib', 'evict_in_flight'], 'the settings are all there');
 
 -- signatures the processes call (argument types in order)
 SELECT has_function('cortex', f, args, format('cortex.%s(%s)', f, array_to_string(args, ', ')))
@@ -177,7 +179,10 @@ SELECT has_function('cortex', f, args, format('cortex.%s(%s)', f, array_to_strin
     ('revoke_api_key', ARRAY['bigint']),
     ('revoke_api_key', ARRAY['text']),
     ('set_setting', ARRAY['text', 'text']),
-    ('reset_setting', ARRAY['text'])
+    ('reset_setting', ARRAY['text']),
+    ('placement_move', ARRAY['bigint', 'bigint', 'bigint', 'bigint[]', 'bigint']),
+    ('model_retry_loads', ARRAY['bigint', 'bigint']),
+    ('demand_failover', ARRAY['bigint', 'bigint'])
   ) AS t(f, args);
 
 -- triggers that carry the rules
