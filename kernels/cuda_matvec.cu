@@ -10,6 +10,12 @@
  * with shuffles and lane 0 stores. The output type and the residual add are run-time flags:
  * they touch one value per row and token, and keeping them out of the template halves the
  * number of kernels.
+ *
+ * A group of products sharing x is one grid: warps are numbered across the matrices and each
+ * finds its matrix from the running warp counts. With programmatic dependent launch (sm_90+),
+ * each block lets the next kernel launch at once (griddepcontrol.launch_dependents), and issues
+ * its first weight loads before griddepcontrol.wait, which returns once the previous kernel has
+ * finished and its writes are visible; only then are x read and y written.
  */
 #include "cuda_check.cuh"
 #include "cuda_matvec.h"
@@ -22,20 +28,48 @@ static const struct {
     int rows, unroll;
     const char *name;
 } matvec_variants[] = {
-        {0, 0, "auto"}, {1, 4, "r1u4"}, {1, 8, "r1u8"}, {2, 2, "r2u2"},
-        {2, 4, "r2u4"}, {4, 2, "r4u2"}, {4, 4, "r4u4"},
+        {0, 0, "auto"}, {1, 4, "r1u4"}, {1, 8, "r1u8"}, {2, 2, "r2u2"}, {2, 4, "r2u4"},
+        {4, 2, "r4u2"}, {4, 4, "r4u4"}, {8, 1, "r8u1"}, {8, 2, "r8u2"},
 };
 #define MATVEC_VARIANTS ((int)(sizeof matvec_variants / sizeof matvec_variants[0]) - 1)
 
-/* The default configuration per batch size (index = batch). */
-static const int matvec_default_variant[CUDA_MATVEC_MAX_BATCH + 1] = {0, 4, 4, 5, 5, 5, 5, 5, 5};
+/* The default configuration per batch size (index = batch), from bench_matvec on an H100
+ * (docs in kernels/README.md): one row per warp at batch 1, more rows per warp as the batch
+ * grows so each x load feeds more weights. */
+static const int matvec_default_variant[CUDA_MATVEC_MAX_BATCH + 1] = {0, 1, 3, 5, 5, 6, 6, 6, 6};
+
+struct matvec_group {
+    const __nv_bfloat16 *w[CUDA_MATVEC_MAX_GROUP];
+    void *y[CUDA_MATVEC_MAX_GROUP];
+    int64_t rows[CUDA_MATVEC_MAX_GROUP], y_stride[CUDA_MATVEC_MAX_GROUP];
+    int64_t warp_end[CUDA_MATVEC_MAX_GROUP]; /* running count of warps up to matrix i */
+    bool y_bf16[CUDA_MATVEC_MAX_GROUP], accumulate[CUDA_MATVEC_MAX_GROUP];
+    int n;
+    int64_t cols;
+    const void *x;
+    int64_t x_stride;
+};
+
+__device__ __forceinline__ void matvec_allow_next(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void matvec_wait_prev(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
 
 __device__ __forceinline__ uint4 matvec_load_stream(const uint4 *p)
 {
     uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
     return v;
 }
 
@@ -87,34 +121,47 @@ __device__ __forceinline__ void matvec_store(void *y, int64_t i, float v, bool y
     }
 }
 
-template <int B, int R, int U, typename TX>
-__global__ void __launch_bounds__(MATVEC_THREADS)
-        matvec_fast_kernel(const __nv_bfloat16 *w, int64_t rows, int64_t cols, const TX *x,
-                           int64_t xs, void *y, int64_t ys, bool y_bf16, bool accumulate)
+/* The matrix of global warp gw, and the warp's index inside it. */
+__device__ __forceinline__ int matvec_find(const struct matvec_group &g, int64_t gw, int64_t *wi)
 {
-    int64_t row0 = ((int64_t)blockIdx.x * (MATVEC_THREADS / 32) + threadIdx.x / 32) * R;
+    int m = 0;
+    while (m + 1 < g.n && gw >= g.warp_end[m])
+        m++;
+    *wi = gw - (m ? g.warp_end[m - 1] : 0);
+    return m;
+}
+
+template <int B, int R, int U, typename TX>
+__global__ void __launch_bounds__(MATVEC_THREADS) matvec_fast_kernel(const struct matvec_group g)
+{
+    matvec_allow_next();
+    int64_t gw = (int64_t)blockIdx.x * (MATVEC_THREADS / 32) + threadIdx.x / 32, wi;
     int lane = threadIdx.x % 32;
-    if (row0 >= rows)
+    if (gw >= g.warp_end[g.n - 1])
         return;
-    int64_t c8 = cols / 8;
+    int m = matvec_find(g, gw, &wi);
+    int64_t rows = g.rows[m], row0 = wi * R, c8 = g.cols / 8;
     const uint4 *wr[R];
 #pragma unroll
     for (int r = 0; r < R; r++) /* rows past the end re-read the last one; never stored */
-        wr[r] = (const uint4 *)(w + min(row0 + r, rows - 1) * cols);
+        wr[r] = (const uint4 *)(g.w[m] + min(row0 + r, rows - 1) * g.cols);
+    const TX *x = (const TX *)g.x;
     float acc[B][R];
 #pragma unroll
     for (int b = 0; b < B; b++)
 #pragma unroll
         for (int r = 0; r < R; r++)
             acc[b][r] = 0.0f;
-    for (int64_t c = lane; c < c8; c += 32 * U) {
-        uint4 wv[U][R];
+    uint4 wv[U][R];
+    int64_t c = lane;
 #pragma unroll
-        for (int u = 0; u < U; u++)
+    for (int u = 0; u < U; u++)
 #pragma unroll
-            for (int r = 0; r < R; r++)
-                wv[u][r] = c + 32 * u < c8 ? matvec_load_stream(wr[r] + c + 32 * u)
-                                           : make_uint4(0, 0, 0, 0);
+        for (int r = 0; r < R; r++)
+            wv[u][r] = c + 32 * u < c8 ? matvec_load_stream(wr[r] + c + 32 * u)
+                                       : make_uint4(0, 0, 0, 0);
+    matvec_wait_prev(); /* x is the previous kernel's output */
+    while (c < c8) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             if (c + 32 * u >= c8)
@@ -122,12 +169,21 @@ __global__ void __launch_bounds__(MATVEC_THREADS)
 #pragma unroll
             for (int b = 0; b < B; b++) {
                 float xv[8];
-                matvec_load_x8(x + b * xs + (c + 32 * u) * 8, xv);
+                matvec_load_x8(x + b * g.x_stride + (c + 32 * u) * 8, xv);
 #pragma unroll
                 for (int r = 0; r < R; r++)
                     acc[b][r] = matvec_dot8(wv[u][r], xv, acc[b][r]);
             }
         }
+        c += 32 * U;
+        if (c >= c8)
+            break;
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                wv[u][r] = c + 32 * u < c8 ? matvec_load_stream(wr[r] + c + 32 * u)
+                                           : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int b = 0; b < B; b++)
@@ -135,96 +191,121 @@ __global__ void __launch_bounds__(MATVEC_THREADS)
         for (int r = 0; r < R; r++) {
             float s = cuda_warp_sum(acc[b][r]);
             if (lane == 0 && row0 + r < rows)
-                matvec_store(y, b * ys + row0 + r, s, y_bf16, accumulate);
+                matvec_store(g.y[m], b * g.y_stride[m] + row0 + r, s, g.y_bf16[m], g.accumulate[m]);
         }
 }
 
 /* Any shape and alignment: a warp per row, one weight per lane and step. */
 template <int B, typename TX>
-__global__ void __launch_bounds__(MATVEC_THREADS)
-        matvec_any_kernel(const __nv_bfloat16 *w, int64_t rows, int64_t cols, const TX *x,
-                          int64_t xs, void *y, int64_t ys, bool y_bf16, bool accumulate)
+__global__ void __launch_bounds__(MATVEC_THREADS) matvec_any_kernel(const struct matvec_group g)
 {
-    int64_t row = (int64_t)blockIdx.x * (MATVEC_THREADS / 32) + threadIdx.x / 32;
+    matvec_allow_next();
+    matvec_wait_prev();
+    int64_t gw = (int64_t)blockIdx.x * (MATVEC_THREADS / 32) + threadIdx.x / 32, row;
     int lane = threadIdx.x % 32;
-    if (row >= rows)
+    if (gw >= g.warp_end[g.n - 1])
         return;
-    const __nv_bfloat16 *wr = w + row * cols;
+    int m = matvec_find(g, gw, &row);
+    const __nv_bfloat16 *wr = g.w[m] + row * g.cols;
+    const TX *x = (const TX *)g.x;
     float acc[B];
 #pragma unroll
     for (int b = 0; b < B; b++)
         acc[b] = 0.0f;
-    for (int64_t c = lane; c < cols; c += 32) {
+    for (int64_t c = lane; c < g.cols; c += 32) {
         float wv = __bfloat162float(wr[c]);
 #pragma unroll
         for (int b = 0; b < B; b++)
-            acc[b] = fmaf(wv, cuda_to_f32(x[b * xs + c]), acc[b]);
+            acc[b] = fmaf(wv, cuda_to_f32(x[b * g.x_stride + c]), acc[b]);
     }
 #pragma unroll
     for (int b = 0; b < B; b++) {
         float s = cuda_warp_sum(acc[b]);
         if (lane == 0)
-            matvec_store(y, b * ys + row, s, y_bf16, accumulate);
+            matvec_store(g.y[m], b * g.y_stride[m] + row, s, g.y_bf16[m], g.accumulate[m]);
     }
 }
 
-template <int B, int R, int U, typename TX>
-static void matvec_fast_launch(const struct cuda_matvec *m, cudaStream_t stream)
+struct matvec_launch {
+    int variant; /* 1.. fast kernel configuration; 0 = the slow kernel */
+    bool overlap;
+    cudaStream_t stream;
+};
+
+/* Fills the per-matrix warp counts for R rows per warp; returns the total. */
+static int64_t matvec_plan(struct matvec_group *g, int rows_per_warp)
 {
-    int64_t warps = (m->rows + R - 1) / R;
-    matvec_fast_kernel<B, R, U, TX>
-            <<<cuda_blocks(warps, MATVEC_THREADS / 32), MATVEC_THREADS, 0, stream>>>(
-                    (const __nv_bfloat16 *)m->w, m->rows, m->cols, (const TX *)m->x, m->x_stride,
-                    m->y, m->y_stride, m->y_type == DTYPE_BF16, m->accumulate);
+    int64_t total = 0;
+    for (int i = 0; i < g->n; i++) {
+        total += (g->rows[i] + rows_per_warp - 1) / rows_per_warp;
+        g->warp_end[i] = total;
+    }
+    return total;
+}
+
+template <typename K>
+static cudaError_t matvec_start(K kernel, struct matvec_group *g, int rows_per_warp,
+                                const struct matvec_launch *l)
+{
+    int64_t warps = matvec_plan(g, rows_per_warp);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(cuda_blocks(warps, MATVEC_THREADS / 32));
+    cfg.blockDim = dim3(MATVEC_THREADS);
+    cfg.stream = l->stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = l->overlap ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, *g);
 }
 
 template <int B, typename TX>
-static void matvec_launch_batch(const struct cuda_matvec *m, int variant, bool fast,
-                                cudaStream_t stream)
+static cudaError_t matvec_launch_batch(struct matvec_group *g, const struct matvec_launch *l)
 {
-    if (!fast) {
-        matvec_any_kernel<B, TX>
-                <<<cuda_blocks(m->rows, MATVEC_THREADS / 32), MATVEC_THREADS, 0, stream>>>(
-                        (const __nv_bfloat16 *)m->w, m->rows, m->cols, (const TX *)m->x,
-                        m->x_stride, m->y, m->y_stride, m->y_type == DTYPE_BF16, m->accumulate);
-        return;
-    }
-    switch (variant) {
+    switch (l->variant) {
+    case 0:
+        return matvec_start(matvec_any_kernel<B, TX>, g, 1, l);
     case 1:
-        return matvec_fast_launch<B, 1, 4, TX>(m, stream);
+        return matvec_start(matvec_fast_kernel<B, 1, 4, TX>, g, 1, l);
     case 2:
-        return matvec_fast_launch<B, 1, 8, TX>(m, stream);
+        return matvec_start(matvec_fast_kernel<B, 1, 8, TX>, g, 1, l);
     case 3:
-        return matvec_fast_launch<B, 2, 2, TX>(m, stream);
+        return matvec_start(matvec_fast_kernel<B, 2, 2, TX>, g, 2, l);
     case 4:
-        return matvec_fast_launch<B, 2, 4, TX>(m, stream);
+        return matvec_start(matvec_fast_kernel<B, 2, 4, TX>, g, 2, l);
     case 5:
-        return matvec_fast_launch<B, 4, 2, TX>(m, stream);
+        return matvec_start(matvec_fast_kernel<B, 4, 2, TX>, g, 4, l);
+    case 6:
+        return matvec_start(matvec_fast_kernel<B, 4, 4, TX>, g, 4, l);
+    case 7:
+        return matvec_start(matvec_fast_kernel<B, 8, 1, TX>, g, 8, l);
     default:
-        return matvec_fast_launch<B, 4, 4, TX>(m, stream);
+        return matvec_start(matvec_fast_kernel<B, 8, 2, TX>, g, 8, l);
     }
 }
 
 template <typename TX>
-static void matvec_launch(const struct cuda_matvec *m, int variant, bool fast, cudaStream_t stream)
+static cudaError_t matvec_launch_type(struct matvec_group *g, int batch,
+                                      const struct matvec_launch *l)
 {
-    switch (m->batch) {
+    switch (batch) {
     case 1:
-        return matvec_launch_batch<1, TX>(m, variant, fast, stream);
+        return matvec_launch_batch<1, TX>(g, l);
     case 2:
-        return matvec_launch_batch<2, TX>(m, variant, fast, stream);
+        return matvec_launch_batch<2, TX>(g, l);
     case 3:
-        return matvec_launch_batch<3, TX>(m, variant, fast, stream);
+        return matvec_launch_batch<3, TX>(g, l);
     case 4:
-        return matvec_launch_batch<4, TX>(m, variant, fast, stream);
+        return matvec_launch_batch<4, TX>(g, l);
     case 5:
-        return matvec_launch_batch<5, TX>(m, variant, fast, stream);
+        return matvec_launch_batch<5, TX>(g, l);
     case 6:
-        return matvec_launch_batch<6, TX>(m, variant, fast, stream);
+        return matvec_launch_batch<6, TX>(g, l);
     case 7:
-        return matvec_launch_batch<7, TX>(m, variant, fast, stream);
+        return matvec_launch_batch<7, TX>(g, l);
     default:
-        return matvec_launch_batch<8, TX>(m, variant, fast, stream);
+        return matvec_launch_batch<8, TX>(g, l);
     }
 }
 
@@ -233,33 +314,75 @@ static bool matvec_aligned(const void *p)
     return ((uintptr_t)p & 15) == 0;
 }
 
-extern "C" int cuda_matvec_variant(const struct cuda_matvec *m, int variant, cudaStream_t stream)
+/* Whether the current device takes programmatic dependent launch (sm_90+). */
+static bool matvec_overlap_supported(void)
 {
-    bool types_ok = m->w_type == DTYPE_BF16 &&
-                    (m->x_type == DTYPE_F32 || m->x_type == DTYPE_BF16) &&
-                    (m->y_type == DTYPE_F32 || m->y_type == DTYPE_BF16);
-    if (!types_ok || m->rows < 1 || m->cols < 1 || m->batch < 1 ||
-        m->batch > CUDA_MATVEC_MAX_BATCH ||
-        (m->batch > 1 && (m->x_stride < m->cols || m->y_stride < m->rows)) || !m->w || !m->x ||
-        !m->y || variant < 0 || variant > MATVEC_VARIANTS)
-        return cuda_fail_args("cuda_matvec", "bf16 weights, f32/bf16 x and y, batch 1..8, "
-                                             "x_stride >= cols, y_stride >= rows");
-    if (variant == 0)
-        variant = matvec_default_variant[m->batch];
-    size_t xe = m->x_type == DTYPE_F32 ? 4 : 2;
-    bool fast = m->cols % 8 == 0 && matvec_aligned(m->w) && matvec_aligned(m->x) &&
-                (m->batch == 1 || (m->x_stride * xe) % 16 == 0);
-    if (m->x_type == DTYPE_F32)
-        matvec_launch<float>(m, variant, fast, stream);
-    else
-        matvec_launch<__nv_bfloat16>(m, variant, fast, stream);
+    int dev = 0, major = 0;
+    return cudaGetDevice(&dev) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+           major >= 9;
+}
+
+static bool matvec_one_ok(const struct cuda_matvec *m)
+{
+    return m->w_type == DTYPE_BF16 && (m->x_type == DTYPE_F32 || m->x_type == DTYPE_BF16) &&
+           (m->y_type == DTYPE_F32 || m->y_type == DTYPE_BF16) && m->rows >= 1 && m->cols >= 1 &&
+           m->batch >= 1 && m->batch <= CUDA_MATVEC_MAX_BATCH &&
+           (m->batch == 1 || (m->x_stride >= m->cols && m->y_stride >= m->rows)) && m->w && m->x &&
+           m->y;
+}
+
+extern "C" int cuda_matvec_tuned(const struct cuda_matvec *m, int n, int variant, bool overlap,
+                                 cudaStream_t stream)
+{
+    if (n < 1 || n > CUDA_MATVEC_MAX_GROUP || variant < 0 || variant > MATVEC_VARIANTS)
+        return cuda_fail_args("cuda_matvec", "1..8 products, a known variant");
+    struct matvec_group g = {};
+    bool fast = true;
+    for (int i = 0; i < n; i++) {
+        if (!matvec_one_ok(&m[i]) ||
+            (i > 0 &&
+             (m[i].x != m[0].x || m[i].x_type != m[0].x_type || m[i].cols != m[0].cols ||
+              m[i].batch != m[0].batch || (m[0].batch > 1 && m[i].x_stride != m[0].x_stride))))
+            return cuda_fail_args("cuda_matvec", "bf16 weights, f32/bf16 x and y, batch 1..8, "
+                                                 "x_stride >= cols, y_stride >= rows, one x "
+                                                 "for a group");
+        g.w[i] = (const __nv_bfloat16 *)m[i].w;
+        g.y[i] = m[i].y;
+        g.rows[i] = m[i].rows;
+        g.y_stride[i] = m[i].y_stride;
+        g.y_bf16[i] = m[i].y_type == DTYPE_BF16;
+        g.accumulate[i] = m[i].accumulate;
+        fast = fast && matvec_aligned(m[i].w);
+    }
+    g.n = n;
+    g.cols = m[0].cols;
+    g.x = m[0].x;
+    g.x_stride = m[0].x_stride;
+    size_t xe = m[0].x_type == DTYPE_F32 ? 4 : 2;
+    fast = fast && m[0].cols % 8 == 0 && matvec_aligned(m[0].x) &&
+           (m[0].batch == 1 || (m[0].x_stride * xe) % 16 == 0);
+    struct matvec_launch l = {.variant = !fast     ? 0
+                                         : variant ? variant
+                                                   : matvec_default_variant[m[0].batch],
+                              .overlap = overlap && matvec_overlap_supported(),
+                              .stream = stream};
+    cudaError_t err = m[0].x_type == DTYPE_F32
+                              ? matvec_launch_type<float>(&g, m[0].batch, &l)
+                              : matvec_launch_type<__nv_bfloat16>(&g, m[0].batch, &l);
+    CUDA_TRY(err);
     CUDA_TRY(cudaGetLastError());
     return 0;
 }
 
+extern "C" int cuda_matvec_group(const struct cuda_matvec *m, int n, cudaStream_t stream)
+{
+    return cuda_matvec_tuned(m, n, 0, true, stream);
+}
+
 extern "C" int cuda_matvec(const struct cuda_matvec *m, cudaStream_t stream)
 {
-    return cuda_matvec_variant(m, 0, stream);
+    return cuda_matvec_tuned(m, 1, 0, true, stream);
 }
 
 extern "C" int cuda_matvec_variant_count(void)

@@ -11,6 +11,12 @@
  * fast path (16-byte weight loads that bypass L1, several in flight per thread) needs cols % 8
  * == 0 and 16-byte aligned W, x and x rows; other shapes take a correct but slower path. All
  * pointers are device memory; the work is queued on stream.
+ *
+ * Launch overlap: on sm_90 and newer the products are launched with programmatic dependent
+ * launch. A product's first weight loads are issued before it waits for the previous kernel on
+ * the stream to finish (weights never depend on it), and it reads x and touches y only after
+ * that wait, so it is always ordered after its predecessor while its start-up hides under the
+ * predecessor's tail. This holds inside CUDA graphs too.
  */
 #ifndef CORTEX_KERNELS_CUDA_MATVEC_H
 #define CORTEX_KERNELS_CUDA_MATVEC_H
@@ -41,16 +47,26 @@ struct cuda_matvec {
     bool accumulate;
 };
 
+#define CUDA_MATVEC_MAX_GROUP 8
+
 /* Queues y (+)= W x with the kernel configuration chosen for this shape; -1 (reason in
  * cuda_last_error()) for bad shapes or types, or a launch error. */
 int cuda_matvec(const struct cuda_matvec *m, cudaStream_t stream)
         __attribute__((warn_unused_result));
 
-/* Benchmark and test hooks: the same product with one fixed configuration of the fast kernel,
- * variant 1..cuda_matvec_variant_count() (0 = the default choice, as cuda_matvec()). Shapes the
- * fast kernel cannot take use the slow path whatever the variant. */
-int cuda_matvec_variant(const struct cuda_matvec *m, int variant, cudaStream_t stream)
+/* Queues n (1..CUDA_MATVEC_MAX_GROUP) products that read the same activations (q/k/v,
+ * gate/up, a GDN layer's qkv/z/b/a) as one launch: m[i] share x, x_type, x_stride, cols, batch
+ * and w_type; w, rows, y, y_type, y_stride and accumulate are each product's own. One launch
+ * instead of n saves n - 1 start-ups and tails. -1 as cuda_matvec(). */
+int cuda_matvec_group(const struct cuda_matvec *m, int n, cudaStream_t stream)
         __attribute__((warn_unused_result));
+
+/* Benchmark and test hooks: cuda_matvec_group() with one fixed configuration of the fast
+ * kernel, variant 1..cuda_matvec_variant_count() (0 = the default choice), and with the launch
+ * overlap on or off. Shapes the fast kernel cannot take use the slow path whatever the
+ * variant. */
+int cuda_matvec_tuned(const struct cuda_matvec *m, int n, int variant, bool overlap,
+                      cudaStream_t stream) __attribute__((warn_unused_result));
 int cuda_matvec_variant_count(void);
 /* "r2u4" (rows per warp, loads in flight per row); "auto" for 0; NULL when out of range. */
 const char *cuda_matvec_variant_name(int variant);

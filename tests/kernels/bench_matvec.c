@@ -4,14 +4,16 @@
  *
  *   bench_matvec [--no-model]
  *
- * 1. cudaMemcpy device-to-device of 1 GiB: bytes read + written per second (the ceiling).
+ * 1. cudaMemcpy device-to-device of 1 GiB, launched one by one and as a graph: bytes read +
+ *    written per second (the reference ceiling).
  * 2. Each weight shape of the 27B model (and its lm_head) at batch 1, 2, 4 and 8: every kernel
- *    configuration, the default one and cublasGemmEx (bf16 x, fp32 y), each as a CUDA graph of
- *    launches that rotate over enough copies of the matrix to defeat the 50 MB L2; GB/s counts
- *    weight bytes only.
+ *    configuration, the default one with and without the launch overlap, and cublasGemmEx
+ *    (bf16 x, fp32 y), each as a CUDA graph of launches that rotate over enough copies of the
+ *    matrix to defeat the 50 MB L2; GB/s counts weight bytes only.
  * 3. (unless --no-model) Every Linear of the 27B model (48 GDN + 16 attention layers, MLPs,
- *    lm_head; 51.3 GB of random bf16 made on the GPU) as one graph, ours vs cuBLAS: the
- *    batch-1 decode step's floor when nothing but weights is read.
+ *    lm_head; 51.3 GB of random bf16 made on the GPU) as one graph: ours one launch per matrix
+ *    with and without the overlap, ours grouped by shared input (qkv/z/b/a, q/k/v, gate/up),
+ *    and cuBLAS: the decode step's floor when nothing but weights is read.
  * Timings are medians of graph replays measured with events, after warm-up.
  */
 #include "cuda_device.h"
@@ -20,6 +22,7 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,13 +84,31 @@ static float bench_graph(cudaGraphExec_t g, int reps)
     return t[reps / 2];
 }
 
-static double bench_copy(void)
+/* GB/s (read + write) of 1 GiB device-to-device copies: one by one (median of single copies
+ * timed with events) in *single, and four back to back in a graph in *graphed. */
+static void bench_copy(double *single, double *graphed)
 {
     size_t bytes = (size_t)1 << 30;
     void *a, *b;
     CK(cudaMalloc(&a, bytes));
     CK(cudaMalloc(&b, bytes));
     KC(cuda_random_fill(DTYPE_F32, a, (int64_t)(bytes / 4), 1, 1.0f, stream));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    float t[15];
+    for (int i = -3; i < 15; i++) {
+        CK(cudaEventRecord(e0, stream));
+        CK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream));
+        CK(cudaEventRecord(e1, stream));
+        CK(cudaEventSynchronize(e1));
+        if (i >= 0)
+            CK(cudaEventElapsedTime(&t[i], e0, e1));
+    }
+    qsort(t, 15, sizeof t[0], cmp_float);
+    *single = 2.0 * (double)bytes / (t[7] * 1e-3) / 1e9;
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
@@ -96,54 +117,66 @@ static double bench_copy(void)
     CK(cudaStreamEndCapture(stream, &graph));
     CK(cudaGraphInstantiate(&exec, graph, 0));
     float ms = bench_graph(exec, 15);
+    *graphed = 4.0 * 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
     CK(cudaGraphExecDestroy(exec));
     CK(cudaGraphDestroy(graph));
     CK(cudaFree(a));
     CK(cudaFree(b));
-    return 4.0 * 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
 }
 
+/* One launch: n products sharing x (n = 1 for a single matrix). */
 struct mv_job {
-    const void *w;
-    int64_t rows, cols;
+    int n;
+    const void *w[4];
+    int64_t rows[4], cols;
 };
 
-/* Queues one product: variant >= 0 is ours (0 = default), -1 is cuBLAS (needs bf16 x). */
-static void run_one(const struct mv_job *j, int batch, int variant, enum dtype xt, const void *x,
-                    float *y)
+enum { RUN_CUBLAS = -1 };
+
+/* Queues one job: variant >= 0 is ours (0 = default), RUN_CUBLAS one cublasGemmEx per matrix
+ * (needs bf16 x). Outputs all go to y (the contents do not matter here). */
+static void run_one(const struct mv_job *j, int batch, int variant, bool overlap, enum dtype xt,
+                    const void *x, float *y)
 {
-    if (variant < 0) {
+    if (variant == RUN_CUBLAS) {
         const float one = 1.0f, zero = 0.0f;
-        CB(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)j->rows, batch, (int)j->cols, &one,
-                        j->w, CUDA_R_16BF, (int)j->cols, x, CUDA_R_16BF, (int)j->cols, &zero, y,
-                        CUDA_R_32F, (int)j->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        for (int i = 0; i < j->n; i++)
+            CB(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)j->rows[i], batch, (int)j->cols,
+                            &one, j->w[i], CUDA_R_16BF, (int)j->cols, x, CUDA_R_16BF, (int)j->cols,
+                            &zero, y, CUDA_R_32F, (int)j->rows[i], CUBLAS_COMPUTE_32F,
+                            CUBLAS_GEMM_DEFAULT));
         return;
     }
-    struct cuda_matvec m = {.w_type = DTYPE_BF16,
-                            .w = j->w,
-                            .rows = j->rows,
-                            .cols = j->cols,
-                            .x_type = xt,
-                            .x = x,
-                            .x_stride = j->cols,
-                            .y_type = DTYPE_F32,
-                            .y = y,
-                            .y_stride = j->rows,
-                            .batch = batch};
-    KC(cuda_matvec_variant(&m, variant, stream));
+    struct cuda_matvec m[4];
+    int64_t off = 0;
+    for (int i = 0; i < j->n; i++) {
+        m[i] = (struct cuda_matvec){.w_type = DTYPE_BF16,
+                                    .w = j->w[i],
+                                    .rows = j->rows[i],
+                                    .cols = j->cols,
+                                    .x_type = xt,
+                                    .x = x,
+                                    .x_stride = j->cols,
+                                    .y_type = DTYPE_F32,
+                                    .y = y + off,
+                                    .y_stride = j->rows[i]};
+        m[i].batch = batch;
+        off += j->rows[i] * batch;
+    }
+    KC(cuda_matvec_tuned(m, j->n, variant, overlap, stream));
 }
 
-/* Median ms of one replay of all jobs in order. */
-static float bench_jobs(const struct mv_job *jobs, int n, int batch, int variant, enum dtype xt,
-                        const void *x, float *y, int reps)
+/* Median ms of one replay of all jobs in order, as one graph. */
+static float bench_jobs(const struct mv_job *jobs, int n, int batch, int variant, bool overlap,
+                        enum dtype xt, const void *x, float *y, int reps)
 {
-    run_one(&jobs[0], batch, variant, xt, x, y); /* cuBLAS picks its kernels outside capture */
+    run_one(&jobs[0], batch, variant, overlap, xt, x, y); /* cuBLAS picks kernels outside capture */
     CK(cudaStreamSynchronize(stream));
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
     for (int i = 0; i < n; i++)
-        run_one(&jobs[i], batch, variant, xt, x, y);
+        run_one(&jobs[i], batch, variant, overlap, xt, x, y);
     CK(cudaStreamEndCapture(stream, &graph));
     CK(cudaGraphInstantiate(&exec, graph, 0));
     float ms = bench_graph(exec, reps);
@@ -166,8 +199,9 @@ static void bench_shapes(double copy_gbs, void *x_f32, void *x_bf16, float *y)
 {
     int nv = cuda_matvec_variant_count();
     printf("\n== per shape: weight GB/s (%% of copy); graph of launches over rotating copies\n");
-    printf("%-16s %5s | %-22s | %-15s | %-15s | %-15s | %-15s\n", "shape", "batch",
-           "best variant (x f32)", "auto x f32", "auto x bf16", "cuBLAS x bf16", "variant sweep");
+    printf("%-16s %5s | %-21s | %-15s | %-15s | %-15s | %-15s | %s\n", "shape", "batch",
+           "best variant (x f32)", "auto x f32", "auto, no overlap", "auto x bf16", "cuBLAS x bf16",
+           "variant sweep (x f32, overlap)");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         size_t bytes = (size_t)(shapes[s].rows * shapes[s].cols) * 2;
         int copies = (int)((((size_t)512 << 20) + bytes - 1) / bytes);
@@ -180,7 +214,9 @@ static void bench_shapes(double copy_gbs, void *x_f32, void *x_bf16, float *y)
                             stream));
         int n = copies < 8 ? 2 * copies : copies;
         for (int i = 0; i < n; i++)
-            jobs[i] = (struct mv_job){(char *)buf + bytes * (size_t)(i % copies), shapes[s].rows,
+            jobs[i] = (struct mv_job){1,
+                                      {(char *)buf + bytes * (size_t)(i % copies)},
+                                      {shapes[s].rows},
                                       shapes[s].cols};
         double gb = (double)bytes * n / 1e9;
         for (int batch = 1; batch <= 8; batch *= 2) {
@@ -188,79 +224,113 @@ static void bench_shapes(double copy_gbs, void *x_f32, void *x_bf16, float *y)
             int best = 1;
             float best_ms = 1e30f;
             for (int v = 1; v <= nv; v++) {
-                float ms = bench_jobs(jobs, n, batch, v, DTYPE_F32, x_f32, y, 9);
+                float ms = bench_jobs(jobs, n, batch, v, true, DTYPE_F32, x_f32, y, 9);
                 size_t l = strlen(sweep);
                 snprintf(sweep + l, sizeof sweep - l, "%s%s %.0f", l ? ", " : "",
                          cuda_matvec_variant_name(v), gb / (ms * 1e-3));
                 if (ms < best_ms)
                     best_ms = ms, best = v;
             }
-            float auto32 = bench_jobs(jobs, n, batch, 0, DTYPE_F32, x_f32, y, 9);
-            float auto16 = bench_jobs(jobs, n, batch, 0, DTYPE_BF16, x_bf16, y, 9);
-            float blas_ms = bench_jobs(jobs, n, batch, -1, DTYPE_BF16, x_bf16, y, 9);
+            float auto32 = bench_jobs(jobs, n, batch, 0, true, DTYPE_F32, x_f32, y, 9);
+            float serial = bench_jobs(jobs, n, batch, 0, false, DTYPE_F32, x_f32, y, 9);
+            float auto16 = bench_jobs(jobs, n, batch, 0, true, DTYPE_BF16, x_bf16, y, 9);
+            float blas_ms = bench_jobs(jobs, n, batch, RUN_CUBLAS, false, DTYPE_BF16, x_bf16, y, 9);
 #define GBS(ms) (gb / ((ms)*1e-3)), (100.0 * gb / ((ms)*1e-3) / copy_gbs)
-            printf("%-16s %5d | %-5s %6.0f (%5.1f%%) | %6.0f (%5.1f%%) | %6.0f (%5.1f%%) | "
-                   "%6.0f (%5.1f%%) | %s\n",
+            printf("%-16s %5d | %-5s %5.0f (%5.1f%%) | %5.0f (%5.1f%%) | %5.0f (%5.1f%%) | "
+                   "%5.0f (%5.1f%%) | %5.0f (%5.1f%%) | %s\n",
                    shapes[s].name, batch, cuda_matvec_variant_name(best), GBS(best_ms), GBS(auto32),
-                   GBS(auto16), GBS(blas_ms), sweep);
+                   GBS(serial), GBS(auto16), GBS(blas_ms), sweep);
         }
         CK(cudaFree(buf));
     }
 }
 
-/* Every Linear of the 27B qwen3_5 model, in execution order, carved out of one allocation. */
-static void bench_model(double copy_gbs, void *x_f32, void *x_bf16, float *y)
+/* Every Linear of the 27B qwen3_5 model, in execution order, carved out of one allocation;
+ * grouped: the products that share an input form one job. */
+static int model_jobs(struct mv_job *jobs, int grouped, size_t *total)
 {
     const int layers = 64, H = 5120, I = 17408, V = 248320;
-    const int64_t gdn[][2] = {{10240, H}, {6144, H}, {48, H}, {48, H}, {H, 6144}};
-    const int64_t attn[][2] = {{12288, H}, {1024, H}, {1024, H}, {H, 6144}};
-    const int64_t mlp[][2] = {{I, H}, {I, H}, {H, I}};
-    static struct mv_job jobs[1024];
-    size_t offset[1024];
+    const int64_t gdn_in[] = {10240, 6144, 48, 48}, attn_in[] = {12288, 1024, 1024};
+    const int64_t mlp_in[] = {I, I};
     int n = 0;
-    size_t total = 0;
+    *total = 0;
+#define ADD(cnt, rows_, cols_)                                                                     \
+    do {                                                                                           \
+        for (int a_ = 0; a_ < (cnt);) {                                                            \
+            struct mv_job *j_ = &jobs[n++];                                                        \
+            j_->n = grouped ? (cnt) : 1;                                                           \
+            j_->cols = (cols_);                                                                    \
+            for (int b_ = 0; b_ < j_->n; b_++, a_++) {                                             \
+                j_->rows[b_] = (rows_)[a_];                                                        \
+                j_->w[b_] = (void *)*total;                                                        \
+                *total += ((size_t)((rows_)[a_] * (cols_)) * 2 + 255) & ~(size_t)255;              \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+    const int64_t o_rows[] = {H}, down_rows[] = {H}, head_rows[] = {V};
     for (int l = 0; l < layers; l++) {
-        int full = (l + 1) % 4 == 0; /* full_attention_interval 4 */
-        for (int i = 0; i < (full ? 4 : 5); i++)
-            jobs[n++] = (struct mv_job){NULL, full ? attn[i][0] : gdn[i][0],
-                                        full ? attn[i][1] : gdn[i][1]};
-        for (int i = 0; i < 3; i++)
-            jobs[n++] = (struct mv_job){NULL, mlp[i][0], mlp[i][1]};
+        if ((l + 1) % 4 == 0) { /* full_attention_interval 4 */
+            ADD(3, attn_in, H);
+            ADD(1, o_rows, 6144);
+        } else {
+            ADD(4, gdn_in, H);
+            ADD(1, o_rows, 6144);
+        }
+        ADD(2, mlp_in, H);
+        ADD(1, down_rows, I);
     }
-    jobs[n++] = (struct mv_job){NULL, V, H};
-    for (int i = 0; i < n; i++) {
-        offset[i] = total;
-        total += ((size_t)(jobs[i].rows * jobs[i].cols) * 2 + 255) & ~(size_t)255;
-    }
-    char *slab;
+    ADD(1, head_rows, H);
+#undef ADD
+    return n;
+}
+
+static void bench_model(double copy_gbs, void *x_f32, void *x_bf16, float *y)
+{
+    static struct mv_job single[1024], grouped[1024];
+    size_t total = 0, total2 = 0;
+    int n1 = model_jobs(single, 0, &total), n2 = model_jobs(grouped, 1, &total2);
     size_t free_b, total_b;
     CK(cudaMemGetInfo(&free_b, &total_b));
-    printf("\n== 27B qwen3_5 Linear set: %d products, %.2f GB of bf16 weights (%.1f GB free)\n", n,
-           total / 1e9, free_b / 1e9);
+    printf("\n== 27B qwen3_5 Linear set: %d products (%d launches grouped), %.2f GB of bf16 "
+           "weights (%.1f GB free)\n",
+           n1, n2, total / 1e9, free_b / 1e9);
     if (total + ((size_t)1 << 30) > free_b) {
         printf("not enough GPU memory: skipped\n");
         return;
     }
+    char *slab;
     CK(cudaMalloc((void **)&slab, total));
     KC(cuda_random_fill(DTYPE_BF16, slab, (int64_t)(total / 2), 99, 0.02f, stream));
-    for (int i = 0; i < n; i++)
-        jobs[i].w = slab + offset[i];
+    for (int i = 0; i < n1; i++)
+        single[i].w[0] = slab + (size_t)single[i].w[0];
+    for (int i = 0; i < n2; i++)
+        for (int k = 0; k < grouped[i].n; k++)
+            grouped[i].w[k] = slab + (size_t)grouped[i].w[k];
     const struct {
         const char *name;
-        int batch, variant;
+        int grouped, batch, variant, overlap;
         enum dtype xt;
     } runs[] = {
-            {"ours, x f32", 1, 0, DTYPE_F32},      {"ours, x bf16", 1, 0, DTYPE_BF16},
-            {"cuBLAS, x bf16", 1, -1, DTYPE_BF16}, {"ours, x f32", 8, 0, DTYPE_F32},
-            {"cuBLAS, x bf16", 8, -1, DTYPE_BF16},
+            {"ours, 1 per matrix, serial", 0, 1, 0, 0, DTYPE_F32},
+            {"ours, 1 per matrix, overlap", 0, 1, 0, 1, DTYPE_F32},
+            {"ours, grouped, overlap", 1, 1, 0, 1, DTYPE_F32},
+            {"ours, grouped, overlap, x bf16", 1, 1, 0, 1, DTYPE_BF16},
+            {"cuBLAS, x bf16", 0, 1, RUN_CUBLAS, 0, DTYPE_BF16},
+            {"ours, grouped, overlap", 1, 2, 0, 1, DTYPE_F32},
+            {"ours, grouped, overlap", 1, 4, 0, 1, DTYPE_F32},
+            {"cuBLAS, x bf16", 0, 4, RUN_CUBLAS, 0, DTYPE_BF16},
+            {"ours, grouped, overlap", 1, 8, 0, 1, DTYPE_F32},
+            {"ours, grouped, overlap, r8u2", 1, 8, 8, 1, DTYPE_F32},
+            {"cuBLAS, x bf16", 0, 8, RUN_CUBLAS, 0, DTYPE_BF16},
     };
-    printf("%-16s %5s %10s %9s %8s %10s\n", "kernel", "batch", "ms/step", "GB/s", "of copy",
+    printf("%-32s %5s %10s %9s %8s %10s\n", "kernel", "batch", "ms/step", "GB/s", "of copy",
            "steps/s");
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
-        float ms = bench_jobs(jobs, n, runs[r].batch, runs[r].variant, runs[r].xt,
+        float ms = bench_jobs(runs[r].grouped ? grouped : single, runs[r].grouped ? n2 : n1,
+                              runs[r].batch, runs[r].variant, runs[r].overlap, runs[r].xt,
                               runs[r].xt == DTYPE_F32 ? x_f32 : x_bf16, y, 9);
         double gbs = total / 1e9 / (ms * 1e-3);
-        printf("%-16s %5d %10.2f %9.0f %7.1f%% %10.1f\n", runs[r].name, runs[r].batch, ms, gbs,
+        printf("%-32s %5d %10.2f %9.0f %7.1f%% %10.1f\n", runs[r].name, runs[r].batch, ms, gbs,
                100.0 * gbs / copy_gbs, 1e3 / ms);
     }
     CK(cudaFree(slab));
@@ -280,15 +350,18 @@ int main(int argc, char **argv)
     CK(cudaMalloc(&ws, (size_t)64 << 20));
     CB(cublasSetWorkspace(blas, ws, (size_t)64 << 20));
 
-    double copy = bench_copy();
-    printf("cudaMemcpy device-to-device, 1 GiB: %.0f GB/s (read + write)\n", copy);
+    double copy, copy_graph;
+    bench_copy(&copy, &copy_graph);
+    printf("cudaMemcpy device-to-device, 1 GiB: %.0f GB/s one by one, %.0f GB/s as a graph "
+           "(read + write); %% of copy below is against %.0f\n",
+           copy, copy_graph, copy);
 
     /* activations: up to 8 tokens of the widest input; outputs: 8 x the widest output */
     void *x_f32, *x_bf16;
     float *y;
     CK(cudaMalloc(&x_f32, (size_t)8 * 17408 * 4));
     CK(cudaMalloc(&x_bf16, (size_t)8 * 17408 * 2));
-    CK(cudaMalloc((void **)&y, (size_t)8 * 248320 * 4));
+    CK(cudaMalloc((void **)&y, (size_t)8 * 248320 * 4 * 2));
     KC(cuda_random_fill(DTYPE_F32, x_f32, 8 * 17408, 3, 1.0f, stream));
     KC(cuda_random_fill(DTYPE_BF16, x_bf16, 8 * 17408, 4, 1.0f, stream));
 
