@@ -23,20 +23,29 @@
 
 #define MATVEC_THREADS 128 /* 4 warps per block */
 
-/* The fast kernel's configurations: rows per warp and 16-byte steps in flight per row. */
-static const struct {
-    int rows, unroll;
-    const char *name;
-} matvec_variants[] = {
-        {0, 0, "auto"}, {1, 4, "r1u4"}, {1, 8, "r1u8"}, {2, 2, "r2u2"}, {2, 4, "r2u4"},
-        {4, 2, "r4u2"}, {4, 4, "r4u4"}, {8, 1, "r8u1"}, {8, 2, "r8u2"},
+/* The fast kernels' configurations. rNuM: the FMA kernel, N rows per warp, M 16-byte steps in
+ * flight per row. t16uM: the tensor-core kernel, 16 rows per warp, M 64-byte steps per row. */
+enum matvec_variant {
+    MATVEC_AUTO,
+    MATVEC_R1U4,
+    MATVEC_R2U2,
+    MATVEC_R2U4,
+    MATVEC_R4U2,
+    MATVEC_R4U4,
+    MATVEC_T16U2,
+    MATVEC_T16U4,
+    MATVEC_T16U8,
+    MATVEC_VARIANTS_END
 };
-#define MATVEC_VARIANTS ((int)(sizeof matvec_variants / sizeof matvec_variants[0]) - 1)
+#define MATVEC_VARIANTS ((int)MATVEC_VARIANTS_END - 1)
+static const char *const matvec_variant_names[MATVEC_VARIANTS_END] = {
+        "auto", "r1u4", "r2u2", "r2u4", "r4u2", "r4u4", "t16u2", "t16u4", "t16u8"};
 
 /* The default configuration per batch size (index = batch), from bench_matvec on an H100
- * (docs in kernels/README.md): one row per warp at batch 1, more rows per warp as the batch
- * grows so each x load feeds more weights. */
-static const int matvec_default_variant[CUDA_MATVEC_MAX_BATCH + 1] = {0, 1, 3, 5, 5, 6, 6, 6, 6};
+ * (numbers in kernels/README.md). */
+static const enum matvec_variant matvec_default_variant[CUDA_MATVEC_MAX_BATCH + 1] = {
+        MATVEC_AUTO, MATVEC_R1U4, MATVEC_R2U2, MATVEC_R4U2, MATVEC_R4U2,
+        MATVEC_R4U4, MATVEC_R4U4, MATVEC_R4U4, MATVEC_R4U4};
 
 struct matvec_group {
     const __nv_bfloat16 *w[CUDA_MATVEC_MAX_GROUP];
@@ -195,6 +204,108 @@ __global__ void __launch_bounds__(MATVEC_THREADS) matvec_fast_kernel(const struc
         }
 }
 
+/* Two fp32 as a bf16 pair (the lower index in the low half), rounded to nearest. */
+__device__ __forceinline__ uint32_t matvec_pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+/* acc (16 x 8, fp32) += A (16 x 16, bf16, row) * B (16 x 8, bf16, col). */
+__device__ __forceinline__ void matvec_mma(float (&acc)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                           uint32_t a3, uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* One 16-byte chunk of row a and of row b (weights) against the same 8 columns of x: two
+ * m16n8k16 steps. The dot product does not care which k is which as long as A and B agree, so
+ * the chunk's words are dealt to the fragment slots as they lie: step s takes words 2s (logical
+ * k = 2t, 2t+1 of thread t) and 2s+1 (k = 2t+8, 2t+9), from both rows and from x. An fp32 x is
+ * split into bf16 hi + lo (16 significant bits, error <= 2^-17) and multiplied twice. */
+__device__ __forceinline__ void matvec_mma_chunk(float (&acc)[4], uint4 wa, uint4 wb,
+                                                 const float (&x)[8], bool split)
+{
+    uint32_t hi[4], lo[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        hi[i] = matvec_pack_bf16(x[2 * i], x[2 * i + 1]);
+        if (split)
+            lo[i] = matvec_pack_bf16(x[2 * i] - bf16_lo(hi[i]), x[2 * i + 1] - bf16_hi(hi[i]));
+    }
+    matvec_mma(acc, wa.x, wb.x, wa.y, wb.y, hi[0], hi[1]);
+    matvec_mma(acc, wa.z, wb.z, wa.w, wb.w, hi[2], hi[3]);
+    if (split) {
+        matvec_mma(acc, wa.x, wb.x, wa.y, wb.y, lo[0], lo[1]);
+        matvec_mma(acc, wa.z, wb.z, wa.w, wb.w, lo[2], lo[3]);
+    }
+}
+
+/* Tensor-core products: a warp owns 16 rows and the batch is the mma's n = 8 (tokens past the
+ * batch are zero columns). Lane (g = lane / 4, t = lane % 4) streams rows g and g + 8; the four
+ * lanes of a group read U consecutive 64-byte blocks of their rows per step. Each lane ends
+ * holding finished sums (rows g and g + 8, tokens 2t and 2t + 1): no cross-lane reduction. */
+template <int B, int U, typename TX>
+__global__ void __launch_bounds__(MATVEC_THREADS) matvec_mma_kernel(const struct matvec_group g)
+{
+    matvec_allow_next();
+    int64_t gw = (int64_t)blockIdx.x * (MATVEC_THREADS / 32) + threadIdx.x / 32, wi;
+    if (gw >= g.warp_end[g.n - 1])
+        return;
+    int lane = threadIdx.x % 32, grp = lane / 4, tig = lane % 4;
+    int m = matvec_find(g, gw, &wi);
+    int64_t rows = g.rows[m], row0 = wi * 16, c8 = g.cols / 8, blocks = (c8 + 3) / 4;
+    const uint4 *wa = (const uint4 *)(g.w[m] + min(row0 + grp, rows - 1) * g.cols);
+    const uint4 *wb = (const uint4 *)(g.w[m] + min(row0 + grp + 8, rows - 1) * g.cols);
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    uint4 va[U], vb[U];
+    int64_t k = 0; /* in 64-byte blocks (4 chunks) */
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        int64_t ck = (k + u) * 4 + tig;
+        va[u] = ck < c8 ? matvec_load_stream(wa + ck) : make_uint4(0, 0, 0, 0);
+        vb[u] = ck < c8 ? matvec_load_stream(wb + ck) : make_uint4(0, 0, 0, 0);
+    }
+    matvec_wait_prev(); /* x is the previous kernel's output */
+    const TX *xr = (const TX *)g.x + (grp < B ? grp : 0) * g.x_stride;
+    while (k < blocks) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (k + u >= blocks)
+                break;
+            int64_t ck = (k + u) * 4 + tig;
+            float xv[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+            if (grp < B && ck < c8)
+                matvec_load_x8(xr + ck * 8, xv);
+            matvec_mma_chunk(acc, va[u], vb[u], xv, sizeof(TX) == 4);
+        }
+        k += U;
+        if (k >= blocks)
+            break;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int64_t ck = (k + u) * 4 + tig;
+            va[u] = ck < c8 ? matvec_load_stream(wa + ck) : make_uint4(0, 0, 0, 0);
+            vb[u] = ck < c8 ? matvec_load_stream(wb + ck) : make_uint4(0, 0, 0, 0);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        int tok = 2 * tig + j;
+        if (tok >= B)
+            continue;
+        if (row0 + grp < rows)
+            matvec_store(g.y[m], tok * g.y_stride[m] + row0 + grp, acc[j], g.y_bf16[m],
+                         g.accumulate[m]);
+        if (row0 + grp + 8 < rows)
+            matvec_store(g.y[m], tok * g.y_stride[m] + row0 + grp + 8, acc[2 + j], g.y_bf16[m],
+                         g.accumulate[m]);
+    }
+}
+
 /* Any shape and alignment: a warp per row, one weight per lane and step. */
 template <int B, typename TX>
 __global__ void __launch_bounds__(MATVEC_THREADS) matvec_any_kernel(const struct matvec_group g)
@@ -227,7 +338,7 @@ __global__ void __launch_bounds__(MATVEC_THREADS) matvec_any_kernel(const struct
 }
 
 struct matvec_launch {
-    int variant; /* 1.. fast kernel configuration; 0 = the slow kernel */
+    int variant; /* enum matvec_variant; MATVEC_AUTO here means the slow kernel */
     bool overlap;
     cudaStream_t stream;
 };
@@ -263,25 +374,25 @@ static cudaError_t matvec_start(K kernel, struct matvec_group *g, int rows_per_w
 template <int B, typename TX>
 static cudaError_t matvec_launch_batch(struct matvec_group *g, const struct matvec_launch *l)
 {
-    switch (l->variant) {
-    case 0:
+    switch ((enum matvec_variant)l->variant) {
+    case MATVEC_AUTO: /* here: the slow kernel */
         return matvec_start(matvec_any_kernel<B, TX>, g, 1, l);
-    case 1:
+    case MATVEC_R1U4:
         return matvec_start(matvec_fast_kernel<B, 1, 4, TX>, g, 1, l);
-    case 2:
-        return matvec_start(matvec_fast_kernel<B, 1, 8, TX>, g, 1, l);
-    case 3:
+    case MATVEC_R2U2:
         return matvec_start(matvec_fast_kernel<B, 2, 2, TX>, g, 2, l);
-    case 4:
+    case MATVEC_R2U4:
         return matvec_start(matvec_fast_kernel<B, 2, 4, TX>, g, 2, l);
-    case 5:
+    case MATVEC_R4U2:
         return matvec_start(matvec_fast_kernel<B, 4, 2, TX>, g, 4, l);
-    case 6:
+    case MATVEC_R4U4:
         return matvec_start(matvec_fast_kernel<B, 4, 4, TX>, g, 4, l);
-    case 7:
-        return matvec_start(matvec_fast_kernel<B, 8, 1, TX>, g, 8, l);
+    case MATVEC_T16U2:
+        return matvec_start(matvec_mma_kernel<B, 2, TX>, g, 16, l);
+    case MATVEC_T16U4:
+        return matvec_start(matvec_mma_kernel<B, 4, TX>, g, 16, l);
     default:
-        return matvec_start(matvec_fast_kernel<B, 8, 2, TX>, g, 8, l);
+        return matvec_start(matvec_mma_kernel<B, 8, TX>, g, 16, l);
     }
 }
 
@@ -392,5 +503,5 @@ extern "C" int cuda_matvec_variant_count(void)
 
 extern "C" const char *cuda_matvec_variant_name(int variant)
 {
-    return variant >= 0 && variant <= MATVEC_VARIANTS ? matvec_variants[variant].name : NULL;
+    return variant >= 0 && variant <= MATVEC_VARIANTS ? matvec_variant_names[variant] : NULL;
 }

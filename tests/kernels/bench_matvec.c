@@ -306,33 +306,43 @@ static void bench_model(double copy_gbs, void *x_f32, void *x_bf16, float *y)
     for (int i = 0; i < n2; i++)
         for (int k = 0; k < grouped[i].n; k++)
             grouped[i].w[k] = slab + (size_t)grouped[i].w[k];
-    const struct {
-        const char *name;
-        int grouped, batch, variant, overlap;
-        enum dtype xt;
-    } runs[] = {
-            {"ours, 1 per matrix, serial", 0, 1, 0, 0, DTYPE_F32},
-            {"ours, 1 per matrix, overlap", 0, 1, 0, 1, DTYPE_F32},
-            {"ours, grouped, overlap", 1, 1, 0, 1, DTYPE_F32},
-            {"ours, grouped, overlap, x bf16", 1, 1, 0, 1, DTYPE_BF16},
-            {"cuBLAS, x bf16", 0, 1, RUN_CUBLAS, 0, DTYPE_BF16},
-            {"ours, grouped, overlap", 1, 2, 0, 1, DTYPE_F32},
-            {"ours, grouped, overlap", 1, 4, 0, 1, DTYPE_F32},
-            {"cuBLAS, x bf16", 0, 4, RUN_CUBLAS, 0, DTYPE_BF16},
-            {"ours, grouped, overlap", 1, 8, 0, 1, DTYPE_F32},
-            {"ours, grouped, overlap, r8u2", 1, 8, 8, 1, DTYPE_F32},
-            {"cuBLAS, x bf16", 0, 8, RUN_CUBLAS, 0, DTYPE_BF16},
-    };
-    printf("%-32s %5s %10s %9s %8s %10s\n", "kernel", "batch", "ms/step", "GB/s", "of copy",
+    printf("%-40s %5s %10s %9s %8s %10s\n", "kernel", "batch", "ms/step", "GB/s", "of copy",
            "steps/s");
-    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
-        float ms = bench_jobs(runs[r].grouped ? grouped : single, runs[r].grouped ? n2 : n1,
-                              runs[r].batch, runs[r].variant, runs[r].overlap, runs[r].xt,
-                              runs[r].xt == DTYPE_F32 ? x_f32 : x_bf16, y, 9);
-        double gbs = total / 1e9 / (ms * 1e-3);
-        printf("%-32s %5d %10.2f %9.0f %7.1f%% %10.1f\n", runs[r].name, runs[r].batch, ms, gbs,
-               100.0 * gbs / copy_gbs, 1e3 / ms);
+#define MODEL_ROW(name_, batch_, ms_)                                                              \
+    printf("%-40s %5d %10.2f %9.0f %7.1f%% %10.1f\n", name_, batch_, ms_,                          \
+           total / 1e9 / ((ms_)*1e-3), 100.0 * total / 1e9 / ((ms_)*1e-3) / copy_gbs, 1e3 / (ms_))
+    int nv = cuda_matvec_variant_count();
+    for (int batch = 1; batch <= 8; batch *= 2) {
+        int best = 1;
+        float best_ms = 1e30f;
+        char name[64];
+        for (int v = 1; v <= nv; v++) {
+            float ms = bench_jobs(grouped, n2, batch, v, true, DTYPE_F32, x_f32, y, 9);
+            snprintf(name, sizeof name, "ours %s, grouped, overlap", cuda_matvec_variant_name(v));
+            MODEL_ROW(name, batch, ms);
+            if (ms < best_ms)
+                best_ms = ms, best = v;
+        }
+        const char *bn = cuda_matvec_variant_name(best);
+        float ms = bench_jobs(grouped, n2, batch, best, true, DTYPE_F32, x_f32, y, 9);
+        snprintf(name, sizeof name, "ours %s, grouped, overlap (again)", bn);
+        MODEL_ROW(name, batch, ms);
+        ms = bench_jobs(grouped, n2, batch, best, false, DTYPE_F32, x_f32, y, 9);
+        snprintf(name, sizeof name, "ours %s, grouped, serial", bn);
+        MODEL_ROW(name, batch, ms);
+        ms = bench_jobs(single, n1, batch, best, true, DTYPE_F32, x_f32, y, 9);
+        snprintf(name, sizeof name, "ours %s, 1 per matrix, overlap", bn);
+        MODEL_ROW(name, batch, ms);
+        ms = bench_jobs(grouped, n2, batch, best, true, DTYPE_BF16, x_bf16, y, 9);
+        snprintf(name, sizeof name, "ours %s, grouped, overlap, x bf16", bn);
+        MODEL_ROW(name, batch, ms);
+        ms = bench_jobs(grouped, n2, batch, 0, true, DTYPE_F32, x_f32, y, 9);
+        MODEL_ROW("ours auto, grouped, overlap", batch, ms);
+        ms = bench_jobs(single, n1, batch, RUN_CUBLAS, false, DTYPE_BF16, x_bf16, y, 9);
+        MODEL_ROW("cuBLAS, x bf16", batch, ms);
+        printf("-- batch %d: best %s at %.2f ms\n", batch, bn, best_ms);
     }
+#undef MODEL_ROW
     CK(cudaFree(slab));
 }
 

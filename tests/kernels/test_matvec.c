@@ -105,7 +105,7 @@ static void mv_run(const struct mv_case *c)
 /* n products sharing x as one launch; product i has its own rows, output type and residual
  * add; misalign puts product 1's weights off the 16-byte grid (the whole group goes slow). */
 static void mv_group_run(int n, const int64_t *rows, int64_t cols, int batch, enum dtype xt,
-                         int misalign)
+                         int misalign, int variant)
 {
     struct cuda_matvec m[CUDA_MATVEC_MAX_GROUP];
     uint16_t *w[CUDA_MATVEC_MAX_GROUP], *dw[CUDA_MATVEC_MAX_GROUP];
@@ -153,7 +153,7 @@ static void mv_group_run(int n, const int64_t *rows, int64_t cols, int batch, en
                                     .batch = batch,
                                     .accumulate = acc};
     }
-    int rc = cuda_matvec_group(m, n, NULL);
+    int rc = variant ? cuda_matvec_tuned(m, n, variant, true, NULL) : cuda_matvec_group(m, n, NULL);
     for (int i = 0; i < n; i++) {
         size_t ny = (size_t)(batch * rows[i]);
         float *got = ktest_download_f32(dy[i], ny, m[i].y_type == DTYPE_BF16);
@@ -164,10 +164,10 @@ static void mv_group_run(int n, const int64_t *rows, int64_t cols, int batch, en
             for (size_t j = 0; j < ny; j++)
                 ref[j] += y0[i][j];
         char shape[96];
-        snprintf(shape, sizeof shape, "%d of %d: %lldx%lld b=%d %s->%s%s%s", i + 1, n,
+        snprintf(shape, sizeof shape, "%d of %d: %lldx%lld b=%d %s->%s%s%s %s", i + 1, n,
                  (long long)rows[i], (long long)cols, batch, xt == DTYPE_F32 ? "f32" : "bf16",
                  m[i].y_type == DTYPE_F32 ? "f32" : "bf16", m[i].accumulate ? " +=" : "",
-                 misalign ? " w+1" : "");
+                 misalign ? " w+1" : "", cuda_matvec_variant_name(variant));
         ktest_check("matvec group", shape, rc, got, ref, ny,
                     m[i].y_type == DTYPE_F32 ? KTEST_BOUND_F32 : KTEST_BOUND_BF16);
         free(got), free(ref), free(w[i]), free(y0[i]);
@@ -179,7 +179,7 @@ static void mv_group_run(int n, const int64_t *rows, int64_t cols, int batch, en
 
 /* h_{i+1} = W_i h_i for steps square products of size dim, each launched right after the
  * previous one on one stream (with the overlap), eagerly or captured and replayed as a graph. */
-static void mv_chain_run(int steps, int64_t dim, int batch, int as_graph)
+static void mv_chain_run(int steps, int64_t dim, int batch, int as_graph, int variant)
 {
     size_t nw = (size_t)(dim * dim), nh = (size_t)(batch * dim);
     uint16_t **w = xmalloc(sizeof(uint16_t *) * (size_t)steps);
@@ -212,7 +212,7 @@ static void mv_chain_run(int steps, int64_t dim, int batch, int as_graph)
                                 .y = dh[(i + 1) % 2],
                                 .y_stride = dim,
                                 .batch = batch};
-        rc = cuda_matvec(&m, st);
+        rc = cuda_matvec_tuned(&m, 1, variant, true, st);
     }
     if (as_graph && rc == 0)
         rc = cudaStreamEndCapture(st, &graph) == cudaSuccess &&
@@ -295,16 +295,24 @@ int main(void)
     const int64_t gdn[] = {640, 384, 6, 6}, qkv[] = {96, 33, 33}, mlp[] = {700, 700};
     const int64_t eight[] = {1, 2, 3, 5, 8, 13, 21, 34};
     for (int b = 1; b <= 8; b *= 2) {
-        mv_group_run(4, gdn, 320, b, b % 2 ? DTYPE_F32 : DTYPE_BF16, 0);
-        mv_group_run(3, qkv, 1000, b, DTYPE_F32, 0);
+        mv_group_run(4, gdn, 320, b, b % 2 ? DTYPE_F32 : DTYPE_BF16, 0, 0);
+        mv_group_run(3, qkv, 1000, b, DTYPE_F32, 0, 0);
     }
-    mv_group_run(2, mlp, 5120, 1, DTYPE_BF16, 0);
-    mv_group_run(8, eight, 264, 3, DTYPE_F32, 0);
-    mv_group_run(3, qkv, 512, 2, DTYPE_F32, 1);
+    mv_group_run(2, mlp, 5120, 1, DTYPE_BF16, 0, 0);
+    mv_group_run(8, eight, 264, 3, DTYPE_F32, 0, 0);
+    mv_group_run(3, qkv, 512, 2, DTYPE_F32, 1, 0);
 
-    mv_chain_run(24, 1024, 1, 0);
-    mv_chain_run(24, 1024, 1, 1);
-    mv_chain_run(12, 2048, 8, 1);
+    /* the same through each fixed configuration */
+    for (int v = 1; v <= cuda_matvec_variant_count(); v++) {
+        mv_group_run(4, gdn, 320, 1 + v % 8, DTYPE_F32, 0, v);
+        mv_group_run(3, qkv, 1000, 8 - v % 8, DTYPE_BF16, 0, v);
+    }
+
+    mv_chain_run(24, 1024, 1, 0, 0);
+    mv_chain_run(24, 1024, 1, 1, 0);
+    mv_chain_run(12, 2048, 8, 1, 0);
+    for (int v = 1; v <= cuda_matvec_variant_count(); v++)
+        mv_chain_run(8, 1024, 1 + v % 8, v % 2, v);
 
     struct cuda_matvec bad = {.w_type = DTYPE_BF16,
                               .w = (void *)16,
