@@ -12,11 +12,13 @@
  * == 0 and 16-byte aligned W, x and x rows; other shapes take a correct but slower path. All
  * pointers are device memory; the work is queued on stream.
  *
- * Launch overlap: on sm_90 and newer the products are launched with programmatic dependent
- * launch. A product's first weight loads are issued before it waits for the previous kernel on
- * the stream to finish (weights never depend on it), and it reads x and touches y only after
- * that wait, so it is always ordered after its predecessor while its start-up hides under the
- * predecessor's tail. This holds inside CUDA graphs too.
+ * Launch overlap (cuda_matvec_tuned(), sm_90 and newer): programmatic dependent launch. A
+ * product's first weight loads are issued before it waits for the previous kernel on the
+ * stream to finish (weights never depend on it), and it reads x and touches y only after that
+ * wait, so it stays ordered after its predecessor, in CUDA graphs too. It measured no faster
+ * than plain launches (kernels/README.md), so cuda_matvec() and cuda_matvec_group() launch
+ * plainly. Grouping the products that share an input is what pays: 257 launches instead of 497
+ * for the 27B model's Linear set made it 7% faster.
  */
 #ifndef CORTEX_KERNELS_CUDA_MATVEC_H
 #define CORTEX_KERNELS_CUDA_MATVEC_H
@@ -68,7 +70,8 @@ int cuda_matvec_group(const struct cuda_matvec *m, int n, cudaStream_t stream)
 int cuda_matvec_tuned(const struct cuda_matvec *m, int n, int variant, bool overlap,
                       cudaStream_t stream) __attribute__((warn_unused_result));
 int cuda_matvec_variant_count(void);
-/* "r2u4" (rows per warp, loads in flight per row); "auto" for 0; NULL when out of range. */
+/* "r2u4" (FMA kernel: rows per warp, loads in flight per row), "t16u4" (tensor-core kernel);
+ * "auto" for 0; NULL when out of range. */
 const char *cuda_matvec_variant_name(int variant);
 
 #ifdef __cplusplus

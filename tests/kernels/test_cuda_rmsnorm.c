@@ -1,6 +1,6 @@
 /*
- * tests/kernels/test_rmsnorm.c — cuda_rmsnorm() against cpu_rmsnorm(): plain and zero-centred,
- * every f32/bf16 input/output pair, warp-sized and block-sized rows, odd lengths, strided rows,
+ * tests/kernels/test_cuda_rmsnorm.c — cuda_rmsnorm() against cpu_rmsnorm(): plain and
+ * zero-centred, every f32/bf16 input/output pair, warp-sized and block-sized rows, odd lengths, strided rows,
  * no weights, in place; and the refusal of bad arguments.
  */
 #include "cpu_ops.h"
@@ -70,7 +70,7 @@ static void rms_run(const struct rms_case *c, enum dtype xt, enum dtype yt, bool
 
 int main(void)
 {
-    ktest_init("test_rmsnorm");
+    ktest_init("test_cuda_rmsnorm");
     const struct rms_case cases[] = {
             {1, 5120, 0, 0, 0},  {7, 4099, 0, 0, 0}, {33, 128, 0, 0, 0}, {5, 1025, 0, 0, 0},
             {3, 1, 0, 0, 0},     {64, 256, 0, 0, 0}, {2, 1024, 0, 0, 0}, {9, 17, 0, 0, 0},

@@ -1,5 +1,5 @@
 /*
- * tests/kernels/test_embed.c — cuda_embed() against dtype_dequant_row() of each token's row:
+ * tests/kernels/test_cuda_embed.c — cuda_embed() against dtype_dequant_row() of each token's row:
  * f32, f16 and bf16 tables, f32 and bf16 outputs, odd widths, repeated ids, and ids outside the
  * vocabulary (a zero row); and the refusal of bad arguments.
  */
@@ -70,7 +70,7 @@ static void embed_run(int64_t vocab, int64_t dim, int64_t n_tok, int64_t pad, en
 
 int main(void)
 {
-    ktest_init("test_embed");
+    ktest_init("test_cuda_embed");
     const enum dtype tables[3] = {DTYPE_F32, DTYPE_F16, DTYPE_BF16};
     const enum dtype outs[2] = {DTYPE_F32, DTYPE_BF16};
     for (int t = 0; t < 3; t++)

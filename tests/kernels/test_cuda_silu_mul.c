@@ -1,5 +1,5 @@
 /*
- * tests/kernels/test_silu_mul.c — cuda_silu_mul() against cpu_silu_mul(): a fused gate|up
+ * tests/kernels/test_cuda_silu_mul.c — cuda_silu_mul() against cpu_silu_mul(): a fused gate|up
  * projection output, separate arrays, odd lengths, every f32/bf16 input/output pair, in place;
  * and the refusal of bad arguments.
  */
@@ -71,7 +71,7 @@ static void silu_run(const struct silu_case *c, enum dtype it, enum dtype ot)
 
 int main(void)
 {
-    ktest_init("test_silu_mul");
+    ktest_init("test_cuda_silu_mul");
     const struct silu_case cases[] = {
             {1, 17408, 1, 0}, {3, 1007, 1, 0}, {8, 1, 0, 0}, {5, 3584, 0, 0}, {2, 33, 0, 0},
     };

@@ -1,5 +1,5 @@
 /*
- * tests/kernels/test_matvec.c — cuda_matvec() against cpu_matmul() with bf16 weights: every
+ * tests/kernels/test_cuda_matvec.c — cuda_matvec() against cpu_matmul() with bf16 weights: every
  * batch 1..8, f32 and bf16 activations and outputs, the residual add, shapes from 1 x 8 to the
  * 27B model's 17408 x 5120, columns that are not a multiple of the 256-element warp step (fast
  * path tails) or of 8 (slow path), misaligned weights and strided activations, and every fixed
@@ -248,7 +248,7 @@ static void mv_chain_run(int steps, int64_t dim, int batch, int as_graph, int va
 
 int main(void)
 {
-    ktest_init("test_matvec");
+    ktest_init("test_cuda_matvec");
     /* every batch and type pair on shapes small enough for the CPU twin */
     const int64_t shapes[][2] = {{1, 8},     {7, 256},    {33, 1000},
                                  {65, 1001}, {129, 2056}, {300, 5120}};

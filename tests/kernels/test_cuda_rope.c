@@ -1,6 +1,6 @@
 /*
- * tests/kernels/test_rope.c — cuda_rope() against cpu_rope(): NeoX (qwen3_5 partial rotary on
- * the query half of q_proj rows, and on k) and interleaved (GGUF llama, full rotary), odd head
+ * tests/kernels/test_cuda_rope.c — cuda_rope() against cpu_rope(): NeoX (qwen3_5 partial
+ * rotary on the query half of q_proj rows, and on k) and interleaved (GGUF llama, full rotary), odd head
  * sizes, positions up to 500k, f32 and bf16; and the refusal of bad arguments.
  */
 #include "cpu_ops.h"
@@ -62,7 +62,7 @@ static void rope_run(const struct rope_case *c, enum dtype t)
 
 int main(void)
 {
-    ktest_init("test_rope");
+    ktest_init("test_cuda_rope");
     const struct rope_case cases[] = {
             {3, 0, 24, 512, 64, 1e7f, true}, /* qwen3_5 q_proj rows: query half of [query|gate] */
             {5, 0, 4, 256, 64, 1e7f, true},  /* qwen3_5 k */

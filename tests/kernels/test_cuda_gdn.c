@@ -1,8 +1,8 @@
 /*
- * tests/kernels/test_gdn.c — the Gated DeltaNet kernels against their CPU twins in neuron/gdn.c:
- * cuda_gdn_conv (decode step over several sequences, in place; sequences of 2..70 tokens,
- * shorter and longer than the kernel's history; odd channel counts and kernel sizes) against
- * gdn_conv; cuda_gdn_gates against gdn_gates (softplus on both sides of its threshold);
+ * tests/kernels/test_cuda_gdn.c — the Gated DeltaNet kernels against their CPU twins in
+ * neuron/gdn.c: cuda_gdn_conv (decode step over several sequences, in place; sequences of 2..70
+ * tokens, shorter and longer than the kernel's history; odd channel counts and kernel sizes)
+ * against gdn_conv; cuda_gdn_gates against gdn_gates (softplus on both sides of its threshold);
  * cuda_gdn_recurrent against gdn_l2norm + gdn_head_recurrent (the 27B decode shape, grouped
  * heads, several sequences, multi-token runs, odd head sizes, without the L2 norm), checking
  * both the outputs and the states left behind; cuda_gdn_gated_norm against gdn_gated_norm.
@@ -245,7 +245,7 @@ static void gnorm_run(int64_t rows, int dim, enum dtype yt)
 
 int main(void)
 {
-    ktest_init("test_gdn");
+    ktest_init("test_cuda_gdn");
     conv_run(1, 1, 10240, 4, 0, 0); /* 27B decode: q,k,v channels */
     conv_run(4, 1, 1000, 4, 7, 1);  /* several sequences, in place, strided */
     conv_run(3, 1, 37, 3, 0, 0);
