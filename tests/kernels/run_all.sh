@@ -7,9 +7,10 @@
 #
 # Needs only CUDA (nvcc), CMake and a C compiler: the build is configured with
 # -DCORTEX_GPU_ONLY=ON, so no server library is needed. CUDA_ARCHS overrides the target GPUs
-# (default: native, the GPU of this machine; without one, every supported GPU). KTEST_SEED=n repeats a run's random inputs. Each
-# program's full output is also kept in BUILD_DIR/kernel-tests/<name>.log. Exits 1 when any test
-# fails (a program that finds no GPU reports SKIP and does not fail the run).
+# (default: native, the GPU of this machine; without one, every supported GPU). KTEST_SEED=n
+# repeats a run's random inputs. Each program's full output is also kept in
+# BUILD_DIR/kernel-tests/<name>.log. Exits 1 when any test fails (a program that finds no GPU
+# reports SKIP and does not fail the run).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${1:-$root/build/gpu}
