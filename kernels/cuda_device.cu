@@ -15,6 +15,12 @@ extern "C" void cuda_check_fail(const char *what, cudaError_t err, const char *f
              cudaGetErrorString(err), cudaGetErrorName(err), file, line);
 }
 
+extern "C" int cuda_fail_args(const char *entry, const char *why)
+{
+    snprintf(cuda_error_text, sizeof cuda_error_text, "%s: bad arguments: %s", entry, why);
+    return -1;
+}
+
 extern "C" const char *cuda_last_error(void)
 {
     return cuda_error_text;

@@ -389,7 +389,7 @@ START_TEST(test_stream_random_sequences)
             switch (rand_r(&seed) % 4) {
             case 0:
             case 1: {
-                char t[8];
+                char t[16];
                 snprintf(t, sizeof t, "t%d ", k);
                 json_object_set_new(delta, "content", json_string(t));
                 buf_append_str(&want_text, t);

@@ -1,0 +1,77 @@
+/*
+ * kernels/cuda_util.cuh — device helpers shared by the .cu files of kernels/: element loads and
+ * stores that convert to and from fp32, warp and row-group sums, and the SiLU used by several
+ * ops.
+ *
+ * Contract: every kernel computes in fp32 whatever its storage type; bf16 stores round to
+ * nearest even (as dtype_f32_to_bf16 does on the CPU). Nothing here allocates.
+ */
+#ifndef CORTEX_KERNELS_CUDA_UTIL_CUH
+#define CORTEX_KERNELS_CUDA_UTIL_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+__device__ __forceinline__ float cuda_to_f32(float v)
+{
+    return v;
+}
+__device__ __forceinline__ float cuda_to_f32(__nv_bfloat16 v)
+{
+    return __bfloat162float(v);
+}
+__device__ __forceinline__ float cuda_to_f32(__half v)
+{
+    return __half2float(v);
+}
+
+__device__ __forceinline__ void cuda_from_f32(float *p, float v)
+{
+    *p = v;
+}
+__device__ __forceinline__ void cuda_from_f32(__nv_bfloat16 *p, float v)
+{
+    *p = __float2bfloat16_rn(v);
+}
+
+/* Sum over the 32 lanes of a warp; every lane gets the result. */
+__device__ __forceinline__ float cuda_warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Sum over a group of TPR consecutive threads that handle one row: a warp (TPR == 32) or a
+ * whole block (TPR == blockDim.x, a multiple of 32 up to 1024). Every thread of the group gets
+ * the result. Block-wide groups use shared memory and barriers, so all threads of the block
+ * must call it. */
+template <int TPR> __device__ __forceinline__ float cuda_row_sum(float v)
+{
+    v = cuda_warp_sum(v);
+    if (TPR == 32)
+        return v;
+    __shared__ float part[32];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads(); /* an earlier call's readers are done with part[] */
+    if (lane == 0)
+        part[warp] = v;
+    __syncthreads();
+    float s = lane < TPR / 32 ? part[lane] : 0.0f;
+    return cuda_warp_sum(s);
+}
+
+__device__ __forceinline__ float cuda_silu(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+/* Blocks for n items at threads per block, as the grid's x size (n > 0). */
+static inline unsigned cuda_blocks(int64_t n, int threads)
+{
+    return (unsigned)((n + threads - 1) / threads);
+}
+
+#endif
