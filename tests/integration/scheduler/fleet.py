@@ -135,7 +135,7 @@ class Scheduler(Proc):
         self.name = name
         args = [os.environ["CORTEX_SCHEDULER_BIN"], "--db", conninfo, "--name", name,
                 "--listen", "", "--neuron-timeout", "5s", "--neuron-attempts", "2",
-                "--neuron-backoff", "200ms", *extra]
+                "--neuron-backoff", "200ms", "--tick", "300ms", "--lease", "3s", *extra]
         super().__init__(args, os.path.join(workdir, name + ".log"))
 
 
