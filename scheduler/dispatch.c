@@ -9,6 +9,7 @@
 #include "dispatch.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -284,6 +285,10 @@ static void dispatch_run_job(dispatch_t *d, const struct dispatch_job *job,
             for (size_t i = 0; i < job->n_ordinals; i++)
                 buf_appendf(&body, "%s%d", i ? "," : "", job->ordinals[i]);
             buf_append_char(&body, ']');
+            /* the neuron reports the placement's transitions into the database only for a
+             * load that names it */
+            if (job->placement_id > 0)
+                buf_appendf(&body, ",\"placement_id\":%" PRId64, job->placement_id);
         }
         buf_append_char(&body, '}');
     }

@@ -95,7 +95,8 @@ START_TEST(test_load_accepted)
     ck_assert_int_eq(r->attempts, 1);
     ck_assert_str_eq(r->model, "qwen\"3");
     dispatch_results_free(r, 1);
-    ck_assert_str_eq(fn.bodies[0], "{\"model\":\"qwen\\\"3\",\"devices\":[2,3]}");
+    ck_assert_str_eq(fn.bodies[0],
+                     "{\"model\":\"qwen\\\"3\",\"devices\":[2,3],\"placement_id\":7}");
     ck_assert(!dispatch_pending(d, 7));
 
     struct dispatch_job u = {
