@@ -38,6 +38,8 @@
 #include "http_request.h"
 #include "upstream.h"
 
+struct snapshot;
+
 enum proxy_kind {
     PROXY_KIND_CHAT,         /* OpenAI POST /v1/chat/completions */
     PROXY_KIND_COMPLETION,   /* OpenAI POST /v1/completions */
@@ -54,6 +56,12 @@ struct proxy_settings {
     int max_attempts;           /* neurons tried before the first byte; default 3 */
     int64_t ping_interval_ms;   /* default 10000 */
     unsigned max_in_flight;     /* concurrent proxied requests; beyond: 529 / 503; default 10000 */
+    struct snapshot *snapshot;  /* borrowed; NULL: static upstreams, no cold starts. When set, a
+                                   model without a ready placement is a cold start: demand is
+                                   recorded, the request held (a stream starts at once and gets
+                                   keep-alives) until the model is ready or hold_timeout_ms
+                                   passes (then ERR_MODEL_LOADING: 503 / 529 + Retry-After). */
+    int64_t hold_timeout_ms;    /* default 120000 */
 };
 
 struct proxy;
