@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "accounting.h"
 #include "anthropic.h"
 #include "buf.h"
 #include "catalog.h"
@@ -31,8 +32,9 @@ struct api {
     struct upstream_pool *pool;
     struct catalog_aliases *aliases;
     struct proxy *proxy;
-    struct snapshot *snapshot; /* NULL: static upstreams */
-    struct keys *keys;         /* NULL: open mode */
+    struct snapshot *snapshot;     /* NULL: static upstreams */
+    struct keys *keys;             /* NULL: open mode */
+    struct accounting *accounting; /* NULL: no request rows (static mode) */
     http_server_t *server;
     http_server_t *metrics;
     int64_t started_s; /* wall clock: the "created" of every model */
@@ -89,8 +91,10 @@ static const char *api_resolve(struct api *a, const char *name, char *buf, size_
 
 /* Checks the request's API key (none in open mode). Returns true when the request may go on;
  * false when it has been answered (401, or 503 when keys cannot be checked). */
-static bool api_auth(struct api *a, http_request_t *req, bool anthropic)
+static bool api_auth(struct api *a, http_request_t *req, bool anthropic, int64_t *key_out)
 {
+    if (key_out)
+        *key_out = 0;
     if (!a->keys)
         return true;
     const char *secret = http_request_header(req, "x-api-key");
@@ -102,8 +106,11 @@ static bool api_auth(struct api *a, http_request_t *req, bool anthropic)
     }
     int64_t key_id = 0;
     enum keys_result r = secret ? keys_check(a->keys, secret, &key_id) : KEYS_DENIED;
-    if (r == KEYS_OK)
+    if (r == KEYS_OK) {
+        if (key_out)
+            *key_out = key_id;
         return true;
+    }
     struct error e = ERROR_INIT;
     if (r == KEYS_UNAVAILABLE)
         error_set(&e, ERR_UNAVAILABLE, NULL, "API keys cannot be checked now; retry later");
@@ -127,7 +134,7 @@ static json_t *api_body(http_request_t *req, struct error *err)
 /* The common tail of every proxied route: resolve the model, then hand over. norm is
  * consumed. */
 static void api_proxy(struct api *a, http_request_t *req, enum proxy_kind kind, json_t *norm,
-                      bool anthropic)
+                      bool anthropic, int64_t key_id)
 {
     struct error err = ERROR_INIT;
     const char *model = json_string_value(json_object_get(norm, "model"));
@@ -147,6 +154,7 @@ static void api_proxy(struct api *a, http_request_t *req, enum proxy_kind kind, 
             .client_model = client_model,
             .stream = json_is_true(json_object_get(norm, "stream")),
             .include_usage = json_is_true(json_object_get(opts, "include_usage")),
+            .api_key_id = key_id,
     };
     proxy_start(a->proxy, req, &call);
 out:
@@ -162,7 +170,8 @@ typedef int (*api_openai_normalize_fn)(const json_t *req, const struct openai_op
 static void api_openai_route(struct api *a, http_request_t *req, enum proxy_kind kind)
 {
     atomic_fetch_add(&a->n_requests, 1);
-    if (!api_auth(a, req, false))
+    int64_t key_id;
+    if (!api_auth(a, req, false, &key_id))
         return;
     struct error err = ERROR_INIT;
     json_t *norm = NULL;
@@ -181,7 +190,7 @@ static void api_openai_route(struct api *a, http_request_t *req, enum proxy_kind
     if (rc < 0)
         api_fail(a, req, false, &err);
     else
-        api_proxy(a, req, kind, norm, false);
+        api_proxy(a, req, kind, norm, false, key_id);
     error_clear(&err);
 }
 
@@ -203,7 +212,8 @@ static void api_embeddings(http_request_t *req, void *ud)
 static void api_anthropic_route(struct api *a, http_request_t *req, bool count_tokens)
 {
     atomic_fetch_add(&a->n_requests, 1);
-    if (!api_auth(a, req, true))
+    int64_t key_id;
+    if (!api_auth(a, req, true, &key_id))
         return;
     struct error err = ERROR_INIT;
     json_t *norm = NULL;
@@ -215,7 +225,8 @@ static void api_anthropic_route(struct api *a, http_request_t *req, bool count_t
     if (rc < 0) {
         api_fail(a, req, true, &err);
     } else {
-        api_proxy(a, req, count_tokens ? PROXY_KIND_COUNT_TOKENS : PROXY_KIND_MESSAGES, norm, true);
+        api_proxy(a, req, count_tokens ? PROXY_KIND_COUNT_TOKENS : PROXY_KIND_MESSAGES, norm, true,
+                  key_id);
     }
     error_clear(&err);
 }
@@ -234,7 +245,7 @@ static void api_models(http_request_t *req, void *ud)
 {
     struct api *a = ud;
     atomic_fetch_add(&a->n_requests, 1);
-    if (!api_auth(a, req, api_is_anthropic(req)))
+    if (!api_auth(a, req, api_is_anthropic(req), NULL))
         return;
     /* Served models (database: models and aliases); alias patterns are not listed. */
     json_t *ids = a->snapshot ? snapshot_models(a->snapshot) : upstream_pool_models(a->pool);
@@ -250,7 +261,7 @@ static void api_model(http_request_t *req, void *ud)
 {
     struct api *a = ud;
     atomic_fetch_add(&a->n_requests, 1);
-    if (!api_auth(a, req, api_is_anthropic(req)))
+    if (!api_auth(a, req, api_is_anthropic(req), NULL))
         return;
     const char *id = http_request_wildcard(req);
     struct error err = ERROR_INIT;
@@ -313,6 +324,25 @@ static void api_metrics(http_request_t *req, void *ud)
                            "a model to load.\n"
                            "# TYPE cortex_gateway_cold_start_holding gauge\n");
         buf_appendf(&b, "cortex_gateway_cold_start_holding %u\n", snapshot_holding(a->snapshot));
+    }
+    if (a->accounting) {
+        struct accounting_stats st;
+        accounting_get_stats(a->accounting, &st);
+        buf_append_str(&b, "# HELP cortex_gateway_accounting_buffered Request rows waiting to be "
+                           "written to PostgreSQL.\n"
+                           "# TYPE cortex_gateway_accounting_buffered gauge\n");
+        buf_appendf(&b, "cortex_gateway_accounting_buffered %llu\n",
+                    (unsigned long long)st.buffered);
+        buf_append_str(&b, "# HELP cortex_gateway_accounting_written_total Request rows written "
+                           "to PostgreSQL.\n"
+                           "# TYPE cortex_gateway_accounting_written_total counter\n");
+        buf_appendf(&b, "cortex_gateway_accounting_written_total %llu\n",
+                    (unsigned long long)st.written);
+        buf_append_str(&b, "# HELP cortex_gateway_accounting_dropped_total Request rows lost "
+                           "(buffer full, refused batch, shutdown).\n"
+                           "# TYPE cortex_gateway_accounting_dropped_total counter\n");
+        buf_appendf(&b, "cortex_gateway_accounting_dropped_total %llu\n",
+                    (unsigned long long)st.dropped);
     }
     uint64_t refreshed = atomic_load(&a->refreshed_ms);
     buf_append_str(&b, "# HELP cortex_gateway_catalog_age_seconds Time since the model catalogue "
@@ -464,6 +494,10 @@ struct api *api_create(const struct api_config *cfg, char **errmsg)
             goto fail;
         if (!snapshot_wait_first(a->snapshot, 5000))
             LOG_WARN("no catalogue from PostgreSQL yet: serving an empty one until it answers");
+        a->accounting = accounting_create(cfg->db, host, cfg->accounting_max_rows,
+                                          cfg->accounting_flush_ms, errmsg);
+        if (!a->accounting)
+            goto fail;
         if (!cfg->open) {
             a->keys = keys_create(cfg->db, cfg->key_cache_ms, errmsg);
             if (!a->keys)
@@ -479,6 +513,7 @@ struct api *api_create(const struct api_config *cfg, char **errmsg)
             .max_in_flight = cfg->max_in_flight,
             .snapshot = a->snapshot,
             .hold_timeout_ms = cfg->hold_timeout_ms,
+            .accounting = a->accounting,
     };
     a->proxy = proxy_create(&ps);
 
@@ -552,6 +587,7 @@ void api_destroy(struct api *a)
     proxy_destroy(a->proxy);
     snapshot_destroy(a->snapshot);
     keys_destroy(a->keys);
+    accounting_destroy(a->accounting); /* after the proxy: its last rows are queued */
     upstream_pool_destroy(a->pool);
     catalog_aliases_destroy(a->aliases);
     pthread_cond_destroy(&a->wake);

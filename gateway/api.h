@@ -22,6 +22,8 @@
  * down) and a model without a ready placement is cold-started (demand + hold, proxy.h);
  * without db, the static upstreams and --model-aliases are used.
  *
+ * With db, every proxied request also ends as one row of cortex.requests (accounting.h).
+ *
  * Authentication: with open, none. Otherwise (db required) every API route wants
  * "Authorization: Bearer <key>" or "x-api-key: <key>", checked by keys.h (401 in dialect).
  */
@@ -45,6 +47,8 @@ struct api_config {
     int64_t hold_timeout_ms;             /* db: cold-start hold; default 120000 */
     unsigned max_holds, max_holds_model; /* db: held requests; defaults 1000, 100 */
     int64_t key_cache_ms;                /* db: API key cache time; default 5000 */
+    size_t accounting_max_rows;          /* db: request rows buffered; default 100000 */
+    int64_t accounting_flush_ms;         /* db: request rows written this often; default 1000 */
     int64_t max_tokens_cap;              /* 0: none */
     int64_t max_body_bytes;              /* default 32 MiB */
     unsigned max_connections;            /* default 10000 */

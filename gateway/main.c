@@ -41,6 +41,8 @@ struct gateway_settings {
     int64_t max_holds;
     int64_t max_holds_model;
     int64_t key_cache_ms;
+    int64_t accounting_buffer;
+    int64_t accounting_flush_ms;
 };
 
 static struct gateway_settings settings;
@@ -138,6 +140,14 @@ static const struct config_entry gateway_table[] = {
      .def = "5s", .min = "100ms", .max = "10m",
      .help = "--db: an API key check is remembered this long (a revoked key works at most this "
      "long)", .target = &settings.key_cache_ms},
+    {.name = "accounting-buffer", .env = "CORTEX_GATEWAY_ACCOUNTING_BUFFER",
+     .type = CONFIG_TYPE_INT, .def = "100000", .min = "1", .max = "10000000", .unit = "rows",
+     .help = "--db: request rows kept while PostgreSQL is away (more are dropped and counted)",
+     .target = &settings.accounting_buffer},
+    {.name = "accounting-flush", .env = "CORTEX_GATEWAY_ACCOUNTING_FLUSH",
+     .type = CONFIG_TYPE_DURATION, .def = "1s", .min = "10ms", .max = "1m",
+     .help = "--db: request rows are written in batches this often",
+     .target = &settings.accounting_flush_ms},
 };
 /* clang-format on */
 
@@ -239,6 +249,8 @@ int main(int argc, char **argv)
             .max_holds = (unsigned)settings.max_holds,
             .max_holds_model = (unsigned)settings.max_holds_model,
             .key_cache_ms = settings.key_cache_ms,
+            .accounting_max_rows = (size_t)settings.accounting_buffer,
+            .accounting_flush_ms = settings.accounting_flush_ms,
     };
     char *errmsg = NULL;
     struct api *api = api_create(&cfg, &errmsg);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accounting.h"
 #include "anthropic.h"
 #include "buf.h"
 #include "error.h"
@@ -91,7 +92,9 @@ struct proxy_job {
     char upstream[256];          /* the neuron tried last */
     int attempts;
     bool cold_start;
-    uint64_t held_ms; /* time held for a cold start */
+    int64_t api_key_id;
+    int64_t start_wall_us; /* receive time for the request row */
+    uint64_t held_ms;      /* time held for a cold start */
     bool have_usage;
     int64_t tokens_in, tokens_out;
 };
@@ -592,6 +595,39 @@ static void proxy_log_summary(struct proxy_job *job)
     }
     uint64_t now = timing_now_ms();
     long long ttft = job->first_ms ? (long long)(job->first_ms - job->start_ms) : -1;
+    if (job->proxy->s.accounting) {
+        static const char *const endpoints[] = {
+                [PROXY_KIND_CHAT] = "chat",
+                [PROXY_KIND_COMPLETION] = "completions",
+                [PROXY_KIND_EMBEDDING] = "embeddings",
+                [PROXY_KIND_MESSAGES] = "messages",
+                [PROXY_KIND_COUNT_TOKENS] = "count_tokens",
+        };
+        double decode_tps = -1;
+        if (job->have_usage && job->first_ms && now > job->first_ms && job->tokens_out > 1)
+            decode_tps = (double)(job->tokens_out - 1) * 1000.0 / (double)(now - job->first_ms);
+        struct accounting_row row = {
+                .request_id = job->request_id,
+                .created_us = job->start_wall_us,
+                .api_key_id = job->api_key_id,
+                .anthropic = job->anthropic,
+                .endpoint = endpoints[job->kind],
+                .requested_model = job->client_model,
+                .served_model = job->served_model,
+                .node = job->upstream,
+                .stream = job->stream,
+                .status = job->reply_status ? job->reply_status : 500,
+                .cancelled = job->client_gone,
+                .cold_start = job->cold_start,
+                .tokens_in = job->have_usage ? job->tokens_in : 0,
+                .tokens_out = job->have_usage ? job->tokens_out : 0,
+                .queue_wait_ms = (double)job->held_ms,
+                .ttft_ms = (double)ttft,
+                .total_ms = (double)(now - job->start_ms),
+                .decode_tps = decode_tps,
+        };
+        accounting_submit(job->proxy->s.accounting, &row);
+    }
     LOGC_INFO(&job->log,
               "request done: dialect=%s kind=%s client_model=%s upstream=%s status=%d stream=%d "
               "cancelled=%d cold_start=%d held_ms=%llu attempts=%d ttft_ms=%lld duration_ms=%llu "
@@ -756,6 +792,10 @@ void proxy_start(struct proxy *p, http_request_t *req, struct proxy_call *call)
     snprintf(job->request_id, sizeof job->request_id, "%s", http_request_id(req));
     job->log = (struct log_ctx){.request_id = job->request_id, .model = job->served_model};
     job->start_ms = timing_now_ms();
+    job->api_key_id = call->api_key_id;
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    job->start_wall_us = (int64_t)wall.tv_sec * 1000000 + wall.tv_nsec / 1000;
     pthread_mutex_init(&job->out_mu, NULL);
 
     http_request_defer(req, proxy_on_gone, job);

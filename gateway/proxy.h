@@ -39,6 +39,7 @@
 #include "upstream.h"
 
 struct snapshot;
+struct accounting;
 
 enum proxy_kind {
     PROXY_KIND_CHAT,         /* OpenAI POST /v1/chat/completions */
@@ -62,6 +63,8 @@ struct proxy_settings {
                                    keep-alives) until the model is ready or hold_timeout_ms
                                    passes (then ERR_MODEL_LOADING: 503 / 529 + Retry-After). */
     int64_t hold_timeout_ms;    /* default 120000 */
+    struct accounting *accounting; /* borrowed; NULL: no request rows. When set, every request
+                                      started here ends with one row (accounting.h). */
 };
 
 struct proxy;
@@ -78,6 +81,7 @@ struct proxy_call {
     const char *client_model; /* the name the client asked for (reported in Anthropic answers) */
     bool stream;              /* the client asked for a stream */
     bool include_usage;       /* OpenAI: the client asked for the usage chunk */
+    int64_t api_key_id;       /* for the request row; 0: none */
 };
 
 /* Answers req (from its handler) through a worker thread; see the contract. When no worker can

@@ -1,7 +1,8 @@
 # tests/integration/gateway/test_db.py — cortex-gateway --db against a real PostgreSQL and a
 # real neuron (SmolLM2 on CPU): the catalogue comes from the database, a request for a model
 # without a ready placement is held while the test performs the load through the neuron's API
-# (standing in for the scheduler) and then completes, and a revoked API key is refused.
+# (standing in for the scheduler) and then completes, a revoked API key is refused, and every
+# proxied request leaves one row in cortex.requests.
 #
 # Needs CORTEX_NEURON_BIN and CORTEX_SMOLLM2_GGUF (ops/test provides both) and PostgreSQL 15;
 # skipped otherwise.
@@ -127,7 +128,7 @@ def fleet():
     gateway = Proc([os.environ["CORTEX_GATEWAY_BIN"], "--listen", "127.0.0.1:%d" % gport,
                     "--metrics-listen", "127.0.0.1:%d" % mport, "--db", pg.conninfo,
                     "--snapshot-poll", "1s", "--key-cache", "500ms", "--hold-timeout", "90s",
-                    "--ping-interval", "500ms"], "gateway")
+                    "--ping-interval", "500ms", "--accounting-flush", "200ms"], "gateway")
     gateway.wait_port(gport)
     f = {"pg": pg, "node": node, "neuron": "http://127.0.0.1:%d" % nport,
          "api": "http://127.0.0.1:%d" % gport, "metrics": "http://127.0.0.1:%d" % mport}
@@ -217,3 +218,26 @@ def test_cold_start_held_until_loaded(fleet):
                          "messages": [{"role": "user", "content": "Hi"}]},
                         headers={"x-api-key": secret, "anthropic-version": "2023-06-01"})
     assert status == 200 and "event: message_stop" in body, body
+
+
+def test_request_rows(fleet):
+    pg = fleet["pg"]
+    kid, secret = new_key(pg)
+    status, body = http("POST", fleet["api"] + "/v1/chat/completions",
+                        {"model": "claude-x", "max_tokens": 4, "temperature": 0,
+                         "messages": [{"role": "user", "content": "Hi"}]},
+                        headers={"Authorization": "Bearer " + secret,
+                                 "x-request-id": "rowtest-1"})
+    assert status == 200, body
+    row = pg.wait_for("SELECT concat_ws('|', dialect, endpoint, requested_model, served_model, "
+                      "status_code, cold_start, tokens_in > 0, tokens_out > 0, total_ms > 0, "
+                      "node IS NOT NULL) FROM cortex.requests WHERE api_key_id = %d" % kid,
+                      timeout=10)
+    assert row == "openai|chat|claude-x|%s|200|f|t|t|t|t" % MODEL, row
+    # The cold start of the previous test was recorded as one.
+    assert pg.sql("SELECT count(*) FROM cortex.requests WHERE cold_start AND status_code = 200 "
+                  "AND queue_wait_ms > 0") == "1"
+    status, body = http("GET", fleet["metrics"] + "/metrics")
+    m = re.search(r"^cortex_gateway_accounting_written_total (\d+)$", body, re.M)
+    assert m and int(m.group(1)) >= 3, body
+    assert re.search(r"^cortex_gateway_accounting_dropped_total 0$", body, re.M), body
