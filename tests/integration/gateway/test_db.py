@@ -6,6 +6,7 @@
 #
 # Needs CORTEX_NEURON_BIN and CORTEX_SMOLLM2_GGUF (ops/test provides both) and PostgreSQL 15;
 # skipped otherwise.
+import http.client as httpclient
 import json
 import os
 import re
@@ -198,12 +199,39 @@ def test_cold_start_held_until_loaded(fleet):
              "messages": [{"role": "user", "content": "Say hi."}]},
             headers={"Authorization": "Bearer " + secret})
 
+    kept_alive = threading.Event()
+
+    def ask_stream():
+        # A streaming request held for the same cold start: keep-alive comments flow while it
+        # waits (read incrementally so the load starts only after the first one arrived).
+        conn = httpclient.HTTPConnection("127.0.0.1", int(fleet["api"].rsplit(":", 1)[1]),
+                                          timeout=120)
+        conn.request("POST", "/v1/chat/completions", json.dumps(
+            {"model": MODEL, "max_tokens": 8, "temperature": 0, "stream": True,
+             "messages": [{"role": "user", "content": "Say hi."}]}),
+            {"Authorization": "Bearer " + secret, "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        result["stream_status"] = resp.status
+        text = ""
+        while True:
+            line = resp.readline().decode()
+            if not line:
+                break
+            text += line
+            if line.startswith(": keep-alive"):
+                kept_alive.set()
+        result["stream"] = text
+        conn.close()
+
     t = threading.Thread(target=ask)
     t.start()
+    ts = threading.Thread(target=ask_stream)
+    ts.start()
     # The gateway records demand; the test plays the scheduler: a placement, then the load.
     demand = pg.wait_for("SELECT d.id FROM cortex.demand d JOIN cortex.models m "
                          "ON m.id = d.model_id WHERE m.name = '%s' AND d.kind = 'load'" % MODEL)
     assert demand
+    assert kept_alive.wait(30), "no keep-alive while held: %r" % result
     assert t.is_alive(), "the request was not held: %r" % result
     epoch = pg.sql("SELECT cortex.lease_acquire('gateway-test')")
     model = pg.sql("SELECT id FROM cortex.models WHERE name = '%s'" % MODEL)
@@ -214,8 +242,12 @@ def test_cold_start_held_until_loaded(fleet):
                         {"model": MODEL, "placement_id": pid})
     assert status == 202, body
     t.join(120)
-    assert not t.is_alive()
+    ts.join(120)
+    assert not t.is_alive() and not ts.is_alive()
     assert result["status"] == 200, result
+    assert result["stream_status"] == 200
+    assert result["stream"].rstrip().endswith("data: [DONE]"), result["stream"]
+    assert '"content"' in result["stream"]
     doc = json.loads(result["body"])
     assert doc["choices"][0]["message"]["content"]
     assert doc["usage"]["completion_tokens"] > 0
@@ -241,9 +273,9 @@ def test_request_rows(fleet):
                       "node IS NOT NULL) FROM cortex.requests WHERE api_key_id = %d" % kid,
                       timeout=10)
     assert row == "openai|chat|claude-x|%s|200|f|t|t|t|t" % MODEL, row
-    # The cold start of the previous test was recorded as one.
+    # The two requests of the cold start test were recorded as such.
     assert pg.sql("SELECT count(*) FROM cortex.requests WHERE cold_start AND status_code = 200 "
-                  "AND queue_wait_ms > 0") == "1"
+                  "AND queue_wait_ms > 0") == "2"
     status, body = http("GET", fleet["metrics"] + "/metrics")
     m = re.search(r"^cortex_gateway_accounting_written_total (\d+)$", body, re.M)
     assert m and int(m.group(1)) >= 3, body
@@ -283,3 +315,53 @@ def test_postgres_down_serves_from_snapshot(fleet):
             break
         assert time.monotonic() < deadline, age
         time.sleep(0.2)
+
+
+def test_second_gateway_hold_timeout(fleet):
+    """A second gateway on the same database: the same catalogue, the same keys (a revocation
+    reaches both), and a model nobody can load times out with 503 / 529 and Retry-After."""
+    pg = fleet["pg"]
+    pg.sql("SELECT cortex.add_model('ghost')")
+    gport = free_port()
+    gw = Proc([os.environ["CORTEX_GATEWAY_BIN"], "--listen", "127.0.0.1:%d" % gport,
+               "--metrics-listen", "", "--db", pg.conninfo, "--key-cache", "500ms",
+               "--hold-timeout", "700ms"], "gateway2")
+    try:
+        gw.wait_port(gport)
+        api2 = "http://127.0.0.1:%d" % gport
+        kid, secret = new_key(pg)
+        auth = {"Authorization": "Bearer " + secret}
+        lists = []
+        for api in (fleet["api"], api2):
+            deadline = time.monotonic() + 10
+            while True:  # the first gateway learns of 'ghost' by NOTIFY
+                status, body = http("GET", api + "/v1/models", headers=auth)
+                assert status == 200, body
+                ids = sorted(m["id"] for m in json.loads(body)["data"])
+                if "ghost" in ids or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            lists.append(ids)
+        assert lists[0] == lists[1] == ["ghost", MODEL], lists
+        req = {"model": "ghost", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]}
+        r = urllib.request.Request(api2 + "/v1/chat/completions", data=json.dumps(req).encode(),
+                                   headers=dict(auth, **{"Content-Type": "application/json"}))
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(r, timeout=30)
+        assert e.value.code == 503 and e.value.headers["Retry-After"], e.value.code
+        assert json.loads(e.value.read())["error"]["message"]
+        status, body = http("POST", api2 + "/v1/messages", req,
+                            headers={"x-api-key": secret, "anthropic-version": "2023-06-01"})
+        assert status == 529, body
+        assert json.loads(body)["error"]["type"] == "overloaded_error", body
+        assert pg.sql("SELECT count(*) FROM cortex.demand d JOIN cortex.models m ON "
+                      "m.id = d.model_id WHERE m.name = 'ghost'") == "1"  # idempotent
+        pg.sql("SELECT cortex.revoke_api_key(%d)" % kid)
+        for api in (fleet["api"], api2):
+            deadline = time.monotonic() + 5
+            while http("GET", api + "/v1/models", headers=auth)[0] != 401:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        rc = gw.stop()
+    assert rc == 0, gw.log_text()[-20000:]
