@@ -8,16 +8,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
+#include "accounting.h"
 #include "anthropic.h"
 #include "buf.h"
 #include "catalog.h"
 #include "error.h"
 #include "http_server.h"
 #include "jsonutil.h"
+#include "keys.h"
 #include "log.h"
 #include "openai.h"
 #include "proxy.h"
+#include "snapshot.h"
 #include "timing.h"
 #include "upstream.h"
 #include "xalloc.h"
@@ -27,6 +32,9 @@ struct api {
     struct upstream_pool *pool;
     struct catalog_aliases *aliases;
     struct proxy *proxy;
+    struct snapshot *snapshot;     /* NULL: static upstreams */
+    struct keys *keys;             /* NULL: open mode */
+    struct accounting *accounting; /* NULL: no request rows (static mode) */
     http_server_t *server;
     http_server_t *metrics;
     int64_t started_s; /* wall clock: the "created" of every model */
@@ -39,6 +47,7 @@ struct api {
     _Atomic uint64_t refreshed_ms;   /* monotonic time of the last successful refresh; 0 never */
     atomic_uint_fast64_t n_requests; /* requests dispatched to a route */
     atomic_uint_fast64_t n_rejected; /* answered with a 4xx by a route itself */
+    atomic_uint_fast64_t n_unauthorized;
 };
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -61,15 +70,57 @@ static bool api_model_exists(const char *name, void *ud)
     return upstream_pool_has_model(ud, name);
 }
 
-/* The served model for the client's name, or NULL (err set) when nobody serves it. */
-static const char *api_resolve(struct api *a, const char *name, struct error *err)
+/* The served model for the client's name, or NULL (err set) when nobody serves it. In database
+ * mode the result is a string of buf. */
+static const char *api_resolve(struct api *a, const char *name, char *buf, size_t size,
+                               struct error *err)
 {
+    if (a->snapshot) {
+        if (snapshot_resolve(a->snapshot, name, buf, size))
+            return buf;
+        error_set(err, ERR_MODEL_NOT_FOUND, "model", "The model '%s' does not exist", name);
+        return NULL;
+    }
     const char *served = catalog_resolve(a->aliases, name, api_model_exists, a->pool);
     if (!upstream_pool_has_model(a->pool, served)) {
         error_set(err, ERR_MODEL_NOT_FOUND, "model", "The model '%s' does not exist", name);
         return NULL;
     }
     return served;
+}
+
+/* Checks the request's API key (none in open mode). Returns true when the request may go on;
+ * false when it has been answered (401, or 503 when keys cannot be checked). */
+static bool api_auth(struct api *a, http_request_t *req, bool anthropic, int64_t *key_out)
+{
+    if (key_out)
+        *key_out = 0;
+    if (!a->keys)
+        return true;
+    const char *secret = http_request_header(req, "x-api-key");
+    const char *auth = http_request_header(req, "authorization");
+    if (!secret && auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        secret = auth + 7;
+        while (*secret == ' ')
+            secret++;
+    }
+    int64_t key_id = 0;
+    enum keys_result r = secret ? keys_check(a->keys, secret, &key_id) : KEYS_DENIED;
+    if (r == KEYS_OK) {
+        if (key_out)
+            *key_out = key_id;
+        return true;
+    }
+    struct error e = ERROR_INIT;
+    if (r == KEYS_UNAVAILABLE)
+        error_set(&e, ERR_UNAVAILABLE, NULL, "API keys cannot be checked now; retry later");
+    else
+        error_set(&e, ERR_UNAUTHORIZED, NULL,
+                  secret ? "invalid API key" : "an API key is required (Authorization: Bearer)");
+    atomic_fetch_add(&a->n_unauthorized, 1);
+    api_fail(a, req, anthropic, &e);
+    error_clear(&e);
+    return false;
 }
 
 /* The parsed body of req, or NULL with err set. */
@@ -83,12 +134,13 @@ static json_t *api_body(http_request_t *req, struct error *err)
 /* The common tail of every proxied route: resolve the model, then hand over. norm is
  * consumed. */
 static void api_proxy(struct api *a, http_request_t *req, enum proxy_kind kind, json_t *norm,
-                      bool anthropic)
+                      bool anthropic, int64_t key_id)
 {
     struct error err = ERROR_INIT;
     const char *model = json_string_value(json_object_get(norm, "model"));
     char *client_model = xstrdup(model ? model : "");
-    const char *served = api_resolve(a, client_model, &err);
+    char buf[256];
+    const char *served = api_resolve(a, client_model, buf, sizeof buf, &err);
     if (!served) {
         api_fail(a, req, anthropic, &err);
         json_decref(norm);
@@ -102,6 +154,7 @@ static void api_proxy(struct api *a, http_request_t *req, enum proxy_kind kind, 
             .client_model = client_model,
             .stream = json_is_true(json_object_get(norm, "stream")),
             .include_usage = json_is_true(json_object_get(opts, "include_usage")),
+            .api_key_id = key_id,
     };
     proxy_start(a->proxy, req, &call);
 out:
@@ -117,6 +170,9 @@ typedef int (*api_openai_normalize_fn)(const json_t *req, const struct openai_op
 static void api_openai_route(struct api *a, http_request_t *req, enum proxy_kind kind)
 {
     atomic_fetch_add(&a->n_requests, 1);
+    int64_t key_id;
+    if (!api_auth(a, req, false, &key_id))
+        return;
     struct error err = ERROR_INIT;
     json_t *norm = NULL;
     json_t *body = api_body(req, &err);
@@ -134,7 +190,7 @@ static void api_openai_route(struct api *a, http_request_t *req, enum proxy_kind
     if (rc < 0)
         api_fail(a, req, false, &err);
     else
-        api_proxy(a, req, kind, norm, false);
+        api_proxy(a, req, kind, norm, false, key_id);
     error_clear(&err);
 }
 
@@ -156,6 +212,9 @@ static void api_embeddings(http_request_t *req, void *ud)
 static void api_anthropic_route(struct api *a, http_request_t *req, bool count_tokens)
 {
     atomic_fetch_add(&a->n_requests, 1);
+    int64_t key_id;
+    if (!api_auth(a, req, true, &key_id))
+        return;
     struct error err = ERROR_INIT;
     json_t *norm = NULL;
     json_t *body = api_body(req, &err);
@@ -166,7 +225,8 @@ static void api_anthropic_route(struct api *a, http_request_t *req, bool count_t
     if (rc < 0) {
         api_fail(a, req, true, &err);
     } else {
-        api_proxy(a, req, count_tokens ? PROXY_KIND_COUNT_TOKENS : PROXY_KIND_MESSAGES, norm, true);
+        api_proxy(a, req, count_tokens ? PROXY_KIND_COUNT_TOKENS : PROXY_KIND_MESSAGES, norm, true,
+                  key_id);
     }
     error_clear(&err);
 }
@@ -185,7 +245,10 @@ static void api_models(http_request_t *req, void *ud)
 {
     struct api *a = ud;
     atomic_fetch_add(&a->n_requests, 1);
-    json_t *ids = upstream_pool_models(a->pool); /* served models; alias patterns are not */
+    if (!api_auth(a, req, api_is_anthropic(req), NULL))
+        return;
+    /* Served models (database: models and aliases); alias patterns are not listed. */
+    json_t *ids = a->snapshot ? snapshot_models(a->snapshot) : upstream_pool_models(a->pool);
     json_t *list = catalog_list_json(ids, a->started_s);
     if (api_is_anthropic(req))
         http_request_add_reply_header(req, "request-id", http_request_id(req));
@@ -198,9 +261,12 @@ static void api_model(http_request_t *req, void *ud)
 {
     struct api *a = ud;
     atomic_fetch_add(&a->n_requests, 1);
+    if (!api_auth(a, req, api_is_anthropic(req), NULL))
+        return;
     const char *id = http_request_wildcard(req);
     struct error err = ERROR_INIT;
-    if (!api_resolve(a, id, &err)) {
+    char buf[256];
+    if (!api_resolve(a, id, buf, sizeof buf, &err)) {
         api_fail(a, req, api_is_anthropic(req), &err);
         error_clear(&err);
         return;
@@ -244,6 +310,40 @@ static void api_metrics(http_request_t *req, void *ud)
     buf_append_str(&b, "# HELP cortex_gateway_in_flight Requests being proxied now.\n"
                        "# TYPE cortex_gateway_in_flight gauge\n");
     buf_appendf(&b, "cortex_gateway_in_flight %u\n", proxy_in_flight(a->proxy));
+    buf_append_str(&b, "# HELP cortex_gateway_unauthorized_total Requests refused for a missing "
+                       "or invalid API key.\n"
+                       "# TYPE cortex_gateway_unauthorized_total counter\n");
+    buf_appendf(&b, "cortex_gateway_unauthorized_total %llu\n",
+                (unsigned long long)atomic_load(&a->n_unauthorized));
+    if (a->snapshot) {
+        buf_append_str(&b, "# HELP cortex_gateway_snapshot_age_seconds Time since the catalogue "
+                           "and placements were last read from PostgreSQL (-1: never).\n"
+                           "# TYPE cortex_gateway_snapshot_age_seconds gauge\n");
+        buf_appendf(&b, "cortex_gateway_snapshot_age_seconds %.3f\n", snapshot_age_s(a->snapshot));
+        buf_append_str(&b, "# HELP cortex_gateway_cold_start_holding Requests held waiting for "
+                           "a model to load.\n"
+                           "# TYPE cortex_gateway_cold_start_holding gauge\n");
+        buf_appendf(&b, "cortex_gateway_cold_start_holding %u\n", snapshot_holding(a->snapshot));
+    }
+    if (a->accounting) {
+        struct accounting_stats st;
+        accounting_get_stats(a->accounting, &st);
+        buf_append_str(&b, "# HELP cortex_gateway_accounting_buffered Request rows waiting to be "
+                           "written to PostgreSQL.\n"
+                           "# TYPE cortex_gateway_accounting_buffered gauge\n");
+        buf_appendf(&b, "cortex_gateway_accounting_buffered %llu\n",
+                    (unsigned long long)st.buffered);
+        buf_append_str(&b, "# HELP cortex_gateway_accounting_written_total Request rows written "
+                           "to PostgreSQL.\n"
+                           "# TYPE cortex_gateway_accounting_written_total counter\n");
+        buf_appendf(&b, "cortex_gateway_accounting_written_total %llu\n",
+                    (unsigned long long)st.written);
+        buf_append_str(&b, "# HELP cortex_gateway_accounting_dropped_total Request rows lost "
+                           "(buffer full, refused batch, shutdown).\n"
+                           "# TYPE cortex_gateway_accounting_dropped_total counter\n");
+        buf_appendf(&b, "cortex_gateway_accounting_dropped_total %llu\n",
+                    (unsigned long long)st.dropped);
+    }
     uint64_t refreshed = atomic_load(&a->refreshed_ms);
     buf_append_str(&b, "# HELP cortex_gateway_catalog_age_seconds Time since the model catalogue "
                        "was last refreshed (-1: never).\n"
@@ -340,13 +440,15 @@ static void *api_refresher(void *arg)
 struct api *api_create(const struct api_config *cfg, char **errmsg)
 {
     *errmsg = NULL;
-    if (!cfg->open) {
-        *errmsg = xstrdup("API keys need the database, which the gateway does not use yet: "
-                          "start it with --open (no authentication) for local use");
+    bool use_db = cfg->db && cfg->db[0];
+    if (!cfg->open && !use_db) {
+        *errmsg = xstrdup("API keys live in the database: give --db, or start with --open (no "
+                          "authentication) for local use");
         return NULL;
     }
-    if (!cfg->listen || cfg->n_upstreams == 0) {
-        *errmsg = xstrdup("a listen address and at least one upstream are required");
+    if (!cfg->listen || (!use_db && cfg->n_upstreams == 0)) {
+        *errmsg = xstrdup("a listen address and either --db or at least one upstream are "
+                          "required");
         return NULL;
     }
     struct api *a = xcalloc(1, sizeof *a);
@@ -366,11 +468,41 @@ struct api *api_create(const struct api_config *cfg, char **errmsg)
         *errmsg = xstrdup(err);
         goto fail;
     }
-    a->pool =
-            upstream_pool_create(cfg->upstreams, cfg->n_upstreams, cfg->eject_after, cfg->eject_ms);
+    a->pool = upstream_pool_create(use_db ? NULL : cfg->upstreams, use_db ? 0 : cfg->n_upstreams,
+                                   cfg->eject_after, cfg->eject_ms);
     if (!a->pool) {
         *errmsg = xasprintf("between 1 and %d upstreams are allowed", UPSTREAM_MAX);
         goto fail;
+    }
+    if (use_db) {
+        char host[128] = "gateway";
+        if (gethostname(host, sizeof host) != 0)
+            snprintf(host, sizeof host, "gateway");
+        host[sizeof host - 1] = '\0';
+        char source[160];
+        snprintf(source, sizeof source, "gateway %s", host);
+        struct snapshot_config snc = {
+                .conninfo = cfg->db,
+                .pool = a->pool,
+                .source = source,
+                .poll_ms = cfg->snapshot_poll_ms,
+                .max_holds = cfg->max_holds,
+                .max_holds_model = cfg->max_holds_model,
+        };
+        a->snapshot = snapshot_create(&snc, errmsg);
+        if (!a->snapshot)
+            goto fail;
+        if (!snapshot_wait_first(a->snapshot, 5000))
+            LOG_WARN("no catalogue from PostgreSQL yet: serving an empty one until it answers");
+        a->accounting = accounting_create(cfg->db, host, cfg->accounting_max_rows,
+                                          cfg->accounting_flush_ms, errmsg);
+        if (!a->accounting)
+            goto fail;
+        if (!cfg->open) {
+            a->keys = keys_create(cfg->db, cfg->key_cache_ms, errmsg);
+            if (!a->keys)
+                goto fail;
+        }
     }
     struct proxy_settings ps = {
             .pool = a->pool,
@@ -379,6 +511,9 @@ struct api *api_create(const struct api_config *cfg, char **errmsg)
             .max_attempts = cfg->max_attempts,
             .ping_interval_ms = cfg->ping_interval_ms,
             .max_in_flight = cfg->max_in_flight,
+            .snapshot = a->snapshot,
+            .hold_timeout_ms = cfg->hold_timeout_ms,
+            .accounting = a->accounting,
     };
     a->proxy = proxy_create(&ps);
 
@@ -408,15 +543,18 @@ struct api *api_create(const struct api_config *cfg, char **errmsg)
         if (!a->metrics)
             goto fail;
     }
-    if (pthread_create(&a->refresher, NULL, api_refresher, a) != 0) {
-        *errmsg = xstrdup("cannot start the catalogue refresher thread");
-        goto fail;
+    if (!use_db) {
+        if (pthread_create(&a->refresher, NULL, api_refresher, a) != 0) {
+            *errmsg = xstrdup("cannot start the catalogue refresher thread");
+            goto fail;
+        }
+        a->refresher_started = true;
     }
-    a->refresher_started = true;
     a->cfg.listen = NULL; /* borrowed strings are not kept */
     a->cfg.metrics_listen = NULL;
     a->cfg.upstreams = NULL;
     a->cfg.aliases = NULL;
+    a->cfg.db = NULL;
     return a;
 fail:
     api_destroy(a);
@@ -447,6 +585,9 @@ void api_destroy(struct api *a)
     http_server_destroy(a->metrics);
     http_server_destroy(a->server); /* every request in flight learns its client is gone */
     proxy_destroy(a->proxy);
+    snapshot_destroy(a->snapshot);
+    keys_destroy(a->keys);
+    accounting_destroy(a->accounting); /* after the proxy: its last rows are queued */
     upstream_pool_destroy(a->pool);
     catalog_aliases_destroy(a->aliases);
     pthread_cond_destroy(&a->wake);

@@ -17,8 +17,15 @@
  * 404 model_not_found; then proxy.h carries the request. Routes shared by both dialects answer
  * errors in the Anthropic form when the request has an anthropic-version or x-api-key header.
  *
- * Authentication: only the open mode exists for now (no API keys); api_create refuses a
- * config without it.
+ * Routing: with db set, the catalogue and the ready placements come from PostgreSQL
+ * (snapshot.h: LISTEN/NOTIFY + polling; the last snapshot keeps serving while the database is
+ * down) and a model without a ready placement is cold-started (demand + hold, proxy.h);
+ * without db, the static upstreams and --model-aliases are used.
+ *
+ * With db, every proxied request also ends as one row of cortex.requests (accounting.h).
+ *
+ * Authentication: with open, none. Otherwise (db required) every API route wants
+ * "Authorization: Bearer <key>" or "x-api-key: <key>", checked by keys.h (401 in dialect).
  */
 #ifndef CORTEX_GATEWAY_API_H
 #define CORTEX_GATEWAY_API_H
@@ -31,10 +38,17 @@
 struct api_config {
     const char *listen;           /* required: "0.0.0.0:31313" */
     const char *metrics_listen;   /* NULL or "": no metrics listener */
-    const char *const *upstreams; /* base URLs of the neurons; required, at least one */
+    const char *db;               /* PostgreSQL conninfo: database-driven routing and keys */
+    const char *const *upstreams; /* base URLs of the neurons; required without db */
     size_t n_upstreams;
     const char *aliases;                 /* "pattern=model,…" (catalog.h); NULL: none */
-    bool open;                           /* serve without API keys; required for now */
+    bool open;                           /* serve without API keys; required without db */
+    int64_t snapshot_poll_ms;            /* db: full re-read period; default 5000 */
+    int64_t hold_timeout_ms;             /* db: cold-start hold; default 120000 */
+    unsigned max_holds, max_holds_model; /* db: held requests; defaults 1000, 100 */
+    int64_t key_cache_ms;                /* db: API key cache time; default 5000 */
+    size_t accounting_max_rows;          /* db: request rows buffered; default 100000 */
+    int64_t accounting_flush_ms;         /* db: request rows written this often; default 1000 */
     int64_t max_tokens_cap;              /* 0: none */
     int64_t max_body_bytes;              /* default 32 MiB */
     unsigned max_connections;            /* default 10000 */

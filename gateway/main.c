@@ -36,6 +36,13 @@ struct gateway_settings {
     int64_t max_in_flight;
     int64_t eject_after;
     int64_t eject_time_ms;
+    int64_t snapshot_poll_ms;
+    int64_t hold_timeout_ms;
+    int64_t max_holds;
+    int64_t max_holds_model;
+    int64_t key_cache_ms;
+    int64_t accounting_buffer;
+    int64_t accounting_flush_ms;
 };
 
 static struct gateway_settings settings;
@@ -56,10 +63,11 @@ static const struct config_entry gateway_table[] = {
      .def = "", .help = "client model names mapped to served ones: pattern=model,... "
      "(fnmatch patterns, e.g. claude-*=smollm2)", .target = &settings.model_aliases},
     {.name = "db", .env = "CORTEX_GATEWAY_DB", .type = CONFIG_TYPE_STRING,
-     .help = "PostgreSQL connection string (catalogue, routing, keys, accounting: not used yet)",
+     .help = "PostgreSQL connection string: catalogue, routing, cold starts and API keys come "
+     "from it (then --upstream and --model-aliases are not used)",
      .target = &settings.db},
     {.name = "open", .env = "CORTEX_GATEWAY_OPEN", .type = CONFIG_TYPE_BOOL, .def = "false",
-     .help = "serve without API keys (local use); required until keys are implemented",
+     .help = "serve without API keys (local use); required without --db",
      .target = &settings.open},
     {.name = "log-level", .env = "CORTEX_LOG_LEVEL", .type = CONFIG_TYPE_STRING, .def = "info",
      .help = "trace, debug, info, warn, error or off", .target = &settings.log_level},
@@ -112,6 +120,34 @@ static const struct config_entry gateway_table[] = {
     {.name = "eject-time", .env = "CORTEX_GATEWAY_EJECT_TIME", .type = CONFIG_TYPE_DURATION,
      .def = "10s", .min = "100ms", .max = "1h", .help = "how long an ejected neuron stays out",
      .target = &settings.eject_time_ms},
+    {.name = "snapshot-poll", .env = "CORTEX_GATEWAY_SNAPSHOT_POLL", .type = CONFIG_TYPE_DURATION,
+     .def = "5s", .min = "100ms", .max = "1h",
+     .help = "--db: catalogue and placements are re-read this often (and on NOTIFY)",
+     .target = &settings.snapshot_poll_ms},
+    {.name = "hold-timeout", .env = "CORTEX_GATEWAY_HOLD_TIMEOUT", .type = CONFIG_TYPE_DURATION,
+     .def = "2m", .min = "100ms", .max = "1h",
+     .help = "--db: how long a request waits for its model to load (then 503 / 529)",
+     .target = &settings.hold_timeout_ms},
+    {.name = "max-holds", .env = "CORTEX_GATEWAY_MAX_HOLDS", .type = CONFIG_TYPE_INT,
+     .def = "1000", .min = "1", .max = "1000000", .unit = "requests",
+     .help = "--db: requests waiting for models to load, in total",
+     .target = &settings.max_holds},
+    {.name = "max-holds-model", .env = "CORTEX_GATEWAY_MAX_HOLDS_MODEL", .type = CONFIG_TYPE_INT,
+     .def = "100", .min = "1", .max = "1000000", .unit = "requests",
+     .help = "--db: requests waiting for one model to load",
+     .target = &settings.max_holds_model},
+    {.name = "key-cache", .env = "CORTEX_GATEWAY_KEY_CACHE", .type = CONFIG_TYPE_DURATION,
+     .def = "5s", .min = "100ms", .max = "10m",
+     .help = "--db: an API key check is remembered this long (a revoked key works at most this "
+     "long)", .target = &settings.key_cache_ms},
+    {.name = "accounting-buffer", .env = "CORTEX_GATEWAY_ACCOUNTING_BUFFER",
+     .type = CONFIG_TYPE_INT, .def = "100000", .min = "1", .max = "10000000", .unit = "rows",
+     .help = "--db: request rows kept while PostgreSQL is away (more are dropped and counted)",
+     .target = &settings.accounting_buffer},
+    {.name = "accounting-flush", .env = "CORTEX_GATEWAY_ACCOUNTING_FLUSH",
+     .type = CONFIG_TYPE_DURATION, .def = "1s", .min = "10ms", .max = "1m",
+     .help = "--db: request rows are written in batches this often",
+     .target = &settings.accounting_flush_ms},
 };
 /* clang-format on */
 
@@ -175,8 +211,6 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level(level);
-    if (settings.db && settings.db[0])
-        LOG_WARN("--db is accepted but not used yet: routing follows --upstream");
 
     /* Signals are taken by sigwait() below: block them before any thread starts. */
     sigset_t stop;
@@ -209,6 +243,14 @@ int main(int argc, char **argv)
             .max_in_flight = (unsigned)settings.max_in_flight,
             .eject_after = (int)settings.eject_after,
             .eject_ms = settings.eject_time_ms,
+            .db = settings.db,
+            .snapshot_poll_ms = settings.snapshot_poll_ms,
+            .hold_timeout_ms = settings.hold_timeout_ms,
+            .max_holds = (unsigned)settings.max_holds,
+            .max_holds_model = (unsigned)settings.max_holds_model,
+            .key_cache_ms = settings.key_cache_ms,
+            .accounting_max_rows = (size_t)settings.accounting_buffer,
+            .accounting_flush_ms = settings.accounting_flush_ms,
     };
     char *errmsg = NULL;
     struct api *api = api_create(&cfg, &errmsg);
@@ -219,9 +261,10 @@ int main(int argc, char **argv)
         status = 1;
         goto out;
     }
-    LOG_INFO("listening on %s (port %u), metrics on %s (port %u), %zu upstream(s)%s",
+    LOG_INFO("listening on %s (port %u), metrics on %s (port %u), routing from %s%s",
              settings.listen, api_port(api), settings.metrics_listen, api_metrics_port(api),
-             n_upstreams, settings.open ? ", open mode (no API keys)" : "");
+             settings.db && settings.db[0] ? "PostgreSQL" : "static upstreams",
+             settings.open ? ", open mode (no API keys)" : "");
     int sig = 0;
     sigwait(&stop, &sig);
     LOG_INFO("signal %d: shutting down", sig);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "accounting.h"
 #include "anthropic.h"
 #include "buf.h"
 #include "error.h"
@@ -30,6 +31,7 @@
 #include "jsonutil.h"
 #include "log.h"
 #include "openai.h"
+#include "snapshot.h"
 #include "sse.h"
 #include "timing.h"
 #include "xalloc.h"
@@ -89,6 +91,10 @@ struct proxy_job {
     int reply_status;            /* what the client got */
     char upstream[256];          /* the neuron tried last */
     int attempts;
+    bool cold_start;
+    int64_t api_key_id;
+    int64_t start_wall_us; /* receive time for the request row */
+    uint64_t held_ms;      /* time held for a cold start */
     bool have_usage;
     int64_t tokens_in, tokens_out;
 };
@@ -146,6 +152,8 @@ struct proxy *proxy_create(const struct proxy_settings *settings)
         p->s.ping_interval_ms = 10000;
     if (p->s.max_in_flight == 0)
         p->s.max_in_flight = 10000;
+    if (p->s.hold_timeout_ms <= 0)
+        p->s.hold_timeout_ms = 120000;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->idle, NULL);
     pthread_condattr_t ca;
@@ -200,8 +208,14 @@ void proxy_reply_error(http_request_t *req, bool anthropic, const struct error *
 }
 
 /* Answers the job's request with e (before anything was sent). */
+static void proxy_stream_fail(struct proxy_job *job, const struct error *e);
+
 static void proxy_job_error(struct proxy_job *job, const struct error *e)
 {
+    if (job->out) { /* a held stream has started already: the error goes in band */
+        proxy_stream_fail(job, e);
+        return;
+    }
     job->reply_status = error_http_status(e->code, job->anthropic ? ERROR_DIALECT_ANTHROPIC
                                                                   : ERROR_DIALECT_OPENAI);
     proxy_reply_error(job->req, job->anthropic, e);
@@ -581,14 +595,48 @@ static void proxy_log_summary(struct proxy_job *job)
     }
     uint64_t now = timing_now_ms();
     long long ttft = job->first_ms ? (long long)(job->first_ms - job->start_ms) : -1;
+    if (job->proxy->s.accounting) {
+        static const char *const endpoints[] = {
+                [PROXY_KIND_CHAT] = "chat",
+                [PROXY_KIND_COMPLETION] = "completions",
+                [PROXY_KIND_EMBEDDING] = "embeddings",
+                [PROXY_KIND_MESSAGES] = "messages",
+                [PROXY_KIND_COUNT_TOKENS] = "count_tokens",
+        };
+        double decode_tps = -1;
+        if (job->have_usage && job->first_ms && now > job->first_ms && job->tokens_out > 1)
+            decode_tps = (double)(job->tokens_out - 1) * 1000.0 / (double)(now - job->first_ms);
+        struct accounting_row row = {
+                .request_id = job->request_id,
+                .created_us = job->start_wall_us,
+                .api_key_id = job->api_key_id,
+                .anthropic = job->anthropic,
+                .endpoint = endpoints[job->kind],
+                .requested_model = job->client_model,
+                .served_model = job->served_model,
+                .node = job->upstream,
+                .stream = job->stream,
+                .status = job->reply_status ? job->reply_status : 500,
+                .cancelled = job->client_gone,
+                .cold_start = job->cold_start,
+                .tokens_in = job->have_usage ? job->tokens_in : 0,
+                .tokens_out = job->have_usage ? job->tokens_out : 0,
+                .queue_wait_ms = (double)job->held_ms,
+                .ttft_ms = (double)ttft,
+                .total_ms = (double)(now - job->start_ms),
+                .decode_tps = decode_tps,
+        };
+        accounting_submit(job->proxy->s.accounting, &row);
+    }
     LOGC_INFO(&job->log,
               "request done: dialect=%s kind=%s client_model=%s upstream=%s status=%d stream=%d "
-              "cancelled=%d attempts=%d ttft_ms=%lld duration_ms=%llu tokens_in=%lld "
+              "cancelled=%d cold_start=%d held_ms=%llu attempts=%d ttft_ms=%lld duration_ms=%llu "
+              "tokens_in=%lld "
               "tokens_out=%lld",
               job->anthropic ? "anthropic" : "openai", proxy_kind_name(job->kind),
               job->client_model, job->upstream[0] ? job->upstream : "-", job->reply_status,
-              job->stream, job->client_gone, job->attempts, ttft,
-              (unsigned long long)(now - job->start_ms),
+              job->stream, job->client_gone, job->cold_start, (unsigned long long)job->held_ms,
+              job->attempts, ttft, (unsigned long long)(now - job->start_ms),
               job->have_usage ? (long long)job->tokens_in : -1LL,
               job->have_usage ? (long long)job->tokens_out : -1LL);
 }
@@ -626,6 +674,44 @@ static void proxy_finish(struct proxy_job *job)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* A model in the catalogue without a ready placement: records demand and holds the request
+ * until a placement is ready. Returns false when the request may go on (ready), true when it
+ * has been answered (timeout, full, client gone). */
+static bool proxy_cold_start(struct proxy_job *job, struct error *last)
+{
+    struct proxy *p = job->proxy;
+    job->cold_start = true;
+    LOGC_INFO(&job->log, "cold start: '%s' has no ready placement; holding the request",
+              job->served_model);
+    if (snapshot_demand(p->s.snapshot, job->served_model) < 0)
+        LOGC_WARN(&job->log, "demand not recorded; waiting for the next placement anyway");
+    if (job->stream)
+        proxy_start_stream(job); /* keep-alives flow while the model loads */
+    uint64_t t0 = timing_now_ms();
+    enum snapshot_hold_result r =
+            snapshot_hold(p->s.snapshot, job->served_model, p->s.hold_timeout_ms, job->cancel);
+    job->held_ms = timing_now_ms() - t0;
+    switch (r) {
+    case SNAPSHOT_HOLD_READY:
+        return false;
+    case SNAPSHOT_HOLD_CANCELLED:
+        pthread_mutex_lock(&job->out_mu);
+        job->client_gone = true;
+        pthread_mutex_unlock(&job->out_mu);
+        error_set(last, ERR_UNAVAILABLE, NULL, "the client went away");
+        break;
+    case SNAPSHOT_HOLD_FULL:
+        error_set(last, ERR_OVERLOADED, NULL, "too many requests are waiting for models to load");
+        break;
+    case SNAPSHOT_HOLD_TIMEOUT:
+        error_set(last, ERR_MODEL_LOADING, NULL, "the model '%s' is loading; retry in a moment",
+                  job->client_model);
+        break;
+    }
+    proxy_job_error(job, last);
+    return true;
+}
+
 static void *proxy_thread(void *arg)
 {
     struct proxy_job *job = arg;
@@ -633,6 +719,8 @@ static void *proxy_thread(void *arg)
     uint64_t tried = 0;
     struct error last = ERROR_INIT;
     bool answered = false;
+    if (p->s.snapshot && !upstream_pool_has_model(p->s.pool, job->served_model))
+        answered = proxy_cold_start(job, &last);
     for (int attempt = 0; attempt < p->s.max_attempts && !answered; attempt++) {
         struct upstream_lease lease;
         if (upstream_pool_acquire(p->s.pool, job->served_model, tried, &lease) < 0)
@@ -645,6 +733,10 @@ static void *proxy_thread(void *arg)
         upstream_pool_release(p->s.pool, lease.index, outcome);
     }
     if (!answered) {
+        if (last.code == ERR_NONE && p->s.snapshot)
+            error_set(&last, ERR_MODEL_LOADING, NULL,
+                      "the model '%s' has no ready replica now; retry in a moment",
+                      job->client_model);
         if (last.code == ERR_NONE)
             error_set(&last, ERR_UNAVAILABLE, NULL,
                       "no model server is available for '%s' now; retry later", job->client_model);
@@ -700,6 +792,10 @@ void proxy_start(struct proxy *p, http_request_t *req, struct proxy_call *call)
     snprintf(job->request_id, sizeof job->request_id, "%s", http_request_id(req));
     job->log = (struct log_ctx){.request_id = job->request_id, .model = job->served_model};
     job->start_ms = timing_now_ms();
+    job->api_key_id = call->api_key_id;
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    job->start_wall_us = (int64_t)wall.tv_sec * 1000000 + wall.tv_nsec / 1000;
     pthread_mutex_init(&job->out_mu, NULL);
 
     http_request_defer(req, proxy_on_gone, job);

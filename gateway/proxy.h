@@ -38,6 +38,9 @@
 #include "http_request.h"
 #include "upstream.h"
 
+struct snapshot;
+struct accounting;
+
 enum proxy_kind {
     PROXY_KIND_CHAT,         /* OpenAI POST /v1/chat/completions */
     PROXY_KIND_COMPLETION,   /* OpenAI POST /v1/completions */
@@ -54,6 +57,14 @@ struct proxy_settings {
     int max_attempts;           /* neurons tried before the first byte; default 3 */
     int64_t ping_interval_ms;   /* default 10000 */
     unsigned max_in_flight;     /* concurrent proxied requests; beyond: 529 / 503; default 10000 */
+    struct snapshot *snapshot;  /* borrowed; NULL: static upstreams, no cold starts. When set, a
+                                   model without a ready placement is a cold start: demand is
+                                   recorded, the request held (a stream starts at once and gets
+                                   keep-alives) until the model is ready or hold_timeout_ms
+                                   passes (then ERR_MODEL_LOADING: 503 / 529 + Retry-After). */
+    int64_t hold_timeout_ms;    /* default 120000 */
+    struct accounting *accounting; /* borrowed; NULL: no request rows. When set, every request
+                                      started here ends with one row (accounting.h). */
 };
 
 struct proxy;
@@ -70,6 +81,7 @@ struct proxy_call {
     const char *client_model; /* the name the client asked for (reported in Anthropic answers) */
     bool stream;              /* the client asked for a stream */
     bool include_usage;       /* OpenAI: the client asked for the usage chunk */
+    int64_t api_key_id;       /* for the request row; 0: none */
 };
 
 /* Answers req (from its handler) through a worker thread; see the contract. When no worker can

@@ -4,6 +4,7 @@
 #include "upstream.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,30 +25,35 @@ struct upstream {
 
 struct upstream_pool {
     pthread_mutex_t mu;
-    struct upstream *ups;
-    size_t n;
+    struct upstream *ups; /* UPSTREAM_MAX slots; [0, n) in use, never removed */
+    _Atomic size_t n;     /* grows under mu (upstream_pool_sync); read without it */
     int eject_after;
     int64_t eject_ms;
     size_t rotor; /* where the next tie-break starts */
 };
 
+/* Copies url into out without its trailing slashes. */
+static void upstream_url_copy(char *out, size_t size, const char *url)
+{
+    snprintf(out, size, "%s", url);
+    size_t len = strlen(out);
+    while (len > 0 && out[len - 1] == '/')
+        out[--len] = '\0';
+}
+
 struct upstream_pool *upstream_pool_create(const char *const *urls, size_t n, int eject_after,
                                            int64_t eject_ms)
 {
-    if (n == 0 || n > UPSTREAM_MAX)
+    if (n > UPSTREAM_MAX)
         return NULL;
     struct upstream_pool *p = xcalloc(1, sizeof *p);
     pthread_mutex_init(&p->mu, NULL);
-    p->ups = xcalloc(n, sizeof *p->ups);
+    p->ups = xcalloc(UPSTREAM_MAX, sizeof *p->ups);
     p->n = n;
     p->eject_after = eject_after > 0 ? eject_after : 3;
     p->eject_ms = eject_ms > 0 ? eject_ms : 10000;
-    for (size_t i = 0; i < n; i++) {
-        snprintf(p->ups[i].url, sizeof p->ups[i].url, "%s", urls[i]);
-        size_t len = strlen(p->ups[i].url);
-        while (len > 0 && p->ups[i].url[len - 1] == '/')
-            p->ups[i].url[--len] = '\0';
-    }
+    for (size_t i = 0; i < n; i++)
+        upstream_url_copy(p->ups[i].url, sizeof p->ups[i].url, urls[i]);
     return p;
 }
 
@@ -94,6 +100,49 @@ void upstream_pool_set_models(struct upstream_pool *p, size_t i, const char *con
     u->models = models;
     u->n_models = n;
     pthread_mutex_unlock(&p->mu);
+}
+
+int upstream_pool_sync(struct upstream_pool *p, const char *const *urls, const char *const *models,
+                       size_t n)
+{
+    int rc = 0;
+    pthread_mutex_lock(&p->mu);
+    size_t have = p->n;
+    size_t *count = xcalloc(UPSTREAM_MAX, sizeof *count);
+    size_t *slot = xcalloc(n ? n : 1, sizeof *slot);
+    for (size_t k = 0; k < n; k++) {
+        char url[256];
+        upstream_url_copy(url, sizeof url, urls[k]);
+        size_t i = 0;
+        while (i < have && strcmp(p->ups[i].url, url) != 0)
+            i++;
+        if (i == have) {
+            if (have == UPSTREAM_MAX) {
+                slot[k] = SIZE_MAX;
+                rc = -1;
+                continue;
+            }
+            memcpy(p->ups[i].url, url, sizeof url);
+            have++;
+        }
+        slot[k] = i;
+        count[i]++;
+    }
+    for (size_t i = 0; i < have; i++) {
+        upstream_models_free(&p->ups[i]);
+        p->ups[i].models = count[i] ? xcalloc(count[i], sizeof *p->ups[i].models) : NULL;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (slot[k] == SIZE_MAX)
+            continue;
+        struct upstream *u = &p->ups[slot[k]];
+        u->models[u->n_models++] = xstrdup(models[k]);
+    }
+    p->n = have;
+    pthread_mutex_unlock(&p->mu);
+    free(count);
+    free(slot);
+    return rc;
 }
 
 /* Whether u serves model; called with the lock held. */

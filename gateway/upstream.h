@@ -17,8 +17,8 @@
  * ejected upstream comes back by itself when its time is up (it then gets one request to
  * prove itself: another failure ejects it again at once).
  *
- * This is the static stand-in for the database-driven placement snapshot: the same acquire /
- * release interface will be fed from PostgreSQL.
+ * The pool is fed either statically (--upstream URLs with upstream_pool_refresh reading their
+ * model lists) or from the database's placement snapshot (snapshot.h, upstream_pool_sync).
  */
 #ifndef CORTEX_GATEWAY_UPSTREAM_H
 #define CORTEX_GATEWAY_UPSTREAM_H
@@ -47,7 +47,8 @@ struct upstream_lease {
 };
 
 /* urls[0..n) are copied (n <= UPSTREAM_MAX; a trailing '/' is dropped). eject_after 0 means 3,
- * eject_ms 0 means 10000. Returns NULL when n is 0 or too large. */
+ * eject_ms 0 means 10000. n may be 0 for a pool fed by upstream_pool_sync. Returns NULL when n
+ * is too large. */
 struct upstream_pool *upstream_pool_create(const char *const *urls, size_t n, int eject_after,
                                            int64_t eject_ms);
 void upstream_pool_destroy(struct upstream_pool *p); /* accepts NULL */
@@ -58,6 +59,15 @@ const char *upstream_pool_url(const struct upstream_pool *p, size_t i);
 
 /* Replaces the model ids upstream i serves with ids[0..n) (copied). */
 void upstream_pool_set_models(struct upstream_pool *p, size_t i, const char *const *ids, size_t n);
+/*
+ * Replaces what every upstream serves with the rows (urls[k], models[k]), k < n (e.g. the
+ * database's ready placements): a URL not seen before joins the pool (indexes stay stable, so
+ * leases and failure records survive), a known URL absent from the rows serves nothing until
+ * it reappears. Returns 0, or -1 when some rows were dropped because the pool is full
+ * (UPSTREAM_MAX URLs).
+ */
+int upstream_pool_sync(struct upstream_pool *p, const char *const *urls, const char *const *models,
+                       size_t n) __attribute__((warn_unused_result));
 /* Whether any upstream (ejected or not) serves model. */
 bool upstream_pool_has_model(const struct upstream_pool *p, const char *model);
 /* Every model id any upstream serves, sorted and unique: a new array of strings. */

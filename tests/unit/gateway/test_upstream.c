@@ -38,7 +38,49 @@ START_TEST(test_models)
     ck_assert(!upstream_pool_has_model(p, "mid"));
     upstream_pool_destroy(p);
     upstream_pool_destroy(NULL);
-    ck_assert_ptr_null(upstream_pool_create(urls, 0, 0, 0));
+    ck_assert_ptr_null(upstream_pool_create(urls, UPSTREAM_MAX + 1, 0, 0));
+}
+END_TEST
+
+/* The database snapshot feeds (endpoint, model) rows: URLs join with stable indexes and one
+ * missing from the rows serves nothing until it comes back. */
+START_TEST(test_sync)
+{
+    struct upstream_pool *p = upstream_pool_create(NULL, 0, 0, 0);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_uint_eq(upstream_pool_size(p), 0);
+    struct upstream_lease lease;
+    ck_assert_int_eq(upstream_pool_acquire(p, "m1", 0, &lease), -1);
+
+    const char *urls[] = {"http://n1:13131/", "http://n2:13131", "http://n1:13131"};
+    const char *models[] = {"m1", "m1", "m2"};
+    ck_assert_int_eq(upstream_pool_sync(p, urls, models, 3), 0);
+    ck_assert_uint_eq(upstream_pool_size(p), 2);
+    ck_assert_str_eq(upstream_pool_url(p, 0), "http://n1:13131");
+    ck_assert_str_eq(upstream_pool_url(p, 1), "http://n2:13131");
+    ck_assert(upstream_pool_has_model(p, "m2"));
+    ck_assert_int_eq(upstream_pool_acquire(p, "m2", 0, &lease), 0);
+    ck_assert_int_eq(lease.index, 0);
+
+    /* n1 leaves the rows while its lease is out: it keeps its index and its count. */
+    const char *urls2[] = {"http://n2:13131", "http://n3:13131"};
+    const char *models2[] = {"m1", "m2"};
+    ck_assert_int_eq(upstream_pool_sync(p, urls2, models2, 2), 0);
+    ck_assert_uint_eq(upstream_pool_size(p), 3);
+    ck_assert_str_eq(upstream_pool_url(p, 2), "http://n3:13131");
+    int64_t in_flight = 0;
+    upstream_pool_state(p, 0, &in_flight, NULL, NULL);
+    ck_assert_int_eq(in_flight, 1);
+    struct upstream_lease l2;
+    ck_assert_int_eq(upstream_pool_acquire(p, "m2", 0, &l2), 0);
+    ck_assert_int_eq(l2.index, 2);
+    upstream_pool_release(p, l2.index, UPSTREAM_OUTCOME_OK);
+    upstream_pool_release(p, lease.index, UPSTREAM_OUTCOME_OK);
+    ck_assert_int_eq(upstream_pool_acquire(p, "m1", 1u << 1, &l2), -1); /* only n2 has m1 */
+
+    ck_assert_int_eq(upstream_pool_sync(p, NULL, NULL, 0), 0);
+    ck_assert(!upstream_pool_has_model(p, "m1"));
+    upstream_pool_destroy(p);
 }
 END_TEST
 
@@ -171,6 +213,7 @@ static Suite *upstream_suite(void)
     Suite *s = suite_create("upstream");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_models);
+    tcase_add_test(tc, test_sync);
     tcase_add_test(tc, test_choice);
     tcase_add_test(tc, test_ejection);
     tcase_add_test(tc, test_refresh);
