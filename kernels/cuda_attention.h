@@ -1,0 +1,81 @@
+/*
+ * kernels/cuda_attention.h — causal grouped-query attention on the GPU (CPU twin:
+ * cpu_attention()): decode over a KV cache, split along the context, and tiled prefill.
+ *
+ * Contract: query head h reads KV head h / (n_heads / n_kv_heads); scores are scaled by scale
+ * and softmaxed in fp32; the output is the weighted sum of values, rounded once on store.
+ * head_dim is 32, 64, 128 or 256. Queries and outputs are F32 or BF16; the cache is F32 or BF16.
+ * A row of q / out holds n_heads heads of head_dim elements (head h at h * head_dim); position p
+ * of a cache starts at p * kv_stride elements and holds n_kv_heads heads of head_dim. All
+ * pointers are device memory; the work is queued on stream; nothing is allocated.
+ */
+#ifndef CORTEX_KERNELS_CUDA_ATTENTION_H
+#define CORTEX_KERNELS_CUDA_ATTENTION_H
+
+#include "dtype.h"
+
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Decode: one query token for each of n_seqs sequences. Sequence s has its query at row s of q,
+ * its output at row s of out, and its cache at k + s * seq_stride (v likewise) with lens[s]
+ * filled positions (a device array, so a captured graph replays with new lengths; 0 gives a zero
+ * output). max_len >= every lens[s] sizes the grid: the context is cut into n_splits pieces
+ * (0 = cuda_attention_decode_splits()) whose partial softmax sums a second pass combines, so
+ * one long sequence still fills the GPU. work is scratch of cuda_attention_decode_work_bytes()
+ * bytes for the same shape and split count. */
+struct cuda_attention_decode {
+    enum dtype q_type, kv_type, out_type;
+    const void *q;
+    int64_t q_stride; /* elements between the query rows of consecutive sequences */
+    const void *k, *v;
+    int64_t kv_stride, seq_stride;
+    const int32_t *lens;
+    int64_t max_len;
+    void *out;
+    int64_t out_stride;
+    int n_seqs, n_heads, n_kv_heads, head_dim;
+    float scale;
+    int n_splits;
+    void *work;
+};
+
+/* Splits the context into this many pieces for the shape (>= 1): enough blocks for the GPU of
+ * the current device, each piece at least 64 positions. */
+int cuda_attention_decode_splits(int n_seqs, int n_heads, int n_kv_heads, int64_t max_len);
+/* Scratch bytes the decode call needs for the shape with n_splits pieces (resolve 0 first). */
+size_t cuda_attention_decode_work_bytes(int n_seqs, int n_heads, int head_dim, int n_splits);
+/* Queues decode attention; -1 (reason in cuda_last_error()) for bad shapes or a launch error. */
+int cuda_attention_decode(const struct cuda_attention_decode *a, cudaStream_t stream)
+        __attribute__((warn_unused_result));
+
+/* Prefill: n_q query tokens of one sequence at positions pos0 .. pos0 + n_q - 1 (row i of q
+ * and out), over a cache already filled for positions 0 .. pos0 + n_q - 1; query i attends to
+ * positions 0 .. pos0 + i. */
+struct cuda_attention_prefill {
+    enum dtype q_type, kv_type, out_type;
+    const void *q;
+    int64_t q_stride; /* elements between consecutive query rows */
+    const void *k, *v;
+    int64_t kv_stride;
+    void *out;
+    int64_t out_stride;
+    int64_t n_q, pos0;
+    int n_heads, n_kv_heads, head_dim;
+    float scale;
+};
+
+/* Queues prefill attention; -1 (reason in cuda_last_error()) for bad shapes or a launch error. */
+int cuda_attention_prefill(const struct cuda_attention_prefill *a, cudaStream_t stream)
+        __attribute__((warn_unused_result));
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
