@@ -599,6 +599,7 @@ int registry_load(struct registry *r, const char *name, const json_t *devices, i
     int rc = -1;
     bool locked = false;
     struct registry_model *old = NULL;
+    bool own = false; /* the refusal concerns the placement the listed model holds */
     bool *chosen = xcalloc(r->n_devices, sizeof *chosen);
     uint64_t *dev_bytes = xcalloc(r->n_devices, sizeof *dev_bytes);
     int n_chosen = registry_parse_devices(r, devices, chosen, err);
@@ -668,11 +669,11 @@ int registry_load(struct registry *r, const char *name, const json_t *devices, i
              (unsigned long long)m->memory_bytes);
     rc = 0;
 out:
+    /* A refusal for the placement the listed model already holds is not this placement's
+     * failure: its own lifecycle reports it. (Read under mu: old may go once it is released.) */
+    own = old && old->placement_id == placement_id;
     if (locked)
         pthread_mutex_unlock(&r->mu);
-    /* A refusal for the placement the listed model already holds is not this placement's
-     * failure: its own lifecycle reports it. */
-    bool own = old && old->placement_id == placement_id;
     if (rc != 0 && !own)
         registry_notify_refused(r, name, placement_id, err);
     free(chosen);
