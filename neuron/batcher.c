@@ -99,12 +99,13 @@ static void batcher_finish_job(struct batcher *b, struct batcher_job *j, enum er
     }
     if (code == ERR_NONE && atomic_load(&j->cancel))
         r.finish = GEN_FINISH_CANCELLED;
-    j->sink.done(j->ud, &r);
+    /* Counted before done(), so whoever done() wakes sees the job in the stats. */
     pthread_mutex_lock(&b->mu);
     b->stats.jobs_done++;
     if (r.finish == GEN_FINISH_CANCELLED)
         b->stats.jobs_cancelled++;
     pthread_mutex_unlock(&b->mu);
+    j->sink.done(j->ud, &r);
     batcher_job_destroy(j);
 }
 
@@ -237,6 +238,7 @@ static void *batcher_worker(void *arg)
             step_err = ERR_INTERNAL;
         }
         int kept = 0;
+        uint64_t cache_bytes = 0;
         for (int i = 0; i < n_active; i++) {
             struct batcher_job *j = active[i];
             size_t after;
@@ -249,6 +251,7 @@ static void *batcher_worker(void *arg)
                 continue;
             }
             batcher_drain(j);
+            cache_bytes += generation_cache_bytes(j->gen);
             active[kept++] = j;
         }
         n_active = kept;
@@ -261,10 +264,12 @@ static void *batcher_worker(void *arg)
         b->stats.prompt_tokens += prompt_tokens;
         b->stats.generated_tokens += generated;
         b->stats.active = n_active;
+        b->stats.cache_bytes = cache_bytes;
     }
     pthread_mutex_lock(&b->mu);
     b->stats.active = 0;
     b->stats.queued = 0;
+    b->stats.cache_bytes = 0;
     pthread_mutex_unlock(&b->mu);
     free(active);
     free(gens);

@@ -66,6 +66,7 @@ struct batcher_stats {
     uint64_t generated_tokens; /* tokens sampled */
     uint64_t jobs_done;        /* jobs that got done() */
     uint64_t jobs_cancelled;   /* of which cancelled */
+    uint64_t cache_bytes;      /* bytes the running generations' caches occupy (after a step) */
 };
 
 enum batcher_submit_result {

@@ -3,6 +3,9 @@
  */
 #include "daemon.h"
 
+#include "buf.h"
+#include "chat_template.h"
+#include "device.h"
 #include "http_server.h"
 #include "log.h"
 #include "metrics.h"
@@ -12,11 +15,14 @@
 #include "report.h"
 #include "xalloc.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct daemon {
     const struct neuron_config *cfg;
+    struct device_list devices;
     struct metrics *metrics;
     struct registry *registry;
     struct openai_api openai;
@@ -82,10 +88,55 @@ static const http_route_t daemon_routes[] = {
         {"GET", "/metrics", daemon_route_metrics},
 };
 
+/* Reads and compiles the --chat-template file, so a bad one stops the start with its line and
+ * column rather than failing every later load. Returns the text (the caller frees) or NULL
+ * with a message in err. */
+static char *daemon_read_template(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "--chat-template: cannot open %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct buf b = BUF_INIT;
+    char chunk[8192];
+    size_t got;
+    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+        buf_append(&b, chunk, got);
+    bool failed = ferror(f);
+    fclose(f);
+    size_t len;
+    char *text = buf_steal(&b, &len);
+    struct chat_template *ct = NULL;
+    struct jinja_error jerr = {0};
+    if (failed) {
+        snprintf(err, errlen, "--chat-template: cannot read %s", path);
+    } else if (strlen(text) != len) {
+        snprintf(err, errlen, "--chat-template: %s holds a NUL byte", path);
+        failed = true;
+    } else if (chat_template_create(text, len, NULL, &ct, &jerr) != 0) {
+        snprintf(err, errlen, "--chat-template: %s line %d column %d: %s", path, jerr.line,
+                 jerr.column, jerr.message);
+        failed = true;
+    }
+    chat_template_destroy(ct);
+    if (failed) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
 struct daemon *daemon_create(const struct neuron_config *cfg, char *err, size_t errlen)
 {
     struct daemon *d = xcalloc(1, sizeof *d);
+    char *tmpl = NULL;
     d->cfg = cfg;
+    if (cfg->chat_template && !(tmpl = daemon_read_template(cfg->chat_template, err, errlen))) {
+        free(d);
+        return NULL;
+    }
+    device_discover(&d->devices, (uint64_t)cfg->memory_budget);
     d->metrics = metrics_create();
     struct registry_options ro = {
             .models_dir = cfg->models_dir,
@@ -95,15 +146,18 @@ struct daemon *daemon_create(const struct neuron_config *cfg, char *err, size_t 
             .queue_depth = (int)cfg->queue_depth,
             .prefill_chunk = cfg->prefill_chunk,
             .memory_budget = (uint64_t)cfg->memory_budget,
+            .devices = d->devices.v,
+            .n_devices = d->devices.n,
+            .chat_template = tmpl,
     };
     d->registry = registry_create(&ro);
+    free(tmpl);
     if (cfg->db) {
         struct report_options rep = {
                 .conninfo = cfg->db,
                 .node = cfg->name,
                 .endpoint = cfg->advertise,
                 .heartbeat_ms = cfg->heartbeat_ms,
-                .memory_total = (uint64_t)cfg->memory_budget,
         };
         d->report = report_create(&rep, d->registry, err, errlen);
         if (!d->report) {
@@ -133,10 +187,19 @@ struct daemon *daemon_create(const struct neuron_config *cfg, char *err, size_t 
         daemon_destroy(d);
         return NULL;
     }
-    LOG_INFO("neuron %s listening on %s (port %u), advertised as %s; models in %s; memory budget "
-             "%lld bytes",
+    char devices[256] = "";
+    for (size_t i = 0, off = 0; i < d->devices.n && off < sizeof devices; i++) {
+        char label[32];
+        device_label(&d->devices.v[i], label, sizeof label);
+        int w = snprintf(devices + off, sizeof devices - off, "%s%s (%llu bytes)", i ? ", " : "",
+                         label, (unsigned long long)d->devices.v[i].budget);
+        off += w > 0 ? (size_t)w : 0;
+    }
+    LOG_INFO("neuron %s listening on %s (port %u), advertised as %s; models in %s; devices %s; "
+             "inference on the CPU%s%s",
              cfg->name, cfg->listen, (unsigned)http_server_port(d->server), cfg->advertise,
-             cfg->models_dir, (long long)cfg->memory_budget);
+             cfg->models_dir, devices, cfg->chat_template ? "; chat template " : "",
+             cfg->chat_template ? cfg->chat_template : "");
     return d;
 }
 
@@ -161,5 +224,6 @@ void daemon_destroy(struct daemon *d)
         registry_set_observer(d->registry, NULL, NULL);
     registry_destroy(d->registry);
     metrics_destroy(d->metrics);
+    device_list_free(&d->devices);
     free(d);
 }

@@ -72,12 +72,13 @@ int engine_open(const char *path, const struct engine_options *opt, struct engin
                                .max_context = opt ? opt->max_context : 0};
     if (model_create(e->file, &mo, &e->model, err, errlen) != 0)
         goto fail;
-    const char *tmpl = engine_template_text(e->file->meta);
+    bool given = opt && opt->chat_template;
+    const char *tmpl = given ? opt->chat_template : engine_template_text(e->file->meta);
     if (tmpl) {
         struct jinja_error jerr = {0};
         if (chat_template_create(tmpl, strlen(tmpl), NULL, &e->chat, &jerr) != 0) {
-            snprintf(err, errlen, "%s: chat template line %d column %d: %s", path, jerr.line,
-                     jerr.column, jerr.message);
+            snprintf(err, errlen, "%s: %s chat template line %d column %d: %s", path,
+                     given ? "the given" : "the model's", jerr.line, jerr.column, jerr.message);
             goto fail;
         }
     }

@@ -2,7 +2,8 @@
  * neuron/engine.h — one model ready to serve: weights, tokenizer and chat template together.
  *
  * Contract: engine_open() opens a model file (GGUF or HF directory), binds its weights to the
- * CPU backend, builds its tokenizer and compiles its chat template (when it has one). Every
+ * CPU backend, builds its tokenizer and compiles its chat template (the model's own, or the
+ * one the options give instead, as llama.cpp's --chat-template-file does). Every
  * failure returns -1 with a message naming the file and what is wrong; nothing is left open.
  * The engine owns everything it opened; engine_close() frees it all (accepts NULL).
  * Thread safety: rendering and tokenising may run on any thread at any time; the model itself
@@ -21,15 +22,17 @@
 #include <stddef.h>
 
 struct engine_options {
-    int threads;         /* CPU threads for the forward pass; < 1: all online CPUs */
-    int64_t max_context; /* tokens per sequence; < 1: the model's own limit */
+    int threads;               /* CPU threads for the forward pass; < 1: all online CPUs */
+    int64_t max_context;       /* tokens per sequence; < 1: the model's own limit */
+    const char *chat_template; /* Jinja text used instead of the model's own template (borrowed
+                                  for the call); NULL: the model's own */
 };
 
 struct engine {
     struct model_file *file;
     struct model *model;
     struct tokenizer *tok;
-    struct chat_template *chat; /* NULL when the model ships no template */
+    struct chat_template *chat; /* NULL when the model ships no template and none was given */
     char *bos_text;             /* the BOS token's text, or NULL */
     char *eos_text;             /* the EOS token's text, or NULL */
 };

@@ -338,6 +338,11 @@ void generation_stats(const struct generation *g, struct gen_stats *out)
             g->t_prompt_done ? (double)(g->t_prompt_done - g->t_first_pass) / 1e6 : 0.0;
 }
 
+uint64_t generation_cache_bytes(const struct generation *g)
+{
+    return g->seq ? model_seq_memory_bytes(g->seq) : 0;
+}
+
 const int32_t *generation_tokens(const struct generation *g, size_t *n)
 {
     *n = g->n_tokens;

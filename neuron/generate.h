@@ -103,5 +103,8 @@ void generation_output_clear(struct generation *g);
 void generation_stats(const struct generation *g, struct gen_stats *out);
 /* Every token sampled so far (prompt excluded). */
 const int32_t *generation_tokens(const struct generation *g, size_t *n);
+/* Bytes of model state (caches) the generation holds: 0 once it has finished, because its
+ * sequence is freed then. */
+uint64_t generation_cache_bytes(const struct generation *g);
 
 #endif

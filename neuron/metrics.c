@@ -111,6 +111,8 @@ static void metrics_collect_model(void *ud, const struct registry_model_info *in
 
 enum metrics_model_field {
     METRICS_FIELD_MEMORY,
+    METRICS_FIELD_CACHE_BUDGET,
+    METRICS_FIELD_CACHE,
     METRICS_FIELD_LOAD_SECONDS,
     METRICS_FIELD_ACTIVE,
     METRICS_FIELD_QUEUED,
@@ -127,6 +129,13 @@ static const struct {
 } metrics_model_families[METRICS_FIELD_COUNT] = {
         [METRICS_FIELD_MEMORY] = {"cortex_neuron_model_memory_bytes", "gauge",
                                   "Memory reserved for the model (weights + cache budget).", false},
+        [METRICS_FIELD_CACHE_BUDGET] = {"cortex_neuron_cache_budget_bytes", "gauge",
+                                        "The part of the model's reserved memory set aside for "
+                                        "sequence caches (max-batch sequences of ctx tokens).",
+                                        false},
+        [METRICS_FIELD_CACHE] = {"cortex_neuron_cache_bytes", "gauge",
+                                 "Bytes the caches of the model's running sequences occupy now.",
+                                 true},
         [METRICS_FIELD_LOAD_SECONDS] = {"cortex_neuron_model_load_seconds", "gauge",
                                         "Duration of the model's last load.", false},
         [METRICS_FIELD_ACTIVE] = {"cortex_neuron_active_sequences", "gauge",
@@ -151,6 +160,10 @@ static uint64_t metrics_model_value(const struct registry_model_info *info,
     switch (f) {
     case METRICS_FIELD_MEMORY:
         return info->memory_bytes;
+    case METRICS_FIELD_CACHE_BUDGET:
+        return info->cache_budget_bytes;
+    case METRICS_FIELD_CACHE:
+        return info->stats.cache_bytes;
     case METRICS_FIELD_ACTIVE:
         return (uint64_t)info->stats.active;
     case METRICS_FIELD_QUEUED:
@@ -197,6 +210,32 @@ static void metrics_render_models(struct registry *r, struct buf *out)
     free(ms.v);
 }
 
+/* Memory budget, reservations and (GPUs) free memory per device. */
+static void metrics_render_devices(struct registry *r, struct buf *out)
+{
+    size_t n = registry_device_count(r);
+    struct registry_device_usage *use = xcalloc(n ? n : 1, sizeof *use);
+    n = registry_get_devices(r, use, n);
+    static const char *const names[] = {"cortex_neuron_memory_budget_bytes",
+                                        "cortex_neuron_memory_used_bytes",
+                                        "cortex_neuron_memory_free_bytes"};
+    static const char *const helps[] = {
+            "Memory models may reserve on the device (CPU: the budget; GPU: free at start).",
+            "Memory reserved by the models placed on the device.",
+            "Memory still free for models on the device (GPU: also at most what the driver "
+            "reports free)."};
+    for (size_t f = 0; f < 3; f++) {
+        buf_appendf(out, "# HELP %s %s\n# TYPE %s gauge\n", names[f], helps[f], names[f]);
+        for (size_t i = 0; i < n; i++) {
+            char label[32];
+            device_label(use[i].device, label, sizeof label);
+            uint64_t v = f == 0 ? use[i].device->budget : f == 1 ? use[i].used : use[i].free;
+            buf_appendf(out, "%s{device=\"%s\"} %llu\n", names[f], label, (unsigned long long)v);
+        }
+    }
+    free(use);
+}
+
 void metrics_render(struct metrics *m, struct registry *r, struct buf *out)
 {
     buf_append_str(out, "# HELP cortex_neuron_requests_total API requests answered, by endpoint "
@@ -237,21 +276,15 @@ void metrics_render(struct metrics *m, struct registry *r, struct buf *out)
                 (double)metrics_load(&m->queue_us_sum) / 1e6,
                 (double)metrics_load(&m->first_token_us_sum) / 1e6);
 
+    metrics_render_devices(r, out);
     struct registry_totals t;
     registry_get_totals(r, &t);
     buf_appendf(out,
-                "# HELP cortex_neuron_memory_budget_bytes Memory budget of the CPU device.\n"
-                "# TYPE cortex_neuron_memory_budget_bytes gauge\n"
-                "cortex_neuron_memory_budget_bytes{device=\"cpu\"} %llu\n"
-                "# HELP cortex_neuron_memory_used_bytes Memory reserved by loaded models.\n"
-                "# TYPE cortex_neuron_memory_used_bytes gauge\n"
-                "cortex_neuron_memory_used_bytes{device=\"cpu\"} %llu\n"
                 "# HELP cortex_neuron_models Models listed, by state.\n"
                 "# TYPE cortex_neuron_models gauge\n"
                 "cortex_neuron_models{state=\"loading\"} %d\n"
                 "cortex_neuron_models{state=\"ready\"} %d\n"
                 "cortex_neuron_models{state=\"failed\"} %d\n",
-                (unsigned long long)t.memory_budget, (unsigned long long)t.memory_used,
                 t.models_loading, t.models_ready, t.models_failed);
     metrics_render_models(r, out);
 }

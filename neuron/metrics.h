@@ -4,8 +4,8 @@
  * Contract: a struct metrics holds process-wide counters that request handlers and batcher
  * callbacks bump from any thread (relaxed atomics: a scrape may see one request's counters
  * half-updated, never torn values). metrics_render() adds the gauges it reads at scrape time
- * from the registry (memory, models by state, per-model queue depth, active sequences, batch
- * steps and load durations).
+ * from the registry (memory per device, models by state, per-model reserved memory and cache
+ * budget, cache bytes in use, queue depth, active sequences, batch steps and load durations).
  */
 #ifndef CORTEX_NEURON_METRICS_H
 #define CORTEX_NEURON_METRICS_H

@@ -336,6 +336,28 @@ int64_t model_seq_length(const struct model_seq *s)
     return s->n_past;
 }
 
+uint64_t model_seq_memory_bytes(const struct model_seq *s)
+{
+    const struct model_config *c = &s->m->cfg;
+    uint64_t kv_row = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float);
+    uint64_t conv = (uint64_t)((c->lin_conv_kernel - 1) * model_conv_dim(c)) * sizeof(float);
+    uint64_t ssm = (uint64_t)c->lin_v_heads * (uint64_t)c->lin_k_dim * (uint64_t)c->lin_v_dim *
+                   sizeof(float);
+    uint64_t bytes = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct model_seq_layer *sl = &s->layers[l];
+        if (sl->k)
+            bytes += kv_row * (uint64_t)s->cap;
+        if (sl->v)
+            bytes += kv_row * (uint64_t)s->cap;
+        if (sl->conv)
+            bytes += conv;
+        if (sl->ssm)
+            bytes += ssm;
+    }
+    return bytes;
+}
+
 /* Makes room in s's KV caches for need positions (doubling, capped at max_context). */
 static void model_seq_reserve(struct model_seq *s, int64_t need)
 {

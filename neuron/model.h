@@ -55,6 +55,9 @@ void model_seq_destroy(struct model_seq *s);
 void model_seq_reset(struct model_seq *s);
 /* Tokens the sequence holds. */
 int64_t model_seq_length(const struct model_seq *s);
+/* Bytes the sequence's state occupies now: its KV caches as allocated (they grow on demand) plus
+ * its Gated DeltaNet conv and recurrent state. */
+uint64_t model_seq_memory_bytes(const struct model_seq *s);
 
 /* Appends tokens[i][0 .. n_tokens[i]) to seqs[i] for each of n_seqs distinct sequences and
  * writes logits (vocab_size floats per row, rows as `which` says; the caller provides room).

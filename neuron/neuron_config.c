@@ -48,6 +48,12 @@ static size_t neuron_config_table(struct neuron_config *c, struct config_entry *
              .type = CONFIG_TYPE_STRING,
              .help = "PostgreSQL connection string (libpq conninfo); unset: no reporting",
              .target = &c->db},
+            {.name = "chat-template",
+             .env = "CORTEX_NEURON_CHAT_TEMPLATE",
+             .type = CONFIG_TYPE_STRING,
+             .help = "Jinja chat template file used instead of every model's own (e.g. one that "
+                     "knows tools); unset: each model's own",
+             .target = &c->chat_template},
             {.name = "log-level",
              .env = "CORTEX_NEURON_LOG_LEVEL",
              .type = CONFIG_TYPE_STRING,
@@ -110,10 +116,11 @@ static size_t neuron_config_table(struct neuron_config *c, struct config_entry *
             {.name = "heartbeat",
              .env = "CORTEX_NEURON_HEARTBEAT",
              .type = CONFIG_TYPE_DURATION,
-             .def = "5s",
-             .min = "100ms",
+             .def = "0s",
+             .min = "0s",
              .max = "1h",
-             .help = "period of heartbeats into the database",
+             .help = "period of heartbeats into the database (at least 100ms); 0: the database "
+                     "setting heartbeat_interval, read at registration and after reconnecting",
              .target = &c->heartbeat_ms},
             {.name = "max-body",
              .env = "CORTEX_NEURON_MAX_BODY",
@@ -189,6 +196,17 @@ int neuron_config_parse(struct neuron_config *cfg, int argc, char *const *argv, 
     if (cfg->db && !cfg->db[0]) {
         free(cfg->db);
         cfg->db = NULL;
+    }
+    if (cfg->chat_template && !cfg->chat_template[0]) {
+        free(cfg->chat_template);
+        cfg->chat_template = NULL;
+    }
+    if (cfg->heartbeat_ms > 0 && cfg->heartbeat_ms < 100) {
+        snprintf(err, errlen,
+                 "--heartbeat must be 0 (the database's heartbeat_interval) or at least 100ms; "
+                 "got %lld ms",
+                 (long long)cfg->heartbeat_ms);
+        return -1;
     }
     return 0;
 }

@@ -22,13 +22,14 @@ struct neuron_config {
     char *advertise;       /* URL gateways and the scheduler use; default http://<name>:<port> */
     char *db;              /* libpq conninfo; NULL or "": no database reporting */
     char *log_level;       /* trace | debug | info | warn | error */
+    char *chat_template;   /* Jinja file used instead of every model's template; NULL: theirs */
     int64_t threads;       /* forward-pass threads per model; 0: all online CPUs */
     int64_t ctx;           /* tokens per sequence; 0: the model's own limit */
     int64_t max_batch;     /* sequences decoded together per model */
     int64_t queue_depth;   /* requests waiting per model before 503 */
     int64_t prefill_chunk; /* prompt tokens per sequence per step */
     int64_t memory_budget; /* bytes for weights + caches on the CPU; 0: 80% of RAM (resolved) */
-    int64_t heartbeat_ms;  /* heartbeat period into the database */
+    int64_t heartbeat_ms;  /* heartbeat period; 0: the database's heartbeat_interval setting */
     int64_t max_body;      /* largest request body, bytes */
     int64_t http_threads;  /* HTTP polling threads (they also render and tokenise prompts) */
 };

@@ -2,7 +2,7 @@
  * neuron/neuron_run.c — neuron-run: try a model file from the command line.
  *
  * Loads a model (GGUF file or HF directory) on the CPU backend, renders the prompt with the
- * model's chat template (or feeds it raw with --raw), streams the answer to stdout as it is
+ * model's chat template (or the one --chat-template names; or feeds it raw with --raw), streams the answer to stdout as it is
  * generated and prints prompt and decode speed to stderr (and as JSON with --stats-json).
  */
 #include "engine.h"
@@ -21,7 +21,8 @@
 
 struct run_args {
     const char *model;
-    char *prompt; /* owned */
+    char *prompt;        /* owned */
+    char *chat_template; /* owned: --chat-template's text, or NULL */
     const char *system;
     bool raw;
     bool ignore_eos;
@@ -49,6 +50,7 @@ static void run_usage(FILE *f)
             "  -f, --file PATH         read the prompt from a file ('-' for stdin)\n"
             "  -s, --system TEXT       a system message (chat mode)\n"
             "      --raw               feed the prompt as is, without the chat template\n"
+            "      --chat-template FILE  use this Jinja chat template instead of the model's\n"
             "  -n, --max-tokens N      new tokens at most (default 256)\n"
             "      --temp T            temperature; 0 = greedy (default 0.7)\n"
             "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"
@@ -117,6 +119,7 @@ static int run_parse_args(int argc, char **argv, struct run_args *a)
         OPT_IGNORE_EOS,
         OPT_STATS,
         OPT_SHOW_PROMPT,
+        OPT_CHAT_TEMPLATE,
     };
     static const struct option opts[] = {
             {"model", required_argument, NULL, 'm'},
@@ -124,6 +127,7 @@ static int run_parse_args(int argc, char **argv, struct run_args *a)
             {"file", required_argument, NULL, 'f'},
             {"system", required_argument, NULL, 's'},
             {"raw", no_argument, NULL, OPT_RAW},
+            {"chat-template", required_argument, NULL, OPT_CHAT_TEMPLATE},
             {"max-tokens", required_argument, NULL, 'n'},
             {"temp", required_argument, NULL, OPT_TEMP},
             {"top-k", required_argument, NULL, OPT_TOPK},
@@ -168,6 +172,11 @@ static int run_parse_args(int argc, char **argv, struct run_args *a)
             break;
         case OPT_RAW:
             a->raw = true;
+            break;
+        case OPT_CHAT_TEMPLATE:
+            free(a->chat_template);
+            if (!(a->chat_template = run_read_file(optarg)))
+                return -1;
             break;
         case 'n':
             if (run_parse_number("--max-tokens", optarg, 1, 1e9, &v))
@@ -306,7 +315,11 @@ int main(int argc, char **argv)
     if (run_parse_args(argc, argv, &a) != 0)
         goto out;
     uint64_t t0 = timing_now_ns();
-    struct engine_options eo = {.threads = a.threads, .max_context = a.ctx};
+    struct engine_options eo = {
+            .threads = a.threads,
+            .max_context = a.ctx,
+            .chat_template = a.chat_template,
+    };
     if (!a.quiet)
         fprintf(stderr, "loading %s ...\n", a.model);
     if (engine_open(a.model, &eo, &e, err, sizeof err) != 0) {
@@ -361,5 +374,6 @@ out:
     engine_close(e);
     free(ids.v);
     free(a.prompt);
+    free(a.chat_template);
     return status;
 }

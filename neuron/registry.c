@@ -11,6 +11,7 @@
  */
 #include "registry.h"
 
+#include "buf.h"
 #include "log.h"
 #include "timing.h"
 #include "xalloc.h"
@@ -33,6 +34,8 @@ struct registry_model {
     char *name, *path;
     int64_t placement_id;
     uint64_t memory_bytes; /* reserved estimate */
+    uint64_t *dev_bytes;   /* [r->n_devices]: memory_bytes split over the chosen devices */
+    uint64_t cache_budget; /* the part of memory_bytes that is cache */
     int64_t ctx;
     pthread_t thread;
     atomic_uint_fast64_t bytes_read;
@@ -54,6 +57,9 @@ struct registry_model {
 struct registry {
     struct registry_options opt;
     char *models_dir;
+    char *chat_template;    /* NULL: each model's own */
+    struct device *devices; /* opt.devices points here */
+    size_t n_devices;
     pthread_mutex_t mu;
     pthread_cond_t cond; /* unload requested, refs dropped, model finished */
     struct registry_file *files;
@@ -325,7 +331,11 @@ static void registry_load_model(struct registry_model *m)
     registry_notify(r, m, REGISTRY_STATE_LOADING, NULL);
     if (!registry_preread(m))
         goto out;
-    struct engine_options eo = {.threads = r->opt.threads, .max_context = m->ctx};
+    struct engine_options eo = {
+            .threads = r->opt.threads,
+            .max_context = m->ctx,
+            .chat_template = r->chat_template,
+    };
     if (engine_open(m->path, &eo, &e, err, sizeof err) != 0) {
         LOG_ERROR("model %s: load failed: %s", m->name, err);
         goto out;
@@ -408,6 +418,7 @@ static void *registry_lifecycle(void *arg)
 
 static void registry_model_free(struct registry_model *m)
 {
+    free(m->dev_bytes);
     free(m->name);
     free(m->path);
     free(m->error);
@@ -455,36 +466,145 @@ static uint64_t registry_used_locked(struct registry *r)
     return used;
 }
 
-static bool registry_devices_valid(const json_t *devices, struct error *err)
+/* Bytes reserved on device i. mu held. */
+static uint64_t registry_device_used_locked(struct registry *r, size_t i)
 {
+    uint64_t used = 0;
+    for (struct registry_model *m = r->models; m; m = m->next)
+        if (m->state != REGISTRY_STATE_FAILED)
+            used += m->dev_bytes[i];
+    return used;
+}
+
+/* "cpu", "cuda:0" and "cuda:1" for the message of an unknown device. Caller frees. */
+static char *registry_device_names(const struct registry *r)
+{
+    struct buf b = BUF_INIT;
+    for (size_t i = 0; i < r->n_devices; i++) {
+        char label[32];
+        device_label(&r->devices[i], label, sizeof label);
+        buf_appendf(&b, "%s\"%s\"", i ? ", " : "", label);
+    }
+    return buf_steal(&b, NULL);
+}
+
+/* Reads the request's devices into chosen[0 .. n_devices) (true: named). Returns the number
+ * named (0 when the request names none), or -1 with err. */
+static int registry_parse_devices(const struct registry *r, const json_t *devices, bool *chosen,
+                                  struct error *err)
+{
+    memset(chosen, 0, r->n_devices * sizeof *chosen);
     if (!devices || json_is_null(devices))
-        return true;
+        return 0;
     if (!json_is_array(devices)) {
         error_set(err, ERR_INVALID_REQUEST, "devices", "'devices' must be an array");
-        return false;
+        return -1;
     }
+    int n = 0;
     size_t i;
     const json_t *d;
     json_array_foreach(devices, i, d)
     {
-        bool ok = (json_is_string(d) && strcmp(json_string_value(d), "cpu") == 0) ||
-                  (json_is_integer(d) && json_integer_value(d) == 0);
-        if (!ok) {
+        int k = device_find(r->devices, r->n_devices, d);
+        if (k < 0) {
+            char *names = registry_device_names(r);
             error_set(err, ERR_INVALID_REQUEST, "devices",
-                      "unknown device in 'devices' at index %zu: this node has only \"cpu\" "
-                      "(device 0)",
-                      i);
-            return false;
+                      "unknown device in 'devices' at index %zu: this node has %s (a GPU may "
+                      "also be named by its ordinal)",
+                      i, names);
+            free(names);
+            return -1;
+        }
+        if (chosen[k]) {
+            error_set(err, ERR_INVALID_REQUEST, "devices",
+                      "'devices' names the same device twice (index %zu)", i);
+            return -1;
+        }
+        chosen[k] = true;
+        n++;
+    }
+    return n;
+}
+
+/* Splits f's estimate over the chosen devices (or, when none is named, puts it on the device
+ * with the most free memory) into dev_bytes, checking every share against its device's free
+ * budget. mu held. Returns 0, or -1 with ERR_CONFLICT. */
+static int registry_place_locked(struct registry *r, const struct registry_file *f, bool *chosen,
+                                 int n_chosen, uint64_t *dev_bytes, struct error *err)
+{
+    if (n_chosen == 0) {
+        size_t best = 0;
+        uint64_t best_free = 0;
+        for (size_t i = 0; i < r->n_devices; i++) {
+            uint64_t used = registry_device_used_locked(r, i);
+            uint64_t avail = r->devices[i].budget > used ? r->devices[i].budget - used : 0;
+            if (i == 0 || avail > best_free) {
+                best = i;
+                best_free = avail;
+            }
+        }
+        chosen[best] = true;
+        n_chosen = 1;
+    }
+    uint64_t share = f->estimate_bytes / (uint64_t)n_chosen;
+    uint64_t rest = f->estimate_bytes - share * (uint64_t)n_chosen;
+    for (size_t i = 0; i < r->n_devices; i++) {
+        dev_bytes[i] = 0;
+        if (!chosen[i])
+            continue;
+        dev_bytes[i] = share + rest;
+        rest = 0;
+        const struct device *d = &r->devices[i];
+        uint64_t used = registry_device_used_locked(r, i);
+        if (used + dev_bytes[i] > d->budget) {
+            char label[32];
+            device_label(d, label, sizeof label);
+            error_set(err, ERR_CONFLICT, "model",
+                      "model '%s' needs %llu bytes (weights %llu + cache for %d sequences of "
+                      "%lld tokens)%s but only %llu of the %llu-byte memory budget of %s are free",
+                      f->name, (unsigned long long)f->estimate_bytes,
+                      (unsigned long long)f->weights_bytes, r->opt.max_batch, (long long)f->ctx,
+                      n_chosen > 1 ? ", split over the chosen devices," : "",
+                      (unsigned long long)(d->budget > used ? d->budget - used : 0),
+                      (unsigned long long)d->budget, label);
+            return -1;
         }
     }
-    return true;
+    return 0;
+}
+
+/* Tells the observer that a load for placement_id was refused at once. */
+static void registry_notify_refused(struct registry *r, const char *name, int64_t placement_id,
+                                    const struct error *err)
+{
+    pthread_mutex_lock(&r->mu);
+    registry_observer_fn fn = r->opt.observer;
+    void *ud = r->opt.observer_ud;
+    pthread_mutex_unlock(&r->mu);
+    if (!fn || placement_id <= 0)
+        return;
+    struct registry_event ev = {
+            .model = name,
+            .placement_id = placement_id,
+            .state = REGISTRY_STATE_FAILED,
+            .error = error_message(err),
+            .refused = true,
+    };
+    fn(ud, &ev);
 }
 
 int registry_load(struct registry *r, const char *name, const json_t *devices, int64_t placement_id,
                   struct error *err)
 {
-    if (!registry_devices_valid(devices, err))
-        return -1;
+    int rc = -1;
+    bool locked = false;
+    struct registry_model *old = NULL;
+    bool own = false; /* the refusal concerns the placement the listed model holds */
+    bool *chosen = xcalloc(r->n_devices, sizeof *chosen);
+    uint64_t *dev_bytes = xcalloc(r->n_devices, sizeof *dev_bytes);
+    int n_chosen = registry_parse_devices(r, devices, chosen, err);
+    if (n_chosen < 0)
+        goto out;
     pthread_mutex_lock(&r->mu);
     bool known = registry_file_locked(r, name) != NULL;
     pthread_mutex_unlock(&r->mu);
@@ -493,11 +613,11 @@ int registry_load(struct registry *r, const char *name, const json_t *devices, i
         if (registry_scan(r, serr, sizeof serr) != 0)
             LOG_WARN("%s", serr);
     }
-    int rc = -1;
     pthread_mutex_lock(&r->mu);
+    locked = true;
     registry_reap_locked(r);
     const struct registry_file *f = registry_file_locked(r, name);
-    struct registry_model *old = registry_find_locked(r, name);
+    old = registry_find_locked(r, name);
     if (r->stopping) {
         error_set(err, ERR_UNAVAILABLE, NULL, "the node is shutting down");
         goto out;
@@ -517,18 +637,8 @@ int registry_load(struct registry *r, const char *name, const json_t *devices, i
                   name);
         goto out;
     }
-    uint64_t used = registry_used_locked(r);
-    if (used + f->estimate_bytes > r->opt.memory_budget) {
-        error_set(
-                err, ERR_CONFLICT, "model",
-                "model '%s' needs %llu bytes (weights %llu + cache for %d sequences of %lld "
-                "tokens) but only %llu of the %llu-byte memory budget are free",
-                name, (unsigned long long)f->estimate_bytes, (unsigned long long)f->weights_bytes,
-                r->opt.max_batch, (long long)f->ctx,
-                (unsigned long long)(r->opt.memory_budget > used ? r->opt.memory_budget - used : 0),
-                (unsigned long long)r->opt.memory_budget);
+    if (registry_place_locked(r, f, chosen, n_chosen, dev_bytes, err) != 0)
         goto out;
-    }
     if (old) { /* a failed entry: it goes away, the new load takes its name */
         old->retired = true;
         old->unload_requested = true;
@@ -539,6 +649,9 @@ int registry_load(struct registry *r, const char *name, const json_t *devices, i
     m->path = xstrdup(f->path);
     m->placement_id = placement_id;
     m->memory_bytes = f->estimate_bytes;
+    m->cache_budget = f->estimate_bytes - f->weights_bytes;
+    m->dev_bytes = dev_bytes;
+    dev_bytes = NULL;
     m->ctx = f->ctx;
     m->r = r;
     m->state = REGISTRY_STATE_LOADING;
@@ -556,7 +669,15 @@ int registry_load(struct registry *r, const char *name, const json_t *devices, i
              (unsigned long long)m->memory_bytes);
     rc = 0;
 out:
-    pthread_mutex_unlock(&r->mu);
+    /* A refusal for the placement the listed model already holds is not this placement's
+     * failure: its own lifecycle reports it. (Read under mu: old may go once it is released.) */
+    own = old && old->placement_id == placement_id;
+    if (locked)
+        pthread_mutex_unlock(&r->mu);
+    if (rc != 0 && !own)
+        registry_notify_refused(r, name, placement_id, err);
+    free(chosen);
+    free(dev_bytes);
     return rc;
 }
 
@@ -660,12 +781,21 @@ json_t *registry_describe(struct registry *r)
     for (struct registry_model *m = r->models; m; m = m->next) {
         if (m->retired)
             continue;
-        json_t *o = json_pack("{s:s, s:s, s:{s:I, s:I}, s:[s], s:I, s:I}", "name", m->name, "state",
-                              registry_state_name(m->state), "progress", "bytes_read",
+        bool failed = m->state == REGISTRY_STATE_FAILED;
+        json_t *devs = json_array();
+        for (size_t i = 0; i < r->n_devices; i++) {
+            char label[32];
+            device_label(&r->devices[i], label, sizeof label);
+            if (m->dev_bytes[i])
+                json_array_append_new(devs, json_string(label));
+        }
+        json_t *o = json_pack("{s:s, s:s, s:{s:I, s:I}, s:o, s:I, s:I, s:I}", "name", m->name,
+                              "state", registry_state_name(m->state), "progress", "bytes_read",
                               (json_int_t)atomic_load(&m->bytes_read), "bytes_total",
-                              (json_int_t)m->bytes_total, "devices", "cpu", "memory_bytes",
-                              (json_int_t)(m->state == REGISTRY_STATE_FAILED ? 0 : m->memory_bytes),
-                              "context_tokens", (json_int_t)m->ctx);
+                              (json_int_t)m->bytes_total, "devices", devs, "memory_bytes",
+                              (json_int_t)(failed ? 0 : m->memory_bytes), "cache_budget_bytes",
+                              (json_int_t)(failed ? 0 : m->cache_budget), "context_tokens",
+                              (json_int_t)m->ctx);
         if (m->state != REGISTRY_STATE_LOADING)
             json_object_set_new(o, "load_ms", json_real(m->load_ms));
         if (m->placement_id)
@@ -677,24 +807,79 @@ json_t *registry_describe(struct registry *r)
             batcher_get_stats(m->batcher, &s);
             json_object_set_new(o, "active_sequences", json_integer(s.active));
             json_object_set_new(o, "queued_requests", json_integer(s.queued));
+            json_object_set_new(o, "cache_bytes", json_integer((json_int_t)s.cache_bytes));
         }
         json_array_append_new(loaded, o);
     }
-    uint64_t used = registry_used_locked(r);
     pthread_mutex_unlock(&r->mu);
-    json_t *doc = json_pack(
-            "{s:{s:I, s:I, s:I}, s:o, s:o}", "memory", "budget_bytes",
-            (json_int_t)r->opt.memory_budget, "used_bytes", (json_int_t)used, "free_bytes",
-            (json_int_t)(r->opt.memory_budget > used ? r->opt.memory_budget - used : 0),
-            "available", available, "loaded", loaded);
+
+    size_t n = registry_device_count(r);
+    struct registry_device_usage *use = xcalloc(n, sizeof *use);
+    n = registry_get_devices(r, use, n);
+    json_t *devices = json_array();
+    uint64_t budget = 0, used = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct device *d = use[i].device;
+        char label[32];
+        device_label(d, label, sizeof label);
+        json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:I, s:I, s:I, s:I}", "id", label, "kind",
+                              device_kind_name(d->kind), "ordinal", d->ordinal, "name", d->name,
+                              "memory_total_bytes", (json_int_t)d->memory_total, "budget_bytes",
+                              (json_int_t)d->budget, "used_bytes", (json_int_t)use[i].used,
+                              "free_bytes", (json_int_t)use[i].free);
+        if (d->kind == DEVICE_KIND_CUDA) {
+            json_object_set_new(o, "uuid", json_string(d->uuid));
+            json_object_set_new(o, "compute_capability", json_string(d->compute_capability));
+        }
+        if (use[i].has_driver_free)
+            json_object_set_new(o, "driver_free_bytes",
+                                json_integer((json_int_t)use[i].driver_free));
+        json_array_append_new(devices, o);
+        budget += d->budget;
+        used += use[i].used;
+    }
+    free(use);
+    json_t *doc = json_pack("{s:{s:I, s:I, s:I}, s:o, s:o, s:o}", "memory", "budget_bytes",
+                            (json_int_t)budget, "used_bytes", (json_int_t)used, "free_bytes",
+                            (json_int_t)(budget > used ? budget - used : 0), "devices", devices,
+                            "available", available, "loaded", loaded);
     return doc;
+}
+
+size_t registry_device_count(const struct registry *r)
+{
+    return r->n_devices;
+}
+
+size_t registry_get_devices(struct registry *r, struct registry_device_usage *out, size_t cap)
+{
+    size_t n = cap < r->n_devices ? cap : r->n_devices;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < n; i++) {
+        memset(&out[i], 0, sizeof out[i]);
+        out[i].device = &r->devices[i];
+        out[i].used = registry_device_used_locked(r, i);
+    }
+    pthread_mutex_unlock(&r->mu);
+    for (size_t i = 0; i < n; i++) {
+        const struct device *d = out[i].device;
+        out[i].free = d->budget > out[i].used ? d->budget - out[i].used : 0;
+        /* The driver's view also counts what other processes hold on the GPU. */
+        if (device_query_free(d, &out[i].driver_free) == 0) {
+            out[i].has_driver_free = true;
+            if (out[i].driver_free < out[i].free)
+                out[i].free = out[i].driver_free;
+        }
+    }
+    return n;
 }
 
 void registry_get_totals(struct registry *r, struct registry_totals *out)
 {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&r->mu);
-    out->memory_budget = r->opt.memory_budget;
+    for (size_t i = 0; i < r->n_devices; i++)
+        out->memory_budget += r->devices[i].budget;
     out->memory_used = registry_used_locked(r);
     for (struct registry_model *m = r->models; m; m = m->next) {
         if (m->retired)
@@ -725,6 +910,7 @@ void registry_foreach(struct registry *r,
                 .path = m->path,
                 .state = m->state,
                 .memory_bytes = m->state == REGISTRY_STATE_FAILED ? 0 : m->memory_bytes,
+                .cache_budget_bytes = m->state == REGISTRY_STATE_FAILED ? 0 : m->cache_budget,
                 .bytes_read = atomic_load(&m->bytes_read),
                 .bytes_total = m->bytes_total,
                 .load_ms = m->state == REGISTRY_STATE_LOADING ? 0 : m->load_ms,
@@ -747,6 +933,20 @@ struct registry *registry_create(const struct registry_options *opt)
     r->opt = *opt;
     r->models_dir = xstrdup(opt->models_dir ? opt->models_dir : ".");
     r->opt.models_dir = r->models_dir;
+    r->chat_template = opt->chat_template ? xstrdup(opt->chat_template) : NULL;
+    r->opt.chat_template = r->chat_template;
+    if (opt->devices && opt->n_devices > 0) {
+        r->devices = xmalloc(opt->n_devices * sizeof *r->devices);
+        memcpy(r->devices, opt->devices, opt->n_devices * sizeof *r->devices);
+        r->n_devices = opt->n_devices;
+    } else {
+        struct device_list cpu;
+        device_list_init_cpu(&cpu, opt->memory_budget);
+        r->devices = cpu.v;
+        r->n_devices = cpu.n;
+    }
+    r->opt.devices = r->devices;
+    r->opt.n_devices = r->n_devices;
     if (r->opt.max_batch < 1)
         r->opt.max_batch = 1;
     pthread_mutex_init(&r->mu, NULL);
@@ -786,6 +986,8 @@ void registry_destroy(struct registry *r)
     registry_files_free(r->files, r->n_files);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cond);
+    free(r->devices);
+    free(r->chat_template);
     free(r->models_dir);
     free(r);
 }

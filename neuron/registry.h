@@ -4,10 +4,12 @@
  *
  * Contract: the registry scans the models directory (each `*.gguf` file and each directory
  * holding a config.json is a model, named after the file without ".gguf" or after the
- * directory) and keeps one entry per loaded model. registry_load() checks the memory budget
- * (weights plus the cache of max_batch sequences of ctx tokens each, see
- * registry_estimate_memory) and starts a lifecycle thread that reads the files (progress = bytes
- * read / total), opens the engine and starts the model's batcher; it returns at once. The same
+ * directory) and keeps one entry per loaded model. registry_load() places the model on devices
+ * of the host (device.h: the GPUs, or the CPU budget) and checks their memory budgets (weights
+ * plus the cache of max_batch sequences of ctx tokens each, see registry_estimate_memory, split
+ * evenly over the chosen devices), then starts a lifecycle thread that reads the files
+ * (progress = bytes read / total), opens the engine and starts the model's batcher; it returns
+ * at once. The same
  * thread later unloads the model when registry_unload() asks: it stops the batcher (which ends
  * every running request), waits until no request handler holds the model, frees everything and
  * removes the entry. A failed load stays listed (state failed, with the error) until it is
@@ -16,7 +18,8 @@
  * Request handlers use registry_acquire()/registry_release() around their use of a ready
  * model's engine (rendering, tokenising) and batcher (submitting); the model is not freed while
  * held. State changes and load progress are also told to an optional observer (the database
- * reporter) from the lifecycle threads.
+ * reporter) from the lifecycle threads, and so is a load with a placement id that
+ * registry_load() refuses at once (event.refused).
  *
  * Thread safety: every function may be called from any thread.
  */
@@ -24,6 +27,7 @@
 #define CORTEX_NEURON_REGISTRY_H
 
 #include "batcher.h"
+#include "device.h"
 #include "engine.h"
 #include "error.h"
 #include "model_file.h"
@@ -52,9 +56,12 @@ struct registry_event {
     uint64_t memory_bytes;            /* reserved for the model */
     const char *error;                /* failed: why */
     double load_ms;                   /* ready: how long the load took */
+    bool refused; /* registry_load() refused this placement's load at once (state failed, error
+                     says why); the model is not listed */
 };
 
-/* Called from lifecycle threads; must be quick and must not call back into the registry. */
+/* Called from lifecycle threads (and from registry_load() for refusals); must be quick and must
+ * not call back into the registry. */
 typedef void (*registry_observer_fn)(void *ud, const struct registry_event *ev);
 
 struct registry_options {
@@ -64,7 +71,12 @@ struct registry_options {
     int max_batch;   /* sequences per batch */
     int queue_depth; /* waiting requests per model */
     int64_t prefill_chunk;
-    uint64_t memory_budget; /* bytes on the CPU device */
+    uint64_t memory_budget;       /* bytes on the CPU device when devices is NULL */
+    const struct device *devices; /* the host's devices (copied); NULL: one CPU device with
+                                     memory_budget */
+    size_t n_devices;
+    const char *chat_template; /* template text used instead of every model's own (copied);
+                                  NULL: each model's own */
     registry_observer_fn observer;
     void *observer_ud;
 };
@@ -81,7 +93,7 @@ struct registry_file {
     uint64_t estimate_bytes; /* weights + cache budget */
 };
 
-/* Totals for heartbeats and /metrics. */
+/* Totals for heartbeats and /metrics (memory summed over the devices). */
 struct registry_totals {
     uint64_t memory_budget, memory_used; /* reserved by loading/ready/unloading models */
     int models_loading, models_ready, models_failed;
@@ -110,12 +122,14 @@ int registry_scan(struct registry *r, char *err, size_t errlen) __attribute__((w
 uint64_t registry_estimate_memory(const struct model_config *c, uint64_t weights_bytes, int64_t ctx,
                                   int max_batch);
 
-/* Starts loading name. devices may be NULL, or a JSON array of devices, each "cpu" or 0.
- * placement_id (0: none) is the database placement this load fulfils; it is kept with the model
- * for the reporter. Returns 0 when the load started (or the model is already loading or
- * ready), else -1 with err:
- * ERR_MODEL_NOT_FOUND (not on disk), ERR_INVALID_REQUEST (bad devices), ERR_CONFLICT (the
- * memory budget cannot hold it, or it is being unloaded). */
+/* Starts loading name. devices may be NULL (the device with the most free memory is chosen), or
+ * a JSON array naming devices as device_find() reads them ("cpu", "cuda:N" or an ordinal); the
+ * model's memory is split evenly over them. placement_id (0: none) is the database placement
+ * this load fulfils; it is kept with the model for the reporter. Returns 0 when the load
+ * started (or the model is already loading or ready), else -1 with err:
+ * ERR_MODEL_NOT_FOUND (not on disk), ERR_INVALID_REQUEST (bad devices), ERR_CONFLICT (a chosen
+ * device's memory budget cannot hold its share, or the model is being unloaded). A refused load
+ * with a placement_id is told to the observer (event.refused). */
 int registry_load(struct registry *r, const char *name, const json_t *devices, int64_t placement_id,
                   struct error *err) __attribute__((warn_unused_result));
 /* Starts unloading name (cancels a load in progress). Returns 0, or -1 with ERR_MODEL_NOT_FOUND
@@ -136,10 +150,25 @@ struct engine *registry_model_engine(const struct registry_model *m);
 struct batcher *registry_model_batcher(const struct registry_model *m);
 const char *registry_model_name(const struct registry_model *m);
 
-/* The GET /models document: {"node_memory": {...}, "available": [...], "loaded": [...]}
- * (docs/neuron.md). New reference. */
+/* The GET /models document: {"memory": {...}, "devices": [...], "available": [...],
+ * "loaded": [...]} (docs/neuron.md). New reference. */
 json_t *registry_describe(struct registry *r);
 void registry_get_totals(struct registry *r, struct registry_totals *out);
+
+/* One device's memory as the registry accounts it. */
+struct registry_device_usage {
+    const struct device *device; /* borrowed from the registry: valid while it lives */
+    uint64_t used;               /* reserved by loading, ready and unloading models */
+    uint64_t free;               /* budget - used; for a GPU at most what its driver reports free */
+    bool has_driver_free;        /* a GPU whose driver answered: driver_free is set */
+    uint64_t driver_free;        /* bytes free on the GPU as its driver says now */
+};
+
+/* Number of devices of the registry. */
+size_t registry_device_count(const struct registry *r);
+/* Fills out[0 .. min(cap, registry_device_count)) and returns that count. GPUs are asked for
+ * their free memory (outside the registry's lock). */
+size_t registry_get_devices(struct registry *r, struct registry_device_usage *out, size_t cap);
 
 /* A listed model as registry_foreach() shows it. Borrowed for the duration of the call. */
 struct registry_model_info {
@@ -148,6 +177,7 @@ struct registry_model_info {
     const char *path;
     enum registry_state state;
     uint64_t memory_bytes;            /* reserved (0 when failed) */
+    uint64_t cache_budget_bytes;      /* the part of memory_bytes reserved for caches */
     uint64_t bytes_read, bytes_total; /* load progress */
     double load_ms;                   /* duration of the load, once it ended */
     const char *error;                /* failed: why */

@@ -1,7 +1,8 @@
 /*
  * neuron/report.c — the database reporter thread (see report.h for the contract).
  *
- * Protocol: `mu` guards `dirty` and `stopping` only; everything else belongs to the reporter
+ * Protocol: `mu` guards `dirty`, `stopping` and the queue of refused placements; `period_ms` is
+ * atomic (report_heartbeat_period_ms reads it); everything else belongs to the reporter
  * thread. Each pass takes a snapshot of the registry (registry_foreach), compares it with what
  * was last reported for each placement and sends the missing transitions. A placement whose
  * reported state is uncertain (a statement failed with the connection, or the database refused
@@ -18,6 +19,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +48,12 @@ struct report_placement {
     bool seen;         /* present in the current snapshot */
 };
 
+/* A placement whose load the registry refused at once: to be marked failed. */
+struct report_refusal {
+    int64_t id;
+    char *reason;
+};
+
 /* One placement as the current snapshot shows it. */
 struct report_snap {
     int64_t id;
@@ -63,6 +71,9 @@ struct report {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool dirty, stopping;
+    struct report_refusal *refused; /* guarded by mu */
+    size_t n_refused, cap_refused;
+    atomic_int_fast64_t period_ms; /* heartbeat period in use */
 
     /* reporter thread only */
     int64_t node_id;
@@ -142,16 +153,57 @@ static int report_failed(struct report *rep, const char *what)
     return 0;
 }
 
+/* The registry's devices as node_register wants them (with_usage false: identity and total
+ * memory) or as node_heartbeat wants them (with_usage: memory used and free). */
 static json_t *report_devices(const struct report *rep, bool with_usage)
 {
-    if (!with_usage)
-        return json_pack("[{s:s, s:i, s:s, s:I}]", "kind", "cpu", "ordinal", 0, "name", "cpu",
-                         "memory_total_bytes", (json_int_t)rep->opt.memory_total);
-    struct registry_totals t;
-    registry_get_totals(rep->registry, &t);
-    uint64_t free_bytes = t.memory_budget > t.memory_used ? t.memory_budget - t.memory_used : 0;
-    return json_pack("[{s:s, s:i, s:I, s:I}]", "kind", "cpu", "ordinal", 0, "memory_used_bytes",
-                     (json_int_t)t.memory_used, "memory_free_bytes", (json_int_t)free_bytes);
+    size_t n = registry_device_count(rep->registry);
+    struct registry_device_usage *use = xcalloc(n ? n : 1, sizeof *use);
+    n = registry_get_devices(rep->registry, use, n);
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const struct device *d = use[i].device;
+        json_t *o =
+                json_pack("{s:s, s:i}", "kind", device_kind_name(d->kind), "ordinal", d->ordinal);
+        if (with_usage) {
+            json_object_set_new(o, "memory_used_bytes", json_integer((json_int_t)use[i].used));
+            json_object_set_new(o, "memory_free_bytes", json_integer((json_int_t)use[i].free));
+        } else {
+            json_object_set_new(o, "name", json_string(d->name));
+            json_object_set_new(o, "memory_total_bytes", json_integer((json_int_t)d->memory_total));
+            if (d->kind == DEVICE_KIND_CUDA) {
+                json_object_set_new(o, "uuid", json_string(d->uuid));
+                json_object_set_new(o, "compute_capability", json_string(d->compute_capability));
+            }
+        }
+        json_array_append_new(list, o);
+    }
+    free(use);
+    return list;
+}
+
+/* Reads heartbeat_interval unless the flag fixed the period. A failure keeps the period in
+ * use: -1 when the connection is the problem (the pass stops), else 0. */
+static int report_read_period(struct report *rep)
+{
+    if (rep->opt.heartbeat_ms > 0)
+        return 0;
+    char *ms = NULL;
+    int rc = db_query_value(rep->db,
+                            "SELECT (extract(epoch FROM cortex.setting_interval("
+                            "'heartbeat_interval')) * 1000)::bigint",
+                            0, NULL, &ms);
+    if (rc != 1 || !ms) {
+        free(ms);
+        return report_failed(rep, "reading heartbeat_interval");
+    }
+    int64_t v = strtoll(ms, NULL, 10);
+    free(ms);
+    if (v < REPORT_MIN_HEARTBEAT_MS)
+        v = REPORT_MIN_HEARTBEAT_MS;
+    if (atomic_exchange(&rep->period_ms, v) != v)
+        LOG_INFO("database: heartbeat every %lld ms (setting heartbeat_interval)", (long long)v);
+    return 0;
 }
 
 static int report_register(struct report *rep)
@@ -327,6 +379,45 @@ static int report_placement_advance(struct report *rep, struct report_placement 
     return 0;
 }
 
+/* Marks the placements of refused loads failed. A refusal stays queued while the database is
+ * unreachable; one the database will not take (the placement is gone, or already past a state
+ * that may fail) is logged and dropped. -1: stop the pass. */
+static int report_flush_refusals(struct report *rep)
+{
+    pthread_mutex_lock(&rep->mu);
+    struct report_refusal *v = rep->refused;
+    size_t n = rep->n_refused, cap = rep->cap_refused;
+    rep->refused = NULL;
+    rep->n_refused = rep->cap_refused = 0;
+    pthread_mutex_unlock(&rep->mu);
+    size_t done;
+    int rc = 0;
+    for (done = 0; done < n; done++) {
+        struct report_placement p = {.id = v[done].id, .reported = REPORT_STATE_REQUESTED};
+        struct report_snap s = {.id = v[done].id, .error = v[done].reason};
+        if (report_placement_advance(rep, &p, REPORT_STATE_FAILED, &s) != 0) {
+            rc = -1;
+            break;
+        }
+        free(v[done].reason);
+    }
+    /* What was not reported goes back, ahead of the refusals queued meanwhile. */
+    size_t left = n - done;
+    if (left)
+        memmove(v, v + done, left * sizeof *v);
+    pthread_mutex_lock(&rep->mu);
+    for (size_t i = 0; i < rep->n_refused; i++) {
+        v = xgrow(v, &cap, left + 1, sizeof *v);
+        v[left++] = rep->refused[i];
+    }
+    free(rep->refused);
+    rep->refused = v;
+    rep->n_refused = left;
+    rep->cap_refused = cap;
+    pthread_mutex_unlock(&rep->mu);
+    return rc;
+}
+
 struct report_snapshot {
     struct report_snap *v;
     size_t n, cap;
@@ -411,12 +502,14 @@ static void report_pass(struct report *rep)
         for (size_t i = 0; i < rep->n_pl; i++)
             rep->pl[i].known = false;
     }
+    if (resync && report_read_period(rep) != 0)
+        return;
     if (resync || registry_scan_generation(rep->registry) != rep->scan_generation) {
         if (report_sync_models(rep) != 0)
             return;
     }
     rep->db_generation = gen;
-    if (report_sync_placements(rep) != 0)
+    if (report_flush_refusals(rep) != 0 || report_sync_placements(rep) != 0)
         return;
     uint64_t now = timing_now_ms();
     if (resync || now >= rep->next_heartbeat_ms) {
@@ -428,7 +521,7 @@ static void report_pass(struct report *rep)
             registry_unload_all(rep->registry);
             return;
         }
-        rep->next_heartbeat_ms = now + (uint64_t)rep->opt.heartbeat_ms;
+        rep->next_heartbeat_ms = now + (uint64_t)atomic_load(&rep->period_ms);
     }
 }
 
@@ -439,7 +532,7 @@ static void *report_main(void *arg)
         report_pass(rep);
         pthread_mutex_lock(&rep->mu);
         uint64_t wait_ms =
-                db_is_connected(rep->db) ? (uint64_t)rep->opt.heartbeat_ms : REPORT_RETRY_MS;
+                db_is_connected(rep->db) ? (uint64_t)atomic_load(&rep->period_ms) : REPORT_RETRY_MS;
         uint64_t now = timing_now_ms();
         if (db_is_connected(rep->db) && rep->next_heartbeat_ms > now)
             wait_ms = rep->next_heartbeat_ms - now;
@@ -490,8 +583,10 @@ struct report *report_create(const struct report_options *opt, struct registry *
     rep->opt.node = rep->node;
     rep->opt.endpoint = rep->endpoint;
     rep->opt.conninfo = NULL;
-    if (rep->opt.heartbeat_ms < 100)
-        rep->opt.heartbeat_ms = 100;
+    if (rep->opt.heartbeat_ms > 0 && rep->opt.heartbeat_ms < REPORT_MIN_HEARTBEAT_MS)
+        rep->opt.heartbeat_ms = REPORT_MIN_HEARTBEAT_MS;
+    atomic_init(&rep->period_ms,
+                rep->opt.heartbeat_ms > 0 ? rep->opt.heartbeat_ms : REPORT_DEFAULT_HEARTBEAT_MS);
     rep->registry = r;
     rep->db = db;
     pthread_mutex_init(&rep->mu, NULL);
@@ -517,8 +612,24 @@ void report_notify(struct report *rep)
 
 void report_observe(void *ud, const struct registry_event *ev)
 {
-    (void)ev;
-    report_notify(ud);
+    struct report *rep = ud;
+    if (ev->refused && ev->placement_id > 0) {
+        pthread_mutex_lock(&rep->mu);
+        rep->refused =
+                xgrow(rep->refused, &rep->cap_refused, rep->n_refused + 1, sizeof *rep->refused);
+        rep->refused[rep->n_refused++] = (struct report_refusal){
+                .id = ev->placement_id,
+                .reason = xasprintf("load refused by the neuron: %s",
+                                    ev->error ? ev->error : "no reason given"),
+        };
+        pthread_mutex_unlock(&rep->mu);
+    }
+    report_notify(rep);
+}
+
+int64_t report_heartbeat_period_ms(struct report *rep)
+{
+    return atomic_load(&rep->period_ms);
 }
 
 void report_destroy(struct report *rep)
@@ -533,6 +644,9 @@ void report_destroy(struct report *rep)
     db_destroy(rep->db);
     pthread_mutex_destroy(&rep->mu);
     pthread_cond_destroy(&rep->cond);
+    for (size_t i = 0; i < rep->n_refused; i++)
+        free(rep->refused[i].reason);
+    free(rep->refused);
     free(rep->pl);
     free(rep->node);
     free(rep->endpoint);

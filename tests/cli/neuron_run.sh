@@ -3,8 +3,9 @@
 #
 # Usage: neuron_run.sh PATH_TO_NEURON_RUN   (model from CORTEX_SMOLLM2_GGUF; exit 77 without it)
 # Checks: a greedy chat answer to "What is the capital of France?" names Paris and the speed line
-# is printed; --stats-json writes the documented fields with the right counts; bad usage and a
-# missing model file fail with a clear message and a non-zero status.
+# is printed; --stats-json writes the documented fields with the right counts; --chat-template
+# replaces the model's template (and a broken one is refused with its position); bad usage and
+# a missing model file fail with a clear message and a non-zero status.
 set -u
 bin=$1
 model=${CORTEX_SMOLLM2_GGUF:-}
@@ -41,6 +42,18 @@ import json, sys
 s = json.load(open(sys.argv[1]))
 assert s["decode_tokens"] == 11 and s["finish_reason"] == "length", s
 PY
+
+# --chat-template replaces the model's template: Qwen2.5's adds its own system message when
+# the conversation has none, which SmolLM2's template never writes.
+src=${CORTEX_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+"$bin" -m "$model" -p "Hi" --temp 0 -n 1 -t 2 --show-prompt \
+    --chat-template "$src/tests/chat_templates/templates/qwen2.5.jinja" >/dev/null 2>"$tmp/qwen"
+check "--chat-template renders with the given template" grep -q "You are Qwen, created by Alibaba Cloud" "$tmp/qwen"
+"$bin" -m "$model" -p "Hi" --temp 0 -n 1 -t 2 --show-prompt >/dev/null 2>"$tmp/own"
+check "without it the model's own template is used" bash -c '! grep -q "You are Qwen" "$0" && grep -q "<|im_start|>user" "$0"' "$tmp/own"
+printf '{%% if %%}' >"$tmp/bad.jinja"
+"$bin" -m "$model" -p "Hi" --chat-template "$tmp/bad.jinja" >/dev/null 2>"$tmp/badtmpl"
+check "a broken --chat-template fails with its line and column" grep -q "the given chat template line 1 column" "$tmp/badtmpl"
 
 "$bin" -p "hi" >/dev/null 2>"$tmp/usage"
 check "a missing -m is a usage error" [ $? != 0 ]

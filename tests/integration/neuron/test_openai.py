@@ -3,16 +3,20 @@
 #
 # Expected values come from the model's known answer (Paris), from the API contract
 # (finish reasons, chunk order, usage arithmetic, error forms) and from comparing the server
-# with itself under different conditions (alone vs 16 at once, with vs without a stop string),
-# never from constants the server printed.
+# with itself under different conditions (alone vs 16 at once, with vs without a stop string,
+# its own chat template vs one given with --chat-template), never from constants the server
+# printed.
 import concurrent.futures
 import json
+import os
 import time
 
 import openai
 import pytest
 
 from conftest import MODEL, SYSTEM, Neuron
+
+SRC = os.environ.get("CORTEX_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../../.."))
 
 PARIS = [{"role": "system", "content": SYSTEM},
          {"role": "user", "content": "What is the capital of France?"}]
@@ -34,7 +38,16 @@ def test_models_lists_the_gguf_and_its_state(neuron):
     assert loaded["state"] == "ready" and loaded["devices"] == ["cpu"]
     assert loaded["progress"]["bytes_read"] == loaded["progress"]["bytes_total"] == m["size_bytes"]
     assert loaded["memory_bytes"] == m["estimated_memory_bytes"]
+    assert loaded["cache_budget_bytes"] == m["estimated_memory_bytes"] - m["weights_bytes"]
+    assert loaded["cache_bytes"] == 0  # nothing runs
     assert doc["memory"]["used_bytes"] == m["estimated_memory_bytes"]
+    # a host without GPUs (and this CPU-only build) has one device: the CPU with the budget
+    (dev,) = doc["devices"]
+    assert dev["id"] == "cpu" and dev["kind"] == "cpu" and dev["ordinal"] == 0
+    assert dev["budget_bytes"] == dev["memory_total_bytes"] == doc["memory"]["budget_bytes"]
+    assert dev["used_bytes"] == m["estimated_memory_bytes"]
+    assert dev["free_bytes"] == dev["budget_bytes"] - dev["used_bytes"]
+    assert "uuid" not in dev
     status, health = neuron.json("GET", "/healthz")
     assert status == 200 and health["status"] == "ok" and health["models_ready"] == 1
     ids = [m.id for m in neuron.client().models.list()]
@@ -129,26 +142,52 @@ def test_tokenize_counts_like_usage(neuron, client):
     assert doc["max_context"] == 1024
 
 
-def test_sixteen_concurrent_streams_equal_their_solo_text(neuron, client):
+def stream_completion(client, prompt, max_tokens):
+    """Streams one greedy completion; returns (text, completion tokens from usage)."""
+    stream = client.completions.create(model=MODEL, prompt=prompt, max_tokens=max_tokens,
+                                       temperature=0, stream=True,
+                                       stream_options={"include_usage": True})
+    text, tokens = "", None
+    for c in stream:
+        if c.choices:
+            text += c.choices[0].text
+        if c.usage:
+            tokens = c.usage.completion_tokens
+    assert tokens is not None
+    return text, tokens
+
+
+def test_sixteen_concurrent_streams_equal_their_solo_text_and_beat_its_speed(neuron, client):
+    """Each round reads the four prompts one at a time (single-stream tokens per second of wall
+    time), then sixteen streams of them at once (aggregate tokens per second), back to back so
+    both see the same machine. Batching must give more than 1.5x; other work on a loaded test
+    machine slows single rounds, so up to three rounds are measured and the best one counts."""
     prompts = ["The capital of France is", "One, two, three,", "Water is made of",
                "The sun rises in the"]
-
-    def run(prompt):
-        stream = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6,
-                                           temperature=0, stream=True)
-        return "".join(c.choices[0].text for c in stream if c.choices)
-
-    alone = {p: run(p) for p in prompts}
-    assert all(alone.values())
-    steps_before = neuron.metric("cortex_neuron_batch_steps_total", '{model="smollm2"}')
-    seqs_before = neuron.metric("cortex_neuron_batch_sequences_total", '{model="smollm2"}')
     jobs = [prompts[i % len(prompts)] for i in range(16)]
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(run, jobs))
-    for p, text in zip(jobs, results):
-        assert text == alone[p], (p, text, alone[p])
-    steps = neuron.metric("cortex_neuron_batch_steps_total", '{model="smollm2"}') - steps_before
-    seqs = neuron.metric("cortex_neuron_batch_sequences_total", '{model="smollm2"}') - seqs_before
+    label = '{model="smollm2"}'
+    ratios, steps, seqs = [], 0, 0
+    for _ in range(3):
+        t0 = time.monotonic()
+        alone = {p: stream_completion(client, p, 16) for p in prompts}
+        solo_rate = sum(n for _, n in alone.values()) / (time.monotonic() - t0)
+        assert all(text for text, _ in alone.values())
+        steps -= neuron.metric("cortex_neuron_batch_steps_total", label)
+        seqs -= neuron.metric("cortex_neuron_batch_sequences_total", label)
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda p: stream_completion(client, p, 16), jobs))
+        together_rate = sum(n for _, n in results) / (time.monotonic() - t0)
+        steps += neuron.metric("cortex_neuron_batch_steps_total", label)
+        seqs += neuron.metric("cortex_neuron_batch_sequences_total", label)
+        for p, (text, n) in zip(jobs, results):
+            assert (text, n) == alone[p], (p, text, alone[p])
+        ratios.append(together_rate / solo_rate)
+        if ratios[-1] > 1.5:
+            break
+    print("aggregate / single-stream tokens per second: %s" % ", ".join("%.2f" % r for r in ratios))
+    assert max(ratios) > 1.5, "16 streams at once were not faster than one: %s" % ratios
+    # the model passes of the concurrent phases really ran many sequences each
     assert seqs / steps > 4, "requests were not batched together (mean batch %.1f)" % (seqs / steps)
     neuron.wait_idle()
 
@@ -163,9 +202,16 @@ def test_client_disconnect_frees_the_sequence(neuron, client):
         got += 1
         if got == 3:
             break
+    # the stats of the step before the third chunk are out: the running sequence's cache counts
+    cache = neuron.metric("cortex_neuron_cache_bytes", '{model="smollm2"}')
+    budget = neuron.metric("cortex_neuron_cache_budget_bytes", '{model="smollm2"}')
+    assert 0 < cache < budget
+    assert budget == neuron.loaded()["cache_budget_bytes"]
     stream.close()
     m = neuron.wait_idle()
     assert m["active_sequences"] == 0 and m["queued_requests"] == 0
+    assert m["cache_bytes"] == 0
+    assert neuron.metric("cortex_neuron_cache_bytes", '{model="smollm2"}') == 0
     deadline = time.monotonic() + 30
     while neuron.metric("cortex_neuron_generations_total", '{finish="cancelled"}') == cancelled:
         assert time.monotonic() < deadline, "the cancelled generation was never counted"
@@ -330,3 +376,76 @@ def test_tool_call_round_trip(client):
              max_tokens=60)
     assert r.choices[0].finish_reason == "stop" and not r.choices[0].message.tool_calls
     assert "<tool_call>" in r.choices[0].message.content
+
+
+QWEN_TEMPLATE = os.path.join(SRC, "tests/chat_templates/templates/qwen2.5.jinja")
+
+
+@pytest.fixture(scope="module")
+def qwen_neuron():
+    """SmolLM2 served with Qwen2.5's chat template, which renders tools, structured tool calls
+    and tool results (SmolLM2's own template ignores all three). Both speak ChatML."""
+    n = Neuron(["--chat-template", QWEN_TEMPLATE])
+    try:
+        n.load()
+        yield n
+    finally:
+        rc = n.stop()
+        assert rc == 0, "neuron exited with %d:\n%s" % (rc, n.log_text()[-20000:])
+
+
+def weather_call(call_id, city):
+    return {"role": "assistant", "content": None,
+            "tool_calls": [{"id": call_id, "type": "function",
+                            "function": {"name": "get_weather",
+                                         "arguments": json.dumps({"city": city})}}]}
+
+
+def template_weather_messages(city):
+    """Two earlier turns in which the assistant answered with a structured call: greedy
+    SmolLM2-135M then calls the tool for a new city every time (without them it answers in
+    prose)."""
+    msgs = [{"role": "system", "content": "You are a weather assistant. Answer every weather "
+             "question by calling get_weather."}]
+    for i, prev in enumerate(("Rome", "Berlin")):
+        msgs.append({"role": "user", "content": "What is the weather in %s?" % prev})
+        msgs.append(weather_call("call_example%d" % i, prev))
+    msgs.append({"role": "user", "content": "What is the weather in %s?" % city})
+    return msgs
+
+
+def test_tool_call_round_trip_with_a_tool_template(qwen_neuron, neuron):
+    client = qwen_neuron.client()
+    msgs = template_weather_messages("Paris")
+    # the given template is the one in use: it renders the tool list, SmolLM2's own does not
+    body = {"model": MODEL, "messages": msgs, "tools": [WEATHER_TOOL]}
+    _, own = neuron.json("POST", "/tokenize", body)
+    _, given = qwen_neuron.json("POST", "/tokenize", body)
+    assert given["count"] > own["count"] + 50
+
+    r = chat(client, messages=msgs, tools=[WEATHER_TOOL], max_tokens=40)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls" and not c.message.content
+    (call,) = c.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+
+    # the result goes back as a tool message; the streamed answer uses it
+    msgs += [weather_call(call.id, "Paris"),
+             {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 21}'}]
+    chunks = list(chat(client, messages=msgs, tools=[WEATHER_TOOL], max_tokens=40, stream=True))
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert not any(ch.choices[0].delta.tool_calls for ch in chunks if ch.choices)
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "stop"
+    assert "21" in text and "Paris" in text, text
+
+
+def test_a_bad_chat_template_stops_the_start(tmp_path):
+    with pytest.raises(RuntimeError) as e:
+        Neuron(["--chat-template", str(tmp_path / "missing.jinja")])
+    assert "--chat-template: cannot open" in str(e.value)
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("{% for m in messages %}\n{{ m.content }\n")
+    with pytest.raises(RuntimeError) as e:
+        Neuron(["--chat-template", str(bad)])
+    assert "--chat-template: %s line 2" % bad in str(e.value)

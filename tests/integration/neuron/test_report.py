@@ -1,6 +1,7 @@
 # tests/integration/neuron/test_report.py — the neuron's reporting into a real PostgreSQL:
 # registration, node_models, heartbeats on the database clock, placement transitions and
-# progress, and a PostgreSQL restart while a request streams.
+# progress, a refused load failing its placement, and a PostgreSQL restart while a request
+# streams.
 #
 # Each run starts its own throwaway PostgreSQL 15 (ops/lib/pg.sh) so it can restart it without
 # disturbing other tests, migrates it with ops/migrate, and talks to it with psql.
@@ -100,6 +101,18 @@ def make_placement(pg, node):
     gpu = pg.sql("SELECT id FROM cortex.gpus WHERE node_id = %s" % node)
     return int(pg.sql("SELECT cortex.placement_create(%s, %s, %s, ARRAY[%s]::bigint[])" %
                       (epoch, model, node, gpu)))
+
+
+def test_refused_load_fails_its_placement(pg, db_neuron):
+    node = pg.wait_for("SELECT id FROM cortex.nodes WHERE name = 'db-node'")
+    pid = make_placement(pg, node)
+    status, doc = db_neuron.json("POST", "/models/load",
+                                 {"model": "no-such-model", "placement_id": pid})
+    assert status == 404 and doc["error"]["code"] == "model_not_found"
+    pg.wait_for("SELECT state FROM cortex.placements WHERE id = %d" % pid,
+                want=lambda v: v == "failed")
+    reason = pg.sql("SELECT reason FROM cortex.placements WHERE id = %d" % pid)
+    assert reason == "load refused by the neuron: " + doc["error"]["message"]
 
 
 def test_placement_lifecycle_and_restart_while_streaming(pg, db_neuron):

@@ -5,8 +5,10 @@
  * Checks: greedy jobs submitted together produce exactly the tokens each produces alone; the
  * admission queue refuses work beyond max_batch + queue_depth; a cancelled job ends early with
  * "cancelled" and frees its slot for the queued one; stopping ends running and queued jobs with
- * ERR_UNAVAILABLE and the reason, and refuses later submissions. Waits are on condition
- * variables signalled by the callbacks, never on sleeps.
+ * ERR_UNAVAILABLE and the reason, and refuses later submissions; the stats count the bytes
+ * of the running sequence's cache and drop to 0 once nothing runs. Waits are on condition
+ * variables signalled by the callbacks (or, for the stats the worker publishes after its step,
+ * polls with a deadline), never on fixed sleeps.
  */
 #include "batcher.h"
 
@@ -97,6 +99,21 @@ static struct batcher *make(int max_batch, int queue_depth)
     return batcher_create(eng, &o);
 }
 
+/* Polls the stats (at most 60 s) until nothing runs and no cache is held: the worker publishes
+ * them right after the step in which the last job finished, which is after its done(). */
+static bool wait_stats_idle(struct batcher *b)
+{
+    for (int i = 0; i < 6000; i++) {
+        struct batcher_stats s;
+        batcher_get_stats(b, &s);
+        if (s.active == 0 && s.queued == 0 && s.cache_bytes == 0)
+            return true;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
 START_TEST(test_batched_equals_alone)
 {
     static const char *const prompts[] = {"The capital of France is", "One, two, three,",
@@ -119,6 +136,7 @@ START_TEST(test_batched_equals_alone)
         ck_assert_int_eq(together[i].result.stats.completion_tokens,
                          alone[i % 3].result.stats.completion_tokens);
     }
+    ck_assert(wait_stats_idle(b));
     struct batcher_stats s;
     batcher_get_stats(b, &s);
     ck_assert_int_eq(s.jobs_done, 9);
@@ -139,7 +157,12 @@ START_TEST(test_queue_full_and_cancel)
     struct batcher *b = make(1, 1);
     struct job a, q, refused;
     ck_assert_int_eq(batcher_submit(b, job_make(&a, "Count: 1, 2, 3,", 400)), BATCHER_SUBMIT_OK);
-    ck_assert(wait_until(NULL, &a.outputs, 1)); /* a is running */
+    ck_assert(wait_until(NULL, &a.outputs, 2)); /* a is running */
+    /* The stats of the step that produced a's first output are out: a's cache is counted. */
+    struct batcher_stats st;
+    batcher_get_stats(b, &st);
+    ck_assert_uint_gt(st.cache_bytes, 0);
+    ck_assert_int_eq(st.active, 1);
     ck_assert_int_eq(batcher_submit(b, job_make(&q, "Hello", 3)), BATCHER_SUBMIT_OK);
     struct batcher_job *r = job_make(&refused, "Hello", 3);
     ck_assert_int_eq(batcher_submit(b, r), BATCHER_SUBMIT_FULL);
@@ -152,6 +175,7 @@ START_TEST(test_queue_full_and_cancel)
     ck_assert(wait_until(&q.done, NULL, 0));
     ck_assert_int_eq(q.result.finish, GEN_FINISH_LENGTH);
     ck_assert_int_eq(q.result.stats.completion_tokens, 3);
+    ck_assert_msg(wait_stats_idle(b), "the finished sequences' caches are still counted");
     batcher_destroy(b);
     buf_free(&a.text);
     buf_free(&q.text);

@@ -5,7 +5,9 @@
  * (logits of every position) and then token-by-token decode must match HF within 1e-3 relative
  * error (max |diff| / max |HF logit| per row). Beyond HF's own two paths, the same golden rows
  * check that a prefill split into pieces, several sequences in one batch, and both kernel sets
- * (portable and AVX2) give the same answers. Bad requests are refused with a message.
+ * (portable and AVX2) give the same answers. Bad requests are refused with a message. The
+ * bytes a sequence reports for its state follow the cache layout (K and V rows of every
+ * attention layer for the positions allocated, conv and recurrent state of every GDN layer).
  */
 #include "cpu_ops.h"
 #include "model.h"
@@ -332,6 +334,52 @@ START_TEST(test_bad_requests)
 }
 END_TEST
 
+/* State bytes as the layout says: per attention layer K and V rows of n_kv_heads * head_dim
+ * floats for each allocated position; per GDN layer (kernel - 1) conv rows and the
+ * [v_heads][k_dim][v_dim] recurrent state. */
+static uint64_t expected_state_bytes(const struct model_config *c, int64_t positions)
+{
+    uint64_t bytes = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (c->arch == MODEL_ARCH_QWEN3_5 && c->layer_kinds[l] == LAYER_KIND_LINEAR_ATTENTION) {
+            uint64_t conv_dim = 2 * (uint64_t)c->lin_k_heads * (uint64_t)c->lin_k_dim +
+                                (uint64_t)c->lin_v_heads * (uint64_t)c->lin_v_dim;
+            bytes += (uint64_t)(c->lin_conv_kernel - 1) * conv_dim * 4;
+            bytes += (uint64_t)c->lin_v_heads * (uint64_t)c->lin_k_dim * (uint64_t)c->lin_v_dim * 4;
+        } else {
+            bytes += 2 * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * 4 * (uint64_t)positions;
+        }
+    }
+    return bytes;
+}
+
+/* _i indexes fixtures */
+START_TEST(test_seq_memory_bytes)
+{
+    struct golden g;
+    golden_load(&g, fixtures[_i]);
+    struct loaded ld;
+    load_model(&ld, &g, 1);
+    const struct model_config *c = model_config(ld.m);
+    struct model_seq *s = model_seq_create(ld.m);
+    ck_assert_uint_eq(model_seq_memory_bytes(s), expected_state_bytes(c, 0));
+    float *logits = malloc(sizeof(float) * (size_t)g.vocab);
+    const int32_t *toks = g.prefill;
+    int64_t n = 3;
+    forward_ok(ld.m, &s, &toks, &n, 1, MODEL_LOGITS_LAST, logits);
+    /* caches grow to 256 positions at first, capped at max_context (128 here) */
+    uint64_t after = model_seq_memory_bytes(s);
+    ck_assert_uint_eq(after, expected_state_bytes(c, 128));
+    ck_assert_uint_gt(after, 0);
+    model_seq_reset(s);
+    ck_assert_uint_eq(model_seq_memory_bytes(s), after); /* reset keeps the memory */
+    free(logits);
+    model_seq_destroy(s);
+    unload_model(&ld);
+    golden_free(&g);
+}
+END_TEST
+
 int main(void)
 {
     Suite *su = suite_create("forward");
@@ -343,6 +391,7 @@ int main(void)
     tcase_add_loop_test(tc, test_batched_sequences, 0, n_cases);
     tcase_add_loop_test(tc, test_threads_bitwise_equal, 0, n_cases / 2);
     tcase_add_test(tc, test_bad_requests);
+    tcase_add_loop_test(tc, test_seq_memory_bytes, 0, n_cases / 2);
     suite_add_tcase(su, tc);
     SRunner *sr = srunner_create(su);
     srunner_run_all(sr, CK_NORMAL);
