@@ -160,8 +160,9 @@ def stream_completion(client, prompt, max_tokens):
 def test_sixteen_concurrent_streams_equal_their_solo_text_and_beat_its_speed(neuron, client):
     """Each round reads the four prompts one at a time (single-stream tokens per second of wall
     time), then sixteen streams of them at once (aggregate tokens per second), back to back so
-    both see the same machine. Batching must give more than 1.25x (measured 1.7-1.8x under ASan on 2 cores); other work on a loaded test
-    machine slows single rounds, so up to three rounds are measured and the best one counts."""
+    both see the same machine. Batching must give more than 1.25x (1.7-1.8x was measured under
+    ASan on 2 busy cores); other work on a loaded test machine slows single rounds, so up to three
+    rounds are measured and the best one counts."""
     prompts = ["The capital of France is", "One, two, three,", "Water is made of",
                "The sun rises in the"]
     jobs = [prompts[i % len(prompts)] for i in range(16)]
