@@ -659,16 +659,19 @@ static struct jexpr *parse_not(struct parser *P)
     return parse_compare(P);
 }
 
-static struct jexpr *parse_and(struct parser *P)
+/* A left-associative chain of a keyword operator ("and", "or") over operands parsed by next. */
+static struct jexpr *parse_keyword_chain(struct parser *P, const char *keyword,
+                                         enum jexpr_kind kind,
+                                         struct jexpr *(*next)(struct parser *))
 {
-    struct jexpr *e = parse_not(P);
-    while (e && is_name(cur(P), "and")) {
+    struct jexpr *e = next(P);
+    while (e && is_name(cur(P), keyword)) {
         const struct jtok *t = cur(P);
         advance(P);
-        struct jexpr *b = parse_not(P);
+        struct jexpr *b = next(P);
         if (!b)
             return NULL;
-        struct jexpr *n = node(P, JE_AND, t);
+        struct jexpr *n = node(P, kind, t);
         n->a = e;
         n->b = b;
         e = n;
@@ -676,21 +679,14 @@ static struct jexpr *parse_and(struct parser *P)
     return e;
 }
 
+static struct jexpr *parse_and(struct parser *P)
+{
+    return parse_keyword_chain(P, "and", JE_AND, parse_not);
+}
+
 static struct jexpr *parse_or(struct parser *P)
 {
-    struct jexpr *e = parse_and(P);
-    while (e && is_name(cur(P), "or")) {
-        const struct jtok *t = cur(P);
-        advance(P);
-        struct jexpr *b = parse_and(P);
-        if (!b)
-            return NULL;
-        struct jexpr *n = node(P, JE_OR, t);
-        n->a = e;
-        n->b = b;
-        e = n;
-    }
-    return e;
+    return parse_keyword_chain(P, "or", JE_OR, parse_and);
 }
 
 static struct jexpr *parse_condexpr(struct parser *P)
