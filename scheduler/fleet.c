@@ -39,6 +39,10 @@ static const char SQL_SETTINGS[] =
         " (extract(epoch FROM cortex.setting_interval('heartbeat_interval')) * 1000)::bigint,"
         " (extract(epoch FROM cortex.setting_interval('heartbeat_grace')) * 1000)::bigint";
 
+static const char SQL_TIMING[] =
+        "SELECT (extract(epoch FROM cortex.setting_interval('scheduler_tick')) * 1000)::bigint,"
+        " (extract(epoch FROM cortex.setting_interval('lease_duration')) * 1000)::bigint";
+
 static const char SQL_NODES[] = "SELECT n.id, n.name, n.endpoint, n.draining,"
                                 " CASE WHEN n.marked_down_at IS NOT NULL THEN 'down'"
                                 "      ELSE cortex.node_liveness(n.last_heartbeat_at) END,"
@@ -372,6 +376,20 @@ fail:
         fleet_abort(db, errmsg, NULL);
     fleet_destroy(f);
     return -1;
+}
+
+int fleet_read_timing(db_t *db, int64_t *tick_ms, int64_t *lease_ms, char **errmsg)
+{
+    *errmsg = NULL;
+    PGresult *r = fleet_query(db, SQL_TIMING);
+    if (r == NULL) {
+        *errmsg = xstrdup(db_last_error(db));
+        return -1;
+    }
+    *tick_ms = col_i64(r, 0, 0);
+    *lease_ms = col_i64(r, 0, 1);
+    PQclear(r);
+    return 0;
 }
 
 void fleet_destroy(struct fleet *f)

@@ -82,6 +82,10 @@ enum fleet_result {
 int fleet_read(db_t *db, struct fleet **out, char **errmsg) FLEET_WUR;
 /* Frees a snapshot; accepts NULL. */
 void fleet_destroy(struct fleet *f);
+/* Reads the two settings the loop itself runs by, scheduler_tick and lease_duration, in ms and
+ * outside any snapshot: the runner needs them before its first election step, which comes
+ * before the first snapshot. Returns 0, or -1 with *errmsg (the caller frees it). */
+int fleet_read_timing(db_t *db, int64_t *tick_ms, int64_t *lease_ms, char **errmsg) FLEET_WUR;
 
 /* Lookups by id; NULL when absent. *info (optional) gets the node's extra facts. */
 const struct plan_node *fleet_find_node(const struct fleet *f, int64_t id,

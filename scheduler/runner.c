@@ -66,6 +66,8 @@ struct runner {
     uint64_t cycles;
     int64_t tick_ms, lease_ms, resend_ms;
     uint64_t generation_seen;
+    int64_t session_lease_ms; /* the lease idle_in_transaction_session_timeout was set for */
+    bool timing_read;         /* tick_ms and lease_ms came from the settings at least once */
     bool wake;
     struct sent *sent;
     size_t n_sent, cap_sent;
@@ -538,34 +540,72 @@ static void runner_reconcile(runner_t *r, const struct fleet *f)
     r->n_sent = kept;
 }
 
+/* Takes the settings the loop runs by from the database unless the command line fixed them.
+ * Until they have been read once this process does not stand for election: a lease taken with
+ * the built-in default would last longer (or shorter) than the operator's lease_duration. */
+static void runner_adopt_timing(runner_t *r, int64_t tick_ms, int64_t lease_ms)
+{
+    if (r->opt.tick_ms <= 0 && tick_ms > 0)
+        r->tick_ms = tick_ms;
+    if (r->opt.lease_ms <= 0 && lease_ms > 0)
+        r->lease_ms = lease_ms;
+}
+
+/* Per database session: a leader stopped inside a write transaction holds the lease row FOR
+ * SHARE and would keep any successor from taking over, so the server ends such a transaction
+ * after half a lease. */
+static void runner_setup_session(runner_t *r)
+{
+    if (db_generation(r->db) == r->generation_seen && r->lease_ms == r->session_lease_ms)
+        return;
+    char ms[32];
+    snprintf(ms, sizeof ms, "%" PRId64, r->lease_ms / 2 > 0 ? r->lease_ms / 2 : 1);
+    const char *params[] = {ms};
+    if (db_exec_command(r->db,
+                        "SELECT set_config('idle_in_transaction_session_timeout', $1, false)", 1,
+                        params, NULL) < 0)
+        LOG_WARN("idle_in_transaction_session_timeout: %s", db_last_error(r->db));
+    r->generation_seen = db_generation(r->db);
+    r->session_lease_ms = r->lease_ms;
+}
+
+/* Whether the lease length is known: read from the settings, or fixed by the command line. */
+static bool runner_may_stand(const runner_t *r)
+{
+    return r->timing_read || r->opt.lease_ms > 0;
+}
+
 int runner_cycle(runner_t *r)
 {
     runner_handle_results(r);
     r->wake = false;
-    leader_step(r->leader, r->lease_ms);
+    bool db_ok = db_ensure(r->db) == 0;
+    if (db_ok) {
+        int64_t tick_ms = 0, lease_ms = 0;
+        char *terr = NULL;
+        if (fleet_read_timing(r->db, &tick_ms, &lease_ms, &terr) == 0) {
+            runner_adopt_timing(r, tick_ms, lease_ms);
+            r->timing_read = true;
+        } else {
+            db_ok = false;
+            LOG_WARN("reading the settings: %s", terr ? terr : "?");
+        }
+        free(terr);
+    }
+    if (db_ok)
+        runner_setup_session(r);
+    if (runner_may_stand(r))
+        leader_step(r->leader, r->lease_ms);
     int64_t epoch = leader_valid(r->leader) ? leader_epoch(r->leader) : 0;
     if (epoch != r->epoch_seen) {
         runner_reset(r);
         r->epoch_seen = epoch;
     }
     metrics_set_leader(r->metrics, epoch != 0, epoch);
-    if (db_ensure(r->db) < 0) {
+    if (!db_ok) {
         metrics_count_db_error(r->metrics);
         LOG_WARN("database: %s", db_last_error(r->db));
         return -1;
-    }
-    if (db_generation(r->db) != r->generation_seen) {
-        /* A new session. A leader stopped inside a write transaction holds the lease row FOR
-         * SHARE and would keep any successor from taking over: the server ends such a
-         * transaction after half a lease. */
-        char ms[32];
-        snprintf(ms, sizeof ms, "%" PRId64, r->lease_ms / 2 > 0 ? r->lease_ms / 2 : 1);
-        const char *params[] = {ms};
-        if (db_exec_command(r->db,
-                            "SELECT set_config('idle_in_transaction_session_timeout', $1, false)",
-                            1, params, NULL) < 0)
-            LOG_WARN("idle_in_transaction_session_timeout: %s", db_last_error(r->db));
-        r->generation_seen = db_generation(r->db);
     }
     struct fleet *f = NULL;
     char *err = NULL;
@@ -575,10 +615,7 @@ int runner_cycle(runner_t *r)
         free(err);
         return -1;
     }
-    if (r->opt.tick_ms <= 0 && f->settings.tick_ms > 0)
-        r->tick_ms = f->settings.tick_ms;
-    if (r->opt.lease_ms <= 0 && f->settings.lease_ms > 0)
-        r->lease_ms = f->settings.lease_ms;
+    runner_adopt_timing(r, f->settings.tick_ms, f->settings.lease_ms);
     metrics_set_fleet(r->metrics, f);
     if (epoch != 0 && leader_valid(r->leader)) {
         runner_refine_in_flight(r, f);
@@ -623,7 +660,8 @@ int runner_run(runner_t *r, int stop_fd)
         }
         if (now >= next_step) {
             /* Renew on time even when the tick is longer than a third of the lease. */
-            leader_step(r->leader, r->lease_ms);
+            if (runner_may_stand(r))
+                leader_step(r->leader, r->lease_ms);
             next_step = now + (uint64_t)r->lease_ms / 4;
         }
         uint64_t until = next_cycle < next_step ? next_cycle : next_step;

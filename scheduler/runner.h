@@ -8,7 +8,9 @@
  * It wakes on a NOTIFY (a hint only: every cycle re-reads the whole fleet, which also covers
  * notifications missed while disconnected), on a neuron's answer, and on the tick.
  *
- * A cycle: an election step; read the fleet (also as a standby, for the metrics); as the
+ * A cycle: read scheduler_tick and lease_duration (unless the options fix them; a runner that
+ * has never read them does not stand for election, so even its first lease has the configured
+ * length); an election step; read the fleet (also as a standby, for the metrics); as the
  * leader: refine requests in flight from the neurons' GET /models, plan, then carry out each
  * action — write it through the fenced SQL function (fleet_apply), then tell the neuron (load,
  * unload). A neuron that refuses or cannot be reached after its retries fails the placement

@@ -9,7 +9,8 @@
  * fails with that reason and nothing more is sent, until new demand asks again; a neuron
  * answering 500 is retried before the placement fails; two runners: exactly one acts; waits are
  * recorded once; a new leader tells the neuron about a requested placement its predecessor
- * created. Exits 77 (skipped) when CORTEX_TEST_PG is unset.
+ * created; the very first lease already lasts the lease_duration setting. Exits 77 (skipped)
+ * when CORTEX_TEST_PG is unset.
  */
 #include <check.h>
 #include <poll.h>
@@ -285,6 +286,32 @@ START_TEST(test_waits_recorded_once)
 }
 END_TEST
 
+/* The lease length comes from the lease_duration setting from the very first lease on, when
+ * the command line does not fix it (it once took the built-in 10 s for the first lease). */
+START_TEST(test_first_lease_uses_the_settings)
+{
+    sched_test_sql(db, "SELECT cortex.set_setting('lease_duration', '7 seconds')");
+    sched_test_sql(db, "SELECT cortex.set_setting('scheduler_tick', '700 milliseconds')");
+    struct runner_options opt = {.conninfo = tdb.conninfo,
+                                 .holder = "runner-a",
+                                 .dispatch = {.workers = 1, .timeout_ms = 3000, .attempts = 1}};
+    char *err = NULL;
+    runner_t *r = runner_create(&opt, metrics, &err);
+    ck_assert_msg(r != NULL, "runner_create: %s", err ? err : "?");
+    ck_assert_int_eq(runner_cycle(r), 0);
+    ck_assert(runner_is_leader(r));
+    sched_test_expect(db,
+                      "SELECT epoch || '|' || extract(epoch FROM expires_at - acquired_at)::int"
+                      " FROM cortex.scheduler_lease",
+                      "1|7");
+    sched_test_expect(db,
+                      "SELECT extract(epoch FROM (detail->>'expires_at')::timestamptz - at)::int"
+                      " FROM cortex.events WHERE kind = 'lease.acquired'",
+                      "7");
+    runner_destroy(r);
+}
+END_TEST
+
 int main(void)
 {
     if (getenv("CORTEX_TEST_PG") == NULL || getenv("CORTEX_TEST_PG")[0] == '\0') {
@@ -301,6 +328,7 @@ int main(void)
     tcase_add_test(tc, test_server_errors_retried_then_failed);
     tcase_add_test(tc, test_two_runners_one_acts);
     tcase_add_test(tc, test_waits_recorded_once);
+    tcase_add_test(tc, test_first_lease_uses_the_settings);
     suite_add_tcase(s, tc);
     return test_util_run_suite(s);
 }
