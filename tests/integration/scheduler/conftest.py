@@ -53,11 +53,13 @@ class Fleet:
             self.db.rows("SELECT cortex.set_setting('%s', '%s')" % (k, v))
         self.neurons = {}
         self.schedulers = {}
+        self.gateways = {}
         self.failed = []
 
-    def neuron(self, name, models=MODELS, budget=BUDGET, heartbeat="1s"):
-        n = F.Neuron(self.dir, name, self.conninfo, budget, [(m, "llama") for m in models],
-                     heartbeat)
+    def neuron(self, name, models=MODELS, budget=BUDGET, heartbeat="1s", advertise=None, ctx=64):
+        """models: names (the llama fixture) or (name, fixture or GGUF path) pairs."""
+        models = [m if isinstance(m, tuple) else (m, "llama") for m in models]
+        n = F.Neuron(self.dir, name, self.conninfo, budget, models, heartbeat, advertise, ctx)
         self.neurons[name] = n
         # registered and its disk scan synced into the catalogue
         F.wait_for(lambda: self.db.value(
@@ -65,10 +67,18 @@ class Fleet:
             " WHERE n.name = '%s'" % name) == str(len(models)), 30, "%s synced" % name, n)
         return n
 
-    def scheduler(self, name="s1", extra=()):
-        s = F.Scheduler(self.dir, name, self.conninfo, extra)
+    def scheduler(self, name="s1", extra=(), timing=True):
+        s = F.Scheduler(self.dir, name, self.conninfo, extra, timing)
         self.schedulers[name] = s
         return s
+
+    def gateway(self):
+        binary = os.environ.get("CORTEX_GATEWAY_BIN")
+        if not binary or not os.path.exists(binary):
+            pytest.skip("CORTEX_GATEWAY_BIN not set")
+        g = F.Gateway(self.dir, self.conninfo, binary)
+        self.gateways["gateway"] = g
+        return g
 
     def placements(self, model=None, states=("requested", "loading", "ready")):
         """[(placement id, model, node, state)] of live placements, oldest first."""
@@ -100,7 +110,7 @@ class Fleet:
 
     def stop(self):
         bad = []
-        for group in (self.schedulers, self.neurons):
+        for group in (self.gateways, self.schedulers, self.neurons):
             for name, p in group.items():
                 rc = p.stop()
                 if rc not in (0, -9) and not getattr(p, "killed", False):

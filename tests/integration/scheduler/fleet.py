@@ -44,14 +44,26 @@ def byte_level_tokenizer():
             "model": {"type": "BPE", "vocab": vocab, "merges": []}}
 
 
+# A chat template for the fixtures (they ship none): enough for a gateway's chat request.
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant: {% endif %}")
+
+
 def make_model_dir(models_dir, name, fixture="llama"):
-    """models_dir/name: the fixture's config and weights (symlinks) plus a tokenizer.json."""
+    """models_dir/name: the fixture's config and weights (symlinks) plus a tokenizer.json and a
+    chat template. fixture may also be the path of a GGUF file: models_dir/name.gguf links it."""
+    if fixture.endswith(".gguf"):
+        path = os.path.join(models_dir, name + ".gguf")
+        os.symlink(fixture, path)
+        return path
     d = os.path.join(models_dir, name)
     os.makedirs(d, exist_ok=True)
     for f in ("config.json", "model.safetensors"):
         os.symlink(os.path.join(FIXTURES, fixture, f), os.path.join(d, f))
     with open(os.path.join(d, "tokenizer.json"), "w") as f:
         json.dump(byte_level_tokenizer(), f)
+    with open(os.path.join(d, "chat_template.jinja"), "w") as f:
+        f.write(CHAT_TEMPLATE)
     return d
 
 
@@ -91,7 +103,10 @@ class Proc:
 
 
 class Neuron(Proc):
-    def __init__(self, workdir, name, conninfo, budget, models, heartbeat="1s"):
+    def __init__(self, workdir, name, conninfo, budget, models, heartbeat="1s", advertise=None,
+                 ctx=64):
+        """advertise: the endpoint written into the database (default: where it listens); a
+        test points it elsewhere to make the scheduler's requests fail in transport."""
         self.name = name
         self.models_dir = os.path.join(workdir, name + "-models")
         os.makedirs(self.models_dir)
@@ -99,9 +114,9 @@ class Neuron(Proc):
             make_model_dir(self.models_dir, model_name, fixture)
         self.port = free_port()
         args = [os.environ["CORTEX_NEURON_BIN"], "--listen", "127.0.0.1:%d" % self.port,
-                "--advertise", "http://127.0.0.1:%d" % self.port, "--models-dir",
-                self.models_dir, "--name", name, "--db", conninfo, "--ctx", "64",
-                "--max-batch", "1", "--threads", "1", "--http-threads", "2",
+                "--advertise", advertise or "http://127.0.0.1:%d" % self.port, "--models-dir",
+                self.models_dir, "--name", name, "--db", conninfo, "--ctx", str(ctx),
+                "--max-batch", "1", "--threads", "1", "--http-threads", "4",
                 "--memory-budget", str(budget), "--heartbeat", heartbeat]
         super().__init__(args, os.path.join(workdir, name + ".log"))
         wait_for(lambda: self._listening(), 60, "neuron %s listening" % name, self)
@@ -131,12 +146,53 @@ class Neuron(Proc):
 
 
 class Scheduler(Proc):
-    def __init__(self, workdir, name, conninfo, extra=()):
+    def __init__(self, workdir, name, conninfo, extra=(), timing=True):
+        """timing=False: no --tick and --lease, so the settings decide them."""
         self.name = name
         args = [os.environ["CORTEX_SCHEDULER_BIN"], "--db", conninfo, "--name", name,
                 "--listen", "", "--neuron-timeout", "5s", "--neuron-attempts", "2",
-                "--neuron-backoff", "200ms", "--tick", "300ms", "--lease", "3s", *extra]
-        super().__init__(args, os.path.join(workdir, name + ".log"))
+                "--neuron-backoff", "200ms"]
+        if timing:
+            args += ["--tick", "300ms", "--lease", "3s"]
+        super().__init__(args + list(extra), os.path.join(workdir, name + ".log"))
+
+
+def cli_bin():
+    """The cortex command, built beside cortex-scheduler."""
+    return os.path.join(os.path.dirname(os.environ["CORTEX_SCHEDULER_BIN"]), "cortex")
+
+
+def cortex(conninfo, *args):
+    """Runs `cortex --db conninfo args...`; returns (exit status, stdout, stderr)."""
+    r = subprocess.run([cli_bin(), "--db", conninfo, *args], capture_output=True, text=True,
+                       timeout=60)
+    return r.returncode, r.stdout, r.stderr
+
+
+class Gateway(Proc):
+    """cortex-gateway --db in open mode; holds requests for models that are not loaded."""
+
+    def __init__(self, workdir, conninfo, binary):
+        self.port, self.metrics_port = free_port(), free_port()
+        args = [binary, "--listen", "127.0.0.1:%d" % self.port, "--metrics-listen",
+                "127.0.0.1:%d" % self.metrics_port, "--db", conninfo, "--open",
+                "--snapshot-poll", "1s", "--hold-timeout", "60s", "--ping-interval", "500ms",
+                "--accounting-flush", "200ms"]
+        super().__init__(args, os.path.join(workdir, "gateway.log"))
+        wait_for(self._up, 30, "the gateway listening", self)
+
+    def _up(self):
+        if not self.alive():
+            raise RuntimeError("gateway exited at start:\n" + self.log_text())
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    @property
+    def base(self):
+        return "http://127.0.0.1:%d" % self.port
 
 
 def wait_for(pred, timeout, what, proc=None):
