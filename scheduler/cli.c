@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -158,35 +159,66 @@ static int cli_table(struct cli *c, const char *query, int n, const char *const 
 
 /* ---- status ---------------------------------------------------------------------------- */
 
+/* The status queries give structured rows (arrays, numbers, nested placements) so that
+ * --json hands scripts data rather than text; the terminal rendering below formats them. */
 static const char SQL_STATUS_NODES[] =
-        "SELECT node, liveness, draining, heartbeat_age::text AS heartbeat_age, queue_depth,"
-        " active_sequences, array_to_string(ready_models, ', ') AS ready,"
-        " array_to_string(loading_models, ', ') AS loading, down_reason"
-        " FROM cortex.fleet_status ORDER BY node";
+        "SELECT node, liveness, draining,"
+        " round(extract(epoch FROM now() - last_heartbeat_at)::numeric, 1) AS heartbeat_age_s,"
+        " queue_depth, active_sequences, ready_models AS ready, loading_models AS loading,"
+        " down_reason FROM cortex.fleet_status ORDER BY node";
 static const char SQL_STATUS_DEVICES[] =
         "SELECT node, device, memory_total_bytes, reserved_bytes, memory_used_bytes,"
-        " array_to_string(models, ', ') AS models"
-        " FROM cortex.device_status ORDER BY node, device";
+        " memory_free_bytes, models FROM cortex.device_status ORDER BY node, device";
+/* state: ready (a replica serves), loading, waiting (open demand the scheduler cannot serve
+ * yet; waiting_reason is its latest scheduler.wait event), failed (max_load_attempts reached),
+ * or not loaded. */
 static const char SQL_STATUS_MODELS[] =
-        "SELECT m.model, m.pinned, m.priority, m.ready_replicas, m.loading_replicas,"
-        " m.load_failures, m.last_load_error, m.open_demand, m.memory_bytes,"
-        " coalesce((SELECT string_agg(p.state || ' on ' || p.node ||"
-        "   CASE WHEN p.state = 'loading' AND p.progress_pct IS NOT NULL"
-        "        THEN ' ' || p.progress_pct || '%' ELSE '' END, ', ' ORDER BY p.placement_id)"
+        "SELECT m.model,"
+        " CASE WHEN m.ready_replicas > 0 THEN 'ready' WHEN m.loading_replicas > 0 THEN 'loading'"
+        "      WHEN m.load_failures >= cortex.setting_int('max_load_attempts') THEN 'failed'"
+        "      WHEN m.open_demand > 0 THEN 'waiting' ELSE 'not loaded' END AS state,"
+        " m.pinned, m.priority, m.min_replicas, m.ready_replicas, m.loading_replicas,"
+        " m.load_failures, m.last_load_error, m.open_demand,"
+        " CASE WHEN m.open_demand > 0 AND m.ready_replicas = 0 AND m.loading_replicas = 0 THEN"
+        "   (SELECT e.reason FROM cortex.events e WHERE e.model = m.model"
+        "     AND e.kind = 'scheduler.wait' AND e.at > now() - interval '1 day'"
+        "     ORDER BY e.at DESC, e.id DESC LIMIT 1) END AS waiting_reason,"
+        " m.memory_bytes,"
+        " coalesce((SELECT json_agg(json_build_object('placement_id', p.placement_id,"
+        "   'node', p.node, 'state', p.state, 'devices', p.devices,"
+        "   'progress_pct', p.progress_pct) ORDER BY p.placement_id)"
         "   FROM cortex.placement_status p"
-        "  WHERE p.model = m.model AND p.state NOT IN ('gone', 'failed')), '') AS placements"
+        "  WHERE p.model = m.model AND p.state NOT IN ('gone', 'failed')), '[]') AS placements"
         " FROM cortex.model_status m WHERE m.enabled ORDER BY m.model";
 static const char SQL_STATUS_EVENTS[] =
         "SELECT to_char(at, 'YYYY-MM-DD HH24:MI:SS') AS at, kind, coalesce(model, '') AS model,"
         " coalesce(node, '') AS node, coalesce(reason, '') AS reason"
         " FROM cortex.recent_events LIMIT $1::integer";
+/* Column numbers of the queries above, for the terminal rendering. */
+enum { NODE_NAME, NODE_LIVENESS, NODE_DRAINING, NODE_AGE, NODE_QUEUE, NODE_ACTIVE, NODE_DOWN = 8 };
+enum { DEV_NODE, DEV_NAME, DEV_TOTAL, DEV_RESERVED, DEV_USED, DEV_FREE, DEV_MODELS };
+enum {
+    MODEL_NAME,
+    MODEL_STATE,
+    MODEL_PINNED,
+    MODEL_PRIORITY,
+    MODEL_MIN,
+    MODEL_FAILURES = 7,
+    MODEL_ERROR,
+    MODEL_DEMAND,
+    MODEL_WAITING,
+    MODEL_MEMORY,
+    MODEL_PLACEMENTS
+};
 
-/* "[#######.......]" of width w: reserved share of total. */
+/* "[#######.......]" of width w: part's share of total. */
 static void cli_bar(int64_t part, int64_t total, int w)
 {
     int filled = total > 0 ? (int)((double)part * w / (double)total + 0.5) : 0;
     if (filled > w)
         filled = w;
+    if (filled < 0)
+        filled = 0;
     putchar('[');
     for (int i = 0; i < w; i++)
         putchar(i < filled ? '#' : '.');
@@ -196,6 +228,165 @@ static void cli_bar(int64_t part, int64_t total, int w)
 static int64_t cli_i64(const PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? -1 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* The widest value of a column (at least min). */
+static int cli_width(const PGresult *r, int col, int min)
+{
+    int w = min;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int len = (int)strlen(PQgetvalue(r, i, col));
+        if (len > w)
+            w = len;
+    }
+    return w;
+}
+
+/* Prints a PostgreSQL text array ("{a,b}", names quoted when they need it) as "a, b". */
+static void cli_print_array(const char *v)
+{
+    bool quoted = false, in_item = false;
+    size_t items = 0;
+    for (const char *c = v + (v[0] == '{'); *c; c++) {
+        if (!quoted && (*c == '}' || *c == ',')) {
+            in_item = false;
+            continue;
+        }
+        if (!in_item && items++ > 0)
+            fputs(", ", stdout);
+        in_item = true;
+        if (*c == '"') {
+            quoted = !quoted;
+            continue;
+        }
+        if (quoted && *c == '\\' && c[1])
+            c++;
+        putchar(*c);
+    }
+}
+
+static void cli_status_nodes(const PGresult *nodes, const PGresult *devs)
+{
+    char a[32], b[32], u[32];
+    printf("NODES\n");
+    if (PQntuples(nodes) == 0)
+        printf("  (none registered)\n");
+    int w = cli_width(nodes, NODE_NAME, 4);
+    for (int i = 0; i < PQntuples(nodes); i++) {
+        const char *name = PQgetvalue(nodes, i, NODE_NAME);
+        char state[32];
+        snprintf(state, sizeof state, "%s%s", PQgetvalue(nodes, i, NODE_LIVENESS),
+                 PQgetvalue(nodes, i, NODE_DRAINING)[0] == 't' ? ", draining" : "");
+        printf("  %-*s  %-15s  ", w, name, state);
+        if (PQgetisnull(nodes, i, NODE_AGE))
+            printf("no heartbeat yet");
+        else
+            printf("heartbeat %ss ago", PQgetvalue(nodes, i, NODE_AGE));
+        printf("  queue %s  active %s\n", PQgetvalue(nodes, i, NODE_QUEUE),
+               PQgetvalue(nodes, i, NODE_ACTIVE));
+        if (!PQgetisnull(nodes, i, NODE_DOWN))
+            printf("  %*s  down: %s\n", w, "", PQgetvalue(nodes, i, NODE_DOWN));
+        for (int k = 0; k < PQntuples(devs); k++) {
+            if (strcmp(PQgetvalue(devs, k, DEV_NODE), name) != 0)
+                continue;
+            int64_t total = cli_i64(devs, k, DEV_TOTAL), reserved = cli_i64(devs, k, DEV_RESERVED);
+            int64_t used = cli_i64(devs, k, DEV_USED);
+            printf("  %*s  %-8s ", w, "", PQgetvalue(devs, k, DEV_NAME));
+            cli_bar(reserved, total, 24);
+            printf(" %s of %s reserved", plan_format_bytes(reserved, a, sizeof a),
+                   plan_format_bytes(total, b, sizeof b));
+            if (used >= 0)
+                printf(", %s in use", plan_format_bytes(used, u, sizeof u));
+            const char *models = PQgetvalue(devs, k, DEV_MODELS);
+            if (strcmp(models, "{}") != 0) {
+                fputs("  (", stdout);
+                cli_print_array(models);
+                putchar(')');
+            }
+            putchar('\n');
+        }
+    }
+}
+
+/* One model's live placements ("ready on n1, loading on n2 40.0%"); a loading one with known
+ * progress also gets a bar. */
+static void cli_print_placements(const char *json)
+{
+    json_t *list = json_loads(json, 0, NULL);
+    size_t i;
+    json_t *p;
+    double progress = -1;
+    json_array_foreach(list, i, p)
+    {
+        const char *state = json_string_value(json_object_get(p, "state"));
+        const char *node = json_string_value(json_object_get(p, "node"));
+        json_t *pct = json_object_get(p, "progress_pct");
+        printf("%s%s on %s", i ? ", " : "", state ? state : "?", node ? node : "?");
+        if (state != NULL && strcmp(state, "loading") == 0 && json_is_number(pct)) {
+            printf(" %.1f%%", json_number_value(pct));
+            if (progress < 0)
+                progress = json_number_value(pct);
+        }
+    }
+    if (progress >= 0) {
+        putchar(' ');
+        cli_bar((int64_t)(progress * 10), 1000, 16);
+    }
+    json_decref(list);
+}
+
+static void cli_status_models(const PGresult *models)
+{
+    char a[32];
+    printf("\nMODELS\n");
+    if (PQntuples(models) == 0)
+        printf("  (catalogue empty)\n");
+    int w = cli_width(models, MODEL_NAME, 5);
+    for (int i = 0; i < PQntuples(models); i++) {
+        const char *state = PQgetvalue(models, i, MODEL_STATE);
+        printf("  %-*s  %-10s", w, PQgetvalue(models, i, MODEL_NAME), state);
+        const char *placements = PQgetvalue(models, i, MODEL_PLACEMENTS);
+        if (strcmp(placements, "[]") != 0) {
+            fputs("  ", stdout);
+            cli_print_placements(placements);
+        }
+        struct buf policy = BUF_INIT;
+        int64_t mem = cli_i64(models, i, MODEL_MEMORY);
+        if (mem > 0)
+            buf_appendf(&policy, ", needs %s", plan_format_bytes(mem, a, sizeof a));
+        if (PQgetvalue(models, i, MODEL_PINNED)[0] == 't')
+            buf_appendf(&policy, ", pinned");
+        if (strcmp(PQgetvalue(models, i, MODEL_PRIORITY), "0") != 0)
+            buf_appendf(&policy, ", priority %s", PQgetvalue(models, i, MODEL_PRIORITY));
+        if (strcmp(PQgetvalue(models, i, MODEL_MIN), "0") != 0)
+            buf_appendf(&policy, ", min %s replica(s)", PQgetvalue(models, i, MODEL_MIN));
+        if (strcmp(PQgetvalue(models, i, MODEL_DEMAND), "0") != 0 && strcmp(state, "ready") != 0)
+            buf_appendf(&policy, ", demanded");
+        if (policy.len > 0)
+            printf("  (%s)", buf_cstr(&policy) + 2);
+        buf_free(&policy);
+        putchar('\n');
+        if (!PQgetisnull(models, i, MODEL_WAITING))
+            printf("  %*s  waiting: %s\n", w, "", PQgetvalue(models, i, MODEL_WAITING));
+        if (strcmp(PQgetvalue(models, i, MODEL_FAILURES), "0") != 0)
+            printf("  %*s  %s failed load(s): %s\n", w, "", PQgetvalue(models, i, MODEL_FAILURES),
+                   PQgetisnull(models, i, MODEL_ERROR) ? "no reason recorded"
+                                                       : PQgetvalue(models, i, MODEL_ERROR));
+    }
+}
+
+static void cli_status_events(const PGresult *events)
+{
+    printf("\nRECENT EVENTS\n");
+    if (PQntuples(events) == 0)
+        printf("  (none in the last 24 hours)\n");
+    int wk = cli_width(events, 1, 4), wm = cli_width(events, 2, 1), wn = cli_width(events, 3, 1);
+    for (int i = PQntuples(events) - 1; i >= 0; i--) {
+        const char *reason = PQgetvalue(events, i, 4);
+        printf("  %s  %-*s  %-*s  %-*s%s%s\n", PQgetvalue(events, i, 0), wk,
+               PQgetvalue(events, i, 1), wm, PQgetvalue(events, i, 2), reason[0] ? wn : 0,
+               PQgetvalue(events, i, 3), reason[0] ? "  " : "", reason);
+    }
 }
 
 static int cli_status(struct cli *c)
@@ -218,6 +409,12 @@ static int cli_status(struct cli *c)
         PQclear(r);
         return 0;
     }
+    /* One snapshot, so the sections agree with each other. */
+    if (db_exec_command(c->db, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, NULL) <
+        0) {
+        cli_print_error(db_last_error(c->db));
+        return 1;
+    }
     PGresult *nodes = cli_query(c, SQL_STATUS_NODES, 0, NULL);
     PGresult *devs = nodes ? cli_query(c, SQL_STATUS_DEVICES, 0, NULL) : NULL;
     PGresult *models = devs ? cli_query(c, SQL_STATUS_MODELS, 0, NULL) : NULL;
@@ -225,66 +422,17 @@ static int cli_status(struct cli *c)
     int status = 1;
     if (events == NULL)
         goto out;
-    char a[32], b[32], u[32];
-    printf("NODES\n");
-    if (PQntuples(nodes) == 0)
-        printf("  (none registered)\n");
-    for (int i = 0; i < PQntuples(nodes); i++) {
-        const char *name = PQgetvalue(nodes, i, 0);
-        printf("  %-20s %-5s%s  heartbeat %s ago  queue %s  active %s\n", name,
-               PQgetvalue(nodes, i, 1), PQgetvalue(nodes, i, 2)[0] == 't' ? " draining" : "",
-               PQgetisnull(nodes, i, 3) ? "never" : PQgetvalue(nodes, i, 3),
-               PQgetvalue(nodes, i, 4), PQgetvalue(nodes, i, 5));
-        if (!PQgetisnull(nodes, i, 8))
-            printf("    down: %s\n", PQgetvalue(nodes, i, 8));
-        for (int k = 0; k < PQntuples(devs); k++) {
-            if (strcmp(PQgetvalue(devs, k, 0), name) != 0)
-                continue;
-            int64_t total = cli_i64(devs, k, 2), reserved = cli_i64(devs, k, 3);
-            int64_t used = cli_i64(devs, k, 4);
-            printf("    %-7s ", PQgetvalue(devs, k, 1));
-            cli_bar(reserved, total, 24);
-            printf(" %s of %s reserved", plan_format_bytes(reserved, a, sizeof a),
-                   plan_format_bytes(total, b, sizeof b));
-            if (used >= 0)
-                printf(", %s in use", plan_format_bytes(used, u, sizeof u));
-            if (PQgetvalue(devs, k, 5)[0])
-                printf("  (%s)", PQgetvalue(devs, k, 5));
-            putchar('\n');
-        }
-    }
-    printf("\nMODELS\n");
-    if (PQntuples(models) == 0)
-        printf("  (catalogue empty)\n");
-    for (int i = 0; i < PQntuples(models); i++) {
-        const char *placements = PQgetvalue(models, i, 9);
-        int64_t mem = cli_i64(models, i, 8);
-        printf("  %-28s %-24s", PQgetvalue(models, i, 0),
-               placements[0] ? placements : "not loaded");
-        if (mem > 0)
-            printf(" needs %s", plan_format_bytes(mem, a, sizeof a));
-        if (PQgetvalue(models, i, 1)[0] == 't')
-            printf(", pinned");
-        if (strcmp(PQgetvalue(models, i, 2), "0") != 0)
-            printf(", priority %s", PQgetvalue(models, i, 2));
-        if (strcmp(PQgetvalue(models, i, 7), "0") != 0)
-            printf(", demanded");
-        if (strcmp(PQgetvalue(models, i, 5), "0") != 0)
-            printf(", %s failed load(s): %s", PQgetvalue(models, i, 5), PQgetvalue(models, i, 6));
-        putchar('\n');
-    }
-    printf("\nRECENT EVENTS\n");
-    if (PQntuples(events) == 0)
-        printf("  (none in the last 24 hours)\n");
-    for (int i = PQntuples(events) - 1; i >= 0; i--)
-        printf("  %s  %-22s %-16s %-10s %s\n", PQgetvalue(events, i, 0), PQgetvalue(events, i, 1),
-               PQgetvalue(events, i, 2), PQgetvalue(events, i, 3), PQgetvalue(events, i, 4));
+    cli_status_nodes(nodes, devs);
+    cli_status_models(models);
+    cli_status_events(events);
     status = 0;
 out:
     PQclear(nodes);
     PQclear(devs);
     PQclear(models);
     PQclear(events);
+    if (db_exec_command(c->db, "ROLLBACK", 0, NULL, NULL) < 0)
+        status = 1;
     return status;
 }
 
@@ -459,6 +607,7 @@ static int cli_dispatch(struct cli *c, int argc, char **argv)
                          "SELECT model, CASE WHEN ready_replicas > 0 THEN 'ready'"
                          " WHEN loading_replicas > 0 THEN 'loading'"
                          " WHEN load_failures > 0 THEN 'failed ' || load_failures || 'x'"
+                         " WHEN open_demand > 0 THEN 'waiting'"
                          " ELSE 'not loaded' END AS state, ready_replicas AS ready,"
                          " loading_replicas AS loading, pinned, priority, min_replicas AS min,"
                          " max_replicas AS max, idle_ttl::text AS idle_ttl, tensor_parallel AS tp,"

@@ -1298,15 +1298,19 @@ static void collect_drain_wants(struct work *w)
             !w->nodes[p->node].n->draining || p->state != PLAN_PLACEMENT_READY)
             continue;
         const struct wmodel *wm = &w->models[p->model];
-        bool elsewhere = false;
+        int elsewhere = 0;
         for (size_t k = 0; k < w->n_pls; k++) {
             const struct wpl *q = &w->pls[k];
-            elsewhere = elsewhere ||
-                        (k != i && !q->gone && !q->leaving && q->model == p->model &&
-                         !w->nodes[q->node].n->draining && q->state == PLAN_PLACEMENT_READY);
+            elsewhere += k != i && !q->gone && !q->leaving && q->model == p->model &&
+                         !w->nodes[q->node].n->draining && q->state == PLAN_PLACEMENT_READY;
         }
-        bool needed = replicas_target(wm->m) > 0 || wm->demanded || p->idle_ms < wm->m->idle_ttl_ms;
-        if (needed && !elsewhere) {
+        /* Replicas the model needs off draining nodes: its pinned/min_replicas count (a
+         * min_replicas of 2 with one replica elsewhere still needs this one moved), else one
+         * while it is demanded or used within its TTL. */
+        int keep = replicas_target(wm->m);
+        if (keep < 1 && (wm->demanded || p->idle_ms < wm->m->idle_ttl_ms))
+            keep = 1;
+        if (elsewhere < keep) {
             want_add(w, WANT_DRAIN, p->model, 0, NONE, i);
             continue;
         }

@@ -232,19 +232,22 @@ START_TEST(test_status_models_events)
                        "ARRAY[g.id], 4294967296), 'loading') FROM cortex.nodes n JOIN cortex.gpus "
                        "g ON g.node_id = n.id");
     sched_test_sql(db, "SELECT cortex.placement_progress(id, 50, 100) FROM cortex.placements");
+    /* cli-other is demanded and the scheduler said why it waits */
+    sched_test_sql(db, "SELECT cortex.demand_load('cli-other', 'cli-test')");
+    sched_test_sql(db, "SELECT cortex.record_event('scheduler.wait', 'no room for cli-other: "
+                       "busy', model => 'cli-other')");
     char *out, *err;
     ck_assert_int_eq(RUN(&out, &err, "status"), 0);
     const char *want[] = {"NODES\n",
-                          "  cli-n1 ",
-                          "alive",
-                          "cpu:0   [######..................] "
+                          "  cli-n1  alive            heartbeat 0.",
+                          "s ago  queue 0  active 0\n",
+                          "          cpu:0    [######..................] "
                           "4.0 GiB of 16.0 GiB reserved  (cli-m)\n",
                           "MODELS\n",
-                          "cli-m",
-                          "loading on cli-n1 50.0%",
-                          "needs 4.0 GiB",
-                          "cli-other",
-                          "not loaded",
+                          "  cli-m      loading     loading on cli-n1 50.0% [########........]"
+                          "  (needs 4.0 GiB)\n",
+                          "  cli-other  waiting     (needs 1.0 GiB, demanded)\n"
+                          "             waiting: no room for cli-other: busy\n",
                           "RECENT EVENTS\n",
                           "placement.loading"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
@@ -261,6 +264,21 @@ START_TEST(test_status_models_events)
                              json_array_get(json_object_get(doc, "devices"), 0), "reserved_bytes")),
                      4294967296);
     ck_assert_uint_eq(json_array_size(json_object_get(doc, "models")), 2);
+    /* structured for scripts: arrays and numbers, not rendered text */
+    json_t *n0 = json_array_get(json_object_get(doc, "nodes"), 0);
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(n0, "loading"), 0)), "cli-m");
+    ck_assert(json_is_number(json_object_get(n0, "heartbeat_age_s")));
+    json_t *m0 = json_array_get(json_object_get(doc, "models"), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(m0, "state")), "loading");
+    json_t *p0 = json_array_get(json_object_get(m0, "placements"), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(p0, "node")), "cli-n1");
+    ck_assert_str_eq(json_string_value(json_object_get(p0, "state")), "loading");
+    ck_assert(json_number_value(json_object_get(p0, "progress_pct")) == 50.0);
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(p0, "devices"), 0)), "cpu:0");
+    json_t *m1 = json_array_get(json_object_get(doc, "models"), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(m1, "state")), "waiting");
+    ck_assert_str_eq(json_string_value(json_object_get(m1, "waiting_reason")),
+                     "no room for cli-other: busy");
     ck_assert_uint_gt(json_array_size(json_object_get(doc, "events")), 0);
     json_decref(doc);
     free(out), free(err);

@@ -661,6 +661,18 @@ static void c_drain_replica_elsewhere(struct tf *t)
     place(t, "A", "n2", PLAN_PLACEMENT_READY, "0", 1);
 }
 
+/* min_replicas 2: the replica elsewhere is not enough, the drained one moves. */
+static void c_drain_min_replicas_moves(struct tf *t)
+{
+    cpu_node(t, "n1", 16)->draining = true;
+    cpu_node(t, "n2", 16);
+    cpu_node(t, "n3", 16);
+    model(t, "A", 8, 1)->min_replicas = 2;
+    t->models[0].max_replicas = 2;
+    place(t, "A", "n1", PLAN_PLACEMENT_READY, "0", 1);
+    place(t, "A", "n2", PLAN_PLACEMENT_READY, "0", 1);
+}
+
 static void c_drain_no_room(struct tf *t)
 {
     cpu_node(t, "n1", 16)->draining = true;
@@ -890,6 +902,9 @@ static const struct plan_case cases[] = {
          .setup = c_drain_replica_elsewhere,
          .expected = {"unload drain A n1 P1"},
          .reasons = {{0, "elsewhere"}}},
+        {.name = "drain moves a replica that min_replicas needs despite one elsewhere",
+         .setup = c_drain_min_replicas_moves,
+         .expected = {"load drain A n3 cpu:0 replaces=P1"}},
         {.name = "drain without room elsewhere unloads",
          .setup = c_drain_no_room,
          .expected = {"unload drain A n1 P1"},
