@@ -286,7 +286,7 @@ START_TEST(test_status_models_events)
     ck_assert_int_eq(RUN(&out, &err, "models"), 0);
     ck_assert_ptr_nonnull(strstr(out, "model "));
     ck_assert_ptr_nonnull(strstr(out, "loading"));
-    ck_assert_ptr_nonnull(strstr(out, "not loaded"));
+    ck_assert_ptr_nonnull(strstr(out, "waiting"));
     free(out), free(err);
     ck_assert_int_eq(RUN(&out, &err, "--json", "models"), 0);
     doc = json_loads(out, 0, NULL);
