@@ -1,6 +1,9 @@
 # tests/integration/scheduler/test_moves.py — placements that move or stay against the usual
 # rules: defragmentation, drain_node (and `cortex drain`), min_replicas against the idle TTL,
 # and the scheduler's timing taken from the settings from its first lease on.
+import json
+import re
+
 import fleet as F
 
 
@@ -66,6 +69,11 @@ def test_drain_moves_models_away_and_places_nothing_there(fleet):
     rc, out, err = F.cortex(fleet.conninfo, "drain", "n1")
     assert (rc, out.strip()) == (0, "draining"), err
     assert fleet.db.value("SELECT draining FROM cortex.nodes WHERE name = 'n1'") == "t"
+    rc, out, err = F.cortex(fleet.conninfo, "status")
+    assert rc == 0 and re.search(r"^  n1 +alive, draining  ", out, re.M), out + err
+    rc, out, err = F.cortex(fleet.conninfo, "--json", "status")
+    assert {n["node"]: n["draining"] for n in json.loads(out)["nodes"]} == {"n1": True,
+                                                                          "n2": False}
     # in use: moved make before break (a replacement on n2 first), then the old one unloads
     F.wait_for(lambda: [p[2] for p in fleet.placements("m1", ("requested", "loading", "ready",
                                                               "unloading"))] == ["n2"],
