@@ -540,9 +540,7 @@ static void runner_reconcile(runner_t *r, const struct fleet *f)
     r->n_sent = kept;
 }
 
-/* Takes the settings the loop runs by from the database unless the command line fixed them.
- * Until they have been read once this process does not stand for election: a lease taken with
- * the built-in default would last longer (or shorter) than the operator's lease_duration. */
+/* Takes the settings the loop runs by from the database unless the command line fixed them. */
 static void runner_adopt_timing(runner_t *r, int64_t tick_ms, int64_t lease_ms)
 {
     if (r->opt.tick_ms <= 0 && tick_ms > 0)
@@ -569,7 +567,9 @@ static void runner_setup_session(runner_t *r)
     r->session_lease_ms = r->lease_ms;
 }
 
-/* Whether the lease length is known: read from the settings, or fixed by the command line. */
+/* Whether the lease length is known: read from the settings, or fixed by the command line.
+ * Until then this process does not stand for election: a lease taken with the built-in
+ * default would last longer (or shorter) than the operator's lease_duration. */
 static bool runner_may_stand(const runner_t *r)
 {
     return r->timing_read || r->opt.lease_ms > 0;
