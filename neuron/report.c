@@ -369,8 +369,24 @@ static int report_placement_advance(struct report *rep, struct report_placement 
         if (db_exec_command(rep->db, "SELECT cortex.placement_transition($1::bigint, $2, $3)", 3,
                             params, NULL) != 0) {
             p->known = false;
-            if (report_failed(rep, "placement_transition") < 0)
+            if (db_last_error_kind(rep->db) == DB_ERROR_CONNECTION)
+                return report_failed(rep, "placement_transition") < 0 ? -1 : 0;
+            /* Refused: usually the scheduler got there first (it failed or dropped the
+             * placement while the load ran), which is no fault worth a warning. */
+            char *why = xstrdup(db_last_error(rep->db));
+            if (report_placement_refresh(rep, p) != 0) {
+                free(why);
                 return -1;
+            }
+            if (p->known &&
+                (p->reported == REPORT_STATE_FAILED || p->reported == REPORT_STATE_GONE))
+                LOG_INFO("database: placement %lld is already %s there; not reporting %s",
+                         (long long)p->id, report_state_names[p->reported],
+                         report_state_names[next]);
+            else
+                LOG_WARN("database: placement_transition %lld -> %s refused: %s", (long long)p->id,
+                         report_state_names[next], why);
+            free(why);
             break;
         }
         LOG_INFO("database: placement %lld -> %s", (long long)p->id, report_state_names[next]);
