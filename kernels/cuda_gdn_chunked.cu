@@ -34,6 +34,8 @@
 #define GC_LD      68  /* row length of Q^T, K^T, P^T: 64 tokens + 4, keeps float4 alignment */
 #define GC_VLD     36  /* row length of V': lanes of a column group hit distinct banks */
 #define GC_ALD     65  /* row length of A */
+/* The variant cuda_gdn_chunked() uses: 2 (prefetch) where k_dim is 128, from bench_gdn. */
+#define GC_DEFAULT_VARIANT 2
 
 struct gc_smem {
     float qt[GC_DK][GC_LD]; /* qt[i][r] = q of token r, element i (raw) */
@@ -49,13 +51,51 @@ struct gc_smem {
     float qf[GC_C], kf[GC_C]; /* per-row factors: norm and scale */
 };
 
+/* The next chunk's inputs held in registers (prefetching variant, k_dim == GC_DK): thread t
+ * owns element i = t % 128 of rows t / 128 + 2 j of q and k, (row, column) pairs of v as in
+ * step 3, and g / beta of row t (t < 64). */
+struct gc_next {
+    float q[GC_C * GC_DK / GC_THREADS], k[GC_C * GC_DK / GC_THREADS];
+    float v[4][2];
+    float g, beta;
+};
+
+__device__ __forceinline__ void gc_fetch(const struct cuda_gdn_recurrent &p, int64_t row0, int L,
+                                         int kh, int h, int j0, struct gc_next &n)
+{
+    const int tid = threadIdx.x, i = tid % GC_DK, rb = tid / GC_DK;
+#pragma unroll
+    for (int j = 0; j < GC_C * GC_DK / GC_THREADS; j++) {
+        int r = rb + (GC_THREADS / GC_DK) * j;
+        int64_t off = (row0 + r) * p.qk_stride + (int64_t)kh * GC_DK + i;
+        n.q[j] = r < L ? p.q[off] : 0.0f;
+        n.k[j] = r < L ? p.k[off] : 0.0f;
+    }
+    const int r0 = 4 * (tid / 16), cc0 = 2 * (tid % 16);
+#pragma unroll
+    for (int a = 0; a < 4; a++)
+#pragma unroll
+        for (int b = 0; b < 2; b++) {
+            int r = r0 + a, col = j0 + cc0 + b;
+            n.v[a][b] = r < L && col < p.v_dim
+                                ? p.v[(row0 + r) * p.v_stride + (int64_t)h * p.v_dim + col]
+                                : 0.0f;
+        }
+    bool in = tid < L;
+    n.g = in ? p.g[(row0 + tid) * p.gb_stride + h] : 0.0f;
+    n.beta = in ? p.beta[(row0 + tid) * p.gb_stride + h] : 0.0f;
+}
+
+/* PF: prefetch the next chunk's q, k, v, g and beta into registers while this chunk computes
+ * (k_dim == GC_DK only); without it each chunk waits for its loads. */
+template <bool PF>
 __global__ void __launch_bounds__(GC_THREADS) gdn_chunked_kernel(struct cuda_gdn_recurrent p)
 {
     extern __shared__ float4 gc_raw[];
     struct gc_smem &sm = *(struct gc_smem *)gc_raw;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int h = blockIdx.y, s = blockIdx.z, j0 = blockIdx.x * GC_VS;
-    const int dk = p.k_dim, dv = p.v_dim;
+    const int dk = PF ? GC_DK : p.k_dim, dv = p.v_dim;
     const int kh = h / (p.n_v_heads / p.n_k_heads);
     float *S = p.state + s * p.state_stride + (int64_t)h * dk * dv;
 
@@ -63,27 +103,52 @@ __global__ void __launch_bounds__(GC_THREADS) gdn_chunked_kernel(struct cuda_gdn
         int i = e / GC_VS, c = e % GC_VS;
         sm.st[i][c] = i < dk && j0 + c < dv ? S[(int64_t)i * dv + j0 + c] : 0.0f;
     }
+    struct gc_next nx;
+    if (PF)
+        gc_fetch(p, s * p.n_tok, (int)min((int64_t)GC_C, p.n_tok), kh, h, j0, nx);
 
     for (int64_t c0 = 0; c0 < p.n_tok; c0 += GC_C) {
         const int L = (int)min((int64_t)GC_C, p.n_tok - c0);
         const int64_t row0 = s * p.n_tok + c0;
+        float vcur[4][2];
 
         /* 1. load q, k (transposed), g, beta; rows past L are zero */
-        for (int e = tid; e < GC_C * dk; e += GC_THREADS) {
-            int r = e / dk, i = e - r * dk;
-            float qv = 0.0f, kv = 0.0f;
-            if (r < L) {
-                int64_t off = (row0 + r) * p.qk_stride + (int64_t)kh * dk + i;
-                qv = p.q[off];
-                kv = p.k[off];
+        if (PF) {
+            const int i = tid % GC_DK, rb = tid / GC_DK;
+#pragma unroll
+            for (int j = 0; j < GC_C * GC_DK / GC_THREADS; j++) {
+                sm.qt[i][rb + (GC_THREADS / GC_DK) * j] = nx.q[j];
+                sm.kt[i][rb + (GC_THREADS / GC_DK) * j] = nx.k[j];
             }
-            sm.qt[i][r] = qv;
-            sm.kt[i][r] = kv;
-        }
-        if (tid < GC_C) {
-            bool in = tid < L;
-            sm.gam[tid] = in ? p.g[(row0 + tid) * p.gb_stride + h] : 0.0f;
-            sm.bet[tid] = in ? p.beta[(row0 + tid) * p.gb_stride + h] : 0.0f;
+#pragma unroll
+            for (int a = 0; a < 4; a++)
+#pragma unroll
+                for (int b = 0; b < 2; b++)
+                    vcur[a][b] = nx.v[a][b];
+            if (tid < GC_C) {
+                sm.gam[tid] = nx.g;
+                sm.bet[tid] = nx.beta;
+            }
+            if (c0 + GC_C < p.n_tok) /* in flight while this chunk computes */
+                gc_fetch(p, row0 + GC_C, (int)min((int64_t)GC_C, p.n_tok - c0 - GC_C), kh, h, j0,
+                         nx);
+        } else {
+            for (int e = tid; e < GC_C * dk; e += GC_THREADS) {
+                int r = e / dk, i = e - r * dk;
+                float qv = 0.0f, kv = 0.0f;
+                if (r < L) {
+                    int64_t off = (row0 + r) * p.qk_stride + (int64_t)kh * dk + i;
+                    qv = p.q[off];
+                    kv = p.k[off];
+                }
+                sm.qt[i][r] = qv;
+                sm.kt[i][r] = kv;
+            }
+            if (tid < GC_C) {
+                bool in = tid < L;
+                sm.gam[tid] = in ? p.g[(row0 + tid) * p.gb_stride + h] : 0.0f;
+                sm.bet[tid] = in ? p.beta[(row0 + tid) * p.gb_stride + h] : 0.0f;
+            }
         }
         __syncthreads();
 
@@ -174,8 +239,9 @@ __global__ void __launch_bounds__(GC_THREADS) gdn_chunked_kernel(struct cuda_gdn
 #pragma unroll
             for (int b = 0; b < 2; b++) {
                 int col = j0 + cc0 + b;
-                float v = r < L && col < dv ? p.v[(row0 + r) * p.v_stride + (int64_t)h * dv + col]
-                                            : 0.0f;
+                float v = PF                  ? vcur[a][b]
+                          : r < L && col < dv ? p.v[(row0 + r) * p.v_stride + (int64_t)h * dv + col]
+                                              : 0.0f;
                 qs[a][b] *= sm.qf[r] * sm.egam[r];
                 sm.vn[r][cc0 + b] = sm.bet[r] * (v - sm.egam[r] * sm.kf[r] * ks[a][b]);
             }
@@ -258,7 +324,21 @@ __global__ void __launch_bounds__(GC_THREADS) gdn_chunked_kernel(struct cuda_gdn
     }
 }
 
-extern "C" int cuda_gdn_chunked(const struct cuda_gdn_recurrent *a, cudaStream_t stream)
+template <bool PF>
+static int gdn_chunked_launch(const struct cuda_gdn_recurrent *a, cudaStream_t stream)
+{
+    size_t smem = sizeof(struct gc_smem);
+    CUDA_TRY(cudaFuncSetAttribute(gdn_chunked_kernel<PF>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    dim3 grid((unsigned)((a->v_dim + GC_VS - 1) / GC_VS), (unsigned)a->n_v_heads,
+              (unsigned)a->n_seqs);
+    gdn_chunked_kernel<PF><<<grid, GC_THREADS, smem, stream>>>(*a);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}
+
+extern "C" int cuda_gdn_chunked_variant(const struct cuda_gdn_recurrent *a, int variant,
+                                        cudaStream_t stream)
 {
     int64_t qk_row = (int64_t)a->n_k_heads * a->k_dim, v_row = (int64_t)a->n_v_heads * a->v_dim;
     bool rows_ok =
@@ -272,14 +352,18 @@ extern "C" int cuda_gdn_chunked(const struct cuda_gdn_recurrent *a, cudaStream_t
         return cuda_fail_args("cuda_gdn_chunked",
                               "k_dim 1..128, n_v_heads a multiple of n_k_heads, strides that "
                               "hold a row, state_stride >= n_v_heads * k_dim * v_dim");
+    if (variant < 0 || variant > 2)
+        return cuda_fail_args("cuda_gdn_chunked", "variant 0..2");
     if (a->n_seqs == 0 || a->n_tok == 0)
         return 0;
-    size_t smem = sizeof(struct gc_smem);
-    CUDA_TRY(cudaFuncSetAttribute(gdn_chunked_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  (int)smem));
-    dim3 grid((unsigned)((a->v_dim + GC_VS - 1) / GC_VS), (unsigned)a->n_v_heads,
-              (unsigned)a->n_seqs);
-    gdn_chunked_kernel<<<grid, GC_THREADS, smem, stream>>>(*a);
-    CUDA_TRY(cudaGetLastError());
-    return 0;
+    if (variant == 0)
+        variant = GC_DEFAULT_VARIANT;
+    if (variant == 2 && a->k_dim == GC_DK)
+        return gdn_chunked_launch<true>(a, stream);
+    return gdn_chunked_launch<false>(a, stream);
+}
+
+extern "C" int cuda_gdn_chunked(const struct cuda_gdn_recurrent *a, cudaStream_t stream)
+{
+    return cuda_gdn_chunked_variant(a, 0, stream);
 }

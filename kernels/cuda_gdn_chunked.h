@@ -33,6 +33,11 @@ extern "C" {
  * error. */
 int cuda_gdn_chunked(const struct cuda_gdn_recurrent *a, cudaStream_t stream)
         __attribute__((warn_unused_result));
+/* Test and benchmark hook: cuda_gdn_chunked() with variant 1 (each chunk loads its inputs when
+ * it starts) or 2 (the next chunk's inputs are loaded into registers while this one computes;
+ * k_dim == 128 only, other head sizes take variant 1); 0 is the default choice. */
+int cuda_gdn_chunked_variant(const struct cuda_gdn_recurrent *a, int variant, cudaStream_t stream)
+        __attribute__((warn_unused_result));
 
 #ifdef __cplusplus
 }

@@ -18,11 +18,15 @@
  * has been run (or cuda_gemm_ctx_reserve() has sized the staging buffer for F32 X: growing it
  * allocates, which a stream capture forbids).
  *
- * When to use which (measured with bench_gemm on an H100 80GB HBM3, 27B shapes, bf16 weights,
- * see kernels/README.md): at n = 1..2 cuda_matvec() reads the weights faster than any cuBLAS
- * kernel; from n = 3-4 on cuBLASLt wins and its time stays nearly flat up to n = 32 (the
- * weight stream is the cost), while the matrix-vector kernel's time grows with n. The crossover
- * CUDA_GEMM_MATVEC_MAX_N below is what the engine should use.
+ * When to use which (bench_gemm on an H100 80GB HBM3, 2026-11-25; every Linear of the 27B
+ * qwen3_5 shape, 51.2 GB of bf16, as one CUDA graph): the grouped cuda_matvec() step takes
+ * 17.46 / 17.85 / 18.61 / 20.69 / 26.87 ms at n = 1 / 2 / 3 / 4 / 8 tokens, cuda_gemm() with
+ * bf16 activations 19.72 / 19.75 / 19.79 / 19.83 / 19.88 ms, and 20.28 ms at n = 32 (flat:
+ * the weight stream is the cost). So the matrix-vector kernel up to n = 3, cuBLASLt from 4 on.
+ * F32 activations add the rounding pass (about 0.7 ms over the 257 products of a step at small
+ * n): feed bf16 where the producer can write it. Prefill (n = 512 / 4096, bf16 in and out):
+ * 632 / 699 TFLOP/s for the layer products. cuBLASLt's heuristic choice times the same as
+ * cublasGemmEx's default.
  */
 #ifndef CORTEX_KERNELS_CUDA_GEMM_H
 #define CORTEX_KERNELS_CUDA_GEMM_H
@@ -37,8 +41,8 @@
 extern "C" {
 #endif
 
-/* Largest token count for which cuda_matvec() beats cuda_gemm() on bf16 weights. */
-#define CUDA_GEMM_MATVEC_MAX_N 2
+/* Largest token count for which cuda_matvec() beats cuda_gemm() on bf16 weights (H100). */
+#define CUDA_GEMM_MATVEC_MAX_N 3
 
 struct cuda_gemm_ctx;
 

@@ -10,8 +10,8 @@
  * decodes its 32 weights into registers, multiplies them with the batch's activations and the
  * warp sums with shuffles. Dequantisation follows the CPU's arithmetic (scale * sub-scale
  * first, then * q, minus dmin * min), so the weights match the twin's up to fp32 contraction.
- * This is the first, correct version: byte loads and one row per warp, not yet tuned for
- * bandwidth like the bf16 kernel.
+ * This is the first, correct version: one row per warp, byte loads except for the Q4_K / Q5_K
+ * quants (16-byte loads); not yet tuned for bandwidth like the bf16 kernel.
  */
 #include "cuda_check.cuh"
 #include "cuda_matvec_internal.h"
@@ -78,8 +78,31 @@ __device__ __forceinline__ void mvq_k4_scale_min(int j, const uint8_t *q, int *s
     }
 }
 
-/* The 32 weights of unit `sub` of the block at b (sub is 0 for the 32-element types). */
-template <enum dtype T>
+/* 32 bytes at p as 8 little-endian words: two 16-byte loads when VEC (p 16-byte aligned). */
+template <bool VEC> __device__ __forceinline__ void mvq_load32(const uint8_t *p, uint32_t (&o)[8])
+{
+    if (VEC) {
+        uint4 a = __ldg((const uint4 *)p), b = __ldg((const uint4 *)p + 1);
+        o[0] = a.x, o[1] = a.y, o[2] = a.z, o[3] = a.w, o[4] = b.x, o[5] = b.y, o[6] = b.z,
+        o[7] = b.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            o[i] = (uint32_t)mvq_u8(p + 4 * i) | (uint32_t)mvq_u8(p + 4 * i + 1) << 8 |
+                   (uint32_t)mvq_u8(p + 4 * i + 2) << 16 | (uint32_t)mvq_u8(p + 4 * i + 3) << 24;
+    }
+}
+
+/* Byte l of 32 loaded by mvq_load32. */
+__device__ __forceinline__ int mvq_byte(const uint32_t (&o)[8], int l)
+{
+    return (int)((o[l / 4] >> (8 * (l % 4))) & 0xffu);
+}
+
+/* The 32 weights of unit `sub` of the block at b (sub is 0 for the 32-element types). VEC: the
+ * block is 16-byte aligned (Q4_K / Q5_K rows of an aligned tensor), so its 32-byte runs of
+ * quants are read with 16-byte loads. */
+template <enum dtype T, bool VEC>
 __device__ __forceinline__ void mvq_decode(const uint8_t *b, int sub, float (&w)[32])
 {
     if (T == DTYPE_F16) {
@@ -112,13 +135,16 @@ __device__ __forceinline__ void mvq_decode(const uint8_t *b, int sub, float (&w)
         int sc, mn;
         mvq_k4_scale_min(sub, b + 4, &sc, &mn);
         float d1 = d * (float)sc, m1 = dmin * (float)mn;
-        const uint8_t *q = b + (T == DTYPE_Q4_K ? 16 : 48) + 32 * (sub / 2);
+        uint32_t qw[8], hw[8];
+        mvq_load32<VEC>(b + (T == DTYPE_Q4_K ? 16 : 48) + 32 * (sub / 2), qw);
+        if (T == DTYPE_Q5_K)
+            mvq_load32<VEC>(b + 16, hw);
         int shift = (sub & 1) * 4;
 #pragma unroll
         for (int l = 0; l < 32; l++) {
-            int v = (mvq_u8(q + l) >> shift) & 0x0f;
+            int v = (mvq_byte(qw, l) >> shift) & 0x0f;
             if (T == DTYPE_Q5_K)
-                v += (mvq_u8(b + 16 + l) >> sub) & 1 ? 16 : 0;
+                v += (mvq_byte(hw, l) >> sub) & 1 ? 16 : 0;
             w[l] = d1 * (float)v - m1;
         }
     } else { /* Q6_K */
@@ -149,7 +175,7 @@ __device__ __forceinline__ void mvq_store(void *y, int64_t i, float v, bool y_bf
     }
 }
 
-template <enum dtype T, typename TX>
+template <enum dtype T, bool VEC, typename TX>
 __global__ void __launch_bounds__(MVQ_THREADS) mvq_kernel(const struct mvq_group g)
 {
     int64_t gw = (int64_t)blockIdx.x * (MVQ_THREADS / 32) + threadIdx.x / 32;
@@ -176,7 +202,7 @@ __global__ void __launch_bounds__(MVQ_THREADS) mvq_kernel(const struct mvq_group
             for (int i = 0; i < 32; i++)
                 w[i] = i < valid ? mvq_f16(wr + 2 * (c0 + i)) : 0.0f;
         } else {
-            mvq_decode<T>(wr + (u / per_block) * mvq_block<T>::bytes, (int)(u % per_block), w);
+            mvq_decode<T, VEC>(wr + (u / per_block) * mvq_block<T>::bytes, (int)(u % per_block), w);
         }
 #pragma unroll
         for (int b = 0; b < CUDA_MATVEC_MAX_BATCH; b++) {
@@ -201,14 +227,27 @@ __global__ void __launch_bounds__(MVQ_THREADS) mvq_kernel(const struct mvq_group
     }
 }
 
+/* 16-byte loads of Q4_K / Q5_K quants when every matrix starts on the 16-byte grid (their
+ * blocks, 144 and 176 bytes, keep it); set MVQ_VECTOR_LOADS to 0 to force byte loads. */
+#ifndef MVQ_VECTOR_LOADS
+#define MVQ_VECTOR_LOADS 1
+#endif
+
 template <enum dtype T>
 static cudaError_t mvq_launch(const struct mvq_group *g, bool x_f32, cudaStream_t stream)
 {
     unsigned blocks = cuda_blocks(g->warp_end[g->n - 1], MVQ_THREADS / 32);
-    if (x_f32)
-        mvq_kernel<T, float><<<blocks, MVQ_THREADS, 0, stream>>>(*g);
+    bool vec = MVQ_VECTOR_LOADS && (T == DTYPE_Q4_K || T == DTYPE_Q5_K);
+    for (int i = 0; i < g->n; i++)
+        vec = vec && ((uintptr_t)g->w[i] & 15) == 0;
+    if (vec && x_f32)
+        mvq_kernel<T, true, float><<<blocks, MVQ_THREADS, 0, stream>>>(*g);
+    else if (vec)
+        mvq_kernel<T, true, __nv_bfloat16><<<blocks, MVQ_THREADS, 0, stream>>>(*g);
+    else if (x_f32)
+        mvq_kernel<T, false, float><<<blocks, MVQ_THREADS, 0, stream>>>(*g);
     else
-        mvq_kernel<T, __nv_bfloat16><<<blocks, MVQ_THREADS, 0, stream>>>(*g);
+        mvq_kernel<T, false, __nv_bfloat16><<<blocks, MVQ_THREADS, 0, stream>>>(*g);
     return cudaGetLastError();
 }
 

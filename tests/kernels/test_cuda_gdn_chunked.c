@@ -6,7 +6,8 @@
  * grouping, odd head sizes (value widths that are not a multiple of the block's 32 columns,
  * small k_dim), several sequences with padded strides, weak decay (the state carries across
  * many chunks) and strong decay, without the L2 norm; outputs and the states left behind are
- * both checked, and bad arguments must be refused.
+ * both checked, and bad arguments must be refused. Heads of k_dim 128 run through both kernel
+ * variants (plain loads, and the next chunk prefetched into registers).
  */
 #include "cuda_gdn_chunked.h"
 #include "gdn.h"
@@ -28,7 +29,8 @@ struct chunk_case {
     float g_min; /* g is uniform in [g_min, 0] */
 };
 
-static void chunk_run(const struct chunk_case *c)
+/* variant: as cuda_gdn_chunked_variant() (1 plain loads, 2 prefetching, for k_dim 128) */
+static void chunk_run(const struct chunk_case *c, int variant)
 {
     int64_t rows = c->n_seqs * c->n_tok, qks = (int64_t)c->nk * c->dk + 3;
     int64_t vs = (int64_t)c->nv * c->dv + 1, os = (int64_t)c->nv * c->dv + 2;
@@ -68,7 +70,7 @@ static void chunk_run(const struct chunk_case *c)
                                    .state_stride = ss,
                                    .l2norm = c->l2norm,
                                    .q_scale = q_scale};
-    int rc = cuda_gdn_chunked(&a, NULL);
+    int rc = cuda_gdn_chunked_variant(&a, variant, NULL);
     float *gout = ktest_download_f32(dout, (size_t)(rows * os), 0);
     float *gst = ktest_download_f32(dst, (size_t)(c->n_seqs * ss), 0);
 
@@ -116,8 +118,8 @@ static void chunk_run(const struct chunk_case *c)
         memcpy(rs + s * c->nv * head, st + s * ss, F(c->nv * head));
     }
     char shape[112];
-    snprintf(shape, sizeof shape, "seqs=%d tok=%lld heads=%d/%d dk=%d dv=%d g>=%g%s", c->n_seqs,
-             (long long)c->n_tok, c->nk, c->nv, c->dk, c->dv, (double)c->g_min,
+    snprintf(shape, sizeof shape, "v%d seqs=%d tok=%lld heads=%d/%d dk=%d dv=%d g>=%g%s", variant,
+             c->n_seqs, (long long)c->n_tok, c->nk, c->nv, c->dk, c->dv, (double)c->g_min,
              c->l2norm ? "" : " no-l2");
     ktest_check("gdn_chunked out", shape, rc, go, ro, nout, 1e-4);
     ktest_check("gdn_chunked state", shape, rc, gs, rs, nst, 1e-4);
@@ -144,8 +146,11 @@ int main(void)
             {1, 129, 3, 3, 16, 8, 1, -1.0f},       /* tiny heads */
             {1, 150, 2, 2, 64, 64, 0, -0.2f},      /* q and k taken as given */
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        chunk_run(&cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        chunk_run(&cases[i], 1);
+        if (cases[i].dk == CUDA_GDN_CHUNKED_MAX_K_DIM)
+            chunk_run(&cases[i], 2);
+    }
 
     struct cuda_gdn_recurrent bad = {.n_seqs = 1,
                                      .n_tok = 5,
@@ -170,5 +175,8 @@ int main(void)
     bad.n_v_heads = 4;
     ktest_check_rejected("gdn_chunked", "4 value heads over 3 key heads",
                          cuda_gdn_chunked(&bad, NULL));
+    bad.n_k_heads = 1;
+    bad.n_v_heads = 1;
+    ktest_check_rejected("gdn_chunked", "variant 3", cuda_gdn_chunked_variant(&bad, 3, NULL));
     return ktest_finish();
 }

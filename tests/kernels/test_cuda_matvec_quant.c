@@ -5,7 +5,8 @@
  * model's range, random quants and packed 6-bit sub-block scales), covers batches 1..8, f32 and
  * bf16 activations and outputs, the residual add, strided activations, a row count that is
  * not a multiple of the block's warps, one super-block rows and the 27B width (5120 = 20
- * super-blocks), F16 rows whose length is not a multiple of 32, a group of two products, and
+ * super-blocks), F16 rows whose length is not a multiple of 32, weights off the 16-byte grid
+ * (the byte-load path of the K types, which otherwise use 16-byte loads), a group of two products, and
  * the refusal of a row length that is not a whole number of blocks.
  */
 #include "cuda_matvec.h"
@@ -72,6 +73,7 @@ struct mq_case {
     enum dtype xt, yt;
     int accumulate;
     int64_t x_pad;
+    int w_offset; /* the blocks start this many bytes into their buffer (off the 16-byte grid) */
 };
 
 static void mq_run(const struct mq_case *c)
@@ -89,7 +91,11 @@ static void mq_run(const struct mq_case *c)
     if (c->yt == DTYPE_BF16)
         ktest_round_bf16(y0, (size_t)(c->batch * ys));
     size_t xe = c->xt == DTYPE_F32 ? 4 : 2, ye = c->yt == DTYPE_F32 ? 4 : 2;
-    void *dw = ktest_dev_upload(w, bytes);
+    uint8_t *wpad = xcalloc(bytes + (size_t)c->w_offset, 1);
+    memcpy(wpad + c->w_offset, w, bytes);
+    uint8_t *dwpad = ktest_dev_upload(wpad, bytes + (size_t)c->w_offset);
+    void *dw = dwpad + c->w_offset;
+    free(wpad);
     void *dx = ktest_dev_upload(xb ? (void *)xb : (void *)x, xe * (size_t)(c->batch * xs));
     void *dy;
     if (c->accumulate) {
@@ -127,14 +133,14 @@ static void mq_run(const struct mq_case *c)
         }
     }
     char shape[96];
-    snprintf(shape, sizeof shape, "%s %lldx%lld b=%d %s->%s%s%s", dtype_name(c->wt),
+    snprintf(shape, sizeof shape, "%s %lldx%lld b=%d %s->%s%s%s%s", dtype_name(c->wt),
              (long long)c->rows, (long long)c->cols, c->batch, c->xt == DTYPE_F32 ? "f32" : "bf16",
              c->yt == DTYPE_F32 ? "f32" : "bf16", c->accumulate ? " +=" : "",
-             c->x_pad ? " strided" : "");
+             c->x_pad ? " strided" : "", c->w_offset ? " w+2" : "");
     ktest_check("matvec_quant", shape, rc, got, ref, (size_t)(c->batch * ys),
                 c->yt == DTYPE_F32 ? KTEST_BOUND_F32 : KTEST_BOUND_BF16);
     free(w), free(x), free(xb), free(y0), free(got), free(row), free(ref);
-    ktest_dev_free(dw), ktest_dev_free(dx), ktest_dev_free(dy);
+    ktest_dev_free(dwpad), ktest_dev_free(dx), ktest_dev_free(dy);
 }
 
 /* Two Q4_K products sharing x in one launch, f32 and bf16 outputs. */
@@ -198,24 +204,29 @@ int main(void)
         enum dtype wt = types[t];
         int64_t blk = (int64_t)dtype_block_elems(wt) > 32 ? 256 : 32;
         const struct mq_case cases[] = {
-                {wt, 37, blk, 1, DTYPE_F32, DTYPE_F32, 0, 0},
-                {wt, 1000, 5120, 1, DTYPE_F32, DTYPE_F32, 0, 0}, /* the 27B width */
-                {wt, 129, 2 * blk, 2, DTYPE_BF16, DTYPE_F32, 1, 0},
-                {wt, 64, 3 * blk, 3, DTYPE_F32, DTYPE_BF16, 0, 5},
-                {wt, 200, 5120, 4, DTYPE_BF16, DTYPE_BF16, 1, 0},
-                {wt, 33, 4 * blk, 5, DTYPE_F32, DTYPE_F32, 1, 3},
-                {wt, 250, 1024, 8, DTYPE_F32, DTYPE_F32, 0, 0},
-                {wt, 17, 17 * blk, 7, DTYPE_BF16, DTYPE_F32, 0, 8},
+                {wt, 37, blk, 1, DTYPE_F32, DTYPE_F32, 0, 0, 0},
+                {wt, 1000, 5120, 1, DTYPE_F32, DTYPE_F32, 0, 0, 0}, /* the 27B width */
+                {wt, 129, 2 * blk, 2, DTYPE_BF16, DTYPE_F32, 1, 0, 0},
+                {wt, 64, 3 * blk, 3, DTYPE_F32, DTYPE_BF16, 0, 5, 0},
+                {wt, 200, 5120, 4, DTYPE_BF16, DTYPE_BF16, 1, 0, 0},
+                {wt, 33, 4 * blk, 5, DTYPE_F32, DTYPE_F32, 1, 3, 0},
+                {wt, 250, 1024, 8, DTYPE_F32, DTYPE_F32, 0, 0, 0},
+                {wt, 17, 17 * blk, 7, DTYPE_BF16, DTYPE_F32, 0, 8, 0},
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
             mq_run(&cases[i]);
     }
-    const struct mq_case f16_odd[] = {
-            {DTYPE_F16, 19, 45, 2, DTYPE_F32, DTYPE_F32, 0, 0},
-            {DTYPE_F16, 5, 7, 8, DTYPE_BF16, DTYPE_F32, 1, 1},
+    const struct mq_case odd[] = {
+            {DTYPE_F16, 19, 45, 2, DTYPE_F32, DTYPE_F32, 0, 0, 0},
+            {DTYPE_F16, 5, 7, 8, DTYPE_BF16, DTYPE_F32, 1, 1, 0},
+            /* off the 16-byte grid: the K types' byte-load path */
+            {DTYPE_Q4_K, 65, 512, 3, DTYPE_F32, DTYPE_F32, 0, 0, 2},
+            {DTYPE_Q5_K, 65, 512, 1, DTYPE_BF16, DTYPE_F32, 1, 0, 2},
+            {DTYPE_Q6_K, 33, 768, 2, DTYPE_F32, DTYPE_F32, 0, 0, 2},
+            {DTYPE_Q8_0, 33, 96, 4, DTYPE_F32, DTYPE_F32, 0, 0, 2},
     };
-    for (size_t i = 0; i < sizeof f16_odd / sizeof f16_odd[0]; i++)
-        mq_run(&f16_odd[i]);
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++)
+        mq_run(&odd[i]);
     mq_group_run();
 
     struct cuda_matvec bad = {.w_type = DTYPE_Q4_K,
