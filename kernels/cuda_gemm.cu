@@ -71,14 +71,19 @@ __global__ void gemm_stage_kernel(const float *x, int64_t x_stride, __nv_bfloat1
     }
 }
 
+/* Frees a plan's descriptors (those that were made) and marks the slot unused. */
 static void gemm_plan_clear(struct gemm_plan *p)
 {
     if (!p->used)
         return;
-    cublasLtMatrixLayoutDestroy(p->la);
-    cublasLtMatrixLayoutDestroy(p->lb);
-    cublasLtMatrixLayoutDestroy(p->lc);
-    cublasLtMatmulDescDestroy(p->desc);
+    if (p->la)
+        cublasLtMatrixLayoutDestroy(p->la);
+    if (p->lb)
+        cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->lc)
+        cublasLtMatrixLayoutDestroy(p->lc);
+    if (p->desc)
+        cublasLtMatmulDescDestroy(p->desc);
     memset(p, 0, sizeof *p);
 }
 
@@ -146,48 +151,66 @@ static int gemm_alignment(const void *p, int64_t ld, size_t elem)
     return (int)(v & (~v + 1));
 }
 
+/* Fills p (descriptors and the heuristic's algorithm) for key k. On failure p may hold part of
+ * what was made: the caller frees it with gemm_plan_clear(). */
 static int gemm_plan_make(struct cuda_gemm_ctx *ctx, const struct gemm_key *k, struct gemm_plan *p)
 {
     cudaDataType_t yt = k->y_bf16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasOperation_t opt = CUBLAS_OP_T, opn = CUBLAS_OP_N;
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res;
-    int found = 0;
+    cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+    int found = 0, line = 0, rc = -1;
     size_t ws = GEMM_WORKSPACE_BYTES;
     uint32_t aa = (uint32_t)k->align_a, ab = (uint32_t)k->align_b, ac = (uint32_t)k->align_c;
     memset(p, 0, sizeof *p);
     p->key = *k;
-    p->used = true; /* from here gemm_plan_clear() frees what was made (NULLs are fine) */
-    BLAS_TRY(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    BLAS_TRY(
+    p->used = true; /* from here gemm_plan_clear() frees what was made */
+#define PLAN_TRY(expr)                                                                             \
+    do {                                                                                           \
+        st = (expr);                                                                               \
+        if (st != CUBLAS_STATUS_SUCCESS) {                                                         \
+            line = __LINE__;                                                                       \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+    PLAN_TRY(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    PLAN_TRY(
             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opt, sizeof opt));
-    BLAS_TRY(
+    PLAN_TRY(
             cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opn, sizeof opn));
-    BLAS_TRY(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, (uint64_t)k->cols, (uint64_t)k->rows,
+    PLAN_TRY(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, (uint64_t)k->cols, (uint64_t)k->rows,
                                         k->cols));
-    BLAS_TRY(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, (uint64_t)k->cols, (uint64_t)k->n,
+    PLAN_TRY(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, (uint64_t)k->cols, (uint64_t)k->n,
                                         k->ldb));
-    BLAS_TRY(cublasLtMatrixLayoutCreate(&p->lc, yt, (uint64_t)k->rows, (uint64_t)k->n, k->ldc));
-    BLAS_TRY(cublasLtMatmulPreferenceCreate(&pref));
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                         sizeof ws);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa,
-                                         sizeof aa);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab,
-                                         sizeof ab);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac,
-                                         sizeof ac);
-    cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac,
-                                         sizeof ac);
-    {
-        cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->desc, p->la, p->lb, p->lc,
-                                                          p->lc, pref, 1, &res, &found);
-        cublasLtMatmulPreferenceDestroy(pref);
-        if (s != CUBLAS_STATUS_SUCCESS || found < 1)
-            return cuda_fail_args("cuda_gemm", "cuBLASLt has no algorithm for this shape");
+    PLAN_TRY(cublasLtMatrixLayoutCreate(&p->lc, yt, (uint64_t)k->rows, (uint64_t)k->n, k->ldc));
+    PLAN_TRY(cublasLtMatmulPreferenceCreate(&pref));
+    /* hints: were a setter to fail, cuBLASLt's default for it would stand */
+    (void)cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                               sizeof ws);
+    (void)cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                               &aa, sizeof aa);
+    (void)cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                               &ab, sizeof ab);
+    (void)cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                               &ac, sizeof ac);
+    (void)cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                               &ac, sizeof ac);
+    PLAN_TRY(cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, 1,
+                                            &res, &found));
+#undef PLAN_TRY
+    if (found < 1) {
+        rc = cuda_fail_args("cuda_gemm", "cuBLASLt has no algorithm for this shape");
+        goto out;
     }
     p->algo = res.algo;
-    return 0;
+    rc = 0;
+out:
+    if (line)
+        rc = gemm_fail_blas(line, st);
+    if (pref)
+        cublasLtMatmulPreferenceDestroy(pref);
+    return rc;
 }
 
 static int gemm_plan_find(struct cuda_gemm_ctx *ctx, const struct gemm_key *k,
