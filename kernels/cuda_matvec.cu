@@ -20,6 +20,7 @@
  */
 #include "cuda_check.cuh"
 #include "cuda_matvec.h"
+#include "cuda_matvec_internal.h"
 #include "cuda_util.cuh"
 
 #define MATVEC_THREADS 128 /* 4 warps per block */
@@ -439,7 +440,8 @@ static bool matvec_overlap_supported(void)
 
 static bool matvec_one_ok(const struct cuda_matvec *m)
 {
-    return m->w_type == DTYPE_BF16 && (m->x_type == DTYPE_F32 || m->x_type == DTYPE_BF16) &&
+    int be = cuda_matvec_block_elems(m->w_type);
+    return be > 0 && m->cols % be == 0 && (m->x_type == DTYPE_F32 || m->x_type == DTYPE_BF16) &&
            (m->y_type == DTYPE_F32 || m->y_type == DTYPE_BF16) && m->rows >= 1 && m->cols >= 1 &&
            m->batch >= 1 && m->batch <= CUDA_MATVEC_MAX_BATCH &&
            (m->batch == 1 || (m->x_stride >= m->cols && m->y_stride >= m->rows)) && m->w && m->x &&
@@ -455,12 +457,16 @@ extern "C" int cuda_matvec_tuned(const struct cuda_matvec *m, int n, int variant
     bool fast = true;
     for (int i = 0; i < n; i++) {
         if (!matvec_one_ok(&m[i]) ||
-            (i > 0 &&
-             (m[i].x != m[0].x || m[i].x_type != m[0].x_type || m[i].cols != m[0].cols ||
-              m[i].batch != m[0].batch || (m[0].batch > 1 && m[i].x_stride != m[0].x_stride))))
-            return cuda_fail_args("cuda_matvec", "bf16 weights, f32/bf16 x and y, batch 1..8, "
-                                                 "x_stride >= cols, y_stride >= rows, one x "
-                                                 "for a group");
+            (i > 0 && (m[i].x != m[0].x || m[i].x_type != m[0].x_type || m[i].cols != m[0].cols ||
+                       m[i].w_type != m[0].w_type || m[i].batch != m[0].batch ||
+                       (m[0].batch > 1 && m[i].x_stride != m[0].x_stride))))
+            return cuda_fail_args("cuda_matvec",
+                                  "bf16/f16/q8_0/q4_0/q4_1/q4_k/q5_k/q6_k weights with cols a "
+                                  "multiple of the block, f32/bf16 x and y, batch 1..8, "
+                                  "x_stride >= cols, y_stride >= rows, one x and w_type for a "
+                                  "group");
+        if (m[0].w_type != DTYPE_BF16)
+            continue; /* the dequantising kernels take the group below */
         g.w[i] = (const __nv_bfloat16 *)m[i].w;
         g.y[i] = m[i].y;
         g.rows[i] = m[i].rows;
@@ -469,6 +475,8 @@ extern "C" int cuda_matvec_tuned(const struct cuda_matvec *m, int n, int variant
         g.accumulate[i] = m[i].accumulate;
         fast = fast && matvec_aligned(m[i].w);
     }
+    if (m[0].w_type != DTYPE_BF16)
+        return cuda_matvec_quant_group(m, n, stream);
     g.n = n;
     g.cols = m[0].cols;
     g.x = m[0].x;

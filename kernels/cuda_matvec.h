@@ -3,7 +3,13 @@
  * tokens at once (CPU twin: cpu_matmul()).
  *
  * Contract: W is [rows, cols] row-major with contiguous rows (the checkpoint's nn.Linear
- * layout, [out, in]); only DTYPE_BF16 weights for now. x is batch rows of cols elements,
+ * layout, [out, in]), of type w_type: DTYPE_BF16, or one of the GGUF types the CPU backend
+ * reads (DTYPE_F16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K), each row a run of blocks exactly as
+ * GGUF stores them, so cols must be a multiple of the type's block (32 or 256 elements;
+ * dtype_row_bytes() gives a row's size). Quantised weights are dequantised in registers as
+ * dtype_dequant_row() does and take a simpler kernel (kernels/cuda_matvec_quant.cu: one row
+ * per warp; the variant argument of cuda_matvec_tuned() does not apply), correct but not yet
+ * fast (5-9% of the copy bandwidth at batch 1 on an H100, kernels/README.md). x is batch rows of cols elements,
  * x_stride elements apart; y is batch rows of rows elements, y_stride apart; x and y are F32 or
  * BF16 (independently). Products accumulate in fp32 and round once on store; with accumulate,
  * y += W x (the residual add of out_proj / down_proj, read and written in y's type). batch is
@@ -36,7 +42,7 @@ extern "C" {
 #define CUDA_MATVEC_MAX_BATCH 8
 
 struct cuda_matvec {
-    enum dtype w_type; /* DTYPE_BF16 */
+    enum dtype w_type; /* DTYPE_BF16, F16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K or Q6_K */
     const void *w;
     int64_t rows, cols;
     enum dtype x_type; /* DTYPE_F32 or DTYPE_BF16 */

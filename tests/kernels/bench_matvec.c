@@ -2,7 +2,7 @@
  * tests/kernels/bench_matvec.c — how fast cuda_matvec() streams weights, against the GPU's
  * measured copy bandwidth and against cuBLAS, on the 27B qwen3_5 shapes.
  *
- *   bench_matvec [--no-model]
+ *   bench_matvec [--no-model | --quant]
  *
  * 1. cudaMemcpy device-to-device of 1 GiB, launched one by one and as a graph: bytes read +
  *    written per second (the reference ceiling).
@@ -14,6 +14,9 @@
  *    lm_head; 51.3 GB of random bf16 made on the GPU) as one graph: ours one launch per matrix
  *    with and without the overlap, ours grouped by shared input (qkv/z/b/a, q/k/v, gate/up),
  *    and cuBLAS: the decode step's floor when nothing but weights is read.
+ * 4. (--quant: instead of 2 and 3) The dequantising products: every GGUF weight type on the
+ *    17408 x 5120 gate/up shape at batch 1, 4 and 8, weight GB/s of the quantised bytes (random
+ *    bytes: the values do not change the speed).
  * Timings are medians of graph replays measured with events, after warm-up.
  */
 #include "cuda_device.h"
@@ -346,9 +349,67 @@ static void bench_model(double copy_gbs, void *x_f32, void *x_bf16, float *y)
     CK(cudaFree(slab));
 }
 
+/* GB/s of cuda_matvec() with weights of each GGUF type (bytes as stored) on one shape. */
+static void bench_quant(double copy_gbs, void *x_f32, float *y)
+{
+    const enum dtype types[] = {DTYPE_BF16, DTYPE_F16,  DTYPE_Q8_0, DTYPE_Q4_0,
+                                DTYPE_Q4_1, DTYPE_Q4_K, DTYPE_Q5_K, DTYPE_Q6_K};
+    const int64_t rows = 17408, cols = 5120;
+    printf("\n== dequantising products, %lld x %lld, x f32: weight GB/s (%% of copy)\n",
+           (long long)rows, (long long)cols);
+    printf("%-6s %10s | %-16s | %-16s | %-16s\n", "type", "MB", "batch 1", "batch 4", "batch 8");
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        size_t be = dtype_block_elems(types[t]);
+        size_t bytes = (size_t)rows * ((size_t)cols / be) * dtype_block_bytes(types[t]);
+        size_t stride = (bytes + 255) & ~(size_t)255;
+        int copies = (int)((((size_t)512 << 20) + bytes - 1) / bytes);
+        if (copies > 16)
+            copies = 16;
+        char *buf;
+        CK(cudaMalloc((void **)&buf, stride * (size_t)copies));
+        KC(cuda_random_fill(DTYPE_BF16, buf, (int64_t)(stride * (size_t)copies / 2), 11 + t, 0.05f,
+                            stream));
+        char cells[3][32];
+        for (int bi = 0, batch = 1; bi < 3; bi++, batch = bi == 1 ? 4 : 8) {
+            struct cuda_matvec m = {.w_type = types[t],
+                                    .rows = rows,
+                                    .cols = cols,
+                                    .x_type = DTYPE_F32,
+                                    .x = x_f32,
+                                    .x_stride = cols,
+                                    .y_type = DTYPE_F32,
+                                    .y = y,
+                                    .y_stride = rows,
+                                    .batch = batch};
+            m.w = buf;
+            KC(cuda_matvec(&m, stream)); /* warm-up outside the capture */
+            CK(cudaStreamSynchronize(stream));
+            cudaGraph_t graph;
+            cudaGraphExec_t exec;
+            int n = 2 * copies;
+            CK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+            for (int i = 0; i < n; i++) {
+                m.w = buf + stride * (size_t)(i % copies);
+                KC(cuda_matvec(&m, stream));
+            }
+            CK(cudaStreamEndCapture(stream, &graph));
+            CK(cudaGraphInstantiate(&exec, graph, 0));
+            float ms = bench_graph(exec, 9);
+            CK(cudaGraphExecDestroy(exec));
+            CK(cudaGraphDestroy(graph));
+            double gbs = (double)bytes * n / 1e9 / (ms * 1e-3);
+            snprintf(cells[bi], sizeof cells[bi], "%5.0f (%5.1f%%)", gbs, 100.0 * gbs / copy_gbs);
+        }
+        printf("%-6s %10.1f | %-16s | %-16s | %-16s\n", dtype_name(types[t]), bytes / 1e6, cells[0],
+               cells[1], cells[2]);
+        CK(cudaFree(buf));
+    }
+}
+
 int main(int argc, char **argv)
 {
     int model = !(argc > 1 && strcmp(argv[1], "--no-model") == 0);
+    int quant = argc > 1 && strcmp(argv[1], "--quant") == 0;
     struct cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     printf("bench_matvec on %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
@@ -375,9 +436,13 @@ int main(int argc, char **argv)
     KC(cuda_random_fill(DTYPE_F32, x_f32, 8 * 17408, 3, 1.0f, stream));
     KC(cuda_random_fill(DTYPE_BF16, x_bf16, 8 * 17408, 4, 1.0f, stream));
 
-    bench_shapes(copy, x_f32, x_bf16, y);
-    if (model)
-        bench_model(copy, x_f32, x_bf16, y);
+    if (quant) {
+        bench_quant(copy, x_f32, y);
+    } else {
+        bench_shapes(copy, x_f32, x_bf16, y);
+        if (model)
+            bench_model(copy, x_f32, x_bf16, y);
+    }
     CK(cudaStreamSynchronize(stream));
     CB(cublasDestroy(blas));
     CK(cudaFree(ws));

@@ -10,7 +10,8 @@
 # (default: native, the GPU of this machine; without one, every supported GPU). KTEST_SEED=n
 # repeats a run's random inputs. Each program's full output is also kept in
 # BUILD_DIR/kernel-tests/<name>.log. Exits 1 when any test fails (a program that finds no GPU
-# reports SKIP and does not fail the run).
+# reports SKIP and does not fail the run). KTEST_NO_BUILD=1 skips the configure and build and
+# runs the test programs already in BUILD_DIR/tests/kernels (built elsewhere for this GPU).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${1:-$root/build/gpu}
@@ -21,9 +22,11 @@ else
 fi
 jobs=$(nproc)
 
-cmake -S "$root" -B "$build" -DCORTEX_GPU_ONLY=ON -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_CUDA_ARCHITECTURES="$archs" >/dev/null || exit 1
-cmake --build "$build" -j "$jobs" >"$build/build.log" 2>&1 || { cat "$build/build.log"; exit 1; }
+if [ "${KTEST_NO_BUILD:-0}" != 1 ]; then
+    cmake -S "$root" -B "$build" -DCORTEX_GPU_ONLY=ON -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_CUDA_ARCHITECTURES="$archs" >/dev/null || exit 1
+    cmake --build "$build" -j "$jobs" >"$build/build.log" 2>&1 || { cat "$build/build.log"; exit 1; }
+fi
 
 logs=$build/kernel-tests
 mkdir -p "$logs"
@@ -45,11 +48,11 @@ for exe in "$build"/tests/kernels/test_*; do
     *) result=FAIL status=1 ;;
     esac
     [ "$result" = PASS ] && passed=$((passed + 1))
-    summary+=("$(printf '%-20s %6s %7s   %s (exit %d)' "$name" "${cases:--}" "${failed:--}" "$result" "$rc")")
+    summary+=("$(printf '%-24s %6s %7s   %s (exit %d)' "$name" "${cases:--}" "${failed:--}" "$result" "$rc")")
 done
 
 printf '\n== kernel tests (%s)\n' "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
-printf '%-20s %6s %7s   %s\n' test cases failed result
+printf '%-24s %6s %7s   %s\n' test cases failed result
 printf '%s\n' "${summary[@]}"
 if [ $status != 0 ]; then
     echo "KERNEL TESTS FAILED"
