@@ -25,6 +25,7 @@ cmake -S "$root" -B "$build" -DCORTEX_GPU_ONLY=ON -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_CUDA_ARCHITECTURES="$archs" >/dev/null || exit 1
 cmake --build "$build" -j "$jobs" >"$build/build.log" 2>&1 || { cat "$build/build.log"; exit 1; }
 
+export CORTEX_SOURCE_DIR=${CORTEX_SOURCE_DIR:-$root} # test_cuda_model reads tests/fixtures
 logs=$build/kernel-tests
 mkdir -p "$logs"
 status=0
