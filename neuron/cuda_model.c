@@ -45,6 +45,11 @@
 #define CM_MAX_GRAPH     256         /* decode batch sizes that get a graph */
 #define CM_MAX_MARKS     8192        /* profiling events per forward */
 #define CM_FIRST_CONTEXT 256         /* positions a fresh pool caches */
+/* Rows up to which products use the matrix-vector kernel rather than cuBLAS. The kernel takes
+ * up to CUDA_MATVEC_MAX_BATCH rows, but it beats cuBLAS only at 1-2 (kernels/README.md; the
+ * first neuron-bench run on an H100: 27B shape, batch 8, 31 ms of products per step with the
+ * kernel against about 20 ms for cuBLAS). */
+#define CM_MATVEC_MAX_ROWS 2
 
 /* A bf16 weight matrix [rows, cols] on the GPU, rows contiguous (nn.Linear's [out, in]). */
 struct cm_mat {
@@ -80,7 +85,10 @@ enum cm_buf {
     CM_Q,     /* f32 [n, Nq*hd] */
     CM_K,     /* f32 [n, Nkv*hd] */
     CM_V,     /* f32 [n, Nkv*hd] */
-    CM_ATT,   /* f32 [n, Nq*hd] attention output */
+    CM_QP,    /* f32 [n, Nq*hp] q with heads zero-padded to head_pad (hp) */
+    CM_KP,    /* f32 [n, Nkv*hp] */
+    CM_VP,    /* f32 [n, Nkv*hp] */
+    CM_ATT,   /* f32 [n, Nq*hp] attention output */
     CM_ATTB,  /* bf16 [n, Nq*hd] gated attention output */
     CM_G,     /* f32 [n, I] */
     CM_U,     /* f32 [n, I] */
@@ -103,6 +111,7 @@ struct cuda_model {
     char name[256];
     struct model_config cfg;
     int device;
+    int head_pad; /* head_dim rounded up to a size the attention kernels take (zero pad) */
     int64_t max_context;
     bool no_graphs;
     cudaStream_t stream;
@@ -541,12 +550,16 @@ static int cm_check_config(struct cuda_model *g)
         return cm_fail(g, "architecture %s is not supported by the CUDA backend", c->arch_name);
     if (c->n_layers < 1 || c->n_layers > MODEL_MAX_LAYERS || c->hidden < 1 || c->n_heads < 1 ||
         c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0 || c->rotary_dim < 2 ||
-        c->rotary_dim > c->head_dim || c->vocab_size < 1 ||
-        (c->head_dim != 32 && c->head_dim != 64 && c->head_dim != 128 && c->head_dim != 256))
+        c->rotary_dim > c->head_dim || c->vocab_size < 1 || c->head_dim < 2 || c->head_dim > 256)
         return cm_fail(g,
                        "attention configuration not supported on the GPU (heads %d/%d, head "
-                       "dim %d (32/64/128/256), rotary dim %d)",
+                       "dim %d (at most 256), rotary dim %d)",
                        c->n_heads, c->n_kv_heads, c->head_dim, c->rotary_dim);
+    /* Other head sizes run zero-padded to the next one the kernels take: the zeros add nothing
+     * to the scores or the outputs (the tiny test models have heads of 16). */
+    g->head_pad = 32;
+    while (g->head_pad < c->head_dim)
+        g->head_pad *= 2;
     return 0;
 }
 
@@ -690,9 +703,9 @@ static int64_t cm_conv_dim(const struct model_config *c)
 }
 
 /* Elements of one slot's state in each pool array. */
-static int64_t cm_kv_dim(const struct model_config *c)
+static int64_t cm_kv_dim(const struct cuda_model *g)
 {
-    return (int64_t)c->n_kv_heads * c->head_dim;
+    return (int64_t)g->cfg.n_kv_heads * g->head_pad;
 }
 static int64_t cm_conv_elems(const struct model_config *c)
 {
@@ -708,7 +721,7 @@ uint64_t cuda_model_slot_bytes(const struct cuda_model *g)
     uint64_t bytes = 0;
     for (int l = 0; l < g->cfg.n_layers; l++)
         if (g->layers[l].kind == LAYER_KIND_ATTENTION)
-            bytes += 2 * 2 * (uint64_t)g->ctx_cap * (uint64_t)cm_kv_dim(&g->cfg);
+            bytes += 2 * 2 * (uint64_t)g->ctx_cap * (uint64_t)cm_kv_dim(g);
         else
             bytes += 4 * (uint64_t)(cm_conv_elems(&g->cfg) + cm_ssm_elems(&g->cfg));
     return bytes;
@@ -769,7 +782,7 @@ static int cm_pool_grow(struct cuda_model *g, int slots, int64_t ctx, bool exact
     for (int l = 0; l < c->n_layers; l++) {
         struct cm_layer *ly = &g->layers[l];
         if (ly->kind == LAYER_KIND_ATTENTION) {
-            int64_t kv = cm_kv_dim(c);
+            int64_t kv = cm_kv_dim(g);
             CM_TRY(cm_regrow(g, &ly->k_cache, 2, g->slots_cap, g->ctx_cap * kv, new_slots,
                              new_ctx * kv));
             CM_TRY(cm_regrow(g, &ly->v_cache, 2, g->slots_cap, g->ctx_cap * kv, new_slots,
@@ -858,20 +871,35 @@ static int cm_scratch(struct cuda_model *g, int64_t rows)
     while (cap < rows)
         cap *= 2;
     int64_t H = c->hidden, hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd;
-    int64_t kv = cm_kv_dim(c), I = c->intermediate, conv = cm_conv_dim(c);
+    int64_t kv = (int64_t)c->n_kv_heads * hd, I = c->intermediate, conv = cm_conv_dim(c);
+    int64_t q_pad = (int64_t)c->n_heads * g->head_pad, kv_pad = cm_kv_dim(g);
     int64_t Nv = c->lin_v_heads, vdim = Nv * c->lin_v_dim;
     size_t bytes[CM_BUF_COUNT] = {
-            [CM_X] = 4 * (size_t)H,          [CM_XN] = 2 * (size_t)H,
-            [CM_QF] = 4 * 2 * (size_t)q_dim, [CM_Q] = 4 * (size_t)q_dim,
-            [CM_K] = 4 * (size_t)kv,         [CM_V] = 4 * (size_t)kv,
-            [CM_ATT] = 4 * (size_t)q_dim,    [CM_ATTB] = 2 * (size_t)q_dim,
-            [CM_G] = 4 * (size_t)I,          [CM_U] = 4 * (size_t)I,
-            [CM_GU] = 2 * (size_t)I,         [CM_QKV] = 4 * (size_t)conv,
-            [CM_CONV] = 4 * (size_t)conv,    [CM_Z] = 4 * (size_t)vdim,
-            [CM_B] = 4 * (size_t)Nv,         [CM_A] = 4 * (size_t)Nv,
-            [CM_GG] = 4 * (size_t)Nv,        [CM_BETA] = 4 * (size_t)Nv,
-            [CM_CORE] = 4 * (size_t)vdim,    [CM_COREB] = 2 * (size_t)vdim,
-            [CM_XO] = 2 * (size_t)H,         [CM_INTS] = 4 * 5,
+            [CM_X] = 4 * (size_t)H,
+            [CM_XN] = 2 * (size_t)H,
+            [CM_QF] = 4 * 2 * (size_t)q_dim,
+            [CM_Q] = 4 * (size_t)q_dim,
+            [CM_K] = 4 * (size_t)kv,
+            [CM_V] = 4 * (size_t)kv,
+            [CM_ATT] = 4 * (size_t)q_pad,
+            [CM_QP] = 4 * (size_t)q_pad,
+            [CM_KP] = 4 * (size_t)kv_pad,
+            [CM_VP] = 4 * (size_t)kv_pad,
+            [CM_ATTB] = 2 * (size_t)q_dim,
+            [CM_G] = 4 * (size_t)I,
+            [CM_U] = 4 * (size_t)I,
+            [CM_GU] = 2 * (size_t)I,
+            [CM_QKV] = 4 * (size_t)conv,
+            [CM_CONV] = 4 * (size_t)conv,
+            [CM_Z] = 4 * (size_t)vdim,
+            [CM_B] = 4 * (size_t)Nv,
+            [CM_A] = 4 * (size_t)Nv,
+            [CM_GG] = 4 * (size_t)Nv,
+            [CM_BETA] = 4 * (size_t)Nv,
+            [CM_CORE] = 4 * (size_t)vdim,
+            [CM_COREB] = 2 * (size_t)vdim,
+            [CM_XO] = 2 * (size_t)H,
+            [CM_INTS] = 4 * 5,
     };
     cm_graphs_drop(g);
     CM_TRY(cm_cuda(g, cudaStreamSynchronize(g->stream), "cudaStreamSynchronize"));
@@ -882,9 +910,12 @@ static int cm_scratch(struct cuda_model *g, int64_t rows)
     cudaFreeHost(g->ints_host);
     g->ints_host = NULL;
     g->rows_cap = 0;
-    for (int i = 0; i < CM_BUF_COUNT; i++)
-        CM_TRY(cm_cuda(g, cudaMalloc(&g->buf[i], (bytes[i] ? bytes[i] : 4) * (size_t)cap),
-                       "cudaMalloc (scratch)"));
+    /* zeroed once: the pad columns of CM_QP/KP/VP are never written afterwards */
+    for (int i = 0; i < CM_BUF_COUNT; i++) {
+        size_t b = (bytes[i] ? bytes[i] : 4) * (size_t)cap;
+        CM_TRY(cm_cuda(g, cudaMalloc(&g->buf[i], b), "cudaMalloc (scratch)"));
+        CM_TRY(cm_cuda(g, cudaMemset(g->buf[i], 0, b), "cudaMemset (scratch)"));
+    }
     CM_TRY(cm_cuda(g, cudaMallocHost((void **)&g->ints_host, 4 * 5 * (size_t)cap),
                    "cudaMallocHost"));
     g->rows_cap = cap;
@@ -914,7 +945,7 @@ static int cm_attn_work(struct cuda_model *g, int n_seqs)
 {
     const struct model_config *c = &g->cfg;
     int splits = cuda_attention_decode_splits(n_seqs, c->n_heads, c->n_kv_heads, g->ctx_cap);
-    size_t need = cuda_attention_decode_work_bytes(n_seqs, c->n_heads, c->head_dim, splits);
+    size_t need = cuda_attention_decode_work_bytes(n_seqs, c->n_heads, g->head_pad, splits);
     if (need <= g->attn_work_bytes)
         return 0;
     cm_graphs_drop(g);
@@ -947,7 +978,7 @@ static int cm_matmul(struct cuda_model *g, int n_mats, const struct cm_mat *cons
                      bool accumulate)
 {
     cm_mark(g, CUDA_MODEL_OP_MATMUL);
-    if (n <= CUDA_MATVEC_MAX_BATCH) {
+    if (n <= CM_MATVEC_MAX_ROWS) {
         struct cuda_matvec mv[CUDA_MATVEC_MAX_GROUP];
         for (int i = 0; i < n_mats; i++)
             mv[i] = (struct cuda_matvec){
@@ -1033,7 +1064,8 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
 {
     const struct model_config *c = &g->cfg;
     struct cm_layer *ly = &g->layers[l];
-    int64_t n = b->n, hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd, kv = cm_kv_dim(c);
+    int64_t n = b->n, hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd;
+    int64_t kv = (int64_t)c->n_kv_heads * hd;
     bool gated = c->attn_output_gate;
     float *qf = g->buf[CM_QF], *q = qf, *k = g->buf[CM_K], *v = g->buf[CM_V];
     float *att = g->buf[CM_ATT];
@@ -1090,51 +1122,73 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
     struct cuda_rope rk = rq;
     rk.x = k, rk.tok_stride = kv, rk.n_heads = c->n_kv_heads;
     CM_TRY(cm_kernel(g, cuda_rope(&rk, g->stream), "cuda_rope (k)"));
-    int64_t slot_stride = g->ctx_cap * kv;
+    /* heads of a size the kernels do not take go zero-padded to head_pad (hp) from here on */
+    int64_t hp = g->head_pad, q_pad = (int64_t)c->n_heads * hp, kv_pad = cm_kv_dim(g);
+    bool pad = hp != hd;
+    const float *qa = q, *ka = k, *va = v;
+    if (pad) {
+        float *dst[3] = {g->buf[CM_QP], g->buf[CM_KP], g->buf[CM_VP]};
+        const float *src[3] = {q, k, v};
+        int64_t heads[3] = {c->n_heads, c->n_kv_heads, c->n_kv_heads};
+        for (int i = 0; i < 3; i++) {
+            struct cuda_gate_store cp = {.x = src[i],
+                                         .x_stride = hd,
+                                         .out_type = DTYPE_F32,
+                                         .out = dst[i],
+                                         .out_stride = hp,
+                                         .rows = n * heads[i],
+                                         .n = hd};
+            CM_TRY(cm_kernel(g, cuda_gate_store(&cp, g->stream), "cuda_gate_store (pad)"));
+        }
+        qa = dst[0], ka = dst[1], va = dst[2];
+    }
+    int64_t slot_stride = g->ctx_cap * kv_pad;
     struct cuda_kv_store st = {
-            .k = k,
-            .v = v,
-            .k_stride = kv,
-            .v_stride = kv,
+            .k = ka,
+            .v = va,
+            .k_stride = kv_pad,
+            .v_stride = kv_pad,
             .k_cache = ly->k_cache,
             .v_cache = ly->v_cache,
             .slot_stride = slot_stride,
             .pos = b->d_pos,
             .slot = b->d_rowslot,
             .rows = n,
-            .kv_dim = (int)kv,
+            .kv_dim = (int)kv_pad,
     };
     CM_TRY(cm_kernel(g, cuda_kv_store(&st, g->stream), "cuda_kv_store"));
 
-    /* ungated: attention writes the bf16 input of o_proj itself */
-    enum dtype out_type = gated ? DTYPE_F32 : DTYPE_BF16;
-    void *out = gated ? (void *)att : attb;
+    /* plain heads: attention writes the bf16 input of o_proj itself; gated or padded ones go
+     * through fp32 and the gate store below */
+    bool direct = !gated && !pad;
+    enum dtype out_type = direct ? DTYPE_BF16 : DTYPE_F32;
+    void *out = direct ? attb : (void *)att;
     float scale = 1.0f / sqrtf((float)hd);
     for (int i = 0; i < b->n_seqs; i++) {
         bool one = b->decode || b->n_tokens[i] == 1;
         if (b->decode && i > 0)
             break;
         int64_t r0 = b->decode ? 0 : b->row0[i];
-        size_t out_off = (size_t)(r0 * q_dim) * (gated ? 4 : 2);
+        size_t out_off = (size_t)(r0 * q_pad) * (direct ? 2 : 4);
         if (one) {
             struct cuda_attention_decode d = {
                     .q_type = DTYPE_F32,
                     .kv_type = DTYPE_BF16,
                     .out_type = out_type,
-                    .q = q + r0 * q_dim,
-                    .q_stride = q_dim,
+                    .q = qa + r0 * q_pad,
+                    .q_stride = q_pad,
                     .k = ly->k_cache,
                     .v = ly->v_cache,
-                    .kv_stride = kv,
+                    .kv_stride = kv_pad,
                     .seq_stride = slot_stride,
                     .lens = b->d_lens + i,
                     .max_len = g->ctx_cap,
                     .out = (char *)out + out_off,
-                    .out_stride = q_dim,
+                    .out_stride = q_pad,
                     .n_seqs = b->decode ? b->n_seqs : 1,
                     .n_heads = c->n_heads,
                     .n_kv_heads = c->n_kv_heads,
-                    .head_dim = c->head_dim,
+                    .head_dim = (int)hp,
                     .scale = scale,
                     .n_splits = 0,
                     .work = g->attn_work,
@@ -1147,28 +1201,29 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
                     .q_type = DTYPE_F32,
                     .kv_type = DTYPE_BF16,
                     .out_type = out_type,
-                    .q = q + r0 * q_dim,
-                    .q_stride = q_dim,
+                    .q = qa + r0 * q_pad,
+                    .q_stride = q_pad,
                     .k = (char *)ly->k_cache + cache_off,
                     .v = (char *)ly->v_cache + cache_off,
-                    .kv_stride = kv,
+                    .kv_stride = kv_pad,
                     .out = (char *)out + out_off,
-                    .out_stride = q_dim,
+                    .out_stride = q_pad,
                     .n_q = b->n_tokens[i],
                     .pos0 = b->n_past[i],
                     .n_heads = c->n_heads,
                     .n_kv_heads = c->n_kv_heads,
-                    .head_dim = c->head_dim,
+                    .head_dim = (int)hp,
                     .scale = scale,
             };
             CM_TRY(cm_kernel(g, cuda_attention_prefill(&p, g->stream), "cuda_attention_prefill"));
         }
     }
-    if (gated) {
+    if (!direct) {
+        /* the gated q projection holds each head's gate right after its query */
         struct cuda_gate_store gs = {
                 .x = att,
-                .x_stride = hd,
-                .gate = qf + hd,
+                .x_stride = hp,
+                .gate = gated ? qf + hd : NULL,
                 .gate_stride = 2 * hd,
                 .out_type = DTYPE_BF16,
                 .out = attb,

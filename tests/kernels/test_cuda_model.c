@@ -104,15 +104,17 @@ static void golden_free(struct golden *g)
     free(g->decode_logits);
 }
 
-/* Opens a model on dev ("cpu" or "cuda:0"); exits on failure (nothing else can run). */
-static struct model *open_model(const struct model_file *mf, const char *dev)
+/* Opens a model on dev ("cpu" or "cuda:0"); NULL, with a failed case recorded, on failure. */
+static struct model *open_model(const struct model_file *mf, const char *dev, const char *name)
 {
     char err[512];
     struct model_options opt = {.threads = 0, .max_context = 256, .device = dev};
     struct model *m = NULL;
     if (model_create(mf, &opt, &m, err, sizeof(err))) {
         fprintf(stderr, "FAIL model_create(%s): %s\n", dev, err);
-        exit(1);
+        float zero = 0.0f;
+        ktest_check("model_create", name, -1, &zero, &zero, 1, 1.0);
+        return NULL;
     }
     return m;
 }
@@ -173,7 +175,7 @@ static void case_batched(struct model *m, const struct golden *g, const char *na
     int64_t V = g->vocab, steps = g->n_decode;
     int64_t plen[NB];
     for (int i = 0; i < NB; i++)
-        plen[i] = g->n_prefill - 7 * i;
+        plen[i] = g->n_prefill - 3 * i;
     float *alone = xmalloc(sizeof(float) * (size_t)(NB * steps * V));
     float *batch = xmalloc(sizeof(float) * (size_t)(NB * steps * V));
     float *tmp = xmalloc(sizeof(float) * (size_t)(g->n_prefill * V));
@@ -294,11 +296,13 @@ static void run_fixture(const char *name)
         fprintf(stderr, "FAIL model_file_open: %s\n", err);
         exit(1);
     }
-    struct model *gpu = open_model(mf, "cuda:0");
-    struct model *cpu = open_model(mf, "cpu");
-    case_golden(gpu, &g, name);
-    case_batched(gpu, &g, name);
-    case_greedy(cpu, gpu, g.prefill, g.n_prefill, 24, name);
+    struct model *gpu = open_model(mf, "cuda:0", name);
+    struct model *cpu = open_model(mf, "cpu", name);
+    if (gpu && cpu) {
+        case_golden(gpu, &g, name);
+        case_batched(gpu, &g, name);
+        case_greedy(cpu, gpu, g.prefill, g.n_prefill, 24, name);
+    }
     model_destroy(gpu);
     model_destroy(cpu);
     model_file_close(mf);
@@ -464,12 +468,13 @@ static void run_smollm2_shape(void)
         fprintf(stderr, "FAIL model_file_open: %s\n", err);
         exit(1);
     }
-    struct model *gpu = open_model(mf, "cuda:0");
-    struct model *cpu = open_model(mf, "cpu");
+    struct model *gpu = open_model(mf, "cuda:0", "smollm2-shape");
+    struct model *cpu = open_model(mf, "cpu", "smollm2-shape");
     int32_t prompt[12];
     for (int i = 0; i < 12; i++)
         prompt[i] = (int32_t)ktest_below(49152);
-    case_greedy(cpu, gpu, prompt, 12, 32, "smollm2-shape q4_1");
+    if (gpu && cpu)
+        case_greedy(cpu, gpu, prompt, 12, 32, "smollm2-shape q4_1");
     model_destroy(gpu);
     model_destroy(cpu);
     model_file_close(mf);
