@@ -34,7 +34,8 @@ struct bench_opts {
     int64_t prefill[BENCH_MAX_LIST], context[BENCH_MAX_LIST];
     int batch[BENCH_MAX_LIST];
     int n_prefill, n_context, n_batch;
-    bool json, no_graphs;
+    const char *json; /* NULL, a file, or "-" (stdout, instead of the table) */
+    bool no_graphs;
     uint64_t seed;
 };
 
@@ -49,21 +50,25 @@ static void bench_usage(FILE *f)
             "  -c, --config FILE    HF config.json of the shape to build with random bf16 weights\n"
             "  -m, --model PATH     a real model (.gguf file or HF directory) instead\n"
             "  -d, --device N       CUDA device (default 0)\n"
-            "  -p, --prefill LIST   prompt lengths, comma-separated (default 512,4096)\n"
+            "  -p, --prefill LIST   prompt lengths, comma-separated (default 512,4096; 0: none)\n"
             "  -b, --batch LIST     decode batch sizes (default 1,8,32)\n"
             "  -x, --context LIST   tokens each decoding sequence holds (default 1024,8192)\n"
             "  -s, --steps N        decode steps per timed run (default 16)\n"
             "  -r, --repeats N      timed runs per measurement (default 5)\n"
             "      --seed N         seed of the random weights (default 1)\n"
             "      --no-graphs      decode launch by launch instead of CUDA graphs\n"
-            "      --json           print the results as one JSON object\n"
+            "      --json FILE      also write the results as one JSON object to FILE ('-':\n"
+            "                       to stdout instead of the table)\n"
             "  -h, --help           this text\n");
 }
 
-/* Parses "a,b,c" into up to BENCH_MAX_LIST positive integers; -1 when malformed. */
+/* Parses "a,b,c" into up to BENCH_MAX_LIST positive integers (a lone 0 gives an empty list);
+ * -1 when malformed. */
 static int bench_parse_list(const char *s, int64_t *out, int *n)
 {
     *n = 0;
+    if (strcmp(s, "0") == 0)
+        return 0;
     while (*s) {
         char *end = NULL;
         long long v = strtoll(s, &end, 10);
@@ -74,7 +79,7 @@ static int bench_parse_list(const char *s, int64_t *out, int *n)
         if (*end != ',' && *end != '\0')
             return -1;
     }
-    return *n > 0 ? 0 : -1;
+    return 0;
 }
 
 static int bench_parse(int argc, char **argv, struct bench_opts *o)
@@ -93,7 +98,7 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
                                           {"repeats", required_argument, NULL, 'r'},
                                           {"seed", required_argument, NULL, 'S'},
                                           {"no-graphs", no_argument, NULL, 'G'},
-                                          {"json", no_argument, NULL, 'J'},
+                                          {"json", required_argument, NULL, 'J'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
     int ch;
@@ -115,11 +120,11 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
                 goto bad;
             break;
         case 'x':
-            if (bench_parse_list(optarg, o->context, &o->n_context))
+            if (bench_parse_list(optarg, o->context, &o->n_context) || o->n_context == 0)
                 goto bad;
             break;
         case 'b':
-            if (bench_parse_list(optarg, list, &n))
+            if (bench_parse_list(optarg, list, &n) || n == 0)
                 goto bad;
             for (int i = 0; i < n; i++)
                 o->batch[i] = (int)list[i];
@@ -138,7 +143,7 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
             o->no_graphs = true;
             break;
         case 'J':
-            o->json = true;
+            o->json = optarg;
             break;
         case 'h':
             bench_usage(stdout);
@@ -449,12 +454,12 @@ int main(int argc, char **argv)
     json_object_set_new(res, "graphs", json_boolean(!o.no_graphs));
     json_object_set_new(res, "repeats", json_integer(o.repeats));
     json_object_set_new(res, "steps", json_integer(o.steps));
-    if (o.json) {
-        char *s = json_dumps(res, JSON_INDENT(1));
-        puts(s);
-        free(s);
-    } else {
+    if (!o.json || strcmp(o.json, "-") != 0)
         bench_print(res);
+    if (o.json && json_dump_file(res, strcmp(o.json, "-") == 0 ? "/dev/stdout" : o.json,
+                                 JSON_INDENT(1)) != 0) {
+        snprintf(err, sizeof(err), "cannot write %s", o.json);
+        goto fail;
     }
     status = 0;
     goto out;
