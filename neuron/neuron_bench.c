@@ -278,16 +278,30 @@ static json_t *bench_run(const struct bench_opts *o, struct cuda_model *g,
             if (r >= 0)
                 t[r] = bench_now() - t0;
         }
-        free(prompt);
         json_t *row = json_pack("{s:I}", "tokens", (json_int_t)n);
-        if (rc) {
-            fprintf(stderr, "neuron-bench: prefill %lld: %s\n", (long long)n, err);
-            json_object_set_new(row, "error", json_string(err));
-        } else {
+        if (rc == 0) {
             double s = bench_median(t, o->repeats);
             json_object_set_new(row, "ms", json_real(s * 1e3));
             json_object_set_new(row, "tok_s", json_real((double)n / s));
+            /* one more, profiled */
+            double ms[CUDA_MODEL_OP_COUNT];
+            rc = cuda_model_slot_reset(g, slots[0], err, sizeof(err));
+            cuda_model_profile(g, true);
+            if (rc == 0)
+                rc = cuda_model_forward(g, slots, &zero, &pp, &n, 1, MODEL_LOGITS_LAST, NULL, err,
+                                        sizeof(err));
+            cuda_model_profile_read(g, ms);
+            cuda_model_profile(g, false);
+            json_t *prof = json_object();
+            for (int k = 0; k < CUDA_MODEL_OP_COUNT; k++)
+                json_object_set_new(prof, cuda_model_op_name(k), json_real(ms[k]));
+            json_object_set_new(row, "profile_ms", prof);
         }
+        if (rc) {
+            fprintf(stderr, "neuron-bench: prefill %lld: %s\n", (long long)n, err);
+            json_object_set_new(row, "error", json_string(err));
+        }
+        free(prompt);
         json_array_append_new(pre, row);
     }
 
@@ -356,18 +370,24 @@ static void bench_print(const json_t *r)
            json_real_value(json_object_get(r, "weight_gb")));
     size_t i;
     json_t *e;
-    printf("\nprefill   tokens      ms     tok/s\n");
+    printf("\nprefill   tokens      ms     tok/s | profile ms: matmul attention gdn other\n");
     json_array_foreach(json_object_get(r, "prefill"), i, e)
     {
         if (json_object_get(e, "error"))
             printf("          %6lld  error: %s\n",
                    (long long)json_integer_value(json_object_get(e, "tokens")),
                    json_string_value(json_object_get(e, "error")));
-        else
-            printf("          %6lld %7.1f %9.0f\n",
+        else {
+            json_t *p = json_object_get(e, "profile_ms");
+            printf("          %6lld %7.1f %9.0f | %7.1f %7.1f %7.1f %7.1f\n",
                    (long long)json_integer_value(json_object_get(e, "tokens")),
                    json_real_value(json_object_get(e, "ms")),
-                   json_real_value(json_object_get(e, "tok_s")));
+                   json_real_value(json_object_get(e, "tok_s")),
+                   json_real_value(json_object_get(p, "matmul")),
+                   json_real_value(json_object_get(p, "attention")),
+                   json_real_value(json_object_get(p, "gdn")),
+                   json_real_value(json_object_get(p, "other")));
+        }
     }
     printf("\ndecode  batch context  ms/step    tok/s    GB/s  of copy | profile ms/step: matmul "
            "attention gdn other\n");
