@@ -31,9 +31,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#define BOUND_GOLDEN 2e-2 /* bf16 weights and activations against HF's fp32 */
-#define BOUND_SAME   5e-3 /* GPU against GPU: only summation order and batch kernels differ */
-#define NEAR_TIE     1e-2
+/* bf16 weights and activations against HF's fp32. For scale: the CPU backend (fp32) with the
+ * fixtures' weights rounded to bf16 is 3.9e-3 (llama) and 1.2e-2 (qwen3_5) from HF over the
+ * whole prefill, and 4.8e-2 on qwen3_5's worst single row; the GPU measured 5.5e-3 and 1.35e-2
+ * (H100, 2026-11-25). One row alone gets the looser bound. */
+#define BOUND_GOLDEN     2e-2
+#define BOUND_GOLDEN_ROW 6e-2
+#define BOUND_SAME       5e-3 /* GPU against GPU: only summation order and batch kernels differ */
+#define NEAR_TIE         1e-2
 
 struct golden {
     char dir[1024];
@@ -222,7 +227,12 @@ static void case_batched(struct model *m, const struct golden *g, const char *na
         fprintf(stderr, "model_forward: %s\n", err);
     snprintf(shape, sizeof(shape), "%s prefill 9 + %d decode rows", name, NB - 1);
     ktest_check("mixed batch: prefill row vs HF", shape, rc, row, g->prefill_logits + 8 * V,
-                (size_t)V, BOUND_GOLDEN);
+                (size_t)V, BOUND_GOLDEN_ROW);
+    /* the same 9-token prompt alone, on the GPU: the same weights, so only summation order */
+    struct model_seq *one = model_seq_create(m);
+    rc = forward1(m, one, g->prefill, 9, MODEL_LOGITS_LAST, tmp);
+    model_seq_destroy(one);
+    ktest_check("mixed batch: prefill row vs alone", shape, rc, row, tmp, (size_t)V, BOUND_SAME);
     for (int i = 0; i < NB; i++)
         model_seq_destroy(s[i]);
     free(row);
