@@ -52,7 +52,7 @@ struct attn_decode_args {
     const void *q, *k, *v;
     void *out;
     float *work;
-    const int32_t *lens;
+    const int32_t *lens, *slots;
     int64_t q_stride, kv_stride, seq_stride, out_stride, max_len;
     int n_heads, group, block_heads, n_splits;
     float scale;
@@ -83,8 +83,9 @@ template <typename TKV, int DL> __global__ void attn_decode_kernel(struct attn_d
                               : 0.0f;
         }
     }
-    const TKV *kb = (const TKV *)a.k + seq * a.seq_stride + (int64_t)kvh * hd + lane;
-    const TKV *vb = (const TKV *)a.v + seq * a.seq_stride + (int64_t)kvh * hd + lane;
+    const int64_t slot = a.slots ? (int64_t)a.slots[seq] : (int64_t)seq;
+    const TKV *kb = (const TKV *)a.k + slot * a.seq_stride + (int64_t)kvh * hd + lane;
+    const TKV *vb = (const TKV *)a.v + slot * a.seq_stride + (int64_t)kvh * hd + lane;
     for (int64_t p = start + warp; p < end; p += ATTN_WARPS) {
         float kk[DL], vv[DL];
 #pragma unroll
@@ -221,7 +222,7 @@ extern "C" int cuda_attention_decode(const struct cuda_attention_decode *a, cuda
         return 0;
     struct attn_decode_args d;
     d.q = a->q, d.k = a->k, d.v = a->v, d.out = a->out, d.work = (float *)a->work;
-    d.lens = a->lens, d.q_stride = a->q_stride, d.kv_stride = a->kv_stride;
+    d.lens = a->lens, d.slots = a->slots, d.q_stride = a->q_stride, d.kv_stride = a->kv_stride;
     d.seq_stride = a->seq_stride, d.out_stride = a->out_stride;
     d.max_len = a->max_len > 0 ? a->max_len : 1;
     d.n_heads = a->n_heads, d.group = a->n_heads / a->n_kv_heads;

@@ -43,6 +43,8 @@ struct cuda_attention_decode {
     float scale;
     int n_splits;
     void *work;
+    const int32_t *slots; /* NULL, or [n_seqs] device array: sequence s's cache starts at
+                             k + slots[s] * seq_stride (the engine's slot pool) */
 };
 
 /* Splits the context into this many pieces for the shape (>= 1): enough blocks for the GPU of

@@ -13,13 +13,19 @@
 
 #define GDN_CONV_MAX_KERNEL 8
 
+/* The state slot of sequence s: slots[s] when given, else s. */
+__device__ __forceinline__ int64_t gdn_conv_slot(const struct cuda_gdn_conv &a, int s)
+{
+    return a.slots ? (int64_t)a.slots[s] : (int64_t)s;
+}
+
 __global__ void gdn_conv_step_kernel(struct cuda_gdn_conv a)
 {
     int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (id >= (int64_t)a.n_seqs * a.channels)
         return;
     int s = (int)(id / a.channels), c = (int)(id % a.channels), hist = a.kernel - 1;
-    float *st = a.state + s * a.state_stride + c;
+    float *st = a.state + gdn_conv_slot(a, s) * a.state_stride + c;
     const float *wc = a.w + (int64_t)c * a.kernel;
     float in = a.x[s * a.x_stride + c];
     float acc = 0.0f, prev[GDN_CONV_MAX_KERNEL];
@@ -42,7 +48,7 @@ __device__ __forceinline__ float gdn_conv_window(const struct cuda_gdn_conv &a, 
                                                  int64_t r)
 {
     int hist = a.kernel - 1;
-    return r < hist ? a.state[s * a.state_stride + r * a.channels + c]
+    return r < hist ? a.state[gdn_conv_slot(a, s) * a.state_stride + r * a.channels + c]
                     : a.x[(s * a.n_tok + r - hist) * a.x_stride + c];
 }
 
@@ -76,7 +82,7 @@ __global__ void gdn_conv_state_kernel(struct cuda_gdn_conv a)
 #pragma unroll
     for (int j = 0; j < GDN_CONV_MAX_KERNEL - 1; j++)
         if (j < hist)
-            a.state[s * a.state_stride + (int64_t)j * a.channels + c] = keep[j];
+            a.state[gdn_conv_slot(a, s) * a.state_stride + (int64_t)j * a.channels + c] = keep[j];
 }
 
 extern "C" int cuda_gdn_conv(const struct cuda_gdn_conv *a, cudaStream_t stream)
@@ -86,8 +92,8 @@ extern "C" int cuda_gdn_conv(const struct cuda_gdn_conv *a, cudaStream_t stream)
             a->n_tok * a->n_seqs <= 1 || (a->x_stride >= a->channels && a->y_stride >= a->channels);
     if (a->channels < 1 || a->kernel < 2 || a->kernel > GDN_CONV_MAX_KERNEL || a->n_seqs < 0 ||
         a->n_tok < 0 || !rows_ok ||
-        (a->n_seqs > 1 && a->state_stride < (int64_t)hist * a->channels) || !a->x || !a->y ||
-        !a->state || !a->w)
+        ((a->n_seqs > 1 || a->slots) && a->state_stride < (int64_t)hist * a->channels) || !a->x ||
+        !a->y || !a->state || !a->w)
         return cuda_fail_args("cuda_gdn_conv", "channels >= 1, kernel 2..8, strides >= channels, "
                                                "state_stride >= (kernel - 1) * channels");
     int64_t per_seq = (int64_t)a->n_seqs * a->channels;

@@ -33,6 +33,8 @@ struct cuda_gdn_conv {
     int channels, kernel;
     int n_seqs;
     int64_t n_tok;
+    const int32_t *slots; /* NULL, or [n_seqs] device array: sequence s keeps its state at
+                             state + slots[s] * state_stride (the engine's slot pool) */
 };
 
 /* Queues the convolution and the state update; -1 (reason in cuda_last_error()) for bad shapes

@@ -26,7 +26,8 @@ __global__ void __launch_bounds__(GDN_WARPS * 32) gdn_recurrent_kernel(struct cu
     int j = blockIdx.x * 32 + lane;
     bool jv = j < dv;
     int kh = h / (p.n_v_heads / p.n_k_heads);
-    float *S = p.state + s * p.state_stride + (int64_t)h * dk * dv;
+    float *S = p.state + (p.slots ? (int64_t)p.slots[s] : (int64_t)s) * p.state_stride +
+               (int64_t)h * dk * dv;
     float st[MAXR];
 #pragma unroll
     for (int r = 0; r < MAXR; r++) {
@@ -115,8 +116,8 @@ extern "C" int cuda_gdn_recurrent(const struct cuda_gdn_recurrent *a, cudaStream
     if (a->n_seqs < 0 || a->n_seqs > 65535 || a->n_tok < 0 || a->n_k_heads < 1 ||
         a->n_v_heads < 1 || a->n_v_heads > 65535 || a->n_v_heads % a->n_k_heads != 0 ||
         a->k_dim < 1 || a->k_dim > CUDA_GDN_MAX_K_DIM || a->v_dim < 1 || !rows_ok ||
-        (a->n_seqs > 1 && a->state_stride < v_row * a->k_dim) || !a->q || !a->k || !a->v || !a->g ||
-        !a->beta || !a->out || !a->state)
+        ((a->n_seqs > 1 || a->slots) && a->state_stride < v_row * a->k_dim) || !a->q || !a->k ||
+        !a->v || !a->g || !a->beta || !a->out || !a->state)
         return cuda_fail_args("cuda_gdn_recurrent",
                               "k_dim 1..256, n_v_heads a multiple of n_k_heads, strides that "
                               "hold a row, state_stride >= n_v_heads * k_dim * v_dim");

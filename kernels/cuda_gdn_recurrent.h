@@ -43,6 +43,8 @@ struct cuda_gdn_recurrent {
     int64_t state_stride;
     bool l2norm;
     float q_scale;
+    const int32_t *slots; /* NULL, or [n_seqs] device array: sequence s keeps its state at
+                             state + slots[s] * state_stride (the engine's slot pool) */
 };
 
 /* Queues the update; -1 (reason in cuda_last_error()) for bad shapes or a launch error. */

@@ -8,9 +8,9 @@
  * configured budget. The list is plain data, read-only once filled, and may be shared by every
  * thread; its owner frees it with device_list_free().
  *
- * The inference backend runs on the CPU whatever the list holds: a GPU is today a unit of
- * memory accounting and reporting (what the scheduler places models on), not where the
- * forward pass runs (docs/neuron.md).
+ * A model placed on a GPU runs there (the CUDA backend, neuron/cuda_model.h; a placement over
+ * several GPUs runs on the first); a model placed on the CPU device runs on the CPU
+ * (docs/neuron.md).
  *
  * A device is named "cpu" or "cuda:N" (N = CUDA ordinal) in the HTTP API and in metrics; in
  * the database its kind is "cpu" or "cuda" with the ordinal (cortex.gpus).

@@ -69,7 +69,8 @@ int engine_open(const char *path, const struct engine_options *opt, struct engin
     if (engine_open_tokenizer(e, err, errlen) != 0)
         goto fail;
     struct model_options mo = {.threads = opt ? opt->threads : 0,
-                               .max_context = opt ? opt->max_context : 0};
+                               .max_context = opt ? opt->max_context : 0,
+                               .device = opt ? opt->device : NULL};
     if (model_create(e->file, &mo, &e->model, err, errlen) != 0)
         goto fail;
     bool given = opt && opt->chat_template;

@@ -26,6 +26,7 @@ struct engine_options {
     int64_t max_context;       /* tokens per sequence; < 1: the model's own limit */
     const char *chat_template; /* Jinja text used instead of the model's own template (borrowed
                                   for the call); NULL: the model's own */
+    const char *device;        /* "cpu" (or NULL) or "cuda:N": where the forward pass runs */
 };
 
 struct engine {

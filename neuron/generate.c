@@ -94,9 +94,14 @@ int generation_create(struct engine *e, const int32_t *prompt, size_t n_prompt,
             return -1;
         }
     }
+    struct model_seq *seq = model_seq_create(e->model);
+    if (!seq) {
+        snprintf(err, errlen, "no room for another sequence on %s", model_device(e->model));
+        return -1;
+    }
     struct generation *g = xcalloc(1, sizeof *g);
     g->e = e;
-    g->seq = model_seq_create(e->model);
+    g->seq = seq;
     g->prompt = xmalloc(n_prompt * sizeof *g->prompt);
     memcpy(g->prompt, prompt, n_prompt * sizeof *g->prompt);
     g->n_prompt = n_prompt;

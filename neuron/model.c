@@ -11,6 +11,10 @@
 #include "model_internal.h"
 #include "xalloc.h"
 
+#ifdef CORTEX_HAVE_CUDA
+#include "cuda_model.h"
+#endif
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -163,6 +167,37 @@ int model_bind_mlp(struct model *m, int l, char *err, size_t errlen)
     return 0;
 }
 
+/* The CUDA ordinal a device name picks: -1 for the CPU ("cpu" or NULL), -2 when malformed. */
+static int model_parse_device(const char *device)
+{
+    if (!device || strcmp(device, "cpu") == 0)
+        return -1;
+    if (strncmp(device, "cuda:", 5) != 0)
+        return -2;
+    char *end = NULL;
+    long n = strtol(device + 5, &end, 10);
+    if (end == device + 5 || *end != '\0' || n < 0 || n > 1023)
+        return -2;
+    return (int)n;
+}
+
+/* model_create() for a GPU: the CUDA backend owns the weights and the sequence state. */
+static int model_create_gpu(struct model *m, int ordinal, const struct model_options *opt,
+                            char *err, size_t errlen)
+{
+#ifdef CORTEX_HAVE_CUDA
+    struct cuda_model_options co = {.device = ordinal, .max_context = opt->max_context};
+    if (cuda_model_create(m->mf, &co, &m->gpu, err, errlen))
+        return -1;
+    m->max_context = cuda_model_max_context(m->gpu);
+    return 0;
+#else
+    (void)ordinal;
+    (void)opt;
+    return model_fail(m, err, errlen, "device %s: this build has no CUDA backend", m->device);
+#endif
+}
+
 int model_create(const struct model_file *mf, const struct model_options *opt, struct model **out,
                  char *err, size_t errlen)
 {
@@ -171,6 +206,20 @@ int model_create(const struct model_file *mf, const struct model_options *opt, s
     m->mf = mf;
     m->cfg = mf->config;
     const struct model_config *c = &m->cfg;
+    int ordinal = model_parse_device(opt ? opt->device : NULL);
+    if (ordinal == -2) {
+        model_fail(m, err, errlen, "unknown device '%s' (expected \"cpu\" or \"cuda:N\")",
+                   opt->device);
+        goto fail;
+    }
+    if (ordinal >= 0) {
+        snprintf(m->device, sizeof(m->device), "cuda:%d", ordinal);
+        if (model_create_gpu(m, ordinal, opt, err, errlen))
+            goto fail;
+        *out = m;
+        return 0;
+    }
+    snprintf(m->device, sizeof(m->device), "cpu");
 
     if (c->arch != MODEL_ARCH_LLAMA && c->arch != MODEL_ARCH_QWEN3_5) {
         model_fail(m, err, errlen, "architecture %s is not supported by the CPU backend",
@@ -240,6 +289,9 @@ void model_destroy(struct model *m)
 {
     if (!m)
         return;
+#ifdef CORTEX_HAVE_CUDA
+    cuda_model_destroy(m->gpu);
+#endif
     if (m->layers) {
         for (int l = 0; l < m->cfg.n_layers; l++) {
             struct model_layer *ly = &m->layers[l];
@@ -277,6 +329,20 @@ int model_threads(const struct model *m)
     return threadpool_size(m->tp);
 }
 
+const char *model_device(const struct model *m)
+{
+    return m->device;
+}
+
+uint64_t model_device_weight_bytes(const struct model *m)
+{
+#ifdef CORTEX_HAVE_CUDA
+    if (m->gpu)
+        return cuda_model_weight_bytes(m->gpu);
+#endif
+    return 0;
+}
+
 /* ---- sequences --------------------------------------------------------------------------- */
 
 static int64_t model_conv_dim(const struct model_config *c)
@@ -289,6 +355,18 @@ struct model_seq *model_seq_create(struct model *m)
     const struct model_config *c = &m->cfg;
     struct model_seq *s = xcalloc(1, sizeof(*s));
     s->m = m;
+    s->gpu_slot = -1;
+#ifdef CORTEX_HAVE_CUDA
+    if (m->gpu) {
+        char err[256];
+        if (cuda_model_slot_acquire(m->gpu, &s->gpu_slot, err, sizeof(err))) {
+            fprintf(stderr, "model_seq_create: %s\n", err);
+            free(s);
+            return NULL;
+        }
+        return s;
+    }
+#endif
     s->layers = xcalloc((size_t)c->n_layers, sizeof(struct model_seq_layer));
     for (int l = 0; l < c->n_layers; l++) {
         if (m->layers[l].kind != LAYER_KIND_LINEAR_ATTENTION)
@@ -306,7 +384,11 @@ void model_seq_destroy(struct model_seq *s)
 {
     if (!s)
         return;
-    for (int l = 0; l < s->m->cfg.n_layers; l++) {
+#ifdef CORTEX_HAVE_CUDA
+    if (s->m->gpu)
+        cuda_model_slot_release(s->m->gpu, s->gpu_slot);
+#endif
+    for (int l = 0; s->layers && l < s->m->cfg.n_layers; l++) {
         free(s->layers[l].k);
         free(s->layers[l].v);
         free(s->layers[l].conv);
@@ -320,6 +402,15 @@ void model_seq_reset(struct model_seq *s)
 {
     const struct model_config *c = &s->m->cfg;
     s->n_past = 0;
+#ifdef CORTEX_HAVE_CUDA
+    if (s->m->gpu) {
+        char err[256];
+        /* a failed memset means a broken device, which the next forward reports */
+        if (cuda_model_slot_reset(s->m->gpu, s->gpu_slot, err, sizeof(err)))
+            fprintf(stderr, "model_seq_reset: %s\n", err);
+        return;
+    }
+#endif
     for (int l = 0; l < c->n_layers; l++) {
         if (s->layers[l].conv)
             memset(s->layers[l].conv, 0,
@@ -339,6 +430,10 @@ int64_t model_seq_length(const struct model_seq *s)
 uint64_t model_seq_memory_bytes(const struct model_seq *s)
 {
     const struct model_config *c = &s->m->cfg;
+#ifdef CORTEX_HAVE_CUDA
+    if (s->m->gpu)
+        return cuda_model_slot_bytes(s->m->gpu);
+#endif
     uint64_t kv_row = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float);
     uint64_t conv = (uint64_t)((c->lin_conv_kernel - 1) * model_conv_dim(c)) * sizeof(float);
     uint64_t ssm = (uint64_t)c->lin_v_heads * (uint64_t)c->lin_k_dim * (uint64_t)c->lin_v_dim *
@@ -523,12 +618,39 @@ static int model_forward_check(struct model *m, struct model_seq *const *seqs,
     return 0;
 }
 
+#ifdef CORTEX_HAVE_CUDA
+/* model_forward() on the GPU: the sequences' slots and lengths go to the CUDA backend. */
+static int model_forward_gpu(struct model *m, struct model_seq *const *seqs,
+                             const int32_t *const *tokens, const int64_t *n_tokens, int n_seqs,
+                             enum model_logits which, float *logits, char *err, size_t errlen)
+{
+    int *slots = xmalloc(sizeof(int) * (size_t)n_seqs);
+    int64_t *n_past = xmalloc(sizeof(int64_t) * (size_t)n_seqs);
+    for (int i = 0; i < n_seqs; i++) {
+        slots[i] = seqs[i]->gpu_slot;
+        n_past[i] = seqs[i]->n_past;
+    }
+    int rc = cuda_model_forward(m->gpu, slots, n_past, tokens, n_tokens, n_seqs, which, logits, err,
+                                errlen);
+    if (rc == 0)
+        for (int i = 0; i < n_seqs; i++)
+            seqs[i]->n_past += n_tokens[i];
+    free(slots);
+    free(n_past);
+    return rc;
+}
+#endif
+
 int model_forward(struct model *m, struct model_seq *const *seqs, const int32_t *const *tokens,
                   const int64_t *n_tokens, int n_seqs, enum model_logits which, float *logits,
                   char *err, size_t errlen)
 {
     if (model_forward_check(m, seqs, tokens, n_tokens, n_seqs, err, errlen))
         return -1;
+#ifdef CORTEX_HAVE_CUDA
+    if (m->gpu)
+        return model_forward_gpu(m, seqs, tokens, n_tokens, n_seqs, which, logits, err, errlen);
+#endif
     const struct model_config *c = &m->cfg;
     int64_t H = c->hidden;
     int64_t *row0 = xmalloc(sizeof(int64_t) * (size_t)n_seqs);

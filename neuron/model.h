@@ -1,12 +1,17 @@
 /*
- * neuron/model.h — a model ready to run on the CPU, and the state of the sequences it runs.
+ * neuron/model.h — a model ready to run on the CPU or on a GPU, and the state of the sequences
+ * it runs.
  *
  * Contract: model_create() binds the weights of an opened struct model_file (Llama family or
- * qwen3_5) without copying them (only norm weights, biases and other small vectors become fp32
- * copies), checks every tensor's presence and shape, and starts a thread pool. The model_file
- * must outlive the model.
- * A struct model_seq is one sequence's state: the KV cache of each attention layer (fp32, grown
- * on demand up to max_context) and the conv and recurrent state of each Gated DeltaNet layer.
+ * qwen3_5) and checks every tensor's presence and shape. On the CPU (the default device) the
+ * weights are used in place, without copying (only norm weights, biases and other small vectors
+ * become fp32 copies), and a thread pool starts; the model_file must outlive the model. On a
+ * GPU (options.device "cuda:N", builds with CUDA only) the weights are uploaded to that GPU as
+ * bf16 (neuron/cuda_model.h) and sequence state lives there too; the results are the same up
+ * to bf16 rounding.
+ * A struct model_seq is one sequence's state: the KV cache of each attention layer (fp32 on the
+ * CPU, bf16 on a GPU; grown on demand up to max_context) and the conv and recurrent state of
+ * each Gated DeltaNet layer.
  * model_forward() appends tokens to one or more sequences in one pass: the tokens of all
  * sequences go through each weight matrix together (so weights are read once per step for a
  * whole batch of decoding sequences), while attention and the GDN recurrence run per sequence
@@ -29,6 +34,7 @@ struct model_seq;
 struct model_options {
     int threads;         /* threads for the pool, the caller included; < 1: all online CPUs */
     int64_t max_context; /* tokens per sequence; < 1: the model's own max_context */
+    const char *device;  /* NULL or "cpu": the CPU; "cuda:N": CUDA device N (CUDA builds) */
 };
 
 enum model_logits {
@@ -37,7 +43,8 @@ enum model_logits {
 };
 
 /* Binds mf's weights. On success *out is the caller's, freed with model_destroy(); on failure
- * returns -1 with a message naming the model file and the tensor or setting at fault. */
+ * returns -1 with a message naming the model file and the tensor or setting at fault (or the
+ * device: unknown, absent in this build, out of memory). */
 int model_create(const struct model_file *mf, const struct model_options *opt, struct model **out,
                  char *err, size_t errlen) __attribute__((warn_unused_result));
 /* Frees the model (not the model_file); accepts NULL. Its sequences must be destroyed first. */
@@ -45,10 +52,15 @@ void model_destroy(struct model *m);
 const struct model_config *model_config(const struct model *m);
 /* Tokens per sequence this model accepts. */
 int64_t model_max_context(const struct model *m);
-/* Threads of the model's pool. */
+/* Threads of the model's pool (1 on a GPU). */
 int model_threads(const struct model *m);
+/* The device the model runs on: "cpu" or "cuda:N". */
+const char *model_device(const struct model *m);
+/* Bytes of weights the model holds on its GPU (0 on the CPU, where they stay mapped). */
+uint64_t model_device_weight_bytes(const struct model *m);
 
-/* A new, empty sequence of m; freed with model_seq_destroy() (accepts NULL). */
+/* A new, empty sequence of m; freed with model_seq_destroy() (accepts NULL). NULL only on a GPU
+ * whose memory cannot hold another sequence's state. */
 struct model_seq *model_seq_create(struct model *m);
 void model_seq_destroy(struct model_seq *s);
 /* Forgets every token (keeps the memory). */

@@ -34,6 +34,7 @@ struct mf_ctx {
     const char *file; /* the file errors name: the .gguf or config.json */
     char *err;
     size_t errlen;
+    bool config_only; /* model_file_config_from_json(): no tensors to check against */
 };
 
 static void mf_fail(struct mf_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -319,6 +320,12 @@ static int mf_check_config(struct mf_ctx *c)
         }
     }
 
+    if (c->config_only) {
+        /* no tensors to read the features from: the architectures' own */
+        cfg->attn_qkv_bias = strcmp(cfg->arch_name, "qwen2") == 0;
+        cfg->attn_qk_norm = strcmp(cfg->arch_name, "qwen3") == 0 || cfg->arch == MODEL_ARCH_QWEN3_5;
+        return 0;
+    }
     const struct model_tensor *emb = model_file_tensor(c->mf, "model.embed_tokens.weight");
     if (!emb) {
         mf_fail(c, "missing tensor 'model.embed_tokens.weight' (token embeddings)");
@@ -716,7 +723,8 @@ static int mf_hf_config(struct mf_ctx *c, const json_t *root, const json_t *gen)
     cfg->tie_embeddings =
             json_is_true(tie) || (!tie && !model_file_tensor(c->mf, "lm_head.weight"));
     /* a tied model may still ship lm_head (a copy); an untied one must have it */
-    if (!cfg->tie_embeddings && json_is_false(tie) && !model_file_tensor(c->mf, "lm_head.weight")) {
+    if (!c->config_only && !cfg->tie_embeddings && json_is_false(tie) &&
+        !model_file_tensor(c->mf, "lm_head.weight")) {
         mf_fail(c, "tie_word_embeddings is false but the checkpoint has no lm_head.weight");
         return -1;
     }
@@ -842,6 +850,19 @@ out:
 }
 
 /* ---- open / close ------------------------------------------------------------------------ */
+
+int model_file_config_from_json(const json_t *config, const char *name, struct model_config *out,
+                                char *err, size_t errlen)
+{
+    struct model_file_priv priv = {0};
+    struct model_file mf = {.path = (char *)name, .priv = &priv};
+    mf.config.bos_token_id = mf.config.eos_token_id = mf.config.pad_token_id = -1;
+    struct mf_ctx c = {.mf = &mf, .file = name, .err = err, .errlen = errlen, .config_only = true};
+    if (mf_hf_config(&c, config, NULL) < 0)
+        return -1;
+    *out = mf.config;
+    return 0;
+}
 
 int model_file_open(const char *path, struct model_file **out, char *err, size_t errlen)
 {

@@ -120,6 +120,11 @@ struct model_file {
 int model_file_open(const char *path, struct model_file **out, char *err, size_t errlen)
         __attribute__((warn_unused_result));
 void model_file_close(struct model_file *mf);
+/* Reads an HF config.json object (already parsed) into *out as model_file_open() would, for
+ * programs that build a model without weight files (neuron-bench). A config that does not say
+ * tie_word_embeddings counts as tied. -1 with a message naming name on a bad config. */
+int model_file_config_from_json(const json_t *config, const char *name, struct model_config *out,
+                                char *err, size_t errlen) __attribute__((warn_unused_result));
 /* Looks a tensor up by its HF name; NULL when absent. */
 const struct model_tensor *model_file_tensor(const struct model_file *mf, const char *name);
 

@@ -67,8 +67,13 @@ enum model_buf {
     MODEL_BUF_COUNT
 };
 
+struct cuda_model;
+
 struct model {
     const struct model_file *mf;
+    struct cuda_model *gpu; /* the CUDA backend when the model runs on a GPU; then only mf,
+                               cfg and max_context below are used */
+    char device[32];        /* "cpu" or "cuda:N" */
     struct model_config cfg;
     struct threadpool *tp;
     int64_t max_context;
@@ -92,6 +97,7 @@ struct model_seq_layer {
 
 struct model_seq {
     struct model *m;
+    int gpu_slot;   /* the sequence's slot in the GPU model's pool; -1 on the CPU */
     int64_t n_past; /* tokens held */
     int64_t cap;    /* positions the KV caches have room for */
     struct model_seq_layer *layers;

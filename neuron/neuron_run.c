@@ -30,6 +30,7 @@ struct run_args {
     bool show_prompt;
     int threads;
     int64_t ctx;
+    const char *device;
     const char *stats_json;
     const char *stops[RUN_MAX_STOPS];
     size_t n_stops;
@@ -61,6 +62,7 @@ static void run_usage(FILE *f)
             "      --stop TEXT         stop before this text (repeatable, up to %d)\n"
             "      --ignore-eos        keep generating past end-of-text tokens\n"
             "  -t, --threads N         CPU threads (default: all)\n"
+            "      --device DEV        cpu (default) or cuda:N, the GPU to run on (CUDA builds)\n"
             "  -c, --ctx N             context length in tokens (default: the model's, at most "
             "8192)\n"
             "      --stats-json FILE   write timings as JSON to FILE\n"
@@ -119,6 +121,7 @@ static int run_parse_args(int argc, char **argv, struct run_args *a)
         OPT_IGNORE_EOS,
         OPT_STATS,
         OPT_SHOW_PROMPT,
+        OPT_DEVICE,
         OPT_CHAT_TEMPLATE,
     };
     static const struct option opts[] = {
@@ -138,6 +141,7 @@ static int run_parse_args(int argc, char **argv, struct run_args *a)
             {"stop", required_argument, NULL, OPT_STOP},
             {"ignore-eos", no_argument, NULL, OPT_IGNORE_EOS},
             {"threads", required_argument, NULL, 't'},
+            {"device", required_argument, NULL, OPT_DEVICE},
             {"ctx", required_argument, NULL, 'c'},
             {"stats-json", required_argument, NULL, OPT_STATS},
             {"show-prompt", no_argument, NULL, OPT_SHOW_PROMPT},
@@ -229,6 +233,9 @@ static int run_parse_args(int argc, char **argv, struct run_args *a)
                 return -1;
             a->threads = (int)v;
             break;
+        case OPT_DEVICE:
+            a->device = optarg;
+            break;
         case 'c':
             if (run_parse_number("--ctx", optarg, 16, 1 << 24, &v))
                 return -1;
@@ -319,6 +326,7 @@ int main(int argc, char **argv)
             .threads = a.threads,
             .max_context = a.ctx,
             .chat_template = a.chat_template,
+            .device = a.device,
     };
     if (!a.quiet)
         fprintf(stderr, "loading %s ...\n", a.model);
@@ -329,10 +337,11 @@ int main(int argc, char **argv)
     if (!a.quiet) {
         const struct model_config *mc = model_config(e->model);
         fprintf(stderr,
-                "loaded %s (%s, %d layers, hidden %lld, vocab %lld) in %.0f ms, %d threads\n",
+                "loaded %s (%s, %d layers, hidden %lld, vocab %lld) in %.0f ms on %s, %d "
+                "threads\n",
                 a.model, mc->arch_name, mc->n_layers, (long long)mc->hidden,
                 (long long)mc->vocab_size, (double)(timing_now_ns() - t0) / 1e6,
-                model_threads(e->model));
+                model_device(e->model), model_threads(e->model));
     }
     if (run_prompt_ids(e, &a, &ids, err, sizeof err) != 0 ||
         generation_create(e, ids.v, ids.n, &a.gen, &g, err, sizeof err) != 0) {

@@ -331,15 +331,27 @@ static void registry_load_model(struct registry_model *m)
     registry_notify(r, m, REGISTRY_STATE_LOADING, NULL);
     if (!registry_preread(m))
         goto out;
+    /* the forward pass runs on the first GPU the model was placed on (one GPU per model for
+     * now: a placement over several GPUs runs on the first), else on the CPU */
+    char device[32] = "cpu";
+    for (size_t i = 0; i < r->n_devices; i++)
+        if (m->dev_bytes[i] > 0 && r->devices[i].kind == DEVICE_KIND_CUDA) {
+            device_label(&r->devices[i], device, sizeof device);
+            break;
+        }
     struct engine_options eo = {
             .threads = r->opt.threads,
             .max_context = m->ctx,
             .chat_template = r->chat_template,
+            .device = device,
     };
     if (engine_open(m->path, &eo, &e, err, sizeof err) != 0) {
         LOG_ERROR("model %s: load failed: %s", m->name, err);
         goto out;
     }
+    if (strcmp(device, "cpu") != 0)
+        LOG_INFO("model %s: running on %s, %.2f GB of weights in GPU memory", m->name, device,
+                 (double)model_device_weight_bytes(e->model) / 1e9);
     struct batcher_options bo = {
             .max_batch = r->opt.max_batch,
             .queue_depth = r->opt.queue_depth,

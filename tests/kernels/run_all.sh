@@ -28,6 +28,7 @@ if [ "${KTEST_NO_BUILD:-0}" != 1 ]; then
     cmake --build "$build" -j "$jobs" >"$build/build.log" 2>&1 || { cat "$build/build.log"; exit 1; }
 fi
 
+export CORTEX_SOURCE_DIR=${CORTEX_SOURCE_DIR:-$root} # test_cuda_model reads tests/fixtures
 logs=$build/kernel-tests
 mkdir -p "$logs"
 status=0

@@ -329,6 +329,28 @@ START_TEST(test_bad_requests)
     free(logits);
     model_seq_destroy(s);
     model_seq_destroy(other);
+
+    /* devices: a malformed name is refused; "cpu" is the default; a GPU needs a CUDA build
+     * (with one, this machine's lack of a GPU is reported instead; tests/kernels runs GPUs) */
+    ck_assert_str_eq(model_device(ld.m), "cpu");
+    ck_assert_int_eq(model_device_weight_bytes(ld.m), 0);
+    struct model *m2 = NULL;
+    const char *bad_devices[] = {"gpu", "cuda:", "cuda:x", "cuda:-1", "CPU"};
+    for (size_t i = 0; i < sizeof(bad_devices) / sizeof(bad_devices[0]); i++) {
+        struct model_options opt = {.threads = 1, .device = bad_devices[i]};
+        ck_assert_int_eq(model_create(ld.mf, &opt, &m2, err, sizeof(err)), -1);
+        ck_assert_msg(strstr(err, "unknown device") != NULL, "%s: %s", bad_devices[i], err);
+        ck_assert_ptr_null(m2);
+    }
+#ifndef CORTEX_HAVE_CUDA
+    struct model_options gpu = {.threads = 1, .device = "cuda:0"};
+    ck_assert_int_eq(model_create(ld.mf, &gpu, &m2, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "no CUDA backend") != NULL, "%s", err);
+#endif
+    struct model_options cpu = {.threads = 1, .device = "cpu"};
+    ck_assert_int_eq(model_create(ld.mf, &cpu, &m2, err, sizeof(err)), 0);
+    ck_assert_str_eq(model_device(m2), "cpu");
+    model_destroy(m2);
     unload_model(&ld);
     golden_free(&g);
 }

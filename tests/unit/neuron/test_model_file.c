@@ -721,6 +721,40 @@ START_TEST(test_hf_refusals)
 }
 END_TEST
 
+/* A config alone (neuron-bench): the 27B shape of bench/configs, and a refusal. */
+START_TEST(test_config_from_json)
+{
+    const char *src = getenv("CORTEX_SOURCE_DIR");
+    char *cfg = xasprintf("%s/bench/configs/qwen36_27b.json", src ? src : ".");
+    json_error_t jerr;
+    json_t *j = json_load_file(cfg, 0, &jerr);
+    ck_assert_msg(j != NULL, "%s: %s", cfg, jerr.text);
+    struct model_config c;
+    char msg[256];
+    ck_assert_int_eq(model_file_config_from_json(j, cfg, &c, msg, sizeof(msg)), 0);
+    ck_assert_int_eq(c.arch, MODEL_ARCH_QWEN3_5);
+    ck_assert_int_eq(c.n_layers, 64);
+    ck_assert_int_eq(c.hidden, 5120);
+    ck_assert_int_eq(c.vocab_size, 248320);
+    ck_assert_int_eq(c.n_heads, 24);
+    ck_assert_int_eq(c.n_kv_heads, 4);
+    ck_assert_int_eq(c.head_dim, 256);
+    ck_assert_int_eq(c.rotary_dim, 64);
+    ck_assert_int_eq(c.lin_k_heads, 16);
+    ck_assert_int_eq(c.lin_v_heads, 48);
+    ck_assert(c.attn_output_gate && c.attn_qk_norm && !c.attn_qkv_bias);
+    ck_assert(!c.tie_embeddings && c.norm_zero_centred);
+    for (int l = 0; l < 64; l++)
+        ck_assert_int_eq(c.layer_kinds[l],
+                         (l + 1) % 4 == 0 ? LAYER_KIND_ATTENTION : LAYER_KIND_LINEAR_ATTENTION);
+    json_object_del(j, "hidden_size");
+    ck_assert_int_eq(model_file_config_from_json(j, cfg, &c, msg, sizeof(msg)), -1);
+    ck_assert_msg(strstr(msg, "hidden_size") != NULL, "%s", msg);
+    json_decref(j);
+    free(cfg);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("model_file");
@@ -738,6 +772,7 @@ int main(void)
     tcase_add_test(tc, test_hf_template_list);
     tcase_add_test(tc, test_hf_missing_field);
     tcase_add_test(tc, test_hf_refusals);
+    tcase_add_test(tc, test_config_from_json);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,1519 @@
+/*
+ * neuron/cuda_model.c — the forward pass on one NVIDIA GPU (see cuda_model.h).
+ *
+ * Data flow of cuda_model_forward(): token ids, positions and slots go to the GPU in one copy
+ * -> embedding rows (x, fp32 [n, H]) -> per layer: RMSNorm to bf16 -> products (fp32 out) ->
+ * attention (q/k norms, RoPE, KV store into the slot's bf16 cache, attention, output gate to
+ * bf16) or Gated DeltaNet (conv, gates, recurrence, gated norm to bf16) -> out projection
+ * accumulated into x -> RMSNorm -> gate/up -> SiLU-mul to bf16 -> down accumulated into x ->
+ * final norm of the rows whose logits are wanted -> lm_head -> fp32 logits -> host.
+ * The residual stream stays fp32; every product reads bf16 activations and bf16 weights and
+ * accumulates in fp32, which is what lets the same buffers feed both the matrix-vector kernel
+ * (small batches) and cuBLAS (larger ones).
+ *
+ * Shapes as in model_internal.h: H hidden, hd head dim, Nq / Nkv heads, Nk / Nv linear key /
+ * value heads, Dk / Dv their dims, I intermediate, Kc conv kernel, n rows of the batch.
+ */
+#include "cuda_model.h"
+
+#include "cpu_ops.h"
+#include "cuda_attention.h"
+#include "cuda_device.h"
+#include "cuda_elementwise.h"
+#include "cuda_embed.h"
+#include "cuda_gdn_conv.h"
+#include "cuda_gdn_gated_norm.h"
+#include "cuda_gdn_gates.h"
+#include "cuda_gdn_recurrent.h"
+#include "cuda_matvec.h"
+#include "cuda_random.h"
+#include "cuda_rmsnorm.h"
+#include "cuda_rope.h"
+#include "cuda_silu_mul.h"
+#include "xalloc.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CM_STAGE_BYTES   (16u << 20) /* each of the two pinned upload buffers */
+#define CM_CUBLAS_WS     (32u << 20) /* cuBLAS workspace (fixed, so graphs may capture it) */
+#define CM_MAX_GRAPH     256         /* decode batch sizes that get a graph */
+#define CM_MAX_MARKS     8192        /* profiling events per forward */
+#define CM_FIRST_CONTEXT 256         /* positions a fresh pool caches */
+/* Rows up to which products use the matrix-vector kernel rather than cuBLAS. The kernel takes
+ * up to CUDA_MATVEC_MAX_BATCH rows, but it beats cuBLAS only at 1-2 (kernels/README.md; the
+ * first neuron-bench run on an H100: 27B shape, batch 8, 31 ms of products per step with the
+ * kernel against about 20 ms for cuBLAS). */
+#define CM_MATVEC_MAX_ROWS 2
+
+/* A bf16 weight matrix [rows, cols] on the GPU, rows contiguous (nn.Linear's [out, in]). */
+struct cm_mat {
+    void *w;
+    int64_t rows, cols;
+};
+
+struct cm_layer {
+    enum layer_kind kind;
+    float *attn_norm, *ffn_norm; /* [H] */
+    /* attention */
+    struct cm_mat wq, wk, wv, wo; /* [Nq*hd (*2 gated), H], [Nkv*hd, H] x2, [H, Nq*hd] */
+    float *bq, *bk, *bv, *bo;     /* biases or NULL */
+    float *q_norm, *k_norm;       /* [hd] or NULL */
+    /* Gated DeltaNet */
+    struct cm_mat qkv, z, b, a, out; /* [conv, H], [Nv*Dv, H], [Nv, H] x2, [H, Nv*Dv] */
+    float *conv_w;                   /* [conv][Kc] */
+    float *neg_a, *dt_bias;          /* [Nv] */
+    float *lin_norm;                 /* [Dv] */
+    /* MLP */
+    struct cm_mat gate, up, down; /* [I, H] x2, [H, I] */
+    /* slot pool of this layer */
+    void *k_cache, *v_cache; /* bf16 [slots][ctx][Nkv*hd] */
+    float *conv_state;       /* [slots][(Kc-1) * conv] */
+    float *ssm_state;        /* [slots][Nv][Dk][Dv] */
+};
+
+/* Scratch buffers on the GPU, sized for rows_cap rows (contents undefined between calls). */
+enum cm_buf {
+    CM_X,     /* f32 [n, H] residual stream */
+    CM_XN,    /* bf16 [n, H] normed input of a block */
+    CM_QF,    /* f32 [n, q rows] q projection (with gate) */
+    CM_Q,     /* f32 [n, Nq*hd] */
+    CM_K,     /* f32 [n, Nkv*hd] */
+    CM_V,     /* f32 [n, Nkv*hd] */
+    CM_QP,    /* f32 [n, Nq*hp] q with heads zero-padded to head_pad (hp) */
+    CM_KP,    /* f32 [n, Nkv*hp] */
+    CM_VP,    /* f32 [n, Nkv*hp] */
+    CM_ATT,   /* f32 [n, Nq*hp] attention output */
+    CM_ATTB,  /* bf16 [n, Nq*hd] gated attention output */
+    CM_G,     /* f32 [n, I] */
+    CM_U,     /* f32 [n, I] */
+    CM_GU,    /* bf16 [n, I] */
+    CM_QKV,   /* f32 [n, conv] */
+    CM_CONV,  /* f32 [n, conv] conv output (prefill) */
+    CM_Z,     /* f32 [n, Nv*Dv] */
+    CM_B,     /* f32 [n, Nv] */
+    CM_A,     /* f32 [n, Nv] */
+    CM_GG,    /* f32 [n, Nv] log decay */
+    CM_BETA,  /* f32 [n, Nv] */
+    CM_CORE,  /* f32 [n, Nv*Dv] */
+    CM_COREB, /* bf16 [n, Nv*Dv] */
+    CM_XO,    /* bf16 [n, H] final-normed rows */
+    CM_INTS,  /* int32 [5][n]: ids, positions, row slots, sequence slots, lengths */
+    CM_BUF_COUNT
+};
+
+struct cuda_model {
+    char name[256];
+    struct model_config cfg;
+    int device;
+    int head_pad; /* head_dim rounded up to a size the attention kernels take (zero pad) */
+    int64_t max_context;
+    bool no_graphs;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_ws;
+    char errbuf[512];
+
+    /* weights */
+    void *embed;           /* bf16 [V, H] */
+    struct cm_mat lm_head; /* the embedding when tied */
+    float *final_norm;     /* [H] */
+    float *inv_freq;       /* [rotary_dim / 2] */
+    struct cm_layer *layers;
+    void **allocs; /* every weight allocation, freed by destroy */
+    size_t n_allocs;
+    uint64_t weight_bytes;
+    uint64_t seed; /* random models: the next tensor's seed */
+    bool random;
+    const struct model_file *mf; /* during create only */
+
+    /* upload staging */
+    void *stage[2];
+    cudaEvent_t stage_done[2];
+    float *row_tmp;
+
+    /* slot pool */
+    int slots_cap;
+    int64_t ctx_cap;
+    bool *slot_used;
+
+    /* scratch */
+    void *buf[CM_BUF_COUNT];
+    int64_t rows_cap;
+    int32_t *ints_host; /* pinned mirror of CM_INTS */
+    void *attn_work;
+    size_t attn_work_bytes;
+    float *logits; /* f32 [logits_cap, V]: only the rows whose logits are wanted */
+    int64_t logits_cap;
+
+    /* decode graphs, by batch size */
+    cudaGraphExec_t graphs[CM_MAX_GRAPH + 1];
+
+    /* profiling */
+    bool profiling;
+    cudaEvent_t marks[CM_MAX_MARKS + 1];
+    enum cuda_model_op mark_op[CM_MAX_MARKS];
+    int n_marks;
+    double prof_ms[CUDA_MODEL_OP_COUNT];
+};
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+static int cm_fail(struct cuda_model *g, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+static int cm_fail(struct cuda_model *g, const char *fmt, ...)
+{
+    int n = snprintf(g->errbuf, sizeof(g->errbuf), "%s: ", g->name);
+    if (n < 0 || (size_t)n >= sizeof(g->errbuf))
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g->errbuf + n, sizeof(g->errbuf) - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* A CUDA runtime call's status: 0, or -1 with the call named in the model's error. */
+static int cm_cuda(struct cuda_model *g, cudaError_t e, const char *what)
+{
+    if (e == cudaSuccess)
+        return 0;
+    return cm_fail(g, "%s: %s", what, cudaGetErrorString(e));
+}
+
+/* A kernel entry point's status (reason in cuda_last_error()). */
+static int cm_kernel(struct cuda_model *g, int rc, const char *what)
+{
+    if (rc == 0)
+        return 0;
+    return cm_fail(g, "%s: %s", what, cuda_last_error());
+}
+
+static int cm_blas(struct cuda_model *g, cublasStatus_t s, const char *what)
+{
+    if (s == CUBLAS_STATUS_SUCCESS)
+        return 0;
+    return cm_fail(g, "%s: cuBLAS status %d", what, (int)s);
+}
+
+/* Copies the model's last error into the caller's buffer; returns -1. */
+static int cm_report(const struct cuda_model *g, char *err, size_t errlen)
+{
+    if (err && errlen)
+        snprintf(err, errlen, "%s", g->errbuf);
+    return -1;
+}
+
+#define CM_TRY(expr)                                                                               \
+    do {                                                                                           \
+        if ((expr) != 0)                                                                           \
+            return -1;                                                                             \
+    } while (0)
+
+/* ---- profiling --------------------------------------------------------------------------- */
+
+static void cm_mark(struct cuda_model *g, enum cuda_model_op op)
+{
+    if (!g->profiling || g->n_marks >= CM_MAX_MARKS)
+        return;
+    if (!g->marks[g->n_marks] && cudaEventCreate(&g->marks[g->n_marks]) != cudaSuccess)
+        return;
+    cudaEventRecord(g->marks[g->n_marks], g->stream);
+    g->mark_op[g->n_marks++] = op;
+}
+
+/* Ends the forward's marks (the stream has been synchronised) and adds their times. */
+static void cm_marks_collect(struct cuda_model *g)
+{
+    if (!g->profiling || g->n_marks == 0)
+        return;
+    int last = g->n_marks;
+    if (!g->marks[last] && cudaEventCreate(&g->marks[last]) != cudaSuccess) {
+        g->n_marks = 0;
+        return;
+    }
+    cudaEventRecord(g->marks[last], g->stream);
+    cudaEventSynchronize(g->marks[last]);
+    for (int i = 0; i < last; i++) {
+        float ms = 0.0f;
+        if (cudaEventElapsedTime(&ms, g->marks[i], g->marks[i + 1]) == cudaSuccess)
+            g->prof_ms[g->mark_op[i]] += ms;
+    }
+    g->n_marks = 0;
+}
+
+void cuda_model_profile(struct cuda_model *g, bool on)
+{
+    g->profiling = on;
+    g->n_marks = 0;
+    memset(g->prof_ms, 0, sizeof(g->prof_ms));
+}
+
+void cuda_model_profile_read(struct cuda_model *g, double ms[CUDA_MODEL_OP_COUNT])
+{
+    memcpy(ms, g->prof_ms, sizeof(g->prof_ms));
+    memset(g->prof_ms, 0, sizeof(g->prof_ms));
+}
+
+const char *cuda_model_op_name(enum cuda_model_op op)
+{
+    static const char *const names[CUDA_MODEL_OP_COUNT] = {"matmul", "attention", "gdn", "other"};
+    return (unsigned)op < CUDA_MODEL_OP_COUNT ? names[op] : "?";
+}
+
+/* ---- weights ----------------------------------------------------------------------------- */
+
+static int cm_alloc_weight(struct cuda_model *g, size_t bytes, void **out)
+{
+    CM_TRY(cm_cuda(g, cudaMalloc(out, bytes ? bytes : 1), "cudaMalloc (weights)"));
+    g->allocs = xrealloc(g->allocs, (g->n_allocs + 1) * sizeof(void *));
+    g->allocs[g->n_allocs++] = *out;
+    g->weight_bytes += bytes;
+    return 0;
+}
+
+/* Converts rows [r0, r0 + nr) of tensor t ([rows, cols], any dtype) to bf16 at dst. */
+static void cm_rows_to_bf16(struct cuda_model *g, const struct model_tensor *t, int64_t cols,
+                            int64_t r0, int64_t nr, uint16_t *dst)
+{
+    size_t row_bytes = dtype_row_bytes(t->type, (size_t)cols);
+    const char *src = (const char *)t->data + (size_t)r0 * row_bytes;
+    if (t->type == DTYPE_BF16) {
+        memcpy(dst, src, row_bytes * (size_t)nr);
+        return;
+    }
+    for (int64_t r = 0; r < nr; r++) {
+        const char *row = src + (size_t)r * row_bytes;
+        uint16_t *out = dst + r * cols;
+        if (t->type == DTYPE_F32) {
+            const float *f = (const float *)row;
+            for (int64_t i = 0; i < cols; i++)
+                out[i] = dtype_f32_to_bf16(f[i]);
+        } else {
+            dtype_dequant_row(t->type, row, g->row_tmp, (size_t)cols);
+            for (int64_t i = 0; i < cols; i++)
+                out[i] = dtype_f32_to_bf16(g->row_tmp[i]);
+        }
+    }
+}
+
+/* Uploads tensor t as bf16 through the two pinned staging buffers: while chunk k copies,
+ * chunk k + 1 is converted into the other buffer. */
+static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, int64_t rows,
+                          int64_t cols, void *dev)
+{
+    size_t row_out = (size_t)cols * 2;
+    int64_t chunk = (int64_t)(CM_STAGE_BYTES / row_out);
+    if (chunk < 1)
+        return cm_fail(g, "tensor %s: rows of %lld elements exceed the staging buffer", t->name,
+                       (long long)cols);
+    g->row_tmp = xrealloc(g->row_tmp, sizeof(float) * (size_t)cols);
+    int k = 0;
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk, k ^= 1) {
+        int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
+        CM_TRY(cm_cuda(g, cudaEventSynchronize(g->stage_done[k]), "cudaEventSynchronize"));
+        cm_rows_to_bf16(g, t, cols, r0, nr, g->stage[k]);
+        CM_TRY(cm_cuda(g,
+                       cudaMemcpyAsync((char *)dev + (size_t)r0 * row_out, g->stage[k],
+                                       (size_t)nr * row_out, cudaMemcpyHostToDevice, g->stream),
+                       "cudaMemcpyAsync (weights)"));
+        CM_TRY(cm_cuda(g, cudaEventRecord(g->stage_done[k], g->stream), "cudaEventRecord"));
+    }
+    return 0;
+}
+
+/* Binds matrix name [rows, cols] as bf16 on the GPU: from the file, or random. */
+static int cm_matrix(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
+                     struct cm_mat *out)
+{
+    out->rows = rows, out->cols = cols;
+    if (g->random) {
+        CM_TRY(cm_alloc_weight(g, (size_t)(rows * cols) * 2, &out->w));
+        float scale = 1.0f / sqrtf((float)cols);
+        return cm_kernel(
+                g, cuda_random_fill(DTYPE_BF16, out->w, rows * cols, g->seed++, scale, g->stream),
+                name);
+    }
+    const struct model_tensor *t = model_file_tensor(g->mf, name);
+    if (!t)
+        return cm_fail(g, "tensor %s is missing", name);
+    if (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols)
+        return cm_fail(g, "tensor %s has shape [%lld, %lld] (%d dims), expected [%lld, %lld]", name,
+                       (long long)t->shape[0], (long long)(t->ndim > 1 ? t->shape[1] : 0), t->ndim,
+                       (long long)rows, (long long)cols);
+    if ((unsigned)t->type >= DTYPE_COUNT || cols % (int64_t)dtype_block_elems(t->type) != 0)
+        return cm_fail(g, "tensor %s: type %s with %lld columns is not supported", name,
+                       dtype_name(t->type) ? dtype_name(t->type) : "?", (long long)cols);
+    CM_TRY(cm_alloc_weight(g, (size_t)(rows * cols) * 2, &out->w));
+    return cm_upload_bf16(g, t, rows, cols, out->w);
+}
+
+enum cm_vec_kind {
+    CM_VEC_NORM,  /* a norm weight: random ones sit near the identity scale */
+    CM_VEC_PLAIN, /* biases, conv weights, dt_bias */
+    CM_VEC_NEG_A, /* linear_attn.A_log: stored as -exp(A_log) */
+};
+
+/* Binds vector name of n elements as fp32 on the GPU. Absent and optional: *out NULL. */
+static int cm_vector(struct cuda_model *g, const char *name, int64_t n, bool optional,
+                     enum cm_vec_kind kind, float **out)
+{
+    *out = NULL;
+    float *host = NULL;
+    int rc = -1;
+    if (g->random) {
+        if (optional)
+            return 0;
+        host = xmalloc(sizeof(float) * (size_t)n);
+        uint64_t s = g->seed++ * 0x9E3779B97F4A7C15ull + 1;
+        for (int64_t i = 0; i < n; i++) {
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            float u = (float)(s >> 40) / (float)(1u << 24) - 0.5f; /* [-0.5, 0.5) */
+            if (kind == CM_VEC_NORM)
+                host[i] = 0.2f * u + (g->cfg.norm_zero_centred ? 0.0f : 1.0f);
+            else if (kind == CM_VEC_NEG_A)
+                host[i] = -expf(u);
+            else
+                host[i] = u;
+        }
+    } else {
+        const struct model_tensor *t = model_file_tensor(g->mf, name);
+        if (!t) {
+            if (optional)
+                return 0;
+            return cm_fail(g, "tensor %s is missing", name);
+        }
+        int64_t elems = 1;
+        for (int i = 0; i < t->ndim; i++)
+            elems *= t->shape[i];
+        if (elems != n)
+            return cm_fail(g, "tensor %s has %lld elements, expected %lld", name, (long long)elems,
+                           (long long)n);
+        if (t->type != DTYPE_F32 && t->type != DTYPE_F16 && t->type != DTYPE_BF16)
+            return cm_fail(g, "tensor %s: type %s is not supported for a vector", name,
+                           dtype_name(t->type) ? dtype_name(t->type) : "?");
+        host = xmalloc(sizeof(float) * (size_t)n);
+        dtype_dequant_row(t->type, t->data, host, (size_t)n);
+        /* GGUF stores -exp(A_log) already; HF stores A_log */
+        if (kind == CM_VEC_NEG_A && !t->gguf_layout)
+            for (int64_t i = 0; i < n; i++)
+                host[i] = -expf(host[i]);
+    }
+    void *dev = NULL;
+    if (cm_alloc_weight(g, sizeof(float) * (size_t)n, &dev) ||
+        cm_cuda(g, cudaMemcpy(dev, host, sizeof(float) * (size_t)n, cudaMemcpyHostToDevice),
+                "cudaMemcpy (vector)"))
+        goto out;
+    *out = dev;
+    rc = 0;
+out:
+    free(host);
+    return rc;
+}
+
+#define CM_NAME(buf, l, suffix) snprintf(buf, sizeof(buf), "model.layers.%d.%s", l, suffix)
+
+static int cm_bind_attention(struct cuda_model *g, int l)
+{
+    const struct model_config *c = &g->cfg;
+    struct cm_layer *ly = &g->layers[l];
+    int64_t H = c->hidden, hd = c->head_dim;
+    int64_t q_rows = (int64_t)c->n_heads * hd * (c->attn_output_gate ? 2 : 1);
+    int64_t kv_rows = (int64_t)c->n_kv_heads * hd;
+    char n[160];
+    CM_NAME(n, l, "self_attn.q_proj.weight");
+    CM_TRY(cm_matrix(g, n, q_rows, H, &ly->wq));
+    CM_NAME(n, l, "self_attn.k_proj.weight");
+    CM_TRY(cm_matrix(g, n, kv_rows, H, &ly->wk));
+    CM_NAME(n, l, "self_attn.v_proj.weight");
+    CM_TRY(cm_matrix(g, n, kv_rows, H, &ly->wv));
+    CM_NAME(n, l, "self_attn.o_proj.weight");
+    CM_TRY(cm_matrix(g, n, H, (int64_t)c->n_heads * hd, &ly->wo));
+    CM_NAME(n, l, "self_attn.q_proj.bias");
+    CM_TRY(cm_vector(g, n, q_rows, !c->attn_qkv_bias, CM_VEC_PLAIN, &ly->bq));
+    CM_NAME(n, l, "self_attn.k_proj.bias");
+    CM_TRY(cm_vector(g, n, kv_rows, !c->attn_qkv_bias, CM_VEC_PLAIN, &ly->bk));
+    CM_NAME(n, l, "self_attn.v_proj.bias");
+    CM_TRY(cm_vector(g, n, kv_rows, !c->attn_qkv_bias, CM_VEC_PLAIN, &ly->bv));
+    CM_NAME(n, l, "self_attn.o_proj.bias");
+    CM_TRY(cm_vector(g, n, H, true, CM_VEC_PLAIN, &ly->bo));
+    CM_NAME(n, l, "self_attn.q_norm.weight");
+    CM_TRY(cm_vector(g, n, hd, !c->attn_qk_norm, CM_VEC_NORM, &ly->q_norm));
+    CM_NAME(n, l, "self_attn.k_norm.weight");
+    return cm_vector(g, n, hd, !c->attn_qk_norm, CM_VEC_NORM, &ly->k_norm);
+}
+
+static int cm_bind_gdn(struct cuda_model *g, int l)
+{
+    const struct model_config *c = &g->cfg;
+    struct cm_layer *ly = &g->layers[l];
+    int64_t H = c->hidden, Nv = c->lin_v_heads, vdim = Nv * c->lin_v_dim;
+    int64_t conv = 2 * (int64_t)c->lin_k_heads * c->lin_k_dim + vdim;
+    char n[160];
+    if (c->lin_k_heads < 1 || c->lin_v_heads % c->lin_k_heads != 0 || c->lin_k_dim < 1 ||
+        c->lin_k_dim > CUDA_GDN_MAX_K_DIM || c->lin_v_dim < 1 || c->lin_conv_kernel < 2)
+        return cm_fail(g,
+                       "linear attention configuration not supported on the GPU (key heads "
+                       "%d, value heads %d, dims %d/%d, conv kernel %d)",
+                       c->lin_k_heads, c->lin_v_heads, c->lin_k_dim, c->lin_v_dim,
+                       c->lin_conv_kernel);
+    if (!g->random) {
+        CM_NAME(n, l, "linear_attn.in_proj_qkv.weight");
+        const struct model_tensor *t = model_file_tensor(g->mf, n);
+        /* GGUF tiles the value heads (model_file.h); the GPU kernels read key head p / r */
+        if (t && t->gguf_layout && c->lin_v_heads != c->lin_k_heads)
+            return cm_fail(g, "GGUF qwen3_5 files with more value than key heads are not yet "
+                              "supported on the GPU (tiled value heads)");
+    }
+    CM_NAME(n, l, "linear_attn.in_proj_qkv.weight");
+    CM_TRY(cm_matrix(g, n, conv, H, &ly->qkv));
+    CM_NAME(n, l, "linear_attn.in_proj_z.weight");
+    CM_TRY(cm_matrix(g, n, vdim, H, &ly->z));
+    CM_NAME(n, l, "linear_attn.in_proj_b.weight");
+    CM_TRY(cm_matrix(g, n, Nv, H, &ly->b));
+    CM_NAME(n, l, "linear_attn.in_proj_a.weight");
+    CM_TRY(cm_matrix(g, n, Nv, H, &ly->a));
+    CM_NAME(n, l, "linear_attn.out_proj.weight");
+    CM_TRY(cm_matrix(g, n, H, vdim, &ly->out));
+    CM_NAME(n, l, "linear_attn.conv1d.weight");
+    CM_TRY(cm_vector(g, n, conv * c->lin_conv_kernel, false, CM_VEC_PLAIN, &ly->conv_w));
+    CM_NAME(n, l, "linear_attn.dt_bias");
+    CM_TRY(cm_vector(g, n, Nv, false, CM_VEC_PLAIN, &ly->dt_bias));
+    CM_NAME(n, l, "linear_attn.norm.weight");
+    CM_TRY(cm_vector(g, n, c->lin_v_dim, false, CM_VEC_NORM, &ly->lin_norm));
+    CM_NAME(n, l, "linear_attn.A_log");
+    return cm_vector(g, n, Nv, false, CM_VEC_NEG_A, &ly->neg_a);
+}
+
+static int cm_bind_layer(struct cuda_model *g, int l)
+{
+    const struct model_config *c = &g->cfg;
+    struct cm_layer *ly = &g->layers[l];
+    char n[160];
+    ly->kind = c->arch == MODEL_ARCH_QWEN3_5 ? c->layer_kinds[l] : LAYER_KIND_ATTENTION;
+    if (ly->kind == LAYER_KIND_LINEAR_ATTENTION)
+        CM_TRY(cm_bind_gdn(g, l));
+    else
+        CM_TRY(cm_bind_attention(g, l));
+    CM_NAME(n, l, "input_layernorm.weight");
+    CM_TRY(cm_vector(g, n, c->hidden, false, CM_VEC_NORM, &ly->attn_norm));
+    CM_NAME(n, l, "post_attention_layernorm.weight");
+    CM_TRY(cm_vector(g, n, c->hidden, false, CM_VEC_NORM, &ly->ffn_norm));
+    CM_NAME(n, l, "mlp.gate_proj.weight");
+    CM_TRY(cm_matrix(g, n, c->intermediate, c->hidden, &ly->gate));
+    CM_NAME(n, l, "mlp.up_proj.weight");
+    CM_TRY(cm_matrix(g, n, c->intermediate, c->hidden, &ly->up));
+    CM_NAME(n, l, "mlp.down_proj.weight");
+    return cm_matrix(g, n, c->hidden, c->intermediate, &ly->down);
+}
+
+static int cm_bind_globals(struct cuda_model *g)
+{
+    const struct model_config *c = &g->cfg;
+    struct cm_mat emb;
+    CM_TRY(cm_matrix(g, "model.embed_tokens.weight", c->vocab_size, c->hidden, &emb));
+    g->embed = emb.w;
+    bool own_head =
+            g->random ? !c->tie_embeddings : model_file_tensor(g->mf, "lm_head.weight") != NULL;
+    if (!own_head && !c->tie_embeddings)
+        return cm_fail(g, "tensor lm_head.weight is missing (embeddings not tied)");
+    if (own_head)
+        CM_TRY(cm_matrix(g, "lm_head.weight", c->vocab_size, c->hidden, &g->lm_head));
+    else
+        g->lm_head = emb;
+    CM_TRY(cm_vector(g, "model.norm.weight", c->hidden, false, CM_VEC_NORM, &g->final_norm));
+    float *inv = xmalloc(sizeof(float) * (size_t)(c->rotary_dim / 2));
+    cpu_rope_inv_freq(inv, c->rotary_dim, c->rope_theta); /* the CPU backend's, bit for bit */
+    void *dev = NULL;
+    int rc = cm_alloc_weight(g, sizeof(float) * (size_t)(c->rotary_dim / 2), &dev);
+    if (rc == 0)
+        rc = cm_cuda(g,
+                     cudaMemcpy(dev, inv, sizeof(float) * (size_t)(c->rotary_dim / 2),
+                                cudaMemcpyHostToDevice),
+                     "cudaMemcpy (rope)");
+    free(inv);
+    g->inv_freq = dev;
+    return rc;
+}
+
+/* ---- create / destroy -------------------------------------------------------------------- */
+
+static int cm_check_config(struct cuda_model *g)
+{
+    const struct model_config *c = &g->cfg;
+    if (c->arch != MODEL_ARCH_LLAMA && c->arch != MODEL_ARCH_QWEN3_5)
+        return cm_fail(g, "architecture %s is not supported by the CUDA backend", c->arch_name);
+    if (c->n_layers < 1 || c->n_layers > MODEL_MAX_LAYERS || c->hidden < 1 || c->n_heads < 1 ||
+        c->n_kv_heads < 1 || c->n_heads % c->n_kv_heads != 0 || c->rotary_dim < 2 ||
+        c->rotary_dim > c->head_dim || c->vocab_size < 1 || c->head_dim < 2 || c->head_dim > 256)
+        return cm_fail(g,
+                       "attention configuration not supported on the GPU (heads %d/%d, head "
+                       "dim %d (at most 256), rotary dim %d)",
+                       c->n_heads, c->n_kv_heads, c->head_dim, c->rotary_dim);
+    /* Other head sizes run zero-padded to the next one the kernels take: the zeros add nothing
+     * to the scores or the outputs (the tiny test models have heads of 16). */
+    g->head_pad = 32;
+    while (g->head_pad < c->head_dim)
+        g->head_pad *= 2;
+    return 0;
+}
+
+static int cm_start(struct cuda_model *g, const struct cuda_model_options *opt)
+{
+    g->device = opt ? opt->device : 0;
+    g->no_graphs = opt && opt->no_graphs;
+    g->max_context = opt && opt->max_context > 0 ? opt->max_context : g->cfg.max_context;
+    if (g->max_context < 1)
+        g->max_context = 4096;
+    CM_TRY(cm_check_config(g));
+    CM_TRY(cm_cuda(g, cudaSetDevice(g->device), "cudaSetDevice"));
+    CM_TRY(cm_cuda(g, cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking),
+                   "cudaStreamCreate"));
+    CM_TRY(cm_blas(g, cublasCreate(&g->blas), "cublasCreate"));
+    CM_TRY(cm_cuda(g, cudaMalloc(&g->blas_ws, CM_CUBLAS_WS), "cudaMalloc (cuBLAS workspace)"));
+    CM_TRY(cm_blas(g, cublasSetStream(g->blas, g->stream), "cublasSetStream"));
+    CM_TRY(cm_blas(g, cublasSetWorkspace(g->blas, g->blas_ws, CM_CUBLAS_WS), "cublasSetWorkspace"));
+    for (int k = 0; k < 2; k++) {
+        CM_TRY(cm_cuda(g, cudaMallocHost(&g->stage[k], CM_STAGE_BYTES), "cudaMallocHost"));
+        CM_TRY(cm_cuda(g, cudaEventCreateWithFlags(&g->stage_done[k], cudaEventDisableTiming),
+                       "cudaEventCreate"));
+    }
+    g->layers = xcalloc((size_t)g->cfg.n_layers, sizeof(struct cm_layer));
+    CM_TRY(cm_bind_globals(g));
+    for (int l = 0; l < g->cfg.n_layers; l++)
+        CM_TRY(cm_bind_layer(g, l));
+    CM_TRY(cm_cuda(g, cudaStreamSynchronize(g->stream), "upload"));
+    /* the staging buffers are only for the upload */
+    for (int k = 0; k < 2; k++) {
+        cudaFreeHost(g->stage[k]);
+        g->stage[k] = NULL;
+    }
+    free(g->row_tmp);
+    g->row_tmp = NULL;
+    return 0;
+}
+
+int cuda_model_create(const struct model_file *mf, const struct cuda_model_options *opt,
+                      struct cuda_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct cuda_model *g = xcalloc(1, sizeof(*g));
+    snprintf(g->name, sizeof(g->name), "%s", mf->path);
+    g->cfg = mf->config;
+    g->mf = mf;
+    if (cm_start(g, opt)) {
+        cm_report(g, err, errlen);
+        cuda_model_destroy(g);
+        return -1;
+    }
+    g->mf = NULL;
+    *out = g;
+    return 0;
+}
+
+int cuda_model_create_random(const struct model_config *cfg, const char *name, uint64_t seed,
+                             const struct cuda_model_options *opt, struct cuda_model **out,
+                             char *err, size_t errlen)
+{
+    *out = NULL;
+    struct cuda_model *g = xcalloc(1, sizeof(*g));
+    snprintf(g->name, sizeof(g->name), "%s", name);
+    g->cfg = *cfg;
+    g->random = true;
+    g->seed = seed;
+    if (cm_start(g, opt)) {
+        cm_report(g, err, errlen);
+        cuda_model_destroy(g);
+        return -1;
+    }
+    *out = g;
+    return 0;
+}
+
+static void cm_graphs_drop(struct cuda_model *g)
+{
+    for (int i = 0; i <= CM_MAX_GRAPH; i++)
+        if (g->graphs[i]) {
+            cudaGraphExecDestroy(g->graphs[i]);
+            g->graphs[i] = NULL;
+        }
+}
+
+void cuda_model_destroy(struct cuda_model *g)
+{
+    if (!g)
+        return;
+    cudaSetDevice(g->device);
+    if (g->stream)
+        cudaStreamSynchronize(g->stream);
+    cm_graphs_drop(g);
+    if (g->layers)
+        for (int l = 0; l < g->cfg.n_layers; l++) {
+            struct cm_layer *ly = &g->layers[l];
+            cudaFree(ly->k_cache);
+            cudaFree(ly->v_cache);
+            cudaFree(ly->conv_state);
+            cudaFree(ly->ssm_state);
+        }
+    free(g->layers);
+    for (size_t i = 0; i < g->n_allocs; i++)
+        cudaFree(g->allocs[i]);
+    free(g->allocs);
+    for (int i = 0; i < CM_BUF_COUNT; i++)
+        cudaFree(g->buf[i]);
+    cudaFreeHost(g->ints_host);
+    cudaFree(g->attn_work);
+    cudaFree(g->logits);
+    for (int k = 0; k < 2; k++) {
+        cudaFreeHost(g->stage[k]);
+        if (g->stage_done[k])
+            cudaEventDestroy(g->stage_done[k]);
+    }
+    for (int i = 0; i <= CM_MAX_MARKS; i++)
+        if (g->marks[i])
+            cudaEventDestroy(g->marks[i]);
+    free(g->row_tmp);
+    free(g->slot_used);
+    if (g->blas)
+        cublasDestroy(g->blas);
+    cudaFree(g->blas_ws);
+    if (g->stream)
+        cudaStreamDestroy(g->stream);
+    free(g);
+}
+
+int64_t cuda_model_max_context(const struct cuda_model *g)
+{
+    return g->max_context;
+}
+
+uint64_t cuda_model_weight_bytes(const struct cuda_model *g)
+{
+    return g->weight_bytes;
+}
+
+static int64_t cm_conv_dim(const struct model_config *c)
+{
+    return 2 * (int64_t)c->lin_k_heads * c->lin_k_dim + (int64_t)c->lin_v_heads * c->lin_v_dim;
+}
+
+/* Elements of one slot's state in each pool array. */
+static int64_t cm_kv_dim(const struct cuda_model *g)
+{
+    return (int64_t)g->cfg.n_kv_heads * g->head_pad;
+}
+static int64_t cm_conv_elems(const struct model_config *c)
+{
+    return (int64_t)(c->lin_conv_kernel - 1) * cm_conv_dim(c);
+}
+static int64_t cm_ssm_elems(const struct model_config *c)
+{
+    return (int64_t)c->lin_v_heads * c->lin_k_dim * c->lin_v_dim;
+}
+
+uint64_t cuda_model_slot_bytes(const struct cuda_model *g)
+{
+    uint64_t bytes = 0;
+    for (int l = 0; l < g->cfg.n_layers; l++)
+        if (g->layers[l].kind == LAYER_KIND_ATTENTION)
+            bytes += 2 * 2 * (uint64_t)g->ctx_cap * (uint64_t)cm_kv_dim(g);
+        else
+            bytes += 4 * (uint64_t)(cm_conv_elems(&g->cfg) + cm_ssm_elems(&g->cfg));
+    return bytes;
+}
+
+/* ---- slot pool --------------------------------------------------------------------------- */
+
+/* A new zeroed array of [slots][per] elements of elem bytes holding old's [old_slots][old_per]
+ * at the start of each slot's row; frees old. */
+static int cm_regrow(struct cuda_model *g, void **p, size_t elem, int old_slots, int64_t old_per,
+                     int slots, int64_t per)
+{
+    void *n = NULL;
+    size_t bytes = elem * (size_t)slots * (size_t)per;
+    CM_TRY(cm_cuda(g, cudaMalloc(&n, bytes), "cudaMalloc (sequence state)"));
+    int rc = cm_cuda(g, cudaMemsetAsync(n, 0, bytes, g->stream), "cudaMemset");
+    if (rc == 0 && *p && old_slots > 0 && old_per > 0)
+        rc = cm_cuda(g,
+                     cudaMemcpy2DAsync(n, elem * (size_t)per, *p, elem * (size_t)old_per,
+                                       elem * (size_t)old_per, (size_t)old_slots,
+                                       cudaMemcpyDeviceToDevice, g->stream),
+                     "cudaMemcpy2D (sequence state)");
+    if (rc == 0)
+        rc = cm_cuda(g, cudaStreamSynchronize(g->stream), "cudaStreamSynchronize");
+    if (rc) {
+        cudaFree(n);
+        return -1;
+    }
+    cudaFree(*p);
+    *p = n;
+    return 0;
+}
+
+/* Makes room for slots slots of ctx positions: doubling (so growing a token at a time stays
+ * cheap), or exactly (benchmarks that reserve their whole need up front). */
+static int cm_pool_grow(struct cuda_model *g, int slots, int64_t ctx, bool exact)
+{
+    const struct model_config *c = &g->cfg;
+    if (slots <= g->slots_cap && ctx <= g->ctx_cap)
+        return 0;
+    int new_slots = g->slots_cap ? g->slots_cap : 4;
+    int64_t new_ctx = g->ctx_cap ? g->ctx_cap : CM_FIRST_CONTEXT;
+    if (exact) {
+        new_slots = slots > g->slots_cap ? slots : g->slots_cap;
+        new_ctx = ctx > g->ctx_cap ? ctx : g->ctx_cap;
+        if (new_slots < 1)
+            new_slots = 1;
+        if (new_ctx < 1)
+            new_ctx = CM_FIRST_CONTEXT;
+    }
+    while (new_slots < slots)
+        new_slots *= 2;
+    while (new_ctx < ctx)
+        new_ctx *= 2;
+    if (new_ctx > g->max_context)
+        new_ctx = g->max_context;
+    cm_graphs_drop(g); /* they hold the old pointers */
+    for (int l = 0; l < c->n_layers; l++) {
+        struct cm_layer *ly = &g->layers[l];
+        if (ly->kind == LAYER_KIND_ATTENTION) {
+            int64_t kv = cm_kv_dim(g);
+            CM_TRY(cm_regrow(g, &ly->k_cache, 2, g->slots_cap, g->ctx_cap * kv, new_slots,
+                             new_ctx * kv));
+            CM_TRY(cm_regrow(g, &ly->v_cache, 2, g->slots_cap, g->ctx_cap * kv, new_slots,
+                             new_ctx * kv));
+        } else if (new_slots > g->slots_cap) {
+            CM_TRY(cm_regrow(g, (void **)&ly->conv_state, 4, g->slots_cap, cm_conv_elems(c),
+                             new_slots, cm_conv_elems(c)));
+            CM_TRY(cm_regrow(g, (void **)&ly->ssm_state, 4, g->slots_cap, cm_ssm_elems(c),
+                             new_slots, cm_ssm_elems(c)));
+        }
+    }
+    g->slot_used = xrealloc(g->slot_used, sizeof(bool) * (size_t)new_slots);
+    for (int i = g->slots_cap; i < new_slots; i++)
+        g->slot_used[i] = false;
+    g->slots_cap = new_slots;
+    g->ctx_cap = new_ctx;
+    return 0;
+}
+
+int cuda_model_reserve(struct cuda_model *g, int n_slots, int64_t positions, char *err,
+                       size_t errlen)
+{
+    cudaSetDevice(g->device);
+    if (positions > g->max_context)
+        positions = g->max_context;
+    if (cm_pool_grow(g, n_slots, positions, true))
+        return cm_report(g, err, errlen);
+    return 0;
+}
+
+int cuda_model_slot_reset(struct cuda_model *g, int slot, char *err, size_t errlen)
+{
+    const struct model_config *c = &g->cfg;
+    cudaSetDevice(g->device);
+    for (int l = 0; l < c->n_layers; l++) {
+        struct cm_layer *ly = &g->layers[l];
+        if (ly->kind != LAYER_KIND_LINEAR_ATTENTION)
+            continue;
+        int64_t ce = cm_conv_elems(c), se = cm_ssm_elems(c);
+        if (cm_cuda(g,
+                    cudaMemsetAsync(ly->conv_state + (size_t)slot * (size_t)ce, 0,
+                                    sizeof(float) * (size_t)ce, g->stream),
+                    "cudaMemset (conv state)") ||
+            cm_cuda(g,
+                    cudaMemsetAsync(ly->ssm_state + (size_t)slot * (size_t)se, 0,
+                                    sizeof(float) * (size_t)se, g->stream),
+                    "cudaMemset (recurrent state)"))
+            return cm_report(g, err, errlen);
+    }
+    if (cm_cuda(g, cudaStreamSynchronize(g->stream), "cudaStreamSynchronize"))
+        return cm_report(g, err, errlen);
+    return 0;
+}
+
+int cuda_model_slot_acquire(struct cuda_model *g, int *slot, char *err, size_t errlen)
+{
+    *slot = -1;
+    cudaSetDevice(g->device);
+    int s = 0;
+    while (s < g->slots_cap && g->slot_used[s])
+        s++;
+    if (s == g->slots_cap &&
+        cm_pool_grow(g, s + 1, g->ctx_cap ? g->ctx_cap : CM_FIRST_CONTEXT, false))
+        return cm_report(g, err, errlen);
+    if (cuda_model_slot_reset(g, s, err, errlen))
+        return -1;
+    g->slot_used[s] = true;
+    *slot = s;
+    return 0;
+}
+
+void cuda_model_slot_release(struct cuda_model *g, int slot)
+{
+    if (slot >= 0 && slot < g->slots_cap)
+        g->slot_used[slot] = false;
+}
+
+/* ---- scratch ----------------------------------------------------------------------------- */
+
+static int cm_scratch(struct cuda_model *g, int64_t rows)
+{
+    const struct model_config *c = &g->cfg;
+    if (rows <= g->rows_cap)
+        return 0;
+    int64_t cap = g->rows_cap ? g->rows_cap : 8;
+    while (cap < rows)
+        cap *= 2;
+    int64_t H = c->hidden, hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd;
+    int64_t kv = (int64_t)c->n_kv_heads * hd, I = c->intermediate, conv = cm_conv_dim(c);
+    int64_t q_pad = (int64_t)c->n_heads * g->head_pad, kv_pad = cm_kv_dim(g);
+    int64_t Nv = c->lin_v_heads, vdim = Nv * c->lin_v_dim;
+    size_t bytes[CM_BUF_COUNT] = {
+            [CM_X] = 4 * (size_t)H,
+            [CM_XN] = 2 * (size_t)H,
+            [CM_QF] = 4 * 2 * (size_t)q_dim,
+            [CM_Q] = 4 * (size_t)q_dim,
+            [CM_K] = 4 * (size_t)kv,
+            [CM_V] = 4 * (size_t)kv,
+            [CM_ATT] = 4 * (size_t)q_pad,
+            [CM_QP] = 4 * (size_t)q_pad,
+            [CM_KP] = 4 * (size_t)kv_pad,
+            [CM_VP] = 4 * (size_t)kv_pad,
+            [CM_ATTB] = 2 * (size_t)q_dim,
+            [CM_G] = 4 * (size_t)I,
+            [CM_U] = 4 * (size_t)I,
+            [CM_GU] = 2 * (size_t)I,
+            [CM_QKV] = 4 * (size_t)conv,
+            [CM_CONV] = 4 * (size_t)conv,
+            [CM_Z] = 4 * (size_t)vdim,
+            [CM_B] = 4 * (size_t)Nv,
+            [CM_A] = 4 * (size_t)Nv,
+            [CM_GG] = 4 * (size_t)Nv,
+            [CM_BETA] = 4 * (size_t)Nv,
+            [CM_CORE] = 4 * (size_t)vdim,
+            [CM_COREB] = 2 * (size_t)vdim,
+            [CM_XO] = 2 * (size_t)H,
+            [CM_INTS] = 4 * 5,
+    };
+    cm_graphs_drop(g);
+    CM_TRY(cm_cuda(g, cudaStreamSynchronize(g->stream), "cudaStreamSynchronize"));
+    for (int i = 0; i < CM_BUF_COUNT; i++) {
+        cudaFree(g->buf[i]);
+        g->buf[i] = NULL;
+    }
+    cudaFreeHost(g->ints_host);
+    g->ints_host = NULL;
+    g->rows_cap = 0;
+    /* zeroed once: the pad columns of CM_QP/KP/VP are never written afterwards */
+    for (int i = 0; i < CM_BUF_COUNT; i++) {
+        size_t b = (bytes[i] ? bytes[i] : 4) * (size_t)cap;
+        CM_TRY(cm_cuda(g, cudaMalloc(&g->buf[i], b), "cudaMalloc (scratch)"));
+        CM_TRY(cm_cuda(g, cudaMemset(g->buf[i], 0, b), "cudaMemset (scratch)"));
+    }
+    CM_TRY(cm_cuda(g, cudaMallocHost((void **)&g->ints_host, 4 * 5 * (size_t)cap),
+                   "cudaMallocHost"));
+    g->rows_cap = cap;
+    return 0;
+}
+
+/* Room for n_out rows of logits. */
+static int cm_logits_room(struct cuda_model *g, int64_t n_out)
+{
+    if (n_out <= g->logits_cap)
+        return 0;
+    cm_graphs_drop(g);
+    CM_TRY(cm_cuda(g, cudaStreamSynchronize(g->stream), "cudaStreamSynchronize"));
+    cudaFree(g->logits);
+    g->logits = NULL;
+    g->logits_cap = 0;
+    CM_TRY(cm_cuda(g,
+                   cudaMalloc((void **)&g->logits,
+                              sizeof(float) * (size_t)n_out * (size_t)g->cfg.vocab_size),
+                   "cudaMalloc (logits)"));
+    g->logits_cap = n_out;
+    return 0;
+}
+
+/* Attention decode scratch for n_seqs sequences over the pool's cache length. */
+static int cm_attn_work(struct cuda_model *g, int n_seqs)
+{
+    const struct model_config *c = &g->cfg;
+    int splits = cuda_attention_decode_splits(n_seqs, c->n_heads, c->n_kv_heads, g->ctx_cap);
+    size_t need = cuda_attention_decode_work_bytes(n_seqs, c->n_heads, g->head_pad, splits);
+    if (need <= g->attn_work_bytes)
+        return 0;
+    cm_graphs_drop(g);
+    CM_TRY(cm_cuda(g, cudaStreamSynchronize(g->stream), "cudaStreamSynchronize"));
+    cudaFree(g->attn_work);
+    g->attn_work = NULL;
+    g->attn_work_bytes = 0;
+    CM_TRY(cm_cuda(g, cudaMalloc(&g->attn_work, need), "cudaMalloc (attention scratch)"));
+    g->attn_work_bytes = need;
+    return 0;
+}
+
+/* ---- the forward pass -------------------------------------------------------------------- */
+
+/* The rows of one forward call (host side) and their device arrays. */
+struct cm_batch {
+    int n_seqs;
+    int64_t n;        /* rows */
+    bool decode;      /* every sequence has one token: row i is sequence i */
+    const int *slots; /* [n_seqs] host */
+    const int64_t *n_past, *n_tokens, *row0;
+    int32_t *d_ids, *d_pos, *d_rowslot, *d_seqslot, *d_lens; /* device */
+};
+
+/* The products y[i] (+)= W[i] x for matrices sharing the input x (bf16 [n, cols], x_stride
+ * apart): one grouped matrix-vector launch for small batches, cuBLAS per matrix above. This is
+ * the one place products are chosen (kernels/cuda_gemm will take the cuBLAS branch). */
+static int cm_matmul(struct cuda_model *g, int n_mats, const struct cm_mat *const *w, const void *x,
+                     int64_t x_stride, int64_t n, float *const *y, const int64_t *y_stride,
+                     bool accumulate)
+{
+    cm_mark(g, CUDA_MODEL_OP_MATMUL);
+    if (n <= CM_MATVEC_MAX_ROWS) {
+        struct cuda_matvec mv[CUDA_MATVEC_MAX_GROUP];
+        for (int i = 0; i < n_mats; i++)
+            mv[i] = (struct cuda_matvec){
+                    .w_type = DTYPE_BF16,
+                    .w = w[i]->w,
+                    .rows = w[i]->rows,
+                    .cols = w[i]->cols,
+                    .x_type = DTYPE_BF16,
+                    .x = x,
+                    .x_stride = x_stride,
+                    .y_type = DTYPE_F32,
+                    .y = y[i],
+                    .y_stride = y_stride[i],
+                    .batch = (int)n,
+                    .accumulate = accumulate,
+            };
+        return cm_kernel(g, cuda_matvec_group(mv, n_mats, g->stream), "cuda_matvec_group");
+    }
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    for (int i = 0; i < n_mats; i++)
+        /* column-major view: y^T [rows, n] = W [cols, rows]^T x^T [cols, n] */
+        CM_TRY(cm_blas(g,
+                       cublasGemmEx(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w[i]->rows, (int)n,
+                                    (int)w[i]->cols, &alpha, w[i]->w, CUDA_R_16BF, (int)w[i]->cols,
+                                    x, CUDA_R_16BF, (int)x_stride, &beta, y[i], CUDA_R_32F,
+                                    (int)y_stride[i], CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                       "cublasGemmEx"));
+    return 0;
+}
+
+static int cm_matmul1(struct cuda_model *g, const struct cm_mat *w, const void *x, int64_t x_stride,
+                      int64_t n, float *y, int64_t y_stride, bool accumulate)
+{
+    const struct cm_mat *ws[1] = {w};
+    float *ys[1] = {y};
+    int64_t ss[1] = {y_stride};
+    return cm_matmul(g, 1, ws, x, x_stride, n, ys, ss, accumulate);
+}
+
+/* y (bf16 [rows, H]) = N(x) with weight w. */
+static int cm_norm(struct cuda_model *g, const float *x, void *y, const float *w, int64_t rows)
+{
+    cm_mark(g, CUDA_MODEL_OP_OTHER);
+    const struct model_config *c = &g->cfg;
+    struct cuda_rmsnorm a = {
+            .x_type = DTYPE_F32,
+            .y_type = DTYPE_BF16,
+            .x = x,
+            .x_stride = c->hidden,
+            .y = y,
+            .y_stride = c->hidden,
+            .w = w,
+            .rows = rows,
+            .n = (int)c->hidden,
+            .eps = c->rms_eps,
+            .zero_centred = c->norm_zero_centred,
+    };
+    return cm_kernel(g, cuda_rmsnorm(&a, g->stream), "cuda_rmsnorm");
+}
+
+/* RMSNorm over rows of hd floats (q/k heads), from x to y (may be the same). */
+static int cm_head_norm(struct cuda_model *g, const float *x, int64_t xs, float *y, int64_t ys,
+                        const float *w, int64_t rows)
+{
+    const struct model_config *c = &g->cfg;
+    struct cuda_rmsnorm a = {
+            .x_type = DTYPE_F32,
+            .y_type = DTYPE_F32,
+            .x = x,
+            .x_stride = xs,
+            .y = y,
+            .y_stride = ys,
+            .w = w,
+            .rows = rows,
+            .n = c->head_dim,
+            .eps = c->rms_eps,
+            .zero_centred = c->norm_zero_centred,
+    };
+    return cm_kernel(g, cuda_rmsnorm(&a, g->stream), "cuda_rmsnorm (head)");
+}
+
+static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch *b)
+{
+    const struct model_config *c = &g->cfg;
+    struct cm_layer *ly = &g->layers[l];
+    int64_t n = b->n, hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd;
+    int64_t kv = (int64_t)c->n_kv_heads * hd;
+    bool gated = c->attn_output_gate;
+    float *qf = g->buf[CM_QF], *q = qf, *k = g->buf[CM_K], *v = g->buf[CM_V];
+    float *att = g->buf[CM_ATT];
+    void *attb = g->buf[CM_ATTB];
+
+    const struct cm_mat *w[3] = {&ly->wq, &ly->wk, &ly->wv};
+    float *y[3] = {qf, k, v};
+    int64_t ys[3] = {ly->wq.rows, kv, kv};
+    CM_TRY(cm_matmul(g, 3, w, g->buf[CM_XN], c->hidden, n, y, ys, false));
+    cm_mark(g, CUDA_MODEL_OP_OTHER);
+    if (ly->bq)
+        CM_TRY(cm_kernel(g, cuda_add_bias(qf, ly->wq.rows, ly->bq, n, ly->wq.rows, g->stream),
+                         "cuda_add_bias"));
+    if (ly->bk)
+        CM_TRY(cm_kernel(g, cuda_add_bias(k, kv, ly->bk, n, kv, g->stream), "cuda_add_bias"));
+    if (ly->bv)
+        CM_TRY(cm_kernel(g, cuda_add_bias(v, kv, ly->bv, n, kv, g->stream), "cuda_add_bias"));
+
+    cm_mark(g, CUDA_MODEL_OP_ATTENTION);
+    /* The gated q projection holds, per head, [query hd | gate hd] (QWEN35.md): the query
+     * rows (stride 2 hd) are normed (or copied) into q, the gates are read in place below. */
+    if (gated) {
+        q = g->buf[CM_Q];
+        if (ly->q_norm) {
+            CM_TRY(cm_head_norm(g, qf, 2 * hd, q, hd, ly->q_norm, n * c->n_heads));
+        } else {
+            struct cuda_gate_store cp = {.x = qf,
+                                         .x_stride = 2 * hd,
+                                         .out_type = DTYPE_F32,
+                                         .out = q,
+                                         .out_stride = hd,
+                                         .rows = n * c->n_heads,
+                                         .n = hd};
+            CM_TRY(cm_kernel(g, cuda_gate_store(&cp, g->stream), "cuda_gate_store (split)"));
+        }
+    } else if (ly->q_norm) {
+        CM_TRY(cm_head_norm(g, q, hd, q, hd, ly->q_norm, n * c->n_heads));
+    }
+    if (ly->k_norm)
+        CM_TRY(cm_head_norm(g, k, hd, k, hd, ly->k_norm, n * c->n_kv_heads));
+    struct cuda_rope rq = {
+            .type = DTYPE_F32,
+            .x = q,
+            .n_tok = n,
+            .tok_stride = q_dim,
+            .n_heads = c->n_heads,
+            .head_stride = (int)hd,
+            .rot_dim = c->rotary_dim,
+            .inv_freq = g->inv_freq,
+            .pos = b->d_pos,
+            .neox = c->rope_neox,
+    };
+    CM_TRY(cm_kernel(g, cuda_rope(&rq, g->stream), "cuda_rope (q)"));
+    struct cuda_rope rk = rq;
+    rk.x = k, rk.tok_stride = kv, rk.n_heads = c->n_kv_heads;
+    CM_TRY(cm_kernel(g, cuda_rope(&rk, g->stream), "cuda_rope (k)"));
+    /* heads of a size the kernels do not take go zero-padded to head_pad (hp) from here on */
+    int64_t hp = g->head_pad, q_pad = (int64_t)c->n_heads * hp, kv_pad = cm_kv_dim(g);
+    bool pad = hp != hd;
+    const float *qa = q, *ka = k, *va = v;
+    if (pad) {
+        float *dst[3] = {g->buf[CM_QP], g->buf[CM_KP], g->buf[CM_VP]};
+        const float *src[3] = {q, k, v};
+        int64_t heads[3] = {c->n_heads, c->n_kv_heads, c->n_kv_heads};
+        for (int i = 0; i < 3; i++) {
+            struct cuda_gate_store cp = {.x = src[i],
+                                         .x_stride = hd,
+                                         .out_type = DTYPE_F32,
+                                         .out = dst[i],
+                                         .out_stride = hp,
+                                         .rows = n * heads[i],
+                                         .n = hd};
+            CM_TRY(cm_kernel(g, cuda_gate_store(&cp, g->stream), "cuda_gate_store (pad)"));
+        }
+        qa = dst[0], ka = dst[1], va = dst[2];
+    }
+    int64_t slot_stride = g->ctx_cap * kv_pad;
+    struct cuda_kv_store st = {
+            .k = ka,
+            .v = va,
+            .k_stride = kv_pad,
+            .v_stride = kv_pad,
+            .k_cache = ly->k_cache,
+            .v_cache = ly->v_cache,
+            .slot_stride = slot_stride,
+            .pos = b->d_pos,
+            .slot = b->d_rowslot,
+            .rows = n,
+            .kv_dim = (int)kv_pad,
+    };
+    CM_TRY(cm_kernel(g, cuda_kv_store(&st, g->stream), "cuda_kv_store"));
+
+    /* plain heads: attention writes the bf16 input of o_proj itself; gated or padded ones go
+     * through fp32 and the gate store below */
+    bool direct = !gated && !pad;
+    enum dtype out_type = direct ? DTYPE_BF16 : DTYPE_F32;
+    void *out = direct ? attb : (void *)att;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int i = 0; i < b->n_seqs; i++) {
+        bool one = b->decode || b->n_tokens[i] == 1;
+        if (b->decode && i > 0)
+            break;
+        int64_t r0 = b->decode ? 0 : b->row0[i];
+        size_t out_off = (size_t)(r0 * q_pad) * (direct ? 2 : 4);
+        if (one) {
+            struct cuda_attention_decode d = {
+                    .q_type = DTYPE_F32,
+                    .kv_type = DTYPE_BF16,
+                    .out_type = out_type,
+                    .q = qa + r0 * q_pad,
+                    .q_stride = q_pad,
+                    .k = ly->k_cache,
+                    .v = ly->v_cache,
+                    .kv_stride = kv_pad,
+                    .seq_stride = slot_stride,
+                    .lens = b->d_lens + i,
+                    .max_len = g->ctx_cap,
+                    .out = (char *)out + out_off,
+                    .out_stride = q_pad,
+                    .n_seqs = b->decode ? b->n_seqs : 1,
+                    .n_heads = c->n_heads,
+                    .n_kv_heads = c->n_kv_heads,
+                    .head_dim = (int)hp,
+                    .scale = scale,
+                    .n_splits = 0,
+                    .work = g->attn_work,
+                    .slots = b->d_seqslot + i,
+            };
+            CM_TRY(cm_kernel(g, cuda_attention_decode(&d, g->stream), "cuda_attention_decode"));
+        } else {
+            size_t cache_off = (size_t)b->slots[i] * (size_t)slot_stride * 2;
+            struct cuda_attention_prefill p = {
+                    .q_type = DTYPE_F32,
+                    .kv_type = DTYPE_BF16,
+                    .out_type = out_type,
+                    .q = qa + r0 * q_pad,
+                    .q_stride = q_pad,
+                    .k = (char *)ly->k_cache + cache_off,
+                    .v = (char *)ly->v_cache + cache_off,
+                    .kv_stride = kv_pad,
+                    .out = (char *)out + out_off,
+                    .out_stride = q_pad,
+                    .n_q = b->n_tokens[i],
+                    .pos0 = b->n_past[i],
+                    .n_heads = c->n_heads,
+                    .n_kv_heads = c->n_kv_heads,
+                    .head_dim = (int)hp,
+                    .scale = scale,
+            };
+            CM_TRY(cm_kernel(g, cuda_attention_prefill(&p, g->stream), "cuda_attention_prefill"));
+        }
+    }
+    if (!direct) {
+        /* the gated q projection holds each head's gate right after its query */
+        struct cuda_gate_store gs = {
+                .x = att,
+                .x_stride = hp,
+                .gate = gated ? qf + hd : NULL,
+                .gate_stride = 2 * hd,
+                .out_type = DTYPE_BF16,
+                .out = attb,
+                .out_stride = hd,
+                .rows = n * c->n_heads,
+                .n = hd,
+        };
+        CM_TRY(cm_kernel(g, cuda_gate_store(&gs, g->stream), "cuda_gate_store"));
+    }
+    CM_TRY(cm_matmul1(g, &ly->wo, attb, q_dim, n, g->buf[CM_X], c->hidden, true));
+    if (ly->bo) {
+        cm_mark(g, CUDA_MODEL_OP_OTHER);
+        CM_TRY(cm_kernel(g, cuda_add_bias(g->buf[CM_X], c->hidden, ly->bo, n, c->hidden, g->stream),
+                         "cuda_add_bias"));
+    }
+    return 0;
+}
+
+static int cm_block_gdn(struct cuda_model *g, int l, const struct cm_batch *b)
+{
+    const struct model_config *c = &g->cfg;
+    struct cm_layer *ly = &g->layers[l];
+    int64_t n = b->n;
+    int Nk = c->lin_k_heads, Nv = c->lin_v_heads, Dk = c->lin_k_dim, Dv = c->lin_v_dim;
+    int64_t conv = cm_conv_dim(c), vdim = (int64_t)Nv * Dv;
+    float *qkv = g->buf[CM_QKV], *z = g->buf[CM_Z], *bb = g->buf[CM_B], *aa = g->buf[CM_A];
+    float *gg = g->buf[CM_GG], *beta = g->buf[CM_BETA], *core = g->buf[CM_CORE];
+
+    const struct cm_mat *w[4] = {&ly->qkv, &ly->z, &ly->b, &ly->a};
+    float *y[4] = {qkv, z, bb, aa};
+    int64_t ys[4] = {conv, vdim, Nv, Nv};
+    CM_TRY(cm_matmul(g, 4, w, g->buf[CM_XN], c->hidden, n, y, ys, false));
+
+    cm_mark(g, CUDA_MODEL_OP_GDN);
+    /* decode convolves in place over all sequences; a prefill per sequence into CM_CONV */
+    float *cx = b->decode ? qkv : (float *)g->buf[CM_CONV];
+    int64_t ce = cm_conv_elems(c), se = cm_ssm_elems(c);
+    for (int i = 0; i < (b->decode ? 1 : b->n_seqs); i++) {
+        int64_t r0 = b->decode ? 0 : b->row0[i];
+        struct cuda_gdn_conv cv = {
+                .x = qkv + r0 * conv,
+                .x_stride = conv,
+                .y = cx + r0 * conv,
+                .y_stride = conv,
+                .state = b->decode ? ly->conv_state : ly->conv_state + (size_t)b->slots[i] * ce,
+                .state_stride = ce,
+                .w = ly->conv_w,
+                .channels = (int)conv,
+                .kernel = c->lin_conv_kernel,
+                .n_seqs = b->decode ? b->n_seqs : 1,
+                .n_tok = b->decode ? 1 : b->n_tokens[i],
+                .slots = b->decode ? b->d_seqslot : NULL,
+        };
+        CM_TRY(cm_kernel(g, cuda_gdn_conv(&cv, g->stream), "cuda_gdn_conv"));
+    }
+    struct cuda_gdn_gates gt = {
+            .a = aa,
+            .b = bb,
+            .a_stride = Nv,
+            .b_stride = Nv,
+            .neg_a = ly->neg_a,
+            .dt_bias = ly->dt_bias,
+            .g = gg,
+            .beta = beta,
+            .gb_stride = Nv,
+            .rows = n,
+            .n_heads = Nv,
+    };
+    CM_TRY(cm_kernel(g, cuda_gdn_gates(&gt, g->stream), "cuda_gdn_gates"));
+    for (int i = 0; i < (b->decode ? 1 : b->n_seqs); i++) {
+        int64_t r0 = b->decode ? 0 : b->row0[i];
+        const float *row = cx + r0 * conv;
+        struct cuda_gdn_recurrent rc = {
+                .n_seqs = b->decode ? b->n_seqs : 1,
+                .n_tok = b->decode ? 1 : b->n_tokens[i],
+                .n_k_heads = Nk,
+                .n_v_heads = Nv,
+                .k_dim = Dk,
+                .v_dim = Dv,
+                .q = row,
+                .k = row + (int64_t)Nk * Dk,
+                .qk_stride = conv,
+                .v = row + 2 * (int64_t)Nk * Dk,
+                .v_stride = conv,
+                .g = gg + r0 * Nv,
+                .beta = beta + r0 * Nv,
+                .gb_stride = Nv,
+                .out = core + r0 * vdim,
+                .out_stride = vdim,
+                .state = b->decode ? ly->ssm_state : ly->ssm_state + (size_t)b->slots[i] * se,
+                .state_stride = se,
+                .l2norm = true,
+                .q_scale = 1.0f / sqrtf((float)Dk),
+                .slots = b->decode ? b->d_seqslot : NULL,
+        };
+        CM_TRY(cm_kernel(g, cuda_gdn_recurrent(&rc, g->stream), "cuda_gdn_recurrent"));
+    }
+    struct cuda_gdn_gated_norm gn = {
+            .o = core,
+            .o_stride = Dv,
+            .z = z,
+            .z_stride = Dv,
+            .w = ly->lin_norm,
+            .y_type = DTYPE_BF16,
+            .y = g->buf[CM_COREB],
+            .y_stride = Dv,
+            .rows = n * Nv,
+            .dim = Dv,
+            .eps = c->rms_eps,
+    };
+    CM_TRY(cm_kernel(g, cuda_gdn_gated_norm(&gn, g->stream), "cuda_gdn_gated_norm"));
+    return cm_matmul1(g, &ly->out, g->buf[CM_COREB], vdim, n, g->buf[CM_X], c->hidden, true);
+}
+
+static int cm_block_mlp(struct cuda_model *g, int l, int64_t n)
+{
+    const struct model_config *c = &g->cfg;
+    struct cm_layer *ly = &g->layers[l];
+    int64_t I = c->intermediate;
+    const struct cm_mat *w[2] = {&ly->gate, &ly->up};
+    float *y[2] = {g->buf[CM_G], g->buf[CM_U]};
+    int64_t ys[2] = {I, I};
+    CM_TRY(cm_matmul(g, 2, w, g->buf[CM_XN], c->hidden, n, y, ys, false));
+    cm_mark(g, CUDA_MODEL_OP_OTHER);
+    struct cuda_silu_mul sm = {
+            .in_type = DTYPE_F32,
+            .out_type = DTYPE_BF16,
+            .gate = g->buf[CM_G],
+            .up = g->buf[CM_U],
+            .in_stride = I,
+            .out = g->buf[CM_GU],
+            .out_stride = I,
+            .rows = n,
+            .n = I,
+    };
+    CM_TRY(cm_kernel(g, cuda_silu_mul(&sm, g->stream), "cuda_silu_mul"));
+    return cm_matmul1(g, &ly->down, g->buf[CM_GU], I, n, g->buf[CM_X], c->hidden, true);
+}
+
+/* Everything between the upload of the ids and the logits on the GPU: the part a decode graph
+ * captures. Logits rows: n_out. */
+static int cm_run(struct cuda_model *g, const struct cm_batch *b, enum model_logits which,
+                  int64_t n_out)
+{
+    const struct model_config *c = &g->cfg;
+    int64_t H = c->hidden;
+    float *x = g->buf[CM_X];
+    cm_mark(g, CUDA_MODEL_OP_OTHER);
+    struct cuda_embed e = {
+            .table_type = DTYPE_BF16,
+            .table = g->embed,
+            .vocab = c->vocab_size,
+            .dim = H,
+            .ids = b->d_ids,
+            .n_tok = b->n,
+            .out_type = DTYPE_F32,
+            .out = x,
+            .out_stride = H,
+    };
+    CM_TRY(cm_kernel(g, cuda_embed(&e, g->stream), "cuda_embed"));
+    for (int l = 0; l < c->n_layers; l++) {
+        struct cm_layer *ly = &g->layers[l];
+        CM_TRY(cm_norm(g, x, g->buf[CM_XN], ly->attn_norm, b->n));
+        if (ly->kind == LAYER_KIND_LINEAR_ATTENTION)
+            CM_TRY(cm_block_gdn(g, l, b));
+        else
+            CM_TRY(cm_block_attention(g, l, b));
+        CM_TRY(cm_norm(g, x, g->buf[CM_XN], ly->ffn_norm, b->n));
+        CM_TRY(cm_block_mlp(g, l, b->n));
+    }
+    /* final norm of the rows whose logits are wanted */
+    char *xo = g->buf[CM_XO];
+    if (which == MODEL_LOGITS_ALL || b->decode) {
+        CM_TRY(cm_norm(g, x, xo, g->final_norm, n_out));
+    } else {
+        for (int i = 0; i < b->n_seqs; i++) {
+            int64_t src = b->row0[i] + b->n_tokens[i] - 1;
+            CM_TRY(cm_norm(g, x + src * H, xo + (size_t)(i * H) * 2, g->final_norm, 1));
+        }
+    }
+    return cm_matmul1(g, &g->lm_head, xo, H, n_out, g->logits, c->vocab_size, false);
+}
+
+/* Runs a decode step through the graph for its batch size, capturing it on first use. */
+static int cm_run_graph(struct cuda_model *g, const struct cm_batch *b, int64_t n_out)
+{
+    cudaGraphExec_t *exec = &g->graphs[b->n_seqs];
+    if (!*exec) {
+        cudaGraph_t graph = NULL;
+        CM_TRY(cm_cuda(g, cudaStreamBeginCapture(g->stream, cudaStreamCaptureModeThreadLocal),
+                       "cudaStreamBeginCapture"));
+        int rc = cm_run(g, b, MODEL_LOGITS_LAST, n_out);
+        cudaError_t e = cudaStreamEndCapture(g->stream, &graph);
+        if (rc == 0)
+            rc = cm_cuda(g, e, "cudaStreamEndCapture");
+        if (rc == 0)
+            rc = cm_cuda(g, cudaGraphInstantiate(exec, graph, 0), "cudaGraphInstantiate");
+        if (graph)
+            cudaGraphDestroy(graph);
+        if (rc) {
+            *exec = NULL;
+            return -1;
+        }
+    }
+    return cm_cuda(g, cudaGraphLaunch(*exec, g->stream), "cudaGraphLaunch");
+}
+
+static int cm_forward(struct cuda_model *g, const int *slots, const int64_t *n_past,
+                      const int32_t *const *tokens, const int64_t *n_tokens, int n_seqs,
+                      enum model_logits which, float *logits, int64_t *row0)
+{
+    const struct model_config *c = &g->cfg;
+    int64_t n = 0, need = 0;
+    bool decode = true;
+    for (int i = 0; i < n_seqs; i++) {
+        if (n_past[i] + n_tokens[i] > g->max_context)
+            return cm_fail(g, "sequence %d would hold %lld tokens, more than the context of %lld",
+                           i, (long long)(n_past[i] + n_tokens[i]), (long long)g->max_context);
+        row0[i] = n;
+        n += n_tokens[i];
+        decode = decode && n_tokens[i] == 1;
+        if (n_past[i] + n_tokens[i] > need)
+            need = n_past[i] + n_tokens[i];
+    }
+    int64_t n_out = which == MODEL_LOGITS_ALL ? n : n_seqs;
+    CM_TRY(cm_pool_grow(g, 0, need, false));
+    CM_TRY(cm_scratch(g, n));
+    CM_TRY(cm_logits_room(g, n_out));
+    CM_TRY(cm_attn_work(g, decode ? n_seqs : 1));
+
+    /* ids, positions, row slots, sequence slots and lengths in one copy */
+    int64_t cap = g->rows_cap;
+    int32_t *h = g->ints_host;
+    for (int i = 0; i < n_seqs; i++) {
+        for (int64_t j = 0; j < n_tokens[i]; j++) {
+            h[row0[i] + j] = tokens[i][j];
+            h[cap + row0[i] + j] = (int32_t)(n_past[i] + j);
+            h[2 * cap + row0[i] + j] = slots[i];
+        }
+        h[3 * cap + i] = slots[i];
+        h[4 * cap + i] = (int32_t)(n_past[i] + n_tokens[i]);
+    }
+    int32_t *d = g->buf[CM_INTS];
+    CM_TRY(cm_cuda(g,
+                   cudaMemcpyAsync(d, h, sizeof(int32_t) * 5 * (size_t)cap, cudaMemcpyHostToDevice,
+                                   g->stream),
+                   "cudaMemcpyAsync (ids)"));
+    struct cm_batch b = {
+            .n_seqs = n_seqs,
+            .n = n,
+            .decode = decode,
+            .slots = slots,
+            .n_past = n_past,
+            .n_tokens = n_tokens,
+            .row0 = row0,
+            .d_ids = d,
+            .d_pos = d + cap,
+            .d_rowslot = d + 2 * cap,
+            .d_seqslot = d + 3 * cap,
+            .d_lens = d + 4 * cap,
+    };
+    if (decode && !g->no_graphs && !g->profiling && n_seqs <= CM_MAX_GRAPH)
+        CM_TRY(cm_run_graph(g, &b, n_out));
+    else
+        CM_TRY(cm_run(g, &b, which, n_out));
+    if (logits)
+        CM_TRY(cm_cuda(g,
+                       cudaMemcpyAsync(logits, g->logits,
+                                       sizeof(float) * (size_t)(n_out * c->vocab_size),
+                                       cudaMemcpyDeviceToHost, g->stream),
+                       "cudaMemcpyAsync (logits)"));
+    CM_TRY(cm_cuda(g, cudaStreamSynchronize(g->stream), "forward"));
+    cm_marks_collect(g);
+    return 0;
+}
+
+int cuda_model_forward(struct cuda_model *g, const int *slots, const int64_t *n_past,
+                       const int32_t *const *tokens, const int64_t *n_tokens, int n_seqs,
+                       enum model_logits which, float *logits, char *err, size_t errlen)
+{
+    if (n_seqs < 1) {
+        cm_fail(g, "no sequence to run");
+        return cm_report(g, err, errlen);
+    }
+    cudaSetDevice(g->device);
+    int64_t *row0 = xmalloc(sizeof(int64_t) * (size_t)n_seqs);
+    int rc = cm_forward(g, slots, n_past, tokens, n_tokens, n_seqs, which, logits, row0);
+    free(row0);
+    g->n_marks = 0;
+    if (rc)
+        return cm_report(g, err, errlen);
+    return 0;
+}

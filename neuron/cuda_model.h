@@ -1,0 +1,103 @@
+/*
+ * neuron/cuda_model.h — the model on an NVIDIA GPU: the CUDA backend behind model.h.
+ *
+ * Contract: cuda_model_create() uploads every weight of an opened model_file (Llama family or
+ * qwen3_5, any type the CPU backend reads) to one GPU as bf16 matrices and fp32 vectors. GGUF
+ * block types are dequantised on the host a chunk of rows at a time into pinned staging buffers
+ * whose copies overlap the next chunk's conversion, so host memory never holds a second copy
+ * of the model. cuda_model_create_random() builds the same structure from a configuration
+ * alone, with random weights generated on the GPU (benchmarks). The model_file must outlive
+ * the model only during cuda_model_create(): nothing on the host points into it afterwards.
+ *
+ * Sequences live in slots: each slot owns, on the GPU, a bf16 KV cache per attention layer and
+ * the fp32 conv and recurrent state per Gated DeltaNet layer. The slot pool grows on demand (in
+ * slots and in cached positions, up to max_context), so a batch of sequences is any set of
+ * slots; the kernels find each sequence's state through a device array of slot numbers.
+ * Sequence lengths are the caller's (model.c keeps them in struct model_seq).
+ *
+ * cuda_model_forward() runs a batch as model_forward() does (model.h): all rows go through each
+ * weight matrix together — the bf16 matrix-vector kernel for 1-2 rows (where it beats cuBLAS),
+ * cuBLAS above — while attention and the GDN recurrence run per sequence on its slot. A batch
+ * of single tokens (a decode step) runs the whole model as one CUDA graph, captured once per
+ * batch size and replayed with the step's token ids, positions and slots read from device
+ * memory (graphs are recaptured after the pool or the scratch buffers move).
+ * Thread safety: one call at a time per model; the calling thread's current device is set to
+ * the model's GPU by every entry point.
+ * Errors: -1 with a message in err naming the model and the failing CUDA call or argument.
+ */
+#ifndef CORTEX_NEURON_CUDA_MODEL_H
+#define CORTEX_NEURON_CUDA_MODEL_H
+
+#include "model.h"
+#include "model_file.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cuda_model;
+
+struct cuda_model_options {
+    int device;          /* CUDA ordinal */
+    int64_t max_context; /* tokens per sequence; < 1: the model's own (4096 when unknown) */
+    bool no_graphs;      /* run decode steps launch by launch (tests compare both) */
+};
+
+/* Uploads mf's weights to the GPU. On success *out is the caller's, freed with
+ * cuda_model_destroy(); mf may be closed afterwards. */
+int cuda_model_create(const struct model_file *mf, const struct cuda_model_options *opt,
+                      struct cuda_model **out, char *err, size_t errlen)
+        __attribute__((warn_unused_result));
+/* A model of configuration cfg with random weights drawn on the GPU from seed (matrices uniform
+ * in +-1/sqrt(cols), norms near their identity, stable GDN decays). name labels messages. */
+int cuda_model_create_random(const struct model_config *cfg, const char *name, uint64_t seed,
+                             const struct cuda_model_options *opt, struct cuda_model **out,
+                             char *err, size_t errlen) __attribute__((warn_unused_result));
+/* Frees the model and its slots; accepts NULL. */
+void cuda_model_destroy(struct cuda_model *g);
+
+int64_t cuda_model_max_context(const struct cuda_model *g);
+/* Bytes of weights on the GPU. */
+uint64_t cuda_model_weight_bytes(const struct cuda_model *g);
+/* Bytes one slot's state occupies at the pool's current cache length. */
+uint64_t cuda_model_slot_bytes(const struct cuda_model *g);
+
+/* A free slot with zeroed state into *slot (the pool grows when all are taken). */
+int cuda_model_slot_acquire(struct cuda_model *g, int *slot, char *err, size_t errlen)
+        __attribute__((warn_unused_result));
+/* Returns a slot to the pool; ignores -1. */
+void cuda_model_slot_release(struct cuda_model *g, int slot);
+/* Zeroes the slot's GDN state (KV positions are overwritten as a sequence grows). */
+int cuda_model_slot_reset(struct cuda_model *g, int slot, char *err, size_t errlen)
+        __attribute__((warn_unused_result));
+/* Makes room for at least n_slots slots of positions cached positions each (benchmarks
+ * reserve up front; forward calls grow the pool themselves). */
+int cuda_model_reserve(struct cuda_model *g, int n_slots, int64_t positions, char *err,
+                       size_t errlen) __attribute__((warn_unused_result));
+
+/* Appends tokens[i][0 .. n_tokens[i]) to the sequence in slots[i], which holds n_past[i]
+ * tokens, for n_seqs distinct slots, and writes fp32 logits (vocab floats per row, rows as
+ * `which` says) to the host array logits; logits NULL leaves them on the GPU (benchmarks).
+ * Arguments are checked by model_forward(); this checks only the context limit. */
+int cuda_model_forward(struct cuda_model *g, const int *slots, const int64_t *n_past,
+                       const int32_t *const *tokens, const int64_t *n_tokens, int n_seqs,
+                       enum model_logits which, float *logits, char *err, size_t errlen)
+        __attribute__((warn_unused_result));
+
+/* Kernel classes of the profiling pass (neuron-bench). */
+enum cuda_model_op {
+    CUDA_MODEL_OP_MATMUL,    /* matrix products, lm_head included */
+    CUDA_MODEL_OP_ATTENTION, /* q/k norms, RoPE, KV store, attention, output gate */
+    CUDA_MODEL_OP_GDN,       /* conv, gates, recurrence, gated norm */
+    CUDA_MODEL_OP_OTHER,     /* embedding, RMSNorms, SiLU-mul, biases */
+    CUDA_MODEL_OP_COUNT
+};
+/* Profiling on: forward calls run without graphs and time each kernel class with CUDA events
+ * (adds an event per launch); ms[] receives the sums since profiling was switched on and
+ * resets them. Off: graphs again. */
+void cuda_model_profile(struct cuda_model *g, bool on);
+void cuda_model_profile_read(struct cuda_model *g, double ms[CUDA_MODEL_OP_COUNT]);
+/* "matmul", "attention", "gdn", "other". */
+const char *cuda_model_op_name(enum cuda_model_op op);
+
+#endif

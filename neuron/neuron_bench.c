@@ -1,0 +1,493 @@
+/*
+ * neuron/neuron_bench.c — neuron-bench: the GPU forward pass timed on one GPU, against the
+ * device's own copy bandwidth measured in the same run. Needs only CUDA (no database, no HTTP).
+ *
+ * The model comes from a config JSON (an HF config.json; bench/configs/ holds the Qwen3.6-27B
+ * shape and small ones) with random bf16 weights drawn on the GPU, or from real files (-m).
+ * Reported, each the median of --repeats runs after a warm-up:
+ *   - copy: a 1 GiB cudaMemcpy device to device, bytes read + written per second;
+ *   - prefill tok/s for each --prefill length (one sequence, logits of the last token);
+ *   - decode tok/s for each --batch at each --context (every sequence holds that many tokens;
+ *     one token per sequence per step; each step is one CUDA graph), the bytes a step must read
+ *     (weights, KV cache, GDN state read and written) over the step time as GB/s and as a share
+ *     of the copy bandwidth;
+ *   - one profiling pass per decode shape (no graph, CUDA events around each kernel class):
+ *     milliseconds per step in matmul, attention, GDN and the rest.
+ * The logits stay on the GPU (no device-to-host copy is timed). --json prints one JSON object.
+ */
+#include "cuda_model.h"
+#include "model_file.h"
+
+#include <cuda_runtime_api.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BENCH_MAX_LIST 16
+
+struct bench_opts {
+    const char *config, *model;
+    int device, repeats, steps;
+    int64_t prefill[BENCH_MAX_LIST], context[BENCH_MAX_LIST];
+    int batch[BENCH_MAX_LIST];
+    int n_prefill, n_context, n_batch;
+    const char *json; /* NULL, a file, or "-" (stdout, instead of the table) */
+    bool no_graphs;
+    uint64_t seed;
+};
+
+static void bench_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: neuron-bench (-c CONFIG.json | -m MODEL) [options]\n"
+            "\n"
+            "Times the CUDA forward pass of a model on one GPU and compares decode with the\n"
+            "GPU's copy bandwidth measured in the same run. Medians of several repeats.\n"
+            "\n"
+            "  -c, --config FILE    HF config.json of the shape to build with random bf16 weights\n"
+            "  -m, --model PATH     a real model (.gguf file or HF directory) instead\n"
+            "  -d, --device N       CUDA device (default 0)\n"
+            "  -p, --prefill LIST   prompt lengths, comma-separated (default 512,4096; 0: none)\n"
+            "  -b, --batch LIST     decode batch sizes (default 1,8,32)\n"
+            "  -x, --context LIST   tokens each decoding sequence holds (default 1024,8192)\n"
+            "  -s, --steps N        decode steps per timed run (default 16)\n"
+            "  -r, --repeats N      timed runs per measurement (default 5)\n"
+            "      --seed N         seed of the random weights (default 1)\n"
+            "      --no-graphs      decode launch by launch instead of CUDA graphs\n"
+            "      --json FILE      also write the results as one JSON object to FILE ('-':\n"
+            "                       to stdout instead of the table)\n"
+            "  -h, --help           this text\n");
+}
+
+/* Parses "a,b,c" into up to BENCH_MAX_LIST positive integers (a lone 0 gives an empty list);
+ * -1 when malformed. */
+static int bench_parse_list(const char *s, int64_t *out, int *n)
+{
+    *n = 0;
+    if (strcmp(s, "0") == 0)
+        return 0;
+    while (*s) {
+        char *end = NULL;
+        long long v = strtoll(s, &end, 10);
+        if (end == s || v < 1 || *n >= BENCH_MAX_LIST)
+            return -1;
+        out[(*n)++] = v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end != ',' && *end != '\0')
+            return -1;
+    }
+    return 0;
+}
+
+static int bench_parse(int argc, char **argv, struct bench_opts *o)
+{
+    *o = (struct bench_opts){.repeats = 5, .steps = 16, .seed = 1};
+    o->prefill[0] = 512, o->prefill[1] = 4096, o->n_prefill = 2;
+    o->context[0] = 1024, o->context[1] = 8192, o->n_context = 2;
+    o->batch[0] = 1, o->batch[1] = 8, o->batch[2] = 32, o->n_batch = 3;
+    static const struct option longs[] = {{"config", required_argument, NULL, 'c'},
+                                          {"model", required_argument, NULL, 'm'},
+                                          {"device", required_argument, NULL, 'd'},
+                                          {"prefill", required_argument, NULL, 'p'},
+                                          {"batch", required_argument, NULL, 'b'},
+                                          {"context", required_argument, NULL, 'x'},
+                                          {"steps", required_argument, NULL, 's'},
+                                          {"repeats", required_argument, NULL, 'r'},
+                                          {"seed", required_argument, NULL, 'S'},
+                                          {"no-graphs", no_argument, NULL, 'G'},
+                                          {"json", required_argument, NULL, 'J'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
+    int ch;
+    int64_t list[BENCH_MAX_LIST];
+    int n;
+    while ((ch = getopt_long(argc, argv, "c:m:d:p:b:x:s:r:h", longs, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            o->config = optarg;
+            break;
+        case 'm':
+            o->model = optarg;
+            break;
+        case 'd':
+            o->device = atoi(optarg);
+            break;
+        case 'p':
+            if (bench_parse_list(optarg, o->prefill, &o->n_prefill))
+                goto bad;
+            break;
+        case 'x':
+            if (bench_parse_list(optarg, o->context, &o->n_context) || o->n_context == 0)
+                goto bad;
+            break;
+        case 'b':
+            if (bench_parse_list(optarg, list, &n) || n == 0)
+                goto bad;
+            for (int i = 0; i < n; i++)
+                o->batch[i] = (int)list[i];
+            o->n_batch = n;
+            break;
+        case 's':
+            o->steps = atoi(optarg);
+            break;
+        case 'r':
+            o->repeats = atoi(optarg);
+            break;
+        case 'S':
+            o->seed = strtoull(optarg, NULL, 10);
+            break;
+        case 'G':
+            o->no_graphs = true;
+            break;
+        case 'J':
+            o->json = optarg;
+            break;
+        case 'h':
+            bench_usage(stdout);
+            exit(0);
+        default:
+            goto bad;
+        }
+    }
+    if ((!o->config) == (!o->model) || o->steps < 1 || o->repeats < 1 || optind != argc)
+        goto bad;
+    return 0;
+bad:
+    bench_usage(stderr);
+    return -1;
+}
+
+static double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int bench_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double bench_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), bench_cmp);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Device-to-device copy of 1 GiB: (read + written bytes) / s, median of repeats. */
+static double bench_copy_gbs(int repeats)
+{
+    size_t bytes = (size_t)1 << 30;
+    void *a = NULL, *b = NULL;
+    cudaEvent_t e0, e1;
+    double gbs = 0.0, t[64];
+    if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess)
+        goto out;
+    cudaMemset(a, 1, bytes);
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+    int n = repeats < 64 ? repeats : 64;
+    for (int i = 0; i < n; i++) {
+        float ms = 0.0f;
+        cudaEventRecord(e0, 0);
+        cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice);
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        cudaEventElapsedTime(&ms, e0, e1);
+        t[i] = 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
+    }
+    gbs = bench_median(t, n);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+out:
+    cudaFree(a);
+    cudaFree(b);
+    return gbs;
+}
+
+static uint64_t bench_rng = 0x243F6A8885A308D3ull;
+static int32_t bench_token(int64_t vocab)
+{
+    bench_rng ^= bench_rng << 13, bench_rng ^= bench_rng >> 7, bench_rng ^= bench_rng << 17;
+    return (int32_t)(bench_rng % (uint64_t)vocab);
+}
+
+/* Bytes a decode step of batch sequences holding ctx tokens must move: every weight but the
+ * embedding table (of which only batch rows are read; tied models read it whole as lm_head),
+ * the KV cache read, and the GDN state read and written. */
+static double bench_step_bytes(const struct model_config *c, uint64_t weights, int batch,
+                               int64_t ctx)
+{
+    double w = (double)weights;
+    if (!c->tie_embeddings)
+        w -= 2.0 * (double)c->vocab_size * (double)c->hidden;
+    double kv = 0.0, gdn = 0.0;
+    for (int l = 0; l < c->n_layers; l++)
+        if (c->arch == MODEL_ARCH_QWEN3_5 && c->layer_kinds[l] == LAYER_KIND_LINEAR_ATTENTION)
+            gdn += 2.0 * 4.0 * (double)c->lin_v_heads * c->lin_k_dim * c->lin_v_dim;
+        else
+            kv += 2.0 * 2.0 * (double)c->n_kv_heads * c->head_dim * (double)ctx;
+    return w + (double)batch * (kv + gdn);
+}
+
+static json_t *bench_run(const struct bench_opts *o, struct cuda_model *g,
+                         const struct model_config *c, double copy_gbs)
+{
+    char err[512];
+    json_t *res = json_object(), *pre = json_array(), *dec = json_array();
+    json_object_set_new(res, "prefill", pre);
+    json_object_set_new(res, "decode", dec);
+    int max_batch = 1;
+    for (int i = 0; i < o->n_batch; i++)
+        max_batch = o->batch[i] > max_batch ? o->batch[i] : max_batch;
+    int *slots = calloc((size_t)max_batch, sizeof(int));
+    int64_t *past = calloc((size_t)max_batch, sizeof(int64_t));
+    int64_t *ones = calloc((size_t)max_batch, sizeof(int64_t));
+    int32_t *tok = calloc((size_t)max_batch, sizeof(int32_t));
+    const int32_t **toks = calloc((size_t)max_batch, sizeof(int32_t *));
+    double *t = calloc((size_t)o->repeats, sizeof(double));
+    for (int i = 0; i < max_batch; i++) {
+        if (cuda_model_slot_acquire(g, &slots[i], err, sizeof(err))) {
+            fprintf(stderr, "neuron-bench: %s\n", err);
+            goto out;
+        }
+        ones[i] = 1;
+        toks[i] = &tok[i];
+    }
+
+    for (int p = 0; p < o->n_prefill; p++) {
+        int64_t n = o->prefill[p];
+        int32_t *prompt = malloc(sizeof(int32_t) * (size_t)n);
+        for (int64_t i = 0; i < n; i++)
+            prompt[i] = bench_token(c->vocab_size);
+        const int32_t *pp = prompt;
+        int64_t zero = 0;
+        int rc = 0;
+        for (int r = -1; r < o->repeats && rc == 0; r++) {
+            rc = cuda_model_slot_reset(g, slots[0], err, sizeof(err));
+            double t0 = bench_now();
+            if (rc == 0)
+                rc = cuda_model_forward(g, slots, &zero, &pp, &n, 1, MODEL_LOGITS_LAST, NULL, err,
+                                        sizeof(err));
+            if (r >= 0)
+                t[r] = bench_now() - t0;
+        }
+        json_t *row = json_pack("{s:I}", "tokens", (json_int_t)n);
+        if (rc == 0) {
+            double s = bench_median(t, o->repeats);
+            json_object_set_new(row, "ms", json_real(s * 1e3));
+            json_object_set_new(row, "tok_s", json_real((double)n / s));
+            /* one more, profiled */
+            double ms[CUDA_MODEL_OP_COUNT];
+            rc = cuda_model_slot_reset(g, slots[0], err, sizeof(err));
+            cuda_model_profile(g, true);
+            if (rc == 0)
+                rc = cuda_model_forward(g, slots, &zero, &pp, &n, 1, MODEL_LOGITS_LAST, NULL, err,
+                                        sizeof(err));
+            cuda_model_profile_read(g, ms);
+            cuda_model_profile(g, false);
+            json_t *prof = json_object();
+            for (int k = 0; k < CUDA_MODEL_OP_COUNT; k++)
+                json_object_set_new(prof, cuda_model_op_name(k), json_real(ms[k]));
+            json_object_set_new(row, "profile_ms", prof);
+        }
+        if (rc) {
+            fprintf(stderr, "neuron-bench: prefill %lld: %s\n", (long long)n, err);
+            json_object_set_new(row, "error", json_string(err));
+        }
+        free(prompt);
+        json_array_append_new(pre, row);
+    }
+
+    for (int x = 0; x < o->n_context; x++)
+        for (int bi = 0; bi < o->n_batch; bi++) {
+            int B = o->batch[bi];
+            int64_t ctx = o->context[x];
+            json_t *row = json_pack("{s:i,s:I}", "batch", B, "context", (json_int_t)ctx);
+            json_array_append_new(dec, row);
+            int rc = 0;
+            /* the step writes position ctx - 1 of each sequence, over and over */
+            for (int i = 0; i < B; i++)
+                past[i] = ctx - 1;
+            for (int r = -2; r < o->repeats && rc == 0; r++) {
+                double t0 = bench_now();
+                for (int s = 0; s < o->steps && rc == 0; s++) {
+                    for (int i = 0; i < B; i++)
+                        tok[i] = bench_token(c->vocab_size);
+                    rc = cuda_model_forward(g, slots, past, toks, ones, B, MODEL_LOGITS_LAST, NULL,
+                                            err, sizeof(err));
+                }
+                if (r >= 0)
+                    t[r] = (bench_now() - t0) / o->steps;
+            }
+            if (rc) {
+                fprintf(stderr, "neuron-bench: decode batch %d context %lld: %s\n", B,
+                        (long long)ctx, err);
+                json_object_set_new(row, "error", json_string(err));
+                continue;
+            }
+            double step = bench_median(t, o->repeats);
+            double bytes = bench_step_bytes(c, cuda_model_weight_bytes(g), B, ctx);
+            json_object_set_new(row, "step_ms", json_real(step * 1e3));
+            json_object_set_new(row, "tok_s", json_real((double)B / step));
+            json_object_set_new(row, "gb_s", json_real(bytes / step / 1e9));
+            json_object_set_new(row, "copy_share", json_real(bytes / step / 1e9 / copy_gbs));
+            /* profiling pass: kernel classes, launch by launch */
+            double ms[CUDA_MODEL_OP_COUNT];
+            cuda_model_profile(g, true);
+            for (int s = 0; s < o->steps && rc == 0; s++)
+                rc = cuda_model_forward(g, slots, past, toks, ones, B, MODEL_LOGITS_LAST, NULL, err,
+                                        sizeof(err));
+            cuda_model_profile_read(g, ms);
+            cuda_model_profile(g, false);
+            json_t *prof = json_object();
+            for (int k = 0; k < CUDA_MODEL_OP_COUNT; k++)
+                json_object_set_new(prof, cuda_model_op_name(k), json_real(ms[k] / o->steps));
+            json_object_set_new(row, "profile_ms", prof);
+        }
+out:
+    free(slots);
+    free(past);
+    free(ones);
+    free(tok);
+    free(toks);
+    free(t);
+    return res;
+}
+
+static void bench_print(const json_t *r)
+{
+    printf("neuron-bench: %s on %s, copy %.0f GB/s, weights %.2f GB\n",
+           json_string_value(json_object_get(r, "model")),
+           json_string_value(json_object_get(r, "device")),
+           json_real_value(json_object_get(r, "copy_gb_s")),
+           json_real_value(json_object_get(r, "weight_gb")));
+    size_t i;
+    json_t *e;
+    printf("\nprefill   tokens      ms     tok/s | profile ms: matmul attention gdn other\n");
+    json_array_foreach(json_object_get(r, "prefill"), i, e)
+    {
+        if (json_object_get(e, "error"))
+            printf("          %6lld  error: %s\n",
+                   (long long)json_integer_value(json_object_get(e, "tokens")),
+                   json_string_value(json_object_get(e, "error")));
+        else {
+            json_t *p = json_object_get(e, "profile_ms");
+            printf("          %6lld %7.1f %9.0f | %7.1f %7.1f %7.1f %7.1f\n",
+                   (long long)json_integer_value(json_object_get(e, "tokens")),
+                   json_real_value(json_object_get(e, "ms")),
+                   json_real_value(json_object_get(e, "tok_s")),
+                   json_real_value(json_object_get(p, "matmul")),
+                   json_real_value(json_object_get(p, "attention")),
+                   json_real_value(json_object_get(p, "gdn")),
+                   json_real_value(json_object_get(p, "other")));
+        }
+    }
+    printf("\ndecode  batch context  ms/step    tok/s    GB/s  of copy | profile ms/step: matmul "
+           "attention gdn other\n");
+    json_array_foreach(json_object_get(r, "decode"), i, e)
+    {
+        int b = (int)json_integer_value(json_object_get(e, "batch"));
+        long long x = (long long)json_integer_value(json_object_get(e, "context"));
+        if (json_object_get(e, "error")) {
+            printf("        %5d %7lld  error: %s\n", b, x,
+                   json_string_value(json_object_get(e, "error")));
+            continue;
+        }
+        json_t *p = json_object_get(e, "profile_ms");
+        printf("        %5d %7lld %8.2f %8.1f %7.0f %6.1f%% | %6.2f %6.2f %6.2f %6.2f\n", b, x,
+               json_real_value(json_object_get(e, "step_ms")),
+               json_real_value(json_object_get(e, "tok_s")),
+               json_real_value(json_object_get(e, "gb_s")),
+               100.0 * json_real_value(json_object_get(e, "copy_share")),
+               json_real_value(json_object_get(p, "matmul")),
+               json_real_value(json_object_get(p, "attention")),
+               json_real_value(json_object_get(p, "gdn")),
+               json_real_value(json_object_get(p, "other")));
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct bench_opts o;
+    if (bench_parse(argc, argv, &o))
+        return 2;
+    char err[512];
+    struct model_config cfg;
+    struct model_file *mf = NULL;
+    struct cuda_model *g = NULL;
+    json_t *res = NULL;
+    int status = 1;
+    if (cudaSetDevice(o.device) != cudaSuccess) {
+        fprintf(stderr, "neuron-bench: no CUDA device %d\n", o.device);
+        return 1;
+    }
+    struct cudaDeviceProp prop;
+    cudaGetDeviceProperties(&prop, o.device);
+    double copy = bench_copy_gbs(o.repeats < 5 ? 5 : o.repeats);
+
+    int64_t max_ctx = 1, max_batch = 1;
+    for (int i = 0; i < o.n_prefill; i++)
+        max_ctx = o.prefill[i] > max_ctx ? o.prefill[i] : max_ctx;
+    for (int i = 0; i < o.n_context; i++)
+        max_ctx = o.context[i] > max_ctx ? o.context[i] : max_ctx;
+    for (int i = 0; i < o.n_batch; i++)
+        max_batch = o.batch[i] > max_batch ? o.batch[i] : max_batch;
+    struct cuda_model_options co = {
+            .device = o.device, .max_context = max_ctx, .no_graphs = o.no_graphs};
+    double t0 = bench_now();
+    if (o.model) {
+        if (model_file_open(o.model, &mf, err, sizeof(err)))
+            goto fail;
+        cfg = mf->config;
+        if (cuda_model_create(mf, &co, &g, err, sizeof(err)))
+            goto fail;
+    } else {
+        json_error_t jerr;
+        json_t *j = json_load_file(o.config, 0, &jerr);
+        if (!j) {
+            snprintf(err, sizeof(err), "%s: %s", o.config, jerr.text);
+            goto fail;
+        }
+        int rc = model_file_config_from_json(j, o.config, &cfg, err, sizeof(err));
+        json_decref(j);
+        if (rc || cuda_model_create_random(&cfg, o.config, o.seed, &co, &g, err, sizeof(err)))
+            goto fail;
+    }
+    double load_s = bench_now() - t0;
+    /* every slot and position the runs touch, reserved once (no growth while timing) */
+    if (cuda_model_reserve(g, (int)max_batch, max_ctx, err, sizeof(err)))
+        goto fail;
+
+    res = bench_run(&o, g, &cfg, copy);
+    json_object_set_new(res, "model", json_string(o.model ? o.model : o.config));
+    json_object_set_new(res, "device", json_string(prop.name));
+    json_object_set_new(res, "copy_gb_s", json_real(copy));
+    json_object_set_new(res, "weight_gb", json_real((double)cuda_model_weight_bytes(g) / 1e9));
+    json_object_set_new(res, "load_s", json_real(load_s));
+    json_object_set_new(res, "graphs", json_boolean(!o.no_graphs));
+    json_object_set_new(res, "repeats", json_integer(o.repeats));
+    json_object_set_new(res, "steps", json_integer(o.steps));
+    if (!o.json || strcmp(o.json, "-") != 0)
+        bench_print(res);
+    if (o.json && json_dump_file(res, strcmp(o.json, "-") == 0 ? "/dev/stdout" : o.json,
+                                 JSON_INDENT(1)) != 0) {
+        snprintf(err, sizeof(err), "cannot write %s", o.json);
+        goto fail;
+    }
+    status = 0;
+    goto out;
+fail:
+    fprintf(stderr, "neuron-bench: %s\n", err);
+out:
+    json_decref(res);
+    cuda_model_destroy(g);
+    model_file_close(mf);
+    return status;
+}
