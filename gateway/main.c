@@ -41,6 +41,7 @@ struct gateway_settings {
     int64_t max_holds;
     int64_t max_holds_model;
     int64_t key_cache_ms;
+    int64_t rate_limit_sync_ms;
     int64_t accounting_buffer;
     int64_t accounting_flush_ms;
 };
@@ -140,6 +141,10 @@ static const struct config_entry gateway_table[] = {
      .def = "5s", .min = "100ms", .max = "10m",
      .help = "--db: an API key check is remembered this long (a revoked key works at most this "
      "long)", .target = &settings.key_cache_ms},
+    {.name = "rate-limit-sync", .env = "CORTEX_GATEWAY_RATE_LIMIT_SYNC",
+     .type = CONFIG_TYPE_DURATION, .def = "250ms", .min = "10ms", .max = "1m",
+     .help = "--db: per-key token charges are sent and usage re-read this often (requests per "
+     "minute are leased in slices when needed)", .target = &settings.rate_limit_sync_ms},
     {.name = "accounting-buffer", .env = "CORTEX_GATEWAY_ACCOUNTING_BUFFER",
      .type = CONFIG_TYPE_INT, .def = "100000", .min = "1", .max = "10000000", .unit = "rows",
      .help = "--db: request rows kept while PostgreSQL is away (more are dropped and counted)",
@@ -249,6 +254,7 @@ int main(int argc, char **argv)
             .max_holds = (unsigned)settings.max_holds,
             .max_holds_model = (unsigned)settings.max_holds_model,
             .key_cache_ms = settings.key_cache_ms,
+            .rate_limit_sync_ms = settings.rate_limit_sync_ms,
             .accounting_max_rows = (size_t)settings.accounting_buffer,
             .accounting_flush_ms = settings.accounting_flush_ms,
     };
