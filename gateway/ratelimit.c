@@ -213,25 +213,26 @@ enum ratelimit_result ratelimit_admit(struct ratelimit *rl, int64_t key_id, int6
             *retry_after_s = ratelimit_retry_after(k, now);
             break;
         }
-        if (k->rpm <= 0)
-            break;
-        if (k->used < k->granted) {
-            k->used++;
+        /* A round trip is needed when this gateway's slice is used up, or when the key's
+         * minute is unknown here and its tokens are limited (the totals so far are read
+         * before the first admission, so a gateway new to the key cannot overshoot). */
+        bool lease = k->rpm > 0 && k->used >= k->granted;
+        if (!lease && (k->tpm <= 0 || k->have_window)) {
+            if (k->rpm > 0)
+                k->used++;
             break;
         }
         if (k->leasing) {
             pthread_cond_wait(&rl->leased, &rl->mu);
             continue;
         }
-        /* This gateway's slice is used up: lease more (the charges ride along). */
         k->leasing = true;
-        int64_t tokens = k->tokens_pending;
+        int64_t tokens = k->tokens_pending; /* the charges ride along */
         k->tokens_pending = 0;
         k->tokens_sending += tokens;
-        int64_t want = k->rpm;
         pthread_mutex_unlock(&rl->mu);
         struct ratelimit_answer a;
-        int rc = ratelimit_call(rl, key_id, want, 0, 0, tokens, &a);
+        int rc = ratelimit_call(rl, key_id, lease ? k->rpm : 0, 0, 0, tokens, &a);
         pthread_mutex_lock(&rl->mu);
         k->leasing = false;
         k->tokens_sending -= tokens;
@@ -246,6 +247,8 @@ enum ratelimit_result ratelimit_admit(struct ratelimit *rl, int64_t key_id, int6
                 k->window_end_ms = now + 60000;
                 k->granted = k->used = 0;
             }
+            if (!lease)
+                continue;
             if (k->granted < k->rpm) {
                 k->granted = k->rpm;
                 continue;
@@ -256,9 +259,7 @@ enum ratelimit_result ratelimit_admit(struct ratelimit *rl, int64_t key_id, int6
             break;
         }
         ratelimit_apply(k, &a, now);
-        if (a.rpm <= 0) /* the limit was lifted */
-            continue;
-        if (a.granted <= 0) {
+        if (lease && a.rpm > 0 && a.granted <= 0) {
             res = RATELIMIT_REQUESTS;
             rl->stats.refused_requests++;
             *retry_after_s = ratelimit_retry_after(k, now);
