@@ -388,6 +388,10 @@ static void api_metrics(http_request_t *req, void *ud)
                (unsigned long long)atomic_load(&a->n_unauthorized));
     api_sample(&b, "cortex_gateway_in_flight", "gauge", "Requests being proxied now.",
                proxy_in_flight(a->proxy));
+    api_sample(&b, "cortex_gateway_slow_clients_dropped_total", "counter",
+               "Connections dropped for not sending their request headers within "
+               "--header-timeout.",
+               (unsigned long long)http_server_slow_dropped(a->server));
     if (a->ratelimit) {
         struct ratelimit_stats rs;
         ratelimit_get_stats(a->ratelimit, &rs);
@@ -598,6 +602,7 @@ struct api *api_create(const struct api_config *cfg, char **errmsg)
             .ud = a,
             .max_body_bytes = cfg->max_body_bytes > 0 ? (size_t)cfg->max_body_bytes : 0,
             .max_connections = cfg->max_connections,
+            .max_connections_per_ip = cfg->max_connections_per_ip,
             .header_timeout_s = cfg->header_timeout_s,
             .idle_timeout_s = cfg->idle_timeout_s,
             .threads = cfg->threads ? cfg->threads : 2,

@@ -58,6 +58,7 @@ struct api_config {
     int64_t max_tokens_cap;              /* 0: none */
     int64_t max_body_bytes;              /* default 32 MiB */
     unsigned max_connections;            /* default 10000 */
+    unsigned max_connections_per_ip;     /* 0: no limit per client address */
     unsigned header_timeout_s;           /* default 10 */
     unsigned idle_timeout_s;             /* default 300 */
     unsigned threads;                    /* server polling threads; default 2 */

@@ -25,6 +25,7 @@ struct gateway_settings {
     int64_t max_tokens_cap;
     int64_t max_body;
     int64_t max_connections;
+    int64_t max_connections_per_ip;
     int64_t header_timeout_ms;
     int64_t idle_timeout_ms;
     int64_t threads;
@@ -81,10 +82,16 @@ static const struct config_entry gateway_table[] = {
      .target = &settings.max_body},
     {.name = "max-connections", .env = "CORTEX_GATEWAY_MAX_CONNECTIONS", .type = CONFIG_TYPE_INT,
      .def = "10000", .min = "1", .max = "1000000", .unit = "connections",
-     .help = "concurrent client connections", .target = &settings.max_connections},
+     .help = "concurrent client connections (more are closed at once)",
+     .target = &settings.max_connections},
+    {.name = "max-connections-per-ip", .env = "CORTEX_GATEWAY_MAX_CONNECTIONS_PER_IP",
+     .type = CONFIG_TYPE_INT, .def = "0", .min = "0", .max = "1000000", .unit = "connections",
+     .help = "concurrent connections from one client address; 0: no limit (behind a load "
+     "balancer every connection comes from its address)", .target = &settings.max_connections_per_ip},
     {.name = "header-timeout", .env = "CORTEX_GATEWAY_HEADER_TIMEOUT", .type = CONFIG_TYPE_DURATION,
      .def = "10s", .min = "1s", .max = "10m",
-     .help = "time a new connection has to send its request (slow clients are dropped)",
+     .help = "time a new connection has to send its request headers, however slowly it keeps "
+     "sending (slower clients are dropped)",
      .target = &settings.header_timeout_ms},
     {.name = "idle-timeout", .env = "CORTEX_GATEWAY_IDLE_TIMEOUT", .type = CONFIG_TYPE_DURATION,
      .def = "5m", .min = "1s", .max = "1d", .help = "idle keep-alive connections are closed after",
@@ -237,6 +244,7 @@ int main(int argc, char **argv)
             .max_tokens_cap = settings.max_tokens_cap,
             .max_body_bytes = settings.max_body,
             .max_connections = (unsigned)settings.max_connections,
+            .max_connections_per_ip = (unsigned)settings.max_connections_per_ip,
             .header_timeout_s = (unsigned)((settings.header_timeout_ms + 999) / 1000),
             .idle_timeout_s = (unsigned)((settings.idle_timeout_ms + 999) / 1000),
             .threads = (unsigned)settings.threads,
