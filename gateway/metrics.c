@@ -76,7 +76,7 @@ static struct metrics_model *metrics_model(struct metrics *m, const char *name)
         if (strcmp(m->models[i].name, name) == 0)
             return &m->models[i];
     }
-    if (m->n >= METRICS_MAX_MODELS) {
+    if (m->n >= METRICS_MAX_MODELS - 1) { /* the last slot is for "_other" */
         name = METRICS_OTHER;
         for (size_t i = 0; i < m->n; i++) {
             if (strcmp(m->models[i].name, name) == 0)
@@ -111,9 +111,10 @@ void metrics_observe_request(struct metrics *m, const struct metrics_request *r)
     while (i < s->n_statuses && s->statuses[i].status != r->status)
         i++;
     if (i == s->n_statuses) {
-        if (s->n_statuses == METRICS_MAX_STATUSES) { /* the last slot collects the rest */
+        if (s->n_statuses >= METRICS_MAX_STATUSES - 1) { /* the last slot collects the rest */
             i = METRICS_MAX_STATUSES - 1;
             s->statuses[i].status = 0;
+            s->n_statuses = METRICS_MAX_STATUSES;
         } else {
             s->statuses[s->n_statuses++].status = r->status;
         }

@@ -7,9 +7,9 @@
  * token histograms by (model, dialect) and the token counters by model. Label cardinality is
  * bounded: `model` is the served model, which only a catalogue lookup produces (a request
  * refused before its model was resolved — bad key, bad body, unknown model — has model=""),
- * and at most METRICS_MAX_MODELS names get series of their own (later ones share
- * model="_other"); statuses beyond METRICS_MAX_STATUSES per (model, dialect) share
- * status="other". metrics_render writes every family with # HELP and # TYPE, label values
+ * and at most METRICS_MAX_MODELS model values exist: the first METRICS_MAX_MODELS - 1 names
+ * get their own, later ones share model="_other"; likewise per (model, dialect) at most
+ * METRICS_MAX_STATUSES status values, the last being status="other". metrics_render writes every family with # HELP and # TYPE, label values
  * escaped as the text format wants (backslash, double quote, newline). Thread-safe (one mutex,
  * held for a few additions per request).
  */

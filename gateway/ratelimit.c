@@ -28,6 +28,10 @@
 /* A key whose tokens are limited has its minute's totals re-read while it was used this
  * recently. */
 #define RATELIMIT_ACTIVE_MS 60000
+/* After the database said the minute's requests are spent, requests are refused locally for
+ * this long before asking again (slices given back by other gateways are found then), so a
+ * client hammering past its limit costs no round trip per request. */
+#define RATELIMIT_SPENT_RECHECK_MS 500
 
 struct ratelimit_key {
     int64_t id;
@@ -41,6 +45,7 @@ struct ratelimit_key {
     int64_t tokens_pending;  /* charged here, not sent yet */
     int64_t tokens_sending;  /* being sent now */
     bool leasing;            /* a lease round trip is under way */
+    uint64_t spent_until_ms; /* monotonic: refuse without asking until then (0: ask) */
     uint64_t last_used_ms;   /* monotonic: last admission or charge */
     uint64_t last_synced_ms; /* monotonic: last answer from the database */
     struct ratelimit_key *next;
@@ -106,6 +111,7 @@ static void ratelimit_roll(struct ratelimit_key *k, uint64_t now)
         k->have_window = false;
         k->granted = k->used = 0;
         k->tokens_known = 0;
+        k->spent_until_ms = 0;
     }
 }
 
@@ -222,6 +228,12 @@ enum ratelimit_result ratelimit_admit(struct ratelimit *rl, int64_t key_id, int6
                 k->used++;
             break;
         }
+        if (lease && now < k->spent_until_ms) {
+            res = RATELIMIT_REQUESTS;
+            rl->stats.refused_requests++;
+            *retry_after_s = ratelimit_retry_after(k, now);
+            break;
+        }
         if (k->leasing) {
             pthread_cond_wait(&rl->leased, &rl->mu);
             continue;
@@ -260,6 +272,8 @@ enum ratelimit_result ratelimit_admit(struct ratelimit *rl, int64_t key_id, int6
         }
         ratelimit_apply(k, &a, now);
         if (lease && a.rpm > 0 && a.granted <= 0) {
+            uint64_t recheck = now + RATELIMIT_SPENT_RECHECK_MS;
+            k->spent_until_ms = recheck < k->window_end_ms ? recheck : k->window_end_ms;
             res = RATELIMIT_REQUESTS;
             rl->stats.refused_requests++;
             *retry_after_s = ratelimit_retry_after(k, now);

@@ -7,7 +7,9 @@
  * slices of the minute's request budget with one atomic call and admits requests locally until
  * its slice is used up; the database hands out at most a tenth of what is left per lease (at
  * least 1), so little budget is stranded on other gateways when the minute runs out, and never
- * more than the limit in total. A slice that sees no request for give_back_ms goes back.
+ * more than the limit in total. A slice that sees no request for give_back_ms goes back. Once
+ * the database says the minute is spent, the key is refused locally, asking again at most every
+ * 500 ms (a client hammering past its limit costs no round trip per request).
  * Tokens are charged after a request ends (ratelimit_charge, never blocking); a background
  * thread sends the charges and re-reads the minute's totals every sync_ms, and a key whose
  * minute total (as last read, plus what this gateway has charged since) has reached its tokens
