@@ -614,7 +614,7 @@ static void proxy_log_summary(struct proxy_job *job)
                 .model = job->served_model,
                 .anthropic = job->anthropic,
                 .status = status,
-                .proxied = true,
+                .proxied = job->attempts > 0 || job->cold_start, /* not: refused by a limit */
                 .duration_s = (double)(now - job->start_ms) / 1000.0,
                 .ttft_s = ttft >= 0 ? (double)ttft / 1000.0 : -1,
                 .tokens_in = job->have_usage ? job->tokens_in : 0,
