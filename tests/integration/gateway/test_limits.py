@@ -204,6 +204,7 @@ def test_tokens_per_minute_across_gateways(fleet3):
     # One request of ~30 prompt tokens + 8 completion tokens stays under 40; the next ones
     # push the minute's total over it, after which every gateway refuses the key.
     statuses = []
+    spent = 0
     for i in range(6):
         status, body, headers = chat(gws[i % 3].api, secret, 8)
         statuses.append(status)
@@ -213,10 +214,14 @@ def test_tokens_per_minute_across_gateways(fleet3):
             assert 1 <= int(headers["Retry-After"]) <= 60, headers
             break
         assert status == 200, body
-        time.sleep(0.4)  # the charge reaches the database (sync every 100 ms)
+        # The charge reaches the database (the gateways sync every 100 ms).
+        usage = json.loads(body)["usage"]
+        spent += usage["prompt_tokens"] + usage["completion_tokens"]
+        charged = pg.wait_for("SELECT COALESCE(sum(tokens), 0) FROM cortex.rate_windows "
+                              "WHERE api_key_id = %d" % kid,
+                              want=lambda v, s=spent: int(v or 0) >= s, timeout=10)
+        assert int(charged) == spent, (charged, spent)
     assert statuses[-1] == 429 and len(statuses) <= 3, statuses
-    time.sleep(0.4)
-    spent = int(pg.sql("SELECT tokens FROM cortex.rate_windows WHERE api_key_id = %d" % kid))
     assert spent >= 40, spent
     for gw in gws:
         status, body, headers = chat(gw.api, secret, 8, anthropic=True)
