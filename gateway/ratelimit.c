@@ -242,9 +242,10 @@ enum ratelimit_result ratelimit_admit(struct ratelimit *rl, int64_t key_id, int6
         int64_t tokens = k->tokens_pending; /* the charges ride along */
         k->tokens_pending = 0;
         k->tokens_sending += tokens;
+        int64_t want = lease ? k->rpm : 0; /* the database caps it at a tenth of what is left */
         pthread_mutex_unlock(&rl->mu);
         struct ratelimit_answer a;
-        int rc = ratelimit_call(rl, key_id, lease ? k->rpm : 0, 0, 0, tokens, &a);
+        int rc = ratelimit_call(rl, key_id, want, 0, 0, tokens, &a);
         pthread_mutex_lock(&rl->mu);
         k->leasing = false;
         k->tokens_sending -= tokens;
