@@ -2,7 +2,8 @@
  * tests/unit/gateway/test_ratelimit.c — gateway/ratelimit against a real PostgreSQL: three
  * limiters on one database stand for three gateways. A key's requests per minute are admitted
  * exactly up to the limit in total; a large limit costs far fewer round trips than requests;
- * a key past its limit is refused without a round trip per request; tokens charged on one
+ * a key past its limit is refused without a round trip per request; an unused slice goes back
+ * when the key goes quiet; tokens charged on one
  * gateway stop the key on another, including one that never saw the key; unlimited keys never
  * touch the database; with PostgreSQL unreachable each limiter enforces the limit alone. Exits
  * 77 (skipped) when CORTEX_TEST_PG is unset.
@@ -135,6 +136,32 @@ START_TEST(test_large_limit_few_round_trips)
 }
 END_TEST
 
+START_TEST(test_idle_slice_given_back)
+{
+    char *err = NULL;
+    struct ratelimit_config cfg = {.conninfo = tdb.conninfo, .sync_ms = 50, .give_back_ms = 300};
+    struct ratelimit *a = ratelimit_create(&cfg, &err);
+    ck_assert_msg(a != NULL, "%s", err ? err : "?");
+    int64_t key = new_key("100", "NULL");
+    fresh_minute(10);
+    int after;
+    ck_assert_int_eq(ratelimit_admit(a, key, 100, 0, &after), RATELIMIT_OK);
+    /* The lease took a tenth of the budget; nine of them go back once the key is quiet. */
+    ck_assert_int_eq(
+            db_int("SELECT requests FROM cortex.rate_windows WHERE api_key_id = %lld", key), 10);
+    uint64_t deadline = timing_now_ms() + 5000;
+    while (db_int("SELECT requests FROM cortex.rate_windows WHERE api_key_id = %lld", key) != 1) {
+        ck_assert_msg(timing_now_ms() < deadline, "the unused slice never went back");
+        timing_sleep_ms(20);
+    }
+    /* ...and the next request leases again. */
+    ck_assert_int_eq(ratelimit_admit(a, key, 100, 0, &after), RATELIMIT_OK);
+    ck_assert_int_eq(
+            db_int("SELECT requests FROM cortex.rate_windows WHERE api_key_id = %lld", key), 11);
+    ratelimit_destroy(a);
+}
+END_TEST
+
 START_TEST(test_tokens_stop_the_key_everywhere)
 {
     struct ratelimit *a = limiter(tdb.conninfo), *b = limiter(tdb.conninfo);
@@ -214,6 +241,7 @@ int main(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_requests_shared_by_three_gateways);
     tcase_add_test(tc, test_large_limit_few_round_trips);
+    tcase_add_test(tc, test_idle_slice_given_back);
     tcase_add_test(tc, test_tokens_stop_the_key_everywhere);
     tcase_add_test(tc, test_unlimited_keys_cost_nothing);
     tcase_add_test(tc, test_database_away_limits_locally);
