@@ -24,6 +24,7 @@
 #include "error.h"
 #include "http_server_internal.h"
 #include "log.h"
+#include "timing.h"
 #include "xalloc.h"
 
 #define HTTP_DEFAULT_MAX_BODY       (32u << 20)
@@ -194,6 +195,95 @@ static void *http_server_uri_cb(void *cls, const char *uri, struct MHD_Connectio
     return req;
 }
 
+/* ---- header deadline -------------------------------------------------------------------- */
+
+/* Takes c off the waiting list; under mu. */
+static void http_server_unwait(struct http_server *s, struct http_conn *c)
+{
+    if (!c->waiting)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->waiting = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        s->waiting_tail = c->prev;
+    c->prev = c->next = NULL;
+    c->waiting = false;
+}
+
+static void http_server_conn_cb(void *cls, struct MHD_Connection *conn, void **socket_context,
+                                enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        struct http_conn *c = xcalloc(1, sizeof *c);
+        c->fd = ci ? ci->connect_fd : -1;
+        c->deadline_ms = timing_now_ms() + s->header_deadline_ms;
+        pthread_mutex_lock(&s->mu);
+        if (c->fd >= 0) { /* deadlines only grow along the list: append */
+            c->prev = s->waiting_tail;
+            if (s->waiting_tail)
+                s->waiting_tail->next = c;
+            else
+                s->waiting = c;
+            s->waiting_tail = c;
+            c->waiting = true;
+        }
+        pthread_mutex_unlock(&s->mu);
+        *socket_context = c;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+        struct http_conn *c = *socket_context;
+        pthread_mutex_lock(&s->mu);
+        http_server_unwait(s, c);
+        pthread_mutex_unlock(&s->mu);
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+/* The first request of conn has its headers: its header deadline no longer applies. */
+static void http_server_headers_in(struct http_server *s, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct http_conn *c = ci ? ci->socket_context : NULL;
+    if (!c)
+        return;
+    pthread_mutex_lock(&s->mu);
+    http_server_unwait(s, c);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Drops the connections whose header deadline has passed (slow clients). shutdown() makes
+ * libmicrohttpd see the end of the connection and close it on its own thread; the fd cannot
+ * have been reused, since the connection is still on the list (see struct http_conn). */
+static void http_server_drop_slow(struct http_server *s)
+{
+    uint64_t now = timing_now_ms();
+    pthread_mutex_lock(&s->mu);
+    while (s->waiting && s->waiting->deadline_ms <= now) {
+        struct http_conn *c = s->waiting;
+        http_server_unwait(s, c);
+        shutdown(c->fd, SHUT_RDWR);
+        s->slow_dropped++;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+uint64_t http_server_slow_dropped(const http_server_t *server)
+{
+    struct http_server *s = (struct http_server *)server; /* the lock is not part of the value */
+    pthread_mutex_lock(&s->mu);
+    uint64_t n = s->slow_dropped;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
 static enum MHD_Result http_server_access_cb(void *cls, struct MHD_Connection *conn,
                                              const char *url, const char *method,
                                              const char *version, const char *upload_data,
@@ -206,6 +296,7 @@ static enum MHD_Result http_server_access_cb(void *cls, struct MHD_Connection *c
 
     if (!req->headers_seen) {
         req->headers_seen = true;
+        http_server_headers_in(s, conn);
         http_request_start(req, method, url);
         MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, s->idle_timeout_s);
         if (atomic_load(&s->stopping)) {
@@ -349,7 +440,9 @@ static void *http_server_watch_main(void *arg)
     struct http_server *s = arg;
     struct epoll_event ev[64];
     for (;;) {
-        int n = epoll_wait(s->watch_fd, ev, 64, -1);
+        /* Woken at least every 100 ms to enforce header deadlines. */
+        int n = epoll_wait(s->watch_fd, ev, 64, 100);
+        http_server_drop_slow(s);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -466,6 +559,8 @@ http_server_t *http_server_create(const http_server_config_t *cfg, char **errmsg
     s->stream_max_queued =
             cfg->stream_max_queued ? cfg->stream_max_queued : HTTP_DEFAULT_STREAM_QUEUE;
     s->idle_timeout_s = cfg->idle_timeout_s ? cfg->idle_timeout_s : HTTP_DEFAULT_IDLE_TIMEOUT;
+    s->header_deadline_ms =
+            1000ull * (cfg->header_timeout_s ? cfg->header_timeout_s : HTTP_DEFAULT_HEADER_TIMEOUT);
     s->routes = xcalloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *s->routes);
     for (size_t i = 0; i < cfg->n_routes; i++) {
         s->routes[i].method = xstrdup(cfg->routes[i].method);
@@ -500,7 +595,8 @@ http_server_t *http_server_create(const http_server_config_t *cfg, char **errmsg
             flags, 0, NULL, NULL, http_server_access_cb, s, MHD_OPTION_LISTEN_SOCKET, fd,
             MHD_OPTION_CONNECTION_LIMIT,
             cfg->max_connections ? cfg->max_connections : HTTP_DEFAULT_MAX_CONN,
-            MHD_OPTION_CONNECTION_TIMEOUT,
+            MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_connections_per_ip,
+            MHD_OPTION_NOTIFY_CONNECTION, http_server_conn_cb, s, MHD_OPTION_CONNECTION_TIMEOUT,
             cfg->header_timeout_s ? cfg->header_timeout_s : HTTP_DEFAULT_HEADER_TIMEOUT,
             MHD_OPTION_CONNECTION_MEMORY_LIMIT,
             cfg->connection_memory ? cfg->connection_memory : (size_t)HTTP_DEFAULT_CONN_MEMORY,

@@ -20,8 +20,13 @@
  *
  * Limits: bodies over max_body_bytes get 413 (ERR_BODY_TOO_LARGE) — at once when
  * Content-Length announces it, without reading the body. header_timeout_s bounds the silence
- * allowed while a connection's first request arrives (slow-loris guard); idle_timeout_s applies
- * after that (between keep-alive requests, and to a client that stops reading an answer).
+ * allowed while a connection's first request arrives, and is also a deadline: a connection
+ * whose first request's headers are not complete header_timeout_s after it was accepted is
+ * dropped, however slowly it keeps sending (slow-loris guard; checked every 100 ms, counted by
+ * http_server_slow_dropped). idle_timeout_s applies after that (between keep-alive requests,
+ * and to a client that stops reading an answer). Connections beyond max_connections (in
+ * total) or max_connections_per_ip (from one address) are closed as soon as accepted.
+ * Headers larger than connection_memory get 431 from libmicrohttpd.
  * Streams and deferred requests waiting for their producer never time out.
  */
 #ifndef CORTEX_HTTP_SERVER_H
@@ -51,16 +56,17 @@ typedef struct http_server_config {
                                    free port: see http_server_port), "[::1]:8080"; required */
     const http_route_t *routes; /* copied */
     size_t n_routes;
-    void *ud;                  /* passed to every handler */
-    size_t max_body_bytes;     /* default 32 MiB */
-    unsigned max_connections;  /* default 10000 */
-    unsigned header_timeout_s; /* default 10 */
-    unsigned idle_timeout_s;   /* default 300 */
-    unsigned threads;          /* polling threads; default 1 */
-    size_t stream_max_queued;  /* unsent bytes allowed per stream; default 1 MiB */
-    size_t connection_memory;  /* libmicrohttpd per-connection buffer (headers + I/O);
+    void *ud;                        /* passed to every handler */
+    size_t max_body_bytes;           /* default 32 MiB */
+    unsigned max_connections;        /* default 10000 */
+    unsigned max_connections_per_ip; /* default 0: no limit per client address */
+    unsigned header_timeout_s;       /* default 10 */
+    unsigned idle_timeout_s;         /* default 300 */
+    unsigned threads;                /* polling threads; default 1 */
+    size_t stream_max_queued;        /* unsent bytes allowed per stream; default 1 MiB */
+    size_t connection_memory;        /* libmicrohttpd per-connection buffer (headers + I/O);
                                      default 64 KiB */
-    bool log_library_messages; /* pass libmicrohttpd's own messages to the log (warn) */
+    bool log_library_messages;       /* pass libmicrohttpd's own messages to the log (warn) */
 } http_server_config_t;
 
 /* Binds and starts. Returns NULL on failure with *errmsg set (the caller frees it): bad listen
@@ -69,6 +75,8 @@ http_server_t *http_server_create(const http_server_config_t *cfg, char **errmsg
         __attribute__((warn_unused_result));
 /* The bound TCP port (the real one when the config asked for port 0). */
 uint16_t http_server_port(const http_server_t *server);
+/* Connections dropped so far for missing their header deadline. */
+uint64_t http_server_slow_dropped(const http_server_t *server);
 /* Stops accepting, tells every deferred request and open stream that the client is gone
  * (their on_gone runs), closes all connections and joins the server's threads. Handles still
  * held by their owners stay valid until replied/closed. Accepts NULL. */

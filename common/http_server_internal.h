@@ -97,6 +97,18 @@ struct http_request {
     pthread_t gone_thread;
 };
 
+/* A connection of the server: on the server's `waiting` list (under its mu) until its first
+ * request's headers are complete, so the watcher can drop it at its header deadline. Made by
+ * the connection notification (STARTED), freed by it (CLOSED), which runs before
+ * libmicrohttpd closes the socket: an fd found on the list under mu is still this
+ * connection's. */
+struct http_conn {
+    int fd;
+    uint64_t deadline_ms; /* monotonic */
+    bool waiting;         /* on the list */
+    struct http_conn *prev, *next;
+};
+
 struct http_server {
     struct MHD_Daemon *daemon;
     http_route_t *routes;
@@ -107,8 +119,12 @@ struct http_server {
     unsigned idle_timeout_s;
     uint16_t port;
 
-    pthread_mutex_t mu; /* guards live, next_serial, stopping */
+    pthread_mutex_t mu; /* guards live, next_serial, stopping, waiting, slow_dropped */
     struct http_request *live;
+    struct http_conn *waiting; /* connections before their first headers, oldest first */
+    struct http_conn *waiting_tail;
+    uint64_t header_deadline_ms;
+    uint64_t slow_dropped;
     uint64_t next_serial;
     atomic_bool stopping;
 

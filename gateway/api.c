@@ -20,8 +20,10 @@
 #include "jsonutil.h"
 #include "keys.h"
 #include "log.h"
+#include "metrics.h"
 #include "openai.h"
 #include "proxy.h"
+#include "ratelimit.h"
 #include "snapshot.h"
 #include "timing.h"
 #include "upstream.h"
@@ -35,6 +37,8 @@ struct api {
     struct snapshot *snapshot;     /* NULL: static upstreams */
     struct keys *keys;             /* NULL: open mode */
     struct accounting *accounting; /* NULL: no request rows (static mode) */
+    struct ratelimit *ratelimit;   /* NULL: no per-key limits (open or static mode) */
+    struct metrics *stats;         /* per-request series */
     http_server_t *server;
     http_server_t *metrics;
     int64_t started_s; /* wall clock: the "created" of every model */
@@ -45,8 +49,7 @@ struct api {
     pthread_cond_t wake;
     bool stopping;                   /* under mu */
     _Atomic uint64_t refreshed_ms;   /* monotonic time of the last successful refresh; 0 never */
-    atomic_uint_fast64_t n_requests; /* requests dispatched to a route */
-    atomic_uint_fast64_t n_rejected; /* answered with a 4xx by a route itself */
+    atomic_uint_fast64_t n_rejected; /* answered with an error by a route itself */
     atomic_uint_fast64_t n_unauthorized;
 };
 
@@ -59,10 +62,61 @@ static bool api_is_anthropic(http_request_t *req)
            http_request_header(req, "x-api-key") != NULL;
 }
 
-static void api_fail(struct api *a, http_request_t *req, bool anthropic, const struct error *e)
+/* The endpoint name of a request row for the request's route. */
+static const char *api_endpoint(http_request_t *req)
+{
+    static const struct {
+        const char *path, *endpoint;
+    } map[] = {
+            {"/v1/chat/completions", "chat"},
+            {"/v1/completions", "completions"},
+            {"/v1/embeddings", "embeddings"},
+            {"/v1/messages", "messages"},
+            {"/v1/messages/count_tokens", "count_tokens"},
+    };
+    const char *path = http_request_path(req);
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        if (strcmp(path, map[i].path) == 0)
+            return map[i].endpoint;
+    }
+    return "models";
+}
+
+/* Counts a request answered by a route itself (not proxied) in the metrics. */
+static void api_count(struct api *a, bool anthropic, int status)
+{
+    struct metrics_request mr = {.model = "", .anthropic = anthropic, .status = status};
+    metrics_observe_request(a->stats, &mr);
+}
+
+/*
+ * Answers req with e, refused before proxying: counted, and with --db recorded as a request
+ * row (key_id 0: none known; requested_model NULL: not parsed yet).
+ */
+static void api_fail(struct api *a, http_request_t *req, bool anthropic, int64_t key_id,
+                     const char *requested_model, const struct error *e)
 {
     atomic_fetch_add(&a->n_rejected, 1);
     proxy_reply_error(req, anthropic, e);
+    int status =
+            error_http_status(e->code, anthropic ? ERROR_DIALECT_ANTHROPIC : ERROR_DIALECT_OPENAI);
+    api_count(a, anthropic, status);
+    if (!a->accounting)
+        return;
+    struct accounting_row row = {
+            .request_id = http_request_id(req),
+            .created_us = timing_wall_ms() * 1000,
+            .api_key_id = key_id,
+            .anthropic = anthropic,
+            .endpoint = api_endpoint(req),
+            .requested_model = requested_model,
+            .status = status,
+            .queue_wait_ms = -1,
+            .ttft_ms = -1,
+            .total_ms = -1,
+            .decode_tps = -1,
+    };
+    accounting_submit(a->accounting, &row);
 }
 
 static bool api_model_exists(const char *name, void *ud)
@@ -89,12 +143,12 @@ static const char *api_resolve(struct api *a, const char *name, char *buf, size_
     return served;
 }
 
-/* Checks the request's API key (none in open mode). Returns true when the request may go on;
- * false when it has been answered (401, or 503 when keys cannot be checked). */
-static bool api_auth(struct api *a, http_request_t *req, bool anthropic, int64_t *key_out)
+/* Checks the request's API key (none in open mode: *key_out zeroed). Returns true when the
+ * request may go on; false when it has been answered (401, or 503 when keys cannot be
+ * checked). */
+static bool api_auth(struct api *a, http_request_t *req, bool anthropic, struct keys_key *key_out)
 {
-    if (key_out)
-        *key_out = 0;
+    *key_out = (struct keys_key){0};
     if (!a->keys)
         return true;
     const char *secret = http_request_header(req, "x-api-key");
@@ -104,13 +158,9 @@ static bool api_auth(struct api *a, http_request_t *req, bool anthropic, int64_t
         while (*secret == ' ')
             secret++;
     }
-    int64_t key_id = 0;
-    enum keys_result r = secret ? keys_check(a->keys, secret, &key_id) : KEYS_DENIED;
-    if (r == KEYS_OK) {
-        if (key_out)
-            *key_out = key_id;
+    enum keys_result r = secret ? keys_check(a->keys, secret, key_out) : KEYS_DENIED;
+    if (r == KEYS_OK)
         return true;
-    }
     struct error e = ERROR_INIT;
     if (r == KEYS_UNAVAILABLE)
         error_set(&e, ERR_UNAVAILABLE, NULL, "API keys cannot be checked now; retry later");
@@ -118,7 +168,7 @@ static bool api_auth(struct api *a, http_request_t *req, bool anthropic, int64_t
         error_set(&e, ERR_UNAUTHORIZED, NULL,
                   secret ? "invalid API key" : "an API key is required (Authorization: Bearer)");
     atomic_fetch_add(&a->n_unauthorized, 1);
-    api_fail(a, req, anthropic, &e);
+    api_fail(a, req, anthropic, 0, NULL, &e);
     error_clear(&e);
     return false;
 }
@@ -134,7 +184,7 @@ static json_t *api_body(http_request_t *req, struct error *err)
 /* The common tail of every proxied route: resolve the model, then hand over. norm is
  * consumed. */
 static void api_proxy(struct api *a, http_request_t *req, enum proxy_kind kind, json_t *norm,
-                      bool anthropic, int64_t key_id)
+                      bool anthropic, const struct keys_key *key)
 {
     struct error err = ERROR_INIT;
     const char *model = json_string_value(json_object_get(norm, "model"));
@@ -142,7 +192,7 @@ static void api_proxy(struct api *a, http_request_t *req, enum proxy_kind kind, 
     char buf[256];
     const char *served = api_resolve(a, client_model, buf, sizeof buf, &err);
     if (!served) {
-        api_fail(a, req, anthropic, &err);
+        api_fail(a, req, anthropic, key->id, client_model, &err);
         json_decref(norm);
         goto out;
     }
@@ -154,7 +204,9 @@ static void api_proxy(struct api *a, http_request_t *req, enum proxy_kind kind, 
             .client_model = client_model,
             .stream = json_is_true(json_object_get(norm, "stream")),
             .include_usage = json_is_true(json_object_get(opts, "include_usage")),
-            .api_key_id = key_id,
+            .api_key_id = key->id,
+            .rpm = key->requests_per_minute,
+            .tpm = key->tokens_per_minute,
     };
     proxy_start(a->proxy, req, &call);
 out:
@@ -169,9 +221,8 @@ typedef int (*api_openai_normalize_fn)(const json_t *req, const struct openai_op
 
 static void api_openai_route(struct api *a, http_request_t *req, enum proxy_kind kind)
 {
-    atomic_fetch_add(&a->n_requests, 1);
-    int64_t key_id;
-    if (!api_auth(a, req, false, &key_id))
+    struct keys_key key;
+    if (!api_auth(a, req, false, &key))
         return;
     struct error err = ERROR_INIT;
     json_t *norm = NULL;
@@ -186,11 +237,11 @@ static void api_openai_route(struct api *a, http_request_t *req, enum proxy_kind
         else
             rc = openai_embedding_request_normalize(body, &norm, &err);
     }
-    json_decref(body);
     if (rc < 0)
-        api_fail(a, req, false, &err);
+        api_fail(a, req, false, key.id, json_string_value(json_object_get(body, "model")), &err);
     else
-        api_proxy(a, req, kind, norm, false, key_id);
+        api_proxy(a, req, kind, norm, false, &key);
+    json_decref(body);
     error_clear(&err);
 }
 
@@ -211,9 +262,8 @@ static void api_embeddings(http_request_t *req, void *ud)
 
 static void api_anthropic_route(struct api *a, http_request_t *req, bool count_tokens)
 {
-    atomic_fetch_add(&a->n_requests, 1);
-    int64_t key_id;
-    if (!api_auth(a, req, true, &key_id))
+    struct keys_key key;
+    if (!api_auth(a, req, true, &key))
         return;
     struct error err = ERROR_INIT;
     json_t *norm = NULL;
@@ -221,13 +271,13 @@ static void api_anthropic_route(struct api *a, http_request_t *req, bool count_t
     struct anthropic_options opt = {.max_tokens_cap = a->cfg.max_tokens_cap,
                                     .count_tokens = count_tokens};
     int rc = body ? anthropic_request_to_openai(body, &opt, &norm, &err) : -1;
-    json_decref(body);
     if (rc < 0) {
-        api_fail(a, req, true, &err);
+        api_fail(a, req, true, key.id, json_string_value(json_object_get(body, "model")), &err);
     } else {
         api_proxy(a, req, count_tokens ? PROXY_KIND_COUNT_TOKENS : PROXY_KIND_MESSAGES, norm, true,
-                  key_id);
+                  &key);
     }
+    json_decref(body);
     error_clear(&err);
 }
 
@@ -244,8 +294,8 @@ static void api_count_tokens(http_request_t *req, void *ud)
 static void api_models(http_request_t *req, void *ud)
 {
     struct api *a = ud;
-    atomic_fetch_add(&a->n_requests, 1);
-    if (!api_auth(a, req, api_is_anthropic(req), NULL))
+    struct keys_key key;
+    if (!api_auth(a, req, api_is_anthropic(req), &key))
         return;
     /* Served models (database: models and aliases); alias patterns are not listed. */
     json_t *ids = a->snapshot ? snapshot_models(a->snapshot) : upstream_pool_models(a->pool);
@@ -253,6 +303,7 @@ static void api_models(http_request_t *req, void *ud)
     if (api_is_anthropic(req))
         http_request_add_reply_header(req, "request-id", http_request_id(req));
     http_request_reply_json(req, 200, list);
+    api_count(a, api_is_anthropic(req), 200);
     json_decref(list);
     json_decref(ids);
 }
@@ -260,19 +311,20 @@ static void api_models(http_request_t *req, void *ud)
 static void api_model(http_request_t *req, void *ud)
 {
     struct api *a = ud;
-    atomic_fetch_add(&a->n_requests, 1);
-    if (!api_auth(a, req, api_is_anthropic(req), NULL))
+    struct keys_key key;
+    if (!api_auth(a, req, api_is_anthropic(req), &key))
         return;
     const char *id = http_request_wildcard(req);
     struct error err = ERROR_INIT;
     char buf[256];
     if (!api_resolve(a, id, buf, sizeof buf, &err)) {
-        api_fail(a, req, api_is_anthropic(req), &err);
+        api_fail(a, req, api_is_anthropic(req), key.id, id, &err);
         error_clear(&err);
         return;
     }
     json_t *m = catalog_model_json(id, a->started_s);
     http_request_reply_json(req, 200, m);
+    api_count(a, api_is_anthropic(req), 200);
     json_decref(m);
 }
 
@@ -294,88 +346,107 @@ static void api_health(http_request_t *req, void *ud)
     http_request_reply_text(req, 200, "ok\n");
 }
 
+/* Appends one unlabelled sample. */
+static void api_sample(struct buf *b, const char *name, const char *type, const char *help,
+                       unsigned long long value)
+{
+    metrics_append_family(b, name, type, help);
+    buf_appendf(b, "%s %llu\n", name, value);
+}
+
+/* Appends one family with a sample per upstream (label upstream = its base URL). */
+static void api_upstream_family(struct api *a, struct buf *b, const char *name, const char *type,
+                                const char *help, int which)
+{
+    metrics_append_family(b, name, type, help);
+    size_t n = upstream_pool_size(a->pool);
+    for (size_t i = 0; i < n; i++) {
+        int64_t in_flight = 0;
+        bool ejected = false;
+        uint64_t errors, ejections;
+        upstream_pool_state(a->pool, i, &in_flight, NULL, &ejected);
+        upstream_pool_counts(a->pool, i, &errors, &ejections);
+        unsigned long long v[] = {(unsigned long long)in_flight, ejected ? 1 : 0, errors,
+                                  ejections};
+        buf_appendf(b, "%s{upstream=", name);
+        metrics_append_label(b, upstream_pool_url(a->pool, i));
+        buf_appendf(b, "} %llu\n", v[which]);
+    }
+}
+
 static void api_metrics(http_request_t *req, void *ud)
 {
     struct api *a = ud;
     struct buf b = BUF_INIT;
-    buf_append_str(&b, "# HELP cortex_gateway_requests_total Requests dispatched to an API route.\n"
-                       "# TYPE cortex_gateway_requests_total counter\n");
-    buf_appendf(&b, "cortex_gateway_requests_total %llu\n",
-                (unsigned long long)atomic_load(&a->n_requests));
-    buf_append_str(&b, "# HELP cortex_gateway_rejected_total Requests a route refused itself "
-                       "(bad body, unknown model).\n"
-                       "# TYPE cortex_gateway_rejected_total counter\n");
-    buf_appendf(&b, "cortex_gateway_rejected_total %llu\n",
-                (unsigned long long)atomic_load(&a->n_rejected));
-    buf_append_str(&b, "# HELP cortex_gateway_in_flight Requests being proxied now.\n"
-                       "# TYPE cortex_gateway_in_flight gauge\n");
-    buf_appendf(&b, "cortex_gateway_in_flight %u\n", proxy_in_flight(a->proxy));
-    buf_append_str(&b, "# HELP cortex_gateway_unauthorized_total Requests refused for a missing "
-                       "or invalid API key.\n"
-                       "# TYPE cortex_gateway_unauthorized_total counter\n");
-    buf_appendf(&b, "cortex_gateway_unauthorized_total %llu\n",
-                (unsigned long long)atomic_load(&a->n_unauthorized));
+    metrics_render(a->stats, &b);
+    api_sample(&b, "cortex_gateway_rejected_total", "counter",
+               "Requests a route answered with an error itself, before proxying (bad key, bad "
+               "body, unknown model).",
+               (unsigned long long)atomic_load(&a->n_rejected));
+    api_sample(&b, "cortex_gateway_unauthorized_total", "counter",
+               "Requests refused for a missing or invalid API key.",
+               (unsigned long long)atomic_load(&a->n_unauthorized));
+    api_sample(&b, "cortex_gateway_in_flight", "gauge", "Requests being proxied now.",
+               proxy_in_flight(a->proxy));
+    api_sample(&b, "cortex_gateway_slow_clients_dropped_total", "counter",
+               "Connections dropped for not sending their request headers within "
+               "--header-timeout.",
+               (unsigned long long)http_server_slow_dropped(a->server));
+    if (a->ratelimit) {
+        struct ratelimit_stats rs;
+        ratelimit_get_stats(a->ratelimit, &rs);
+        metrics_append_family(&b, "cortex_gateway_rate_limited_total", "counter",
+                              "Requests refused with 429 for a per-key limit, by the limit.");
+        buf_appendf(&b, "cortex_gateway_rate_limited_total{limit=\"requests\"} %llu\n",
+                    (unsigned long long)rs.refused_requests);
+        buf_appendf(&b, "cortex_gateway_rate_limited_total{limit=\"tokens\"} %llu\n",
+                    (unsigned long long)rs.refused_tokens);
+        api_sample(&b, "cortex_gateway_rate_limit_db_calls_total", "counter",
+                   "Calls of cortex.rate_take (slice leases and token syncs).",
+                   (unsigned long long)rs.db_calls);
+        api_sample(&b, "cortex_gateway_rate_limit_db_failures_total", "counter",
+                   "Calls of cortex.rate_take that failed (local limits applied meanwhile).",
+                   (unsigned long long)rs.db_failures);
+    }
     if (a->snapshot) {
-        buf_append_str(&b, "# HELP cortex_gateway_snapshot_age_seconds Time since the catalogue "
-                           "and placements were last read from PostgreSQL (-1: never).\n"
-                           "# TYPE cortex_gateway_snapshot_age_seconds gauge\n");
+        metrics_append_family(&b, "cortex_gateway_snapshot_age_seconds", "gauge",
+                              "Time since the catalogue and placements were last read from "
+                              "PostgreSQL (-1: never).");
         buf_appendf(&b, "cortex_gateway_snapshot_age_seconds %.3f\n", snapshot_age_s(a->snapshot));
-        buf_append_str(&b, "# HELP cortex_gateway_cold_start_holding Requests held waiting for "
-                           "a model to load.\n"
-                           "# TYPE cortex_gateway_cold_start_holding gauge\n");
-        buf_appendf(&b, "cortex_gateway_cold_start_holding %u\n", snapshot_holding(a->snapshot));
+        api_sample(&b, "cortex_gateway_cold_start_holding", "gauge",
+                   "Requests held waiting for a model to load.", snapshot_holding(a->snapshot));
     }
     if (a->accounting) {
         struct accounting_stats st;
         accounting_get_stats(a->accounting, &st);
-        buf_append_str(&b, "# HELP cortex_gateway_accounting_buffered Request rows waiting to be "
-                           "written to PostgreSQL.\n"
-                           "# TYPE cortex_gateway_accounting_buffered gauge\n");
-        buf_appendf(&b, "cortex_gateway_accounting_buffered %llu\n",
-                    (unsigned long long)st.buffered);
-        buf_append_str(&b, "# HELP cortex_gateway_accounting_written_total Request rows written "
-                           "to PostgreSQL.\n"
-                           "# TYPE cortex_gateway_accounting_written_total counter\n");
-        buf_appendf(&b, "cortex_gateway_accounting_written_total %llu\n",
-                    (unsigned long long)st.written);
-        buf_append_str(&b, "# HELP cortex_gateway_accounting_dropped_total Request rows lost "
-                           "(buffer full, refused batch, shutdown).\n"
-                           "# TYPE cortex_gateway_accounting_dropped_total counter\n");
-        buf_appendf(&b, "cortex_gateway_accounting_dropped_total %llu\n",
-                    (unsigned long long)st.dropped);
+        api_sample(&b, "cortex_gateway_accounting_buffered", "gauge",
+                   "Request rows waiting to be written to PostgreSQL.",
+                   (unsigned long long)st.buffered);
+        api_sample(&b, "cortex_gateway_accounting_written_total", "counter",
+                   "Request rows written to PostgreSQL.", (unsigned long long)st.written);
+        api_sample(&b, "cortex_gateway_accounting_dropped_total", "counter",
+                   "Request rows lost (buffer full, refused batch, shutdown).",
+                   (unsigned long long)st.dropped);
     }
     uint64_t refreshed = atomic_load(&a->refreshed_ms);
-    buf_append_str(&b, "# HELP cortex_gateway_catalog_age_seconds Time since the model catalogue "
-                       "was last refreshed (-1: never).\n"
-                       "# TYPE cortex_gateway_catalog_age_seconds gauge\n");
-    if (refreshed)
-        buf_appendf(&b, "cortex_gateway_catalog_age_seconds %.3f\n",
-                    (double)(timing_now_ms() - refreshed) / 1000.0);
-    else
-        buf_append_str(&b, "cortex_gateway_catalog_age_seconds -1\n");
-    buf_append_str(&b, "# HELP cortex_gateway_upstream_in_flight Requests outstanding per "
-                       "upstream, from this gateway's view.\n"
-                       "# TYPE cortex_gateway_upstream_in_flight gauge\n");
-    size_t n = upstream_pool_size(a->pool);
-    for (size_t i = 0; i < n; i++) {
-        int64_t in_flight = 0;
-        upstream_pool_state(a->pool, i, &in_flight, NULL, NULL);
-        buf_append_str(&b, "cortex_gateway_upstream_in_flight{upstream=");
-        buf_append_json_string(&b, upstream_pool_url(a->pool, i),
-                               strlen(upstream_pool_url(a->pool, i)));
-        buf_appendf(&b, "} %lld\n", (long long)in_flight);
+    if (!a->snapshot) {
+        metrics_append_family(&b, "cortex_gateway_catalog_age_seconds", "gauge",
+                              "Time since the model lists of the static upstreams were last "
+                              "read (-1: never).");
+        if (refreshed)
+            buf_appendf(&b, "cortex_gateway_catalog_age_seconds %.3f\n",
+                        (double)(timing_now_ms() - refreshed) / 1000.0);
+        else
+            buf_append_str(&b, "cortex_gateway_catalog_age_seconds -1\n");
     }
-    buf_append_str(&b, "# HELP cortex_gateway_upstream_ejected Whether an upstream is ejected "
-                       "after consecutive failures.\n"
-                       "# TYPE cortex_gateway_upstream_ejected gauge\n");
-    for (size_t i = 0; i < n; i++) {
-        bool ejected = false;
-        upstream_pool_state(a->pool, i, NULL, NULL, &ejected);
-        buf_append_str(&b, "cortex_gateway_upstream_ejected{upstream=");
-        buf_append_json_string(&b, upstream_pool_url(a->pool, i),
-                               strlen(upstream_pool_url(a->pool, i)));
-        buf_appendf(&b, "} %d\n", ejected ? 1 : 0);
-    }
+    api_upstream_family(a, &b, "cortex_gateway_upstream_in_flight", "gauge",
+                        "Requests outstanding per upstream, from this gateway's view.", 0);
+    api_upstream_family(a, &b, "cortex_gateway_upstream_ejected", "gauge",
+                        "Whether an upstream is ejected now after consecutive failures.", 1);
+    api_upstream_family(a, &b, "cortex_gateway_upstream_errors_total", "counter",
+                        "Failed attempts on an upstream (connect failure, 5xx, broken stream).", 2);
+    api_upstream_family(a, &b, "cortex_gateway_upstream_ejections_total", "counter",
+                        "Times an upstream was ejected after consecutive failures.", 3);
     http_request_reply(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     buf_free(&b);
 }
@@ -456,6 +527,7 @@ struct api *api_create(const struct api_config *cfg, char **errmsg)
     if (a->cfg.catalog_refresh_ms <= 0)
         a->cfg.catalog_refresh_ms = 5000;
     a->started_s = timing_wall_s();
+    a->stats = metrics_create();
     pthread_mutex_init(&a->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -502,6 +574,10 @@ struct api *api_create(const struct api_config *cfg, char **errmsg)
             a->keys = keys_create(cfg->db, cfg->key_cache_ms, errmsg);
             if (!a->keys)
                 goto fail;
+            struct ratelimit_config rc = {.conninfo = cfg->db, .sync_ms = cfg->rate_limit_sync_ms};
+            a->ratelimit = ratelimit_create(&rc, errmsg);
+            if (!a->ratelimit)
+                goto fail;
         }
     }
     struct proxy_settings ps = {
@@ -514,6 +590,8 @@ struct api *api_create(const struct api_config *cfg, char **errmsg)
             .snapshot = a->snapshot,
             .hold_timeout_ms = cfg->hold_timeout_ms,
             .accounting = a->accounting,
+            .ratelimit = a->ratelimit,
+            .metrics = a->stats,
     };
     a->proxy = proxy_create(&ps);
 
@@ -524,6 +602,7 @@ struct api *api_create(const struct api_config *cfg, char **errmsg)
             .ud = a,
             .max_body_bytes = cfg->max_body_bytes > 0 ? (size_t)cfg->max_body_bytes : 0,
             .max_connections = cfg->max_connections,
+            .max_connections_per_ip = cfg->max_connections_per_ip,
             .header_timeout_s = cfg->header_timeout_s,
             .idle_timeout_s = cfg->idle_timeout_s,
             .threads = cfg->threads ? cfg->threads : 2,
@@ -587,7 +666,9 @@ void api_destroy(struct api *a)
     proxy_destroy(a->proxy);
     snapshot_destroy(a->snapshot);
     keys_destroy(a->keys);
+    ratelimit_destroy(a->ratelimit);   /* after the proxy: its last charges are made */
     accounting_destroy(a->accounting); /* after the proxy: its last rows are queued */
+    metrics_destroy(a->stats);
     upstream_pool_destroy(a->pool);
     catalog_aliases_destroy(a->aliases);
     pthread_cond_destroy(&a->wake);

@@ -25,7 +25,12 @@
  * With db, every proxied request also ends as one row of cortex.requests (accounting.h).
  *
  * Authentication: with open, none. Otherwise (db required) every API route wants
- * "Authorization: Bearer <key>" or "x-api-key: <key>", checked by keys.h (401 in dialect).
+ * "Authorization: Bearer <key>" or "x-api-key: <key>", checked by keys.h (401 in dialect),
+ * and a key's requests- and tokens-per-minute limits are applied across the fleet
+ * (ratelimit.h; 429 rate_limited in dialect with Retry-After).
+ *
+ * Metrics (metrics.h): every answer of an API route is counted by model, dialect and status;
+ * a request refused before proxying (400/401/404, with db also a request row) has model "".
  */
 #ifndef CORTEX_GATEWAY_API_H
 #define CORTEX_GATEWAY_API_H
@@ -47,11 +52,13 @@ struct api_config {
     int64_t hold_timeout_ms;             /* db: cold-start hold; default 120000 */
     unsigned max_holds, max_holds_model; /* db: held requests; defaults 1000, 100 */
     int64_t key_cache_ms;                /* db: API key cache time; default 5000 */
+    int64_t rate_limit_sync_ms;          /* db: per-key limits synced this often; default 250 */
     size_t accounting_max_rows;          /* db: request rows buffered; default 100000 */
     int64_t accounting_flush_ms;         /* db: request rows written this often; default 1000 */
     int64_t max_tokens_cap;              /* 0: none */
     int64_t max_body_bytes;              /* default 32 MiB */
     unsigned max_connections;            /* default 10000 */
+    unsigned max_connections_per_ip;     /* 0: no limit per client address */
     unsigned header_timeout_s;           /* default 10 */
     unsigned idle_timeout_s;             /* default 300 */
     unsigned threads;                    /* server polling threads; default 2 */

@@ -18,8 +18,8 @@
 
 struct keys_entry {
     char *secret;
-    int64_t id;       /* -1: refused */
-    uint64_t checked; /* monotonic ms of the lookup */
+    struct keys_key key; /* id -1: refused */
+    uint64_t checked;    /* monotonic ms of the lookup */
 };
 
 struct keys {
@@ -89,10 +89,21 @@ static struct keys_entry *keys_slot(struct keys *k, const char *secret)
     return e;
 }
 
-enum keys_result keys_check(struct keys *k, const char *secret, int64_t *key_id)
+/* Fills e from a lookup's result (no row: refused). */
+static void keys_entry_set(struct keys_entry *e, PGresult *res)
+{
+    e->key = (struct keys_key){.id = -1};
+    if (!res || PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
+        return;
+    e->key.id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    e->key.requests_per_minute = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    e->key.tokens_per_minute = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+}
+
+enum keys_result keys_check(struct keys *k, const char *secret, struct keys_key *out)
 {
     enum keys_result res = KEYS_UNAVAILABLE;
-    *key_id = 0;
+    *out = (struct keys_key){0};
     if (!secret || !secret[0] || strlen(secret) > 512)
         return KEYS_DENIED;
     pthread_mutex_lock(&k->mu);
@@ -100,13 +111,15 @@ enum keys_result keys_check(struct keys *k, const char *secret, int64_t *key_id)
     struct keys_entry *e = keys_find(k, secret);
     if (e && now - e->checked < (uint64_t)k->ttl_ms)
         goto answer;
-    char *id = NULL;
-    int rc = -1;
+    PGresult *found = NULL;
     if (db_ensure(k->db) == 0) {
         const char *params[] = {secret};
-        rc = db_query_value(k->db, "SELECT id FROM cortex.api_key_lookup($1)", 1, params, &id);
+        found = db_exec_params(k->db,
+                               "SELECT id, COALESCE(requests_per_minute, 0), "
+                               "COALESCE(tokens_per_minute, 0) FROM cortex.api_key_lookup($1)",
+                               1, params);
     }
-    if (rc < 0) {
+    if (!found) {
         LOG_WARN("API key lookup failed: %s", db_last_error(k->db));
         if (!e)
             goto out;
@@ -114,13 +127,13 @@ enum keys_result keys_check(struct keys *k, const char *secret, int64_t *key_id)
     } else {
         if (!e)
             e = keys_slot(k, secret);
-        e->id = rc == 1 && id ? strtoll(id, NULL, 10) : -1;
+        keys_entry_set(e, found);
         e->checked = timing_now_ms();
+        PQclear(found);
     }
-    free(id);
 answer:
-    if (e->id > 0) {
-        *key_id = e->id;
+    if (e->key.id > 0) {
+        *out = e->key;
         res = KEYS_OK;
     } else {
         res = KEYS_DENIED;

@@ -15,9 +15,16 @@
 #include <stdint.h>
 
 enum keys_result {
-    KEYS_OK,          /* *key_id set */
+    KEYS_OK,          /* *out set */
     KEYS_DENIED,      /* unknown, revoked or expired */
     KEYS_UNAVAILABLE, /* no answer from the database and nothing cached */
+};
+
+/* What a valid key carries: its id and its limits (ratelimit.h). */
+struct keys_key {
+    int64_t id;
+    int64_t requests_per_minute; /* 0: unlimited */
+    int64_t tokens_per_minute;   /* 0: unlimited */
 };
 
 struct keys;
@@ -27,7 +34,9 @@ struct keys *keys_create(const char *conninfo, int64_t ttl_ms, char **errmsg)
         __attribute__((warn_unused_result));
 void keys_destroy(struct keys *k); /* accepts NULL */
 
-/* Checks secret (the bearer token or x-api-key value). Blocking on a cache miss. */
-enum keys_result keys_check(struct keys *k, const char *secret, int64_t *key_id);
+/* Checks secret (the bearer token or x-api-key value); *out is zeroed unless KEYS_OK. A
+ * change of a key's limits is seen with the next lookup, like a revocation. Blocking on a
+ * cache miss. */
+enum keys_result keys_check(struct keys *k, const char *secret, struct keys_key *out);
 
 #endif

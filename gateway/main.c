@@ -25,6 +25,7 @@ struct gateway_settings {
     int64_t max_tokens_cap;
     int64_t max_body;
     int64_t max_connections;
+    int64_t max_connections_per_ip;
     int64_t header_timeout_ms;
     int64_t idle_timeout_ms;
     int64_t threads;
@@ -41,6 +42,7 @@ struct gateway_settings {
     int64_t max_holds;
     int64_t max_holds_model;
     int64_t key_cache_ms;
+    int64_t rate_limit_sync_ms;
     int64_t accounting_buffer;
     int64_t accounting_flush_ms;
 };
@@ -80,10 +82,16 @@ static const struct config_entry gateway_table[] = {
      .target = &settings.max_body},
     {.name = "max-connections", .env = "CORTEX_GATEWAY_MAX_CONNECTIONS", .type = CONFIG_TYPE_INT,
      .def = "10000", .min = "1", .max = "1000000", .unit = "connections",
-     .help = "concurrent client connections", .target = &settings.max_connections},
+     .help = "concurrent client connections (more are closed at once)",
+     .target = &settings.max_connections},
+    {.name = "max-connections-per-ip", .env = "CORTEX_GATEWAY_MAX_CONNECTIONS_PER_IP",
+     .type = CONFIG_TYPE_INT, .def = "0", .min = "0", .max = "1000000", .unit = "connections",
+     .help = "concurrent connections from one client address; 0: no limit (behind a load "
+     "balancer every connection comes from its address)", .target = &settings.max_connections_per_ip},
     {.name = "header-timeout", .env = "CORTEX_GATEWAY_HEADER_TIMEOUT", .type = CONFIG_TYPE_DURATION,
      .def = "10s", .min = "1s", .max = "10m",
-     .help = "time a new connection has to send its request (slow clients are dropped)",
+     .help = "time a new connection has to send its request headers, however slowly it keeps "
+     "sending (slower clients are dropped)",
      .target = &settings.header_timeout_ms},
     {.name = "idle-timeout", .env = "CORTEX_GATEWAY_IDLE_TIMEOUT", .type = CONFIG_TYPE_DURATION,
      .def = "5m", .min = "1s", .max = "1d", .help = "idle keep-alive connections are closed after",
@@ -140,6 +148,10 @@ static const struct config_entry gateway_table[] = {
      .def = "5s", .min = "100ms", .max = "10m",
      .help = "--db: an API key check is remembered this long (a revoked key works at most this "
      "long)", .target = &settings.key_cache_ms},
+    {.name = "rate-limit-sync", .env = "CORTEX_GATEWAY_RATE_LIMIT_SYNC",
+     .type = CONFIG_TYPE_DURATION, .def = "250ms", .min = "10ms", .max = "1m",
+     .help = "--db: per-key token charges are sent and usage re-read this often (requests per "
+     "minute are leased in slices when needed)", .target = &settings.rate_limit_sync_ms},
     {.name = "accounting-buffer", .env = "CORTEX_GATEWAY_ACCOUNTING_BUFFER",
      .type = CONFIG_TYPE_INT, .def = "100000", .min = "1", .max = "10000000", .unit = "rows",
      .help = "--db: request rows kept while PostgreSQL is away (more are dropped and counted)",
@@ -232,6 +244,7 @@ int main(int argc, char **argv)
             .max_tokens_cap = settings.max_tokens_cap,
             .max_body_bytes = settings.max_body,
             .max_connections = (unsigned)settings.max_connections,
+            .max_connections_per_ip = (unsigned)settings.max_connections_per_ip,
             .header_timeout_s = (unsigned)((settings.header_timeout_ms + 999) / 1000),
             .idle_timeout_s = (unsigned)((settings.idle_timeout_ms + 999) / 1000),
             .threads = (unsigned)settings.threads,
@@ -249,6 +262,7 @@ int main(int argc, char **argv)
             .max_holds = (unsigned)settings.max_holds,
             .max_holds_model = (unsigned)settings.max_holds_model,
             .key_cache_ms = settings.key_cache_ms,
+            .rate_limit_sync_ms = settings.rate_limit_sync_ms,
             .accounting_max_rows = (size_t)settings.accounting_buffer,
             .accounting_flush_ms = settings.accounting_flush_ms,
     };

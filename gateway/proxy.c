@@ -30,7 +30,9 @@
 #include "http_stream.h"
 #include "jsonutil.h"
 #include "log.h"
+#include "metrics.h"
 #include "openai.h"
+#include "ratelimit.h"
 #include "snapshot.h"
 #include "sse.h"
 #include "timing.h"
@@ -93,6 +95,8 @@ struct proxy_job {
     int attempts;
     bool cold_start;
     int64_t api_key_id;
+    int64_t rpm, tpm;      /* the key's limits; 0: unlimited */
+    int retry_after_s;     /* Retry-After of the error answered; 0: the table's default */
     int64_t start_wall_us; /* receive time for the request row */
     uint64_t held_ms;      /* time held for a cold start */
     bool have_usage;
@@ -196,12 +200,21 @@ unsigned proxy_in_flight(const struct proxy *p)
 
 void proxy_reply_error(http_request_t *req, bool anthropic, const struct error *e)
 {
+    proxy_reply_error_after(req, anthropic, e, 2);
+}
+
+void proxy_reply_error_after(http_request_t *req, bool anthropic, const struct error *e,
+                             int retry_after_s)
+{
     enum error_dialect d = anthropic ? ERROR_DIALECT_ANTHROPIC : ERROR_DIALECT_OPENAI;
     const char *id = http_request_id(req);
     if (anthropic)
         http_request_add_reply_header(req, "request-id", id);
-    if (error_info(e->code)->retry_after)
-        http_request_add_reply_header(req, "Retry-After", "2");
+    if (error_info(e->code)->retry_after) {
+        char after[16];
+        snprintf(after, sizeof after, "%d", retry_after_s > 0 ? retry_after_s : 2);
+        http_request_add_reply_header(req, "Retry-After", after);
+    }
     json_t *body = error_body(d, e, id);
     http_request_reply_json(req, error_http_status(e->code, d), body);
     json_decref(body);
@@ -218,7 +231,7 @@ static void proxy_job_error(struct proxy_job *job, const struct error *e)
     }
     job->reply_status = error_http_status(e->code, job->anthropic ? ERROR_DIALECT_ANTHROPIC
                                                                   : ERROR_DIALECT_OPENAI);
-    proxy_reply_error(job->req, job->anthropic, e);
+    proxy_reply_error_after(job->req, job->anthropic, e, job->retry_after_s);
 }
 
 /* Records the token counts of an OpenAI usage object. */
@@ -595,6 +608,23 @@ static void proxy_log_summary(struct proxy_job *job)
     }
     uint64_t now = timing_now_ms();
     long long ttft = job->first_ms ? (long long)(job->first_ms - job->start_ms) : -1;
+    int status = job->reply_status ? job->reply_status : 500;
+    if (job->proxy->s.metrics) {
+        struct metrics_request mr = {
+                .model = job->served_model,
+                .anthropic = job->anthropic,
+                .status = status,
+                .proxied = job->attempts > 0 || job->cold_start, /* not: refused by a limit */
+                .duration_s = (double)(now - job->start_ms) / 1000.0,
+                .ttft_s = ttft >= 0 ? (double)ttft / 1000.0 : -1,
+                .tokens_in = job->have_usage ? job->tokens_in : 0,
+                .tokens_out = job->have_usage ? job->tokens_out : 0,
+        };
+        metrics_observe_request(job->proxy->s.metrics, &mr);
+    }
+    if (job->proxy->s.ratelimit && job->have_usage && job->kind != PROXY_KIND_COUNT_TOKENS)
+        ratelimit_charge(job->proxy->s.ratelimit, job->api_key_id, job->tpm,
+                         job->tokens_in + job->tokens_out);
     if (job->proxy->s.accounting) {
         static const char *const endpoints[] = {
                 [PROXY_KIND_CHAT] = "chat",
@@ -616,7 +646,7 @@ static void proxy_log_summary(struct proxy_job *job)
                 .served_model = job->served_model,
                 .node = job->upstream,
                 .stream = job->stream,
-                .status = job->reply_status ? job->reply_status : 500,
+                .status = status,
                 .cancelled = job->client_gone,
                 .cold_start = job->cold_start,
                 .tokens_in = job->have_usage ? job->tokens_in : 0,
@@ -719,7 +749,20 @@ static void *proxy_thread(void *arg)
     uint64_t tried = 0;
     struct error last = ERROR_INIT;
     bool answered = false;
-    if (p->s.snapshot && !upstream_pool_has_model(p->s.pool, job->served_model))
+    if (p->s.ratelimit && job->kind != PROXY_KIND_COUNT_TOKENS) {
+        int after = 0;
+        enum ratelimit_result r =
+                ratelimit_admit(p->s.ratelimit, job->api_key_id, job->rpm, job->tpm, &after);
+        if (r != RATELIMIT_OK) {
+            error_set(&last, ERR_RATE_LIMITED, NULL,
+                      "rate limit of this API key reached (%s per minute); retry in %d s",
+                      r == RATELIMIT_TOKENS ? "tokens" : "requests", after);
+            job->retry_after_s = after;
+            proxy_job_error(job, &last);
+            answered = true;
+        }
+    }
+    if (!answered && p->s.snapshot && !upstream_pool_has_model(p->s.pool, job->served_model))
         answered = proxy_cold_start(job, &last);
     for (int attempt = 0; attempt < p->s.max_attempts && !answered; attempt++) {
         struct upstream_lease lease;
@@ -762,10 +805,19 @@ void proxy_start(struct proxy *p, http_request_t *req, struct proxy_call *call)
         p->in_flight++;
     pthread_mutex_unlock(&p->mu);
     if (!admitted) {
-        json_decref(call->body);
         struct error e = ERROR_INIT;
         error_set(&e, ERR_OVERLOADED, NULL, NULL);
         proxy_reply_error(req, anthropic, &e);
+        if (p->s.metrics) {
+            struct metrics_request mr = {
+                    .model = json_string_value(json_object_get(call->body, "model")),
+                    .anthropic = anthropic,
+                    .status = error_http_status(e.code, anthropic ? ERROR_DIALECT_ANTHROPIC
+                                                                  : ERROR_DIALECT_OPENAI),
+            };
+            metrics_observe_request(p->s.metrics, &mr);
+        }
+        json_decref(call->body);
         error_clear(&e);
         return;
     }
@@ -793,6 +845,8 @@ void proxy_start(struct proxy *p, http_request_t *req, struct proxy_call *call)
     job->log = (struct log_ctx){.request_id = job->request_id, .model = job->served_model};
     job->start_ms = timing_now_ms();
     job->api_key_id = call->api_key_id;
+    job->rpm = call->rpm;
+    job->tpm = call->tpm;
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
     job->start_wall_us = (int64_t)wall.tv_sec * 1000000 + wall.tv_nsec / 1000;

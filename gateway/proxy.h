@@ -40,6 +40,8 @@
 
 struct snapshot;
 struct accounting;
+struct ratelimit;
+struct metrics;
 
 enum proxy_kind {
     PROXY_KIND_CHAT,         /* OpenAI POST /v1/chat/completions */
@@ -65,6 +67,14 @@ struct proxy_settings {
     int64_t hold_timeout_ms;    /* default 120000 */
     struct accounting *accounting; /* borrowed; NULL: no request rows. When set, every request
                                       started here ends with one row (accounting.h). */
+    struct ratelimit *ratelimit;   /* borrowed; NULL: no per-key limits. When set, a request of
+                                      a key with limits is admitted by ratelimit_admit on the
+                                      worker thread first (refused: 429 rate_limited with
+                                      Retry-After, the seconds until the key's minute ends),
+                                      and its tokens are charged when it ends. count_tokens
+                                      requests are not limited. */
+    struct metrics *metrics;       /* borrowed; NULL: none. Every request started here is
+                                      observed when it ends (metrics.h). */
 };
 
 struct proxy;
@@ -82,6 +92,7 @@ struct proxy_call {
     bool stream;              /* the client asked for a stream */
     bool include_usage;       /* OpenAI: the client asked for the usage chunk */
     int64_t api_key_id;       /* for the request row; 0: none */
+    int64_t rpm, tpm;         /* the key's limits (keys.h); 0: unlimited */
 };
 
 /* Answers req (from its handler) through a worker thread; see the contract. When no worker can
@@ -95,5 +106,8 @@ unsigned proxy_in_flight(const struct proxy *p);
 /* Answers req at once with the error e in dialect (status from the error table, Retry-After
  * where it belongs, request-id for Anthropic). For handlers' own errors too. */
 void proxy_reply_error(http_request_t *req, bool anthropic, const struct error *e);
+/* The same with the Retry-After value given (seconds, >= 1) where the code wants one. */
+void proxy_reply_error_after(http_request_t *req, bool anthropic, const struct error *e,
+                             int retry_after_s);
 
 #endif

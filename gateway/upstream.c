@@ -21,6 +21,8 @@ struct upstream {
     int64_t in_flight;
     int failures;           /* consecutive */
     uint64_t ejected_until; /* monotonic ms; 0: not ejected */
+    uint64_t errors;        /* failed outcomes so far (metrics) */
+    uint64_t ejections;     /* times ejected so far (metrics) */
 };
 
 struct upstream_pool {
@@ -237,8 +239,10 @@ void upstream_pool_release(struct upstream_pool *p, int index, enum upstream_out
         u->ejected_until = 0;
     } else if (outcome == UPSTREAM_OUTCOME_FAILED) {
         u->failures++;
+        u->errors++;
         if (u->failures >= p->eject_after) {
             u->ejected_until = timing_now_ms() + (uint64_t)p->eject_ms;
+            u->ejections++;
             ejected = true;
         }
     }
@@ -262,6 +266,17 @@ void upstream_pool_state(struct upstream_pool *p, size_t i, int64_t *in_flight, 
         *failures = p->ups[i].failures;
     if (ejected)
         *ejected = p->ups[i].ejected_until > now;
+    pthread_mutex_unlock(&p->mu);
+}
+
+void upstream_pool_counts(struct upstream_pool *p, size_t i, uint64_t *errors, uint64_t *ejections)
+{
+    *errors = *ejections = 0;
+    if (i >= p->n)
+        return;
+    pthread_mutex_lock(&p->mu);
+    *errors = p->ups[i].errors;
+    *ejections = p->ups[i].ejections;
     pthread_mutex_unlock(&p->mu);
 }
 

@@ -88,6 +88,10 @@ void upstream_pool_release(struct upstream_pool *p, int index, enum upstream_out
 void upstream_pool_state(struct upstream_pool *p, size_t i, int64_t *in_flight, int *failures,
                          bool *ejected);
 
+/* Upstream i's totals since the start, for metrics: failed outcomes (connect failures, 5xx)
+ * and ejections. */
+void upstream_pool_counts(struct upstream_pool *p, size_t i, uint64_t *errors, uint64_t *ejections);
+
 /*
  * Asks every upstream for GET <url>/v1/models (each bounded by timeout_ms) and stores the ids
  * it lists; an upstream that does not answer keeps its previous list (a neuron that is down is

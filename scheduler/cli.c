@@ -11,7 +11,7 @@
  *     unload MODEL [NODE]         cortex.request_unload
  *     drain NODE | undrain NODE   cortex.drain_node / undrain_node
  *     keys list | keys create NAME [--rpm N] [--tpm N] [--expires INTERVAL]
- *          | keys revoke ID|PREFIX
+ *          | keys limits ID [--rpm N] [--tpm N] | keys revoke ID|PREFIX
  *     events [N]                  the latest N events (default 20)
  *     migrate [--dry-run|--status] runs ops/migrate on the database
  *
@@ -55,6 +55,7 @@ static void cli_usage(FILE *to)
           "  drain NODE | undrain NODE     move models off a node and place nothing there\n"
           "  keys list\n"
           "  keys create NAME [--rpm N] [--tpm N] [--expires INTERVAL]\n"
+          "  keys limits ID [--rpm N] [--tpm N]   (a limit left out: unlimited)\n"
           "  keys revoke ID|PREFIX\n"
           "  events [N]                    the latest N events (default 20)\n"
           "  migrate [--dry-run|--status]  apply the schema migrations (ops/migrate)\n"
@@ -498,6 +499,17 @@ static int cli_keys(struct cli *c, int argc, char **argv)
                PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 0), argv[1], PQgetvalue(r, 0, 2));
         PQclear(r);
         return 0;
+    }
+    if (strcmp(argv[0], "limits") == 0 && argc >= 2) {
+        const char *params[3] = {argv[1], NULL, NULL};
+        for (int i = 2; i < argc; i++) {
+            int slot = strcmp(argv[i], "--rpm") == 0 ? 1 : strcmp(argv[i], "--tpm") == 0 ? 2 : 0;
+            if (slot == 0 || i + 1 >= argc)
+                return CLI_USAGE;
+            params[slot] = argv[++i];
+        }
+        return cli_call(c, "SELECT cortex.set_api_key_limits($1::bigint, $2::integer, $3::integer)",
+                        3, params, "limits set");
     }
     if (strcmp(argv[0], "revoke") == 0 && argc == 2) {
         const char *params[] = {argv[1]};

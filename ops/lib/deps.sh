@@ -11,7 +11,8 @@ export CORTEX_CACHE
 CORTEX_APT_PACKAGES="build-essential cmake pkg-config git python3 python3-venv clang-format
 clang libclang-rt-14-dev
 libpq-dev libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev check libpcre2-dev
-postgresql-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl"
+postgresql-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
+prometheus"
 
 deps_sudo() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi

@@ -3,7 +3,7 @@
 -- The expected lists are written out here on purpose: a migration that drops or renames
 -- something the processes rely on must fail this file.
 BEGIN;
-SELECT plan(98);
+SELECT plan(101);
 
 SELECT has_schema('cortex');
 SELECT has_schema('cortex_part');
@@ -11,7 +11,7 @@ SELECT has_schema('cortex_meta');
 
 SELECT tables_are('cortex', ARRAY[
     'settings', 'scheduler_lease', 'nodes', 'gpus', 'models', 'model_aliases', 'node_models',
-    'placements', 'placement_gpus', 'demand', 'requests', 'events', 'api_keys'
+    'placements', 'placement_gpus', 'demand', 'requests', 'events', 'api_keys', 'rate_windows'
 ]);
 SELECT views_are('cortex', ARRAY[
     'placement_transitions', 'fleet_status', 'device_status', 'model_status', 'placement_status',
@@ -39,7 +39,9 @@ SELECT functions_are('cortex', ARRAY[
     'drain_node', 'undrain_node', 'remove_node', 'create_api_key', 'api_key_lookup',
     'revoke_api_key', 'set_setting', 'reset_setting',
     -- scheduler (0007)
-    'placement_move', 'model_retry_loads', 'demand_failover'
+    'placement_move', 'model_retry_loads', 'demand_failover',
+    -- rate limits (0008)
+    'rate_take', 'set_api_key_limits'
 ]);
 
 -- tables
@@ -78,6 +80,8 @@ SELECT columns_are('cortex', 'events', ARRAY['id', 'at', 'kind', 'actor', 'epoch
 SELECT columns_are('cortex', 'api_keys', ARRAY['id', 'name', 'prefix', 'secret_sha256',
     'requests_per_minute', 'tokens_per_minute', 'created_at', 'created_by', 'expires_at',
     'revoked_at', 'revoked_by']);
+SELECT columns_are('cortex', 'rate_windows', ARRAY['api_key_id', 'window_start', 'requests',
+    'tokens', 'updated_at']);
 SELECT columns_are('cortex_meta', 'schema_migrations', ARRAY['version', 'name', 'checksum',
     'applied_at', 'applied_by']);
 
@@ -182,7 +186,9 @@ SELECT has_function('cortex', f, args, format('cortex.%s(%s)', f, array_to_strin
     ('reset_setting', ARRAY['text']),
     ('placement_move', ARRAY['bigint', 'bigint', 'bigint', 'bigint[]', 'bigint']),
     ('model_retry_loads', ARRAY['bigint', 'bigint']),
-    ('demand_failover', ARRAY['bigint', 'bigint'])
+    ('demand_failover', ARRAY['bigint', 'bigint']),
+    ('rate_take', ARRAY['bigint', 'integer', 'integer', 'timestamp with time zone', 'bigint']),
+    ('set_api_key_limits', ARRAY['bigint', 'integer', 'integer'])
   ) AS t(f, args);
 
 -- triggers that carry the rules

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "http_server.h"
+#include "timing.h"
 #include "xalloc.h"
 
 #include "common/test_util.h"
@@ -902,6 +903,74 @@ START_TEST(test_shutdown_with_open_streams)
 }
 END_TEST
 
+/* Whether the server closed fd within wait_ms (recv sees the end or an error). */
+static bool raw_closed_within(int fd, int wait_ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, wait_ms) <= 0)
+        return false;
+    char c;
+    return recv(fd, &c, 1, MSG_DONTWAIT) <= 0;
+}
+
+START_TEST(test_header_deadline)
+{
+    http_server_config_t cfg = {
+            .routes = routes, .n_routes = sizeof routes / sizeof routes[0], .header_timeout_s = 1};
+    http_server_t *s = test_util_server_start(&cfg);
+    shared_reset();
+    /* A client that trickles its headers, one byte every 100 ms, is never quiet for the
+     * inactivity timeout, yet is dropped at the deadline. */
+    int fd = raw_send(s, "GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: ", 0);
+    uint64_t t0 = timing_now_ms();
+    bool closed = false;
+    for (int i = 0; i < 40 && !closed; i++) {
+        if (send(fd, "a", 1, MSG_NOSIGNAL) != 1)
+            closed = true;
+        else
+            closed = raw_closed_within(fd, 100);
+    }
+    uint64_t took = timing_now_ms() - t0;
+    close(fd);
+    ck_assert_msg(closed, "the slow client was not dropped");
+    ck_assert_msg(took >= 800 && took <= 2500, "dropped after %llu ms", (unsigned long long)took);
+    ck_assert_uint_eq(http_server_slow_dropped(s), 1);
+    /* A client that sends its headers in time keeps its connection past the deadline. */
+    fd = raw_send(s, "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n", 0);
+    char buf[4096];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    ck_assert_int_gt(n, 12);
+    buf[n] = '\0';
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "%s", buf);
+    ck_assert(!raw_closed_within(fd, 1500));
+    close(fd);
+    ck_assert_uint_eq(http_server_slow_dropped(s), 1);
+    http_server_destroy(s);
+}
+END_TEST
+
+START_TEST(test_connections_per_address)
+{
+    http_server_config_t cfg = {.routes = routes,
+                                .n_routes = sizeof routes / sizeof routes[0],
+                                .max_connections_per_ip = 2};
+    http_server_t *s = test_util_server_start(&cfg);
+    shared_reset();
+    int a = raw_send(s, "GET", 0), b = raw_send(s, "GET", 0);
+    ck_assert(!raw_closed_within(a, 200));
+    int c = socket(AF_INET, SOCK_STREAM, 0); /* connected only: a send could meet EPIPE */
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(http_server_port(s)),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(connect(c, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_msg(raw_closed_within(c, 2000), "a third connection from one address was kept");
+    close(c);
+    close(a);
+    close(b);
+    http_server_destroy(s);
+}
+END_TEST
+
 START_TEST(test_create_errors)
 {
     http_server_t *s = start_server(0);
@@ -950,6 +1019,8 @@ int main(void)
     tcase_add_test(tc, test_stream_backpressure);
     tcase_add_test(tc, test_many_streams);
     tcase_add_test(tc, test_shutdown_with_open_streams);
+    tcase_add_test(tc, test_header_deadline);
+    tcase_add_test(tc, test_connections_per_address);
     tcase_add_test(tc, test_create_errors);
     suite_add_tcase(suite, tc);
     int rc = test_util_run_suite(suite);
