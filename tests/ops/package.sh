@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# tests/ops/package.sh — the .deb and .rpm packages, built by CPack and installed on this machine.
+#
+# Usage: package.sh BUILD_DIR   (a configured and built tree; ctest passes its own)
+# Builds both .debs, installs them with dpkg (through apt-get, which waits for the dpkg lock),
+# checks the files, the cortex user and the env files' permissions, runs `cortex-gateway --help`
+# and `systemd-analyze verify` on the installed units, migrates a throwaway PostgreSQL with the
+# installed `cortex migrate`, starts the installed gateway as user cortex with the settings of
+# /etc/cortex/gateway.env (database and ports overridden; setpriv stands in for systemd's User=) and checks /health and /metrics, then
+# purges the packages. Then builds the .rpms and checks `rpm -qlp` / `rpm -qpR`.
+# This installs into the machine itself: it needs root (exit 77 otherwise) and is meant for
+# throwaway CI machines. Exit 77 also without dpkg, apt-get or PostgreSQL.
+set -uo pipefail
+src=${CORTEX_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+build=${1:?usage: package.sh BUILD_DIR}
+skip() { echo "$*: skipped"; exit 77; }
+[ "$(id -u)" = 0 ] || skip "not root (the test installs packages)"
+command -v dpkg >/dev/null && command -v apt-get >/dev/null || skip "no dpkg/apt-get"
+command -v cpack >/dev/null || skip "no cpack"
+[ -x /usr/lib/postgresql/15/bin/pg_ctl ] || command -v pg_ctl >/dev/null || skip "no PostgreSQL"
+# shellcheck source=../../ops/lib/pg.sh
+source "$src/ops/lib/pg.sh"
+
+tmp=$(mktemp -d /tmp/cortex-package.XXXXXX)
+chmod 755 "$tmp"
+fails=0
+gw_pid=""
+apt_opts=(-y -qq -o DPkg::Lock::Timeout=300)
+cleanup() {
+    [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null
+    pg_stop "$tmp/pg"
+    if dpkg-query -W cortex-control-plane cortex-neuron >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get purge "${apt_opts[@]}" cortex-control-plane \
+            cortex-neuron >/dev/null 2>&1
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+ok() { echo "ok   $*"; }
+bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+check() { # check DESCRIPTION COMMAND...
+    local what=$1
+    shift
+    if "$@" >/dev/null 2>&1; then ok "$what"; else bad "$what"; fi
+}
+
+echo "== building the .debs (cpack -G DEB in $build)"
+(cd "$build" && cpack -G DEB -B "$tmp/deb") >"$tmp/cpack-deb.log" 2>&1 ||
+    { cat "$tmp/cpack-deb.log"; echo "FAIL cpack -G DEB"; exit 1; }
+cp_deb=$(ls "$tmp"/deb/cortex-control-plane_*.deb 2>/dev/null | head -1)
+nr_deb=$(ls "$tmp"/deb/cortex-neuron_*.deb 2>/dev/null | head -1)
+[ -f "$cp_deb" ] && [ -f "$nr_deb" ] || { ls "$tmp/deb"; echo "FAIL: the two .debs were not produced"; exit 1; }
+ok "built $(basename "$cp_deb") and $(basename "$nr_deb")"
+deps=$(dpkg-deb -f "$cp_deb" Depends)
+for d in libpq5 libmicrohttpd12 libjansson4 libcurl4 postgresql-client; do
+    [[ $deps == *"$d"* ]] && ok "cortex-control-plane depends on $d" || bad "cortex-control-plane lacks dependency $d ($deps)"
+done
+deps=$(dpkg-deb -f "$nr_deb" Depends)
+for d in libpq5 libmicrohttpd12 libjansson4 libpcre2-8-0; do
+    [[ $deps == *"$d"* ]] && ok "cortex-neuron depends on $d" || bad "cortex-neuron lacks dependency $d ($deps)"
+done
+
+echo "== installing with dpkg"
+if dpkg-query -W cortex-control-plane cortex-neuron >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get purge "${apt_opts[@]}" cortex-control-plane cortex-neuron >/dev/null
+fi
+if ! DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" --no-install-recommends \
+    "$cp_deb" "$nr_deb" >"$tmp/install.log" 2>&1; then
+    cat "$tmp/install.log"
+    echo "FAIL installing the packages"
+    exit 1
+fi
+ok "installed"
+for f in /usr/bin/cortex-gateway /usr/bin/cortex-scheduler /usr/bin/neuron /usr/bin/neuron-run \
+    /usr/lib/cortex/cortex /usr/lib/cortex/ops/migrate; do
+    check "$f is executable" test -x "$f"
+done
+check "/usr/bin/cortex links to /usr/lib/cortex/cortex" test "$(readlink -f /usr/bin/cortex)" = /usr/lib/cortex/cortex
+n_sql=$(ls "$src"/sql/*.sql | wc -l)
+check "the $n_sql migrations in /usr/lib/cortex/sql" test "$(ls /usr/lib/cortex/sql/*.sql | wc -l)" = "$n_sql"
+for u in cortex-gateway cortex-scheduler neuron; do
+    check "unit $u.service installed" test -f /usr/lib/systemd/system/$u.service
+done
+check "user cortex exists" id cortex
+check "user cortex has no login shell" sh -c 'getent passwd cortex | grep -q nologin'
+for e in gateway scheduler neuron; do
+    check "/etc/cortex/$e.env is root:cortex 0640" test "$(stat -c %U:%G:%a /etc/cortex/$e.env)" = root:cortex:640
+done
+check "/var/lib/cortex/models belongs to cortex" test "$(stat -c %U /var/lib/cortex/models)" = cortex
+check "cortex-gateway --help" sh -c '/usr/bin/cortex-gateway --help | grep -q CORTEX_GATEWAY_DB'
+check "cortex-scheduler --help" sh -c '/usr/bin/cortex-scheduler --help | grep -q CORTEX_PG'
+check "neuron --help" sh -c '/usr/bin/neuron --help | grep -q CORTEX_NEURON_DB'
+check "dpkg knows /etc/cortex/gateway.env as a conffile" sh -c 'dpkg-query -W -f="\${Conffiles}" cortex-control-plane | grep -q /etc/cortex/gateway.env'
+if command -v systemd-analyze >/dev/null 2>&1; then
+    out=$(systemd-analyze verify /usr/lib/systemd/system/cortex-gateway.service \
+        /usr/lib/systemd/system/cortex-scheduler.service /usr/lib/systemd/system/neuron.service 2>&1)
+    [ $? = 0 ] && [ -z "$out" ] && ok "systemd-analyze verify on the installed units" ||
+        bad "systemd-analyze verify on the installed units: $out"
+fi
+
+echo "== the installed gateway against a throwaway PostgreSQL"
+pg_start "$tmp/pg" >/dev/null || { echo "FAIL pg_start"; exit 1; }
+tcp_pg="host=127.0.0.1 port=$PGPORT user=postgres dbname=cortex"
+if /usr/bin/cortex --db "$tcp_pg" migrate >"$tmp/migrate.log" 2>&1; then
+    ok "cortex migrate (installed CLI and /usr/lib/cortex/ops/migrate)"
+else
+    cat "$tmp/migrate.log"
+    bad "cortex migrate"
+fi
+api=$(pg_free_port)
+metrics=$(pg_free_port)
+# The env file as the unit reads it, then the test's own database and ports on top.
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin bash -c 'set -a; . /etc/cortex/gateway.env; set +a
+    export CORTEX_GATEWAY_DB="$0" CORTEX_GATEWAY_LISTEN=127.0.0.1:$1 CORTEX_GATEWAY_METRICS_LISTEN=127.0.0.1:$2
+    cd / && exec setpriv --reuid=cortex --regid=cortex --init-groups -- /usr/bin/cortex-gateway' "$tcp_pg" "$api" "$metrics" \
+    >"$tmp/gateway.log" 2>&1 &
+gw_pid=$!
+up=0
+for _ in $(seq 1 200); do
+    if curl -sf "http://127.0.0.1:$api/health" >/dev/null 2>&1; then up=1; break; fi
+    kill -0 "$gw_pid" 2>/dev/null || break
+    sleep 0.1
+done
+if [ $up = 1 ]; then ok "installed gateway answers /health (as user cortex)"; else bad "installed gateway did not come up"; cat "$tmp/gateway.log"; fi
+check "its process runs as cortex" sh -c "ps -o user= -p $gw_pid | grep -qx cortex"
+age=""
+for _ in $(seq 1 100); do
+    age=$(curl -sf "http://127.0.0.1:$metrics/metrics" | sed -n 's/^cortex_gateway_snapshot_age_seconds //p')
+    [ -n "$age" ] && awk -v a="$age" 'BEGIN { exit !(a >= 0) }' && break
+    sleep 0.1
+done
+awk -v a="${age:--1}" 'BEGIN { exit !(a >= 0) }' && ok "it read its snapshot from PostgreSQL (snapshot age ${age}s)" ||
+    bad "no snapshot from PostgreSQL (cortex_gateway_snapshot_age_seconds '${age}')"
+kill -TERM "$gw_pid"
+wait "$gw_pid"
+rc=$?
+gw_pid=""
+[ $rc = 0 ] && ok "gateway exits 0 on SIGTERM" || { bad "gateway exit status $rc"; tail -20 "$tmp/gateway.log"; }
+pg_stop "$tmp/pg"
+
+echo "== removing"
+if DEBIAN_FRONTEND=noninteractive apt-get purge "${apt_opts[@]}" cortex-control-plane cortex-neuron >"$tmp/purge.log" 2>&1; then
+    ok "purged"
+else
+    cat "$tmp/purge.log"
+    bad "purge"
+fi
+check "/usr/bin/cortex-gateway is gone" test ! -e /usr/bin/cortex-gateway
+check "/usr/lib/cortex is gone" test ! -e /usr/lib/cortex
+
+echo "== the .rpms"
+if command -v rpmbuild >/dev/null 2>&1 && command -v rpm >/dev/null 2>&1; then
+    if (cd "$build" && cpack -G RPM -B "$tmp/rpm") >"$tmp/cpack-rpm.log" 2>&1; then
+        cp_rpm=$(ls "$tmp"/rpm/cortex-control-plane-*.rpm 2>/dev/null | head -1)
+        nr_rpm=$(ls "$tmp"/rpm/cortex-neuron-*.rpm 2>/dev/null | head -1)
+        if [ -f "$cp_rpm" ] && [ -f "$nr_rpm" ]; then
+            ok "built $(basename "$cp_rpm") and $(basename "$nr_rpm")"
+            files=$(rpm -qlp "$cp_rpm" 2>/dev/null)
+            for f in /usr/bin/cortex-gateway /usr/bin/cortex-scheduler /usr/bin/cortex \
+                /usr/lib/cortex/ops/migrate /usr/lib/cortex/sql/0001_core.sql \
+                /usr/lib/systemd/system/cortex-gateway.service /etc/cortex/gateway.env; do
+                grep -qx "$f" <<<"$files" && ok "rpm -qlp control plane: $f" || bad "rpm -qlp control plane lacks $f"
+            done
+            files=$(rpm -qlp "$nr_rpm" 2>/dev/null)
+            for f in /usr/bin/neuron /usr/lib/systemd/system/neuron.service /etc/cortex/neuron.env; do
+                grep -qx "$f" <<<"$files" && ok "rpm -qlp neuron: $f" || bad "rpm -qlp neuron lacks $f"
+            done
+            check "the control-plane rpm requires libpq" sh -c "rpm -qpR '$cp_rpm' 2>/dev/null | grep -qx libpq"
+            check "the rpm's %post creates the user" sh -c "rpm -qp --scripts '$cp_rpm' 2>/dev/null | grep -q useradd"
+            check "the rpm marks gateway.env %config" sh -c "rpm -qpc '$cp_rpm' 2>/dev/null | grep -qx /etc/cortex/gateway.env"
+        else
+            cat "$tmp/cpack-rpm.log"
+            bad "the two .rpms were not produced"
+        fi
+    else
+        cat "$tmp/cpack-rpm.log"
+        bad "cpack -G RPM"
+    fi
+else
+    echo "skip the .rpms: rpmbuild not installed (Debian package rpm)"
+fi
+
+echo
+if [ $fails = 0 ]; then echo "package: all checks passed"; else echo "package: $fails checks failed"; fi
+[ $fails = 0 ]
