@@ -2,7 +2,8 @@
 #
 # Two packages, one per CPack component:
 #   cortex-control-plane  cortex-gateway, cortex-scheduler, the cortex CLI, the SQL migrations
-#                         with ops/migrate, their systemd units and sample env files
+#                         with ops/migrate, their systemd units (and the daily retention timer)
+#                         and sample env files
 #   cortex-neuron         neuron, neuron-run (and neuron-bench when built), its unit and env file
 # Layout: programs in /usr/bin; the CLI's real file in /usr/lib/cortex next to ops/migrate and
 # sql/ (the CLI finds `ops/migrate` and `sql/` above its own path) with /usr/bin/cortex a
@@ -37,6 +38,7 @@ endif()
 install(PROGRAMS ops/migrate DESTINATION lib/cortex/ops COMPONENT ${_cp})
 install(DIRECTORY sql/ DESTINATION lib/cortex/sql COMPONENT ${_cp} FILES_MATCHING PATTERN "*.sql")
 install(FILES ops/systemd/cortex-gateway.service ops/systemd/cortex-scheduler.service
+        ops/systemd/cortex-retention.service ops/systemd/cortex-retention.timer
         DESTINATION ${_units} COMPONENT ${_cp})
 install(FILES ops/systemd/gateway.env ops/systemd/scheduler.env
         DESTINATION /etc/cortex COMPONENT ${_cp})
@@ -74,7 +76,7 @@ function(cortex_package_scripts comp env_files units dirs conffiles)
   file(WRITE ${out}/conffiles "${_conf}\n")
 endfunction()
 cortex_package_scripts(${_cp} "/etc/cortex/gateway.env /etc/cortex/scheduler.env"
-                       "cortex-gateway.service cortex-scheduler.service" ""
+                       "cortex-gateway.service cortex-scheduler.service cortex-retention.timer" ""
                        "/etc/cortex/gateway.env /etc/cortex/scheduler.env")
 cortex_package_scripts(${_nr} "/etc/cortex/neuron.env" "neuron.service"
                        "/var/lib/cortex /var/lib/cortex/models" "/etc/cortex/neuron.env")

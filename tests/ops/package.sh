@@ -78,8 +78,9 @@ done
 check "/usr/bin/cortex links to /usr/lib/cortex/cortex" test "$(readlink -f /usr/bin/cortex)" = /usr/lib/cortex/cortex
 n_sql=$(ls "$src"/sql/*.sql | wc -l)
 check "the $n_sql migrations in /usr/lib/cortex/sql" test "$(ls /usr/lib/cortex/sql/*.sql | wc -l)" = "$n_sql"
-for u in cortex-gateway cortex-scheduler neuron; do
-    check "unit $u.service installed" test -f /usr/lib/systemd/system/$u.service
+for u in cortex-gateway.service cortex-scheduler.service cortex-retention.service \
+    cortex-retention.timer neuron.service; do
+    check "unit $u installed" test -f /usr/lib/systemd/system/$u
 done
 check "user cortex exists" id cortex
 check "user cortex has no login shell" sh -c 'getent passwd cortex | grep -q nologin'
@@ -92,8 +93,8 @@ check "cortex-scheduler --help" sh -c '/usr/bin/cortex-scheduler --help | grep -
 check "neuron --help" sh -c '/usr/bin/neuron --help | grep -q CORTEX_NEURON_DB'
 check "dpkg knows /etc/cortex/gateway.env as a conffile" sh -c 'dpkg-query -W -f="\${Conffiles}" cortex-control-plane | grep -q /etc/cortex/gateway.env'
 if command -v systemd-analyze >/dev/null 2>&1; then
-    out=$(systemd-analyze verify /usr/lib/systemd/system/cortex-gateway.service \
-        /usr/lib/systemd/system/cortex-scheduler.service /usr/lib/systemd/system/neuron.service 2>&1)
+    out=$(cd /usr/lib/systemd/system && systemd-analyze verify cortex-gateway.service \
+        cortex-scheduler.service cortex-retention.service cortex-retention.timer neuron.service 2>&1)
     [ $? = 0 ] && [ -z "$out" ] && ok "systemd-analyze verify on the installed units" ||
         bad "systemd-analyze verify on the installed units: $out"
 fi
@@ -106,6 +107,16 @@ if /usr/bin/cortex --db "$tcp_pg" migrate >"$tmp/migrate.log" 2>&1; then
 else
     cat "$tmp/migrate.log"
     bad "cortex migrate"
+fi
+# the retention job's command line, as systemd would run it (${CORTEX_PG} is one argument)
+cmd=$(sed -n 's/^ExecStart=//p' /usr/lib/systemd/system/cortex-retention.service)
+cmd=${cmd//\$\{CORTEX_PG\}/\"\$CORTEX_PG\"}
+if (CORTEX_PG=$tcp_pg && eval "setpriv --reuid=cortex --regid=cortex --init-groups -- $cmd") >"$tmp/retention.log" 2>&1 &&
+    [ "$(psql -X -Atqc "SELECT count(*) FROM pg_tables WHERE schemaname = 'cortex_part' AND tablename = 'requests_' || to_char(now() AT TIME ZONE 'UTC' + interval '3 days', 'YYYYMMDD')" "$tcp_pg")" = 1 ]; then
+    ok "cortex-retention.service's command creates the partitions ahead"
+else
+    cat "$tmp/retention.log"
+    bad "cortex-retention.service's command"
 fi
 api=$(pg_free_port)
 metrics=$(pg_free_port)

@@ -14,7 +14,7 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     exit 77
 fi
 [ $# -eq 3 ] || { echo "usage: $0 GATEWAY_BIN SCHEDULER_BIN NEURON_BIN" >&2; exit 2; }
-declare -A bin=([cortex-gateway]=$1 [cortex-scheduler]=$2 [neuron]=$3)
+declare -A bin=([cortex-gateway]=$(realpath "$1") [cortex-scheduler]=$(realpath "$2") [neuron]=$(realpath "$3"))
 declare -A envfile=([cortex-gateway]=gateway [cortex-scheduler]=scheduler [neuron]=neuron)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -31,11 +31,20 @@ for unit in cortex-gateway cortex-scheduler neuron; do
     done
     sed "s#^ExecStart=/usr/bin/$unit#ExecStart=${bin[$unit]}#" "$f" >"$tmp/$unit.service"
 done
-if ! out=$(cd "$tmp" && systemd-analyze verify ./*.service 2>&1) || [ -n "$out" ]; then
+# the retention job: a oneshot on psql with the scheduler's settings, and its timer
+grep -q '^EnvironmentFile=/etc/cortex/scheduler.env$' "$src/ops/systemd/cortex-retention.service" ||
+    { echo "FAIL cortex-retention.service: not on /etc/cortex/scheduler.env"; fail=1; }
+cp "$src/ops/systemd/cortex-retention.service" "$src/ops/systemd/cortex-retention.timer" "$tmp/"
+if ! command -v psql >/dev/null 2>&1; then
+    echo "note: no psql here; cortex-retention.service's ExecStart is checked against a stand-in"
+    mkdir -p "$tmp/bin" && printf '#!/bin/sh\n' >"$tmp/bin/psql" && chmod +x "$tmp/bin/psql"
+    sed -i "s#^ExecStart=/usr/bin/psql#ExecStart=$tmp/bin/psql#" "$tmp/cortex-retention.service"
+fi
+if ! out=$(cd "$tmp" && systemd-analyze verify ./*.service ./*.timer 2>&1) || [ -n "$out" ]; then
     echo "FAIL systemd-analyze verify:"
     echo "$out"
     fail=1
 else
-    echo "ok systemd-analyze verify: cortex-gateway.service cortex-scheduler.service neuron.service"
+    echo "ok systemd-analyze verify:" $(cd "$tmp" && ls ./*.service ./*.timer | sed 's#^./##')
 fi
 exit $fail
