@@ -97,20 +97,21 @@ set(CPACK_STRIP_FILES OFF)
 set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
-# The libraries (libpq5, libmicrohttpd12, libjansson4, libcurl4, libpcre2-8-0), with versions,
-# come from dpkg-shlibdeps on the binaries; the lists below add what no binary links.
+# The lists below name the libraries the programs link and what no binary links (psql for
+# migrations, useradd); dpkg-shlibdeps adds versioned entries for everything linked (CUDA
+# builds whose libraries come from outside Debian: cpack -D CPACK_DEBIAN_PACKAGE_SHLIBDEPS=OFF).
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_DEBIAN_CONTROLPLANE_PACKAGE_NAME cortex-control-plane)
 set(CPACK_DEBIAN_CONTROLPLANE_PACKAGE_DEPENDS
-    "postgresql-client, passwd, bash")
+    "libpq5, libmicrohttpd12, libjansson4, libcurl4, postgresql-client, passwd, bash")
 set(CPACK_DEBIAN_CONTROLPLANE_DESCRIPTION
     "Cortex control plane: gateway, scheduler, CLI and schema\n The stateless API gateways, the scheduler that places models on GPU hosts, the cortex\n admin CLI and the PostgreSQL migrations, with systemd units and sample settings.")
 set(CPACK_DEBIAN_CONTROLPLANE_PACKAGE_CONTROL_EXTRA
     "${_pkg}/${_cp}/postinst;${_pkg}/${_cp}/prerm;${_pkg}/${_cp}/postrm;${_pkg}/${_cp}/conffiles")
 set(CPACK_DEBIAN_NEURON_PACKAGE_NAME cortex-neuron)
 set(CPACK_DEBIAN_NEURON_PACKAGE_DEPENDS
-    "passwd")
+    "libpq5, libmicrohttpd12, libjansson4, libpcre2-8-0, passwd")
 set(CPACK_DEBIAN_NEURON_DESCRIPTION
     "Cortex neuron: serves the LLMs of one GPU host\n The per-host inference daemon of Cortex (CPU and, where built, CUDA backends), neuron-run\n for one-off prompts, with a systemd unit and sample settings.")
 set(CPACK_DEBIAN_NEURON_PACKAGE_CONTROL_EXTRA
