@@ -133,7 +133,7 @@ for _ in $(seq 1 200); do
     sleep 0.1
 done
 if [ $up = 1 ]; then ok "installed gateway answers /health (as user cortex)"; else bad "installed gateway did not come up"; cat "$tmp/gateway.log"; fi
-check "its process runs as cortex" sh -c "ps -o user= -p $gw_pid | grep -qx cortex"
+check "its process runs as cortex" test "$(stat -c %U "/proc/$gw_pid")" = cortex
 age=""
 for _ in $(seq 1 100); do
     age=$(curl -sf "http://127.0.0.1:$metrics/metrics" | sed -n 's/^cortex_gateway_snapshot_age_seconds //p')

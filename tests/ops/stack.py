@@ -44,8 +44,16 @@ def require(*what):
         elif w == "postgres":
             if not (os.path.exists("/usr/lib/postgresql/15/bin/pg_ctl") or shutil.which("pg_ctl")):
                 pytest.skip("PostgreSQL not installed")
-        elif not shutil.which(w) and not os.path.exists("/usr/sbin/" + w):
+        elif not os.access(program(w), os.X_OK) and not shutil.which(w):
             pytest.skip("%s not installed" % w)
+
+
+def program(name):
+    """The path of a program, also when /usr/sbin is not on PATH (haproxy, runuser)."""
+    for d in ("/usr/sbin", "/sbin"):
+        if not shutil.which(name) and os.access(os.path.join(d, name), os.X_OK):
+            return os.path.join(d, name)
+    return shutil.which(name) or name
 
 
 def free_port():

@@ -51,7 +51,7 @@ def fleet():
         with open(cfg, "w") as f:
             f.write(S.haproxy_config(lb_port, [(n, api.split("//")[1]) for n, _, api, _ in gws],
                                      sock))
-        haproxy = S.Proc("haproxy", ["haproxy", "-db", "-f", cfg], work)
+        haproxy = S.Proc("haproxy", [S.program("haproxy"), "-db", "-f", cfg], work)
         procs.append(haproxy)
         S.wait_for(lambda: os.path.exists(sock) and
                    S.haproxy_servers(sock) == {"gw-1": "UP", "gw-2": "UP"}, 30,

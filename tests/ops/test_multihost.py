@@ -37,7 +37,7 @@ def dbs():
             cmd[0] = os.path.join(bindir, "pg_basebackup")
         if os.getuid() == 0:
             subprocess.run(["chown", "postgres:", sdir], check=True)
-            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+            cmd = [S.program("runuser"), "-u", "postgres", "--"] + cmd
         subprocess.run(cmd, check=True, timeout=120)
         standby = S.Postgres.__new__(S.Postgres)
         standby.dir, standby.port = sdir, S.free_port()
