@@ -5,9 +5,11 @@
 # Builds both .debs, installs them with dpkg (through apt-get, which waits for the dpkg lock),
 # checks the files, the cortex user and the env files' permissions, runs `cortex-gateway --help`
 # and `systemd-analyze verify` on the installed units, migrates a throwaway PostgreSQL with the
-# installed `cortex migrate`, starts the installed gateway as user cortex with the settings of
-# /etc/cortex/gateway.env (database and ports overridden; setpriv stands in for systemd's User=) and checks /health and /metrics, then
-# purges the packages. Then builds the .rpms and checks `rpm -qlp` / `rpm -qpR`.
+# installed `cortex migrate`, runs the retention unit's command, starts the installed gateway,
+# scheduler and neuron as user cortex with the settings of their /etc/cortex/*.env (database,
+# ports and models folder overridden; setpriv stands in for systemd's User=) and checks /health,
+# /metrics, /healthz and the neuron's registration, then purges the packages. Then builds the
+# .rpms and checks `rpm -qlp` / `rpm -qpR`.
 # This installs into the machine itself: it needs root (exit 77 otherwise) and is meant for
 # throwaway CI machines. Exit 77 also without dpkg, apt-get or PostgreSQL.
 set -uo pipefail
@@ -27,7 +29,8 @@ fails=0
 gw_pid=""
 apt_opts=(-y -qq -o DPkg::Lock::Timeout=300)
 cleanup() {
-    [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null
+    local p
+    for p in ${gw_pid:-} ${sched_pid:-} ${nr_pid:-}; do kill "$p" 2>/dev/null; done
     pg_stop "$tmp/pg"
     if dpkg-query -W cortex-control-plane cortex-neuron >/dev/null 2>&1; then
         DEBIAN_FRONTEND=noninteractive apt-get purge "${apt_opts[@]}" cortex-control-plane \
@@ -118,21 +121,42 @@ else
     cat "$tmp/retention.log"
     bad "cortex-retention.service's command"
 fi
+# as_unit NAME ENV_FILE PROGRAM VAR=VALUE...: runs an installed program the way its unit does
+# (user cortex, the env file's settings), with the test's own database and ports on top; sets
+# unit_pid. setpriv stands in for systemd's User=/Group=.
+as_unit() {
+    local name=$1 envfile=$2 program=$3
+    shift 3
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin bash -c 'set -a; . "$0"; set +a
+        for kv in "${@:2}"; do export "$kv"; done
+        cd / && exec setpriv --reuid=cortex --regid=cortex --init-groups -- "$1"' \
+        "$envfile" "$program" "$@" >"$tmp/$name.log" 2>&1 &
+    unit_pid=$!
+}
+# wait_url URL PID: waits up to 20 s for URL to answer 200 while PID lives.
+wait_url() {
+    local i
+    for i in $(seq 1 200); do
+        curl -sf "$1" >/dev/null 2>&1 && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+# stop_unit NAME PID: SIGTERM, expects exit status 0.
+stop_unit() {
+    kill -TERM "$2"
+    wait "$2"
+    local rc=$?
+    [ $rc = 0 ] && ok "$1 exits 0 on SIGTERM" || { bad "$1 exit status $rc"; tail -20 "$tmp/$1.log"; }
+}
+
 api=$(pg_free_port)
 metrics=$(pg_free_port)
-# The env file as the unit reads it, then the test's own database and ports on top.
-env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin bash -c 'set -a; . /etc/cortex/gateway.env; set +a
-    export CORTEX_GATEWAY_DB="$0" CORTEX_GATEWAY_LISTEN=127.0.0.1:$1 CORTEX_GATEWAY_METRICS_LISTEN=127.0.0.1:$2
-    cd / && exec setpriv --reuid=cortex --regid=cortex --init-groups -- /usr/bin/cortex-gateway' "$tcp_pg" "$api" "$metrics" \
-    >"$tmp/gateway.log" 2>&1 &
-gw_pid=$!
-up=0
-for _ in $(seq 1 200); do
-    if curl -sf "http://127.0.0.1:$api/health" >/dev/null 2>&1; then up=1; break; fi
-    kill -0 "$gw_pid" 2>/dev/null || break
-    sleep 0.1
-done
-if [ $up = 1 ]; then ok "installed gateway answers /health (as user cortex)"; else bad "installed gateway did not come up"; cat "$tmp/gateway.log"; fi
+as_unit gateway /etc/cortex/gateway.env /usr/bin/cortex-gateway CORTEX_GATEWAY_DB="$tcp_pg" \
+    CORTEX_GATEWAY_LISTEN=127.0.0.1:$api CORTEX_GATEWAY_METRICS_LISTEN=127.0.0.1:$metrics
+gw_pid=$unit_pid
+if wait_url "http://127.0.0.1:$api/health" "$gw_pid"; then ok "installed gateway answers /health (as user cortex)"; else bad "installed gateway did not come up"; cat "$tmp/gateway.log"; fi
 check "its process runs as cortex" test "$(stat -c %U "/proc/$gw_pid")" = cortex
 age=""
 for _ in $(seq 1 100); do
@@ -142,11 +166,31 @@ for _ in $(seq 1 100); do
 done
 awk -v a="${age:--1}" 'BEGIN { exit !(a >= 0) }' && ok "it read its snapshot from PostgreSQL (snapshot age ${age}s)" ||
     bad "no snapshot from PostgreSQL (cortex_gateway_snapshot_age_seconds '${age}')"
-kill -TERM "$gw_pid"
-wait "$gw_pid"
-rc=$?
-gw_pid=""
-[ $rc = 0 ] && ok "gateway exits 0 on SIGTERM" || { bad "gateway exit status $rc"; tail -20 "$tmp/gateway.log"; }
+
+# the installed scheduler and neuron the same way: they come up, lead and register
+sport=$(pg_free_port)
+as_unit scheduler /etc/cortex/scheduler.env /usr/bin/cortex-scheduler CORTEX_PG="$tcp_pg" \
+    CORTEX_SCHEDULER_LISTEN=127.0.0.1:$sport
+sched_pid=$unit_pid
+if wait_url "http://127.0.0.1:$sport/healthz" "$sched_pid"; then ok "installed scheduler answers /healthz"; else bad "installed scheduler did not come up"; cat "$tmp/scheduler.log"; fi
+mkdir -p "$tmp/models" && chmod 755 "$tmp/models"
+nport=$(pg_free_port)
+as_unit neuron /etc/cortex/neuron.env /usr/bin/neuron CORTEX_NEURON_DB="$tcp_pg" \
+    CORTEX_NEURON_LISTEN=127.0.0.1:$nport CORTEX_NEURON_ADVERTISE=http://127.0.0.1:$nport \
+    CORTEX_NEURON_NAME=pkg-node CORTEX_NEURON_MODELS_DIR="$tmp/models" \
+    CORTEX_NEURON_MEMORY_BUDGET=1GiB
+nr_pid=$unit_pid
+if wait_url "http://127.0.0.1:$nport/healthz" "$nr_pid"; then ok "installed neuron answers /healthz"; else bad "installed neuron did not come up"; cat "$tmp/neuron.log"; fi
+registered=0
+for _ in $(seq 1 100); do
+    [ "$(psql -X -Atqc "SELECT count(*) FROM cortex.nodes WHERE name = 'pkg-node'" "$tcp_pg")" = 1 ] && { registered=1; break; }
+    sleep 0.1
+done
+[ $registered = 1 ] && ok "the installed neuron registered in PostgreSQL" || bad "the installed neuron did not register"
+stop_unit neuron "$nr_pid"
+stop_unit scheduler "$sched_pid"
+stop_unit gateway "$gw_pid"
+gw_pid="" sched_pid="" nr_pid=""
 pg_stop "$tmp/pg"
 
 echo "== removing"
