@@ -98,9 +98,14 @@ set(CPACK_DEB_COMPONENT_INSTALL ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 # The lists below name the libraries the programs link and what no binary links (psql for
-# migrations, useradd); dpkg-shlibdeps adds versioned entries for everything linked (CUDA
-# builds whose libraries come from outside Debian: cpack -D CPACK_DEBIAN_PACKAGE_SHLIBDEPS=OFF).
+# migrations, useradd); dpkg-shlibdeps adds versioned entries for everything linked.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+if(CORTEX_HAVE_CUDA)
+  # The CUDA runtime and cuBLAS usually come from NVIDIA's repository or installer, which
+  # dpkg-shlibdeps cannot map to Debian packages (it stops with an error): CUDA builds rely on
+  # the explicit lists, and the GPU hosts get the CUDA runtime with their driver (docs/deploy.md).
+  set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS OFF)
+endif()
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_DEBIAN_CONTROLPLANE_PACKAGE_NAME cortex-control-plane)
 set(CPACK_DEBIAN_CONTROLPLANE_PACKAGE_DEPENDS
