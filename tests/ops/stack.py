@@ -298,6 +298,16 @@ def haproxy_servers(socket_path):
 
 
 def new_workdir(prefix):
+    """A folder for one test module's clusters and logs; remove it with remove_workdir()."""
     d = tempfile.mkdtemp(prefix=prefix)
     os.chmod(d, 0o755)
     return d
+
+
+def remove_workdir(d):
+    """Removes a folder of new_workdir() once everything in it stopped, unless
+    CORTEX_KEEP_TEST_DIRS is set (failures quote the logs' tails either way)."""
+    if os.environ.get("CORTEX_KEEP_TEST_DIRS"):
+        print("kept", d)
+    else:
+        shutil.rmtree(d, ignore_errors=True)

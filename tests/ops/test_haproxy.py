@@ -63,6 +63,7 @@ def fleet():
         for p in reversed(procs):
             p.stop()
         pg.stop()
+        S.remove_workdir(work)
 
 
 def requests_served(metrics_url):

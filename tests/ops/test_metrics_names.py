@@ -142,6 +142,7 @@ def scrapes():
         for p in reversed(procs):
             p.stop()
         pg.stop()
+        S.remove_workdir(work)
 
 
 def test_dashboard_and_alert_names_exist_in_live_scrapes(scrapes):

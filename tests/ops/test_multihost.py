@@ -54,6 +54,7 @@ def dbs():
     finally:
         for pg in reversed(started):
             pg.stop()
+        S.remove_workdir(work)
 
 
 def test_psql_reaches_the_primary(dbs):
