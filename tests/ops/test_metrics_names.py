@@ -100,6 +100,22 @@ def live_labels(text, name):
     return seen
 
 
+def test_dashboard_shape():
+    """Importable by Grafana: unique panel ids, a Prometheus data source on every query panel,
+    and the four rows the issue asks for."""
+    with open(DASHBOARD) as f:
+        dash = json.load(f)
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    rows = [p["title"] for p in dash["panels"] if p["type"] == "row"]
+    assert rows == ["Fleet", "Models", "Latency", "Traffic and errors"], rows
+    for p in dash["panels"]:
+        if p["type"] != "row":
+            assert p["datasource"]["type"] == "prometheus" and p["targets"], p["title"]
+            assert {"h", "w", "x", "y"} <= set(p["gridPos"]), p["title"]
+    assert dash["templating"]["list"][0]["type"] == "datasource"
+
+
 def test_expressions_are_found():
     assert len(dashboard_exprs()) >= 20
     assert len(alert_exprs()) >= 8
