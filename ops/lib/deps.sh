@@ -4,6 +4,9 @@
 #   deps_venv                creates/updates the Python test virtualenv under $CORTEX_CACHE/venv
 #                            from tests/requirements.txt and puts it first on PATH
 # CORTEX_CACHE defaults to ~/.cache/cortex; everything downloaded lives there.
+# The last line of packages serves the operations tests (tests/ops): HAProxy, promtool (in
+# Debian's prometheus), rpmbuild (rpm, for CPack's .rpm) and systemd-analyze (systemd; it need
+# not run as PID 1).
 
 : "${CORTEX_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/cortex}"
 export CORTEX_CACHE
@@ -12,7 +15,7 @@ CORTEX_APT_PACKAGES="build-essential cmake pkg-config git python3 python3-venv c
 clang libclang-rt-14-dev
 libpq-dev libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev check libpcre2-dev
 postgresql-15 postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
-prometheus"
+curl haproxy prometheus rpm systemd"
 
 deps_sudo() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
