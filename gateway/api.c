@@ -392,15 +392,18 @@ static void api_metrics(http_request_t *req, void *ud)
                "Connections dropped for not sending their request headers within "
                "--header-timeout.",
                (unsigned long long)http_server_slow_dropped(a->server));
-    if (a->ratelimit) {
-        struct ratelimit_stats rs;
+    /* Exported without a limiter too (open mode: zeros), so dashboards and alerts that read
+     * it never see the series vanish. */
+    struct ratelimit_stats rs = {0};
+    if (a->ratelimit)
         ratelimit_get_stats(a->ratelimit, &rs);
-        metrics_append_family(&b, "cortex_gateway_rate_limited_total", "counter",
-                              "Requests refused with 429 for a per-key limit, by the limit.");
-        buf_appendf(&b, "cortex_gateway_rate_limited_total{limit=\"requests\"} %llu\n",
-                    (unsigned long long)rs.refused_requests);
-        buf_appendf(&b, "cortex_gateway_rate_limited_total{limit=\"tokens\"} %llu\n",
-                    (unsigned long long)rs.refused_tokens);
+    metrics_append_family(&b, "cortex_gateway_rate_limited_total", "counter",
+                          "Requests refused with 429 for a per-key limit, by the limit.");
+    buf_appendf(&b, "cortex_gateway_rate_limited_total{limit=\"requests\"} %llu\n",
+                (unsigned long long)rs.refused_requests);
+    buf_appendf(&b, "cortex_gateway_rate_limited_total{limit=\"tokens\"} %llu\n",
+                (unsigned long long)rs.refused_tokens);
+    if (a->ratelimit) {
         api_sample(&b, "cortex_gateway_rate_limit_db_calls_total", "counter",
                    "Calls of cortex.rate_take (slice leases and token syncs).",
                    (unsigned long long)rs.db_calls);
