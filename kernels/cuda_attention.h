@@ -85,8 +85,9 @@ struct cuda_attention_prefill {
 };
 
 /* 1 when the tensor-core kernel can run the call on the current device: a bf16 cache whose
- * pointers are 16-byte aligned with kv_stride a multiple of 8, head_dim 32/64/128/256, compute
- * capability 8.0 or newer and enough shared memory per block; else 0. Checks no other argument. */
+ * pointers are 16-byte aligned with kv_stride a multiple of 8, head_dim 32/64/128/256, n_q up to
+ * 65535 blocks of 64 rows, compute capability 8.0 or newer and enough shared memory per block;
+ * else 0. Validates nothing else (cuda_attention_prefill() does). */
 int cuda_attention_prefill_tensor_ok(const struct cuda_attention_prefill *a);
 
 /* Queues prefill attention; -1 (reason in cuda_last_error()) for bad shapes or a launch error. */
