@@ -12,10 +12,12 @@
  * acc) to the scratch. A second kernel merges the partials of a head in a fixed order.
  *
  * Prefill tiles 16 query rows of one head per block (4 per warp) and walks the causal context
- * in tiles of 16 positions staged as fp32 in shared memory. It uses no tensor cores: a
- * straightforward first version, correct for every shape the engine meets.
+ * in tiles of 16 positions staged as fp32 in shared memory. It uses no tensor cores: the
+ * fallback for what the tensor-core kernel (cuda_attention_tc.cu) cannot run (f32 caches,
+ * misaligned ones, GPUs before sm_80), correct for every shape the engine meets.
  */
 #include "cuda_attention.h"
+#include "cuda_attention_internal.h"
 #include "cuda_check.cuh"
 #include "cuda_util.cuh"
 
@@ -343,6 +345,18 @@ static int attn_prefill_launch(const struct attn_prefill_args &a, int hd, int n_
     return 0;
 }
 
+extern "C" int cuda_attention_prefill_tensor_ok(const struct cuda_attention_prefill *a)
+{
+    int dev = 0, major = 0;
+    if (a->kv_type != DTYPE_BF16 || (uintptr_t)a->k % 16 || (uintptr_t)a->v % 16 ||
+        a->kv_stride % 8 || (a->n_q + 63) / 64 > 65535 || cuda_attention_tc_smem(a->head_dim) == 0)
+        return 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+        return 0;
+    return major >= 8;
+}
+
 extern "C" int cuda_attention_prefill(const struct cuda_attention_prefill *a, cudaStream_t stream)
 {
     int row = a->n_heads * a->head_dim, kv_row = a->n_kv_heads * a->head_dim;
@@ -350,12 +364,20 @@ extern "C" int cuda_attention_prefill(const struct cuda_attention_prefill *a, cu
         !attn_head_dim_ok(a->head_dim) || a->n_kv_heads < 1 || a->n_heads < a->n_kv_heads ||
         a->n_heads % a->n_kv_heads || a->n_heads > 65535 || a->n_q < 0 || a->pos0 < 0 ||
         a->kv_stride < kv_row || (a->n_q > 1 && (a->q_stride < row || a->out_stride < row)) ||
-        !a->q || !a->k || !a->v || !a->out)
+        !a->q || !a->k || !a->v || !a->out || a->impl < CUDA_ATTENTION_IMPL_AUTO ||
+        a->impl > CUDA_ATTENTION_IMPL_TENSOR)
         return cuda_fail_args("cuda_attention_prefill",
                               "types f32/bf16, head_dim 32/64/128/256, n_kv_heads divides "
-                              "n_heads, strides cover a row, every pointer set");
+                              "n_heads, strides cover a row, every pointer set, a known impl");
+    bool tensor = a->impl != CUDA_ATTENTION_IMPL_TILED && cuda_attention_prefill_tensor_ok(a);
+    if (a->impl == CUDA_ATTENTION_IMPL_TENSOR && !tensor)
+        return cuda_fail_args("cuda_attention_prefill",
+                              "the tensor-core kernel needs sm_80+, a bf16 cache with 16-byte "
+                              "aligned pointers and kv_stride a multiple of 8");
     if (a->n_q == 0)
         return 0;
+    if (tensor)
+        return cuda_attention_tc_prefill(a, stream);
     struct attn_prefill_args p;
     p.q = a->q, p.k = a->k, p.v = a->v, p.out = a->out;
     p.q_stride = a->q_stride, p.kv_stride = a->kv_stride, p.out_stride = a->out_stride;

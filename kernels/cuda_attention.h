@@ -2,6 +2,10 @@
  * kernels/cuda_attention.h — causal grouped-query attention on the GPU (CPU twin:
  * cpu_attention()): decode over a KV cache, split along the context, and tiled prefill.
  *
+ * Prefill has two implementations: a flash-attention kernel on the tensor cores (bf16 products,
+ * fp32 softmax and accumulators; sm_80+, bf16 cache) and the tiled CUDA-core kernel that serves
+ * every other case. cuda_attention_prefill() picks the first where it can.
+ *
  * Contract: query head h reads KV head h / (n_heads / n_kv_heads); scores are scaled by scale
  * and softmaxed in fp32; the output is the weighted sum of values, rounded once on store.
  * head_dim is 32, 64, 128 or 256. Queries and outputs are F32 or BF16; the cache is F32 or BF16.
@@ -56,6 +60,15 @@ size_t cuda_attention_decode_work_bytes(int n_seqs, int n_heads, int head_dim, i
 int cuda_attention_decode(const struct cuda_attention_decode *a, cudaStream_t stream)
         __attribute__((warn_unused_result));
 
+/* Which prefill kernel runs. AUTO (0, what a zeroed struct asks for) takes the tensor cores
+ * when cuda_attention_prefill_tensor_ok() says so; the others force one kernel (tests and
+ * benchmarks): TENSOR is refused where it cannot run. */
+enum cuda_attention_impl {
+    CUDA_ATTENTION_IMPL_AUTO = 0,
+    CUDA_ATTENTION_IMPL_TILED,  /* CUDA cores, fp32 throughout; any valid shape and type */
+    CUDA_ATTENTION_IMPL_TENSOR, /* tensor cores: bf16 Q (f32 queries are rounded) and P */
+};
+
 /* Prefill: n_q query tokens of one sequence at positions pos0 .. pos0 + n_q - 1 (row i of q
  * and out), over a cache already filled for positions 0 .. pos0 + n_q - 1; query i attends to
  * positions 0 .. pos0 + i. */
@@ -70,7 +83,14 @@ struct cuda_attention_prefill {
     int64_t n_q, pos0;
     int n_heads, n_kv_heads, head_dim;
     float scale;
+    enum cuda_attention_impl impl;
 };
+
+/* 1 when the tensor-core kernel can run the call on the current device: a bf16 cache whose
+ * pointers are 16-byte aligned with kv_stride a multiple of 8, head_dim 32/64/128/256, n_q up to
+ * 65535 blocks of 64 rows, compute capability 8.0 or newer and enough shared memory per block;
+ * else 0. Validates nothing else (cuda_attention_prefill() does). */
+int cuda_attention_prefill_tensor_ok(const struct cuda_attention_prefill *a);
 
 /* Queues prefill attention; -1 (reason in cuda_last_error()) for bad shapes or a launch error. */
 int cuda_attention_prefill(const struct cuda_attention_prefill *a, cudaStream_t stream)
