@@ -260,8 +260,21 @@ static bool proxy_flush(struct proxy_job *job)
     return !job->client_gone;
 }
 
-/* Starts the client's event stream (status 200). */
-static void proxy_start_stream(struct proxy_job *job)
+/* The prompt's token count a neuron announces in X-Prompt-Tokens (neuron/openai_api.h), or 0. */
+static int64_t proxy_prompt_tokens(const http_client_response_t *resp)
+{
+    const char *v = resp ? http_client_response_header(resp, "X-Prompt-Tokens") : NULL;
+    if (!v)
+        return 0;
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    return end != v && *end == '\0' && n > 0 ? (int64_t)n : 0;
+}
+
+/* Starts the client's event stream (status 200). resp: the neuron's answer headers; NULL for a
+ * request held for a cold start, whose Anthropic message_start waits for the neuron's headers
+ * (they carry the prompt's token count for usage.input_tokens): it gets a ping meanwhile. */
+static void proxy_start_stream(struct proxy_job *job, const http_client_response_t *resp)
 {
     if (job->anthropic)
         http_request_add_reply_header(job->req, "request-id", http_request_id(job->req));
@@ -273,7 +286,10 @@ static void proxy_start_stream(struct proxy_job *job)
     job->reply_status = 200;
     if (job->anthropic) {
         job->astream = anthropic_stream_create(NULL, job->client_model);
-        anthropic_stream_start(job->astream, 0, &job->pending);
+        if (resp)
+            anthropic_stream_start(job->astream, proxy_prompt_tokens(resp), &job->pending);
+        else
+            anthropic_sse_ping(&job->pending);
     }
     proxy_flush(job);
     struct proxy *p = job->proxy;
@@ -357,8 +373,12 @@ static int proxy_on_headers(const http_client_response_t *resp, void *ud)
 {
     struct proxy_job *job = ud;
     job->status = resp->status;
-    if (resp->status == 200 && !job->out)
-        proxy_start_stream(job);
+    if (resp->status == 200 && !job->out) {
+        proxy_start_stream(job, resp);
+    } else if (resp->status == 200 && job->astream) { /* held: message_start now */
+        anthropic_stream_start(job->astream, proxy_prompt_tokens(resp), &job->pending);
+        proxy_flush(job);
+    }
     return job->client_gone ? 1 : 0;
 }
 
@@ -686,7 +706,7 @@ static bool proxy_cold_start(struct proxy_job *job, struct error *last)
     if (snapshot_demand(p->s.snapshot, job->served_model) < 0)
         LOGC_WARN(&job->log, "demand not recorded; waiting for the next placement anyway");
     if (job->stream)
-        proxy_start_stream(job); /* keep-alives flow while the model loads */
+        proxy_start_stream(job, NULL); /* keep-alives flow while the model loads */
     uint64_t t0 = timing_now_ms();
     enum snapshot_hold_result r =
             snapshot_hold(p->s.snapshot, job->served_model, p->s.hold_timeout_ms, job->cancel);
