@@ -52,7 +52,19 @@ struct proxy {
     bool stopping;             /* under mu */
     pthread_t ticker;
     bool ticker_started;
+    /* Worker threads outlive their request and wait a while for the next one, so a busy gateway
+     * does not create a thread per request. proxy_start hands a job to an idle worker through
+     * `queue` (under mu), reserving it by decrementing idle_workers; a worker that waited
+     * PROXY_WORKER_IDLE_MS for nothing exits. */
+    pthread_cond_t work;         /* a job was queued, or stopping */
+    pthread_cond_t workers_gone; /* workers reached 0 */
+    struct proxy_job *queue;     /* jobs handed to idle workers, under mu */
+    unsigned idle_workers;       /* workers waiting and not reserved, under mu */
+    unsigned workers;            /* worker threads alive, under mu */
 };
+
+/* How long an idle worker thread waits for another request before it exits. */
+#define PROXY_WORKER_IDLE_MS 30000
 
 struct proxy_job {
     struct proxy *proxy;
@@ -73,6 +85,8 @@ struct proxy_job {
     struct buf error_body; /* a non-200 answer's body (bounded) */
     sse_parser_t *parser;
     bool event_seen; /* the last piece of data completed an event */
+
+    struct proxy_job *queue_next; /* on proxy->queue, under proxy mu */
 
     /* the client's stream, once started */
     pthread_mutex_t out_mu;        /* guards writes to out, last_write_ms, quiet */
@@ -160,7 +174,9 @@ struct proxy *proxy_create(const struct proxy_settings *settings)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->tick, &ca);
+    pthread_cond_init(&p->work, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_cond_init(&p->workers_gone, NULL);
     p->ticker_started = pthread_create(&p->ticker, NULL, proxy_ticker, p) == 0;
     if (!p->ticker_started)
         LOG_ERROR("cannot start the keep-alive thread: streams get no pings");
@@ -176,9 +192,14 @@ void proxy_destroy(struct proxy *p)
         pthread_cond_wait(&p->idle, &p->mu);
     p->stopping = true;
     pthread_cond_broadcast(&p->tick);
+    pthread_cond_broadcast(&p->work);
+    while (p->workers > 0) /* idle workers leave at once; they touch p until they do */
+        pthread_cond_wait(&p->workers_gone, &p->mu);
     pthread_mutex_unlock(&p->mu);
     if (p->ticker_started)
         pthread_join(p->ticker, NULL);
+    pthread_cond_destroy(&p->workers_gone);
+    pthread_cond_destroy(&p->work);
     pthread_cond_destroy(&p->tick);
     pthread_cond_destroy(&p->idle);
     pthread_mutex_destroy(&p->mu);
@@ -732,9 +753,8 @@ static bool proxy_cold_start(struct proxy_job *job, struct error *last)
     return true;
 }
 
-static void *proxy_thread(void *arg)
+static void proxy_run(struct proxy_job *job)
 {
-    struct proxy_job *job = arg;
     struct proxy *p = job->proxy;
     uint64_t tried = 0;
     struct error last = ERROR_INIT;
@@ -764,7 +784,41 @@ static void *proxy_thread(void *arg)
     }
     error_clear(&last);
     proxy_finish(job);
-    return NULL;
+}
+
+/* A worker thread: runs its first job, then the jobs handed to it while it waits idle (see
+ * struct proxy), and exits after PROXY_WORKER_IDLE_MS without one or when the proxy stops. */
+static void *proxy_worker(void *arg)
+{
+    struct proxy_job *job = arg;
+    struct proxy *p = job->proxy;
+    for (;;) {
+        proxy_run(job);
+        job = NULL;
+        pthread_mutex_lock(&p->mu);
+        if (!p->stopping) {
+            p->idle_workers++;
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_sec += PROXY_WORKER_IDLE_MS / 1000;
+            int rc = 0;
+            while (!p->queue && !p->stopping && rc == 0)
+                rc = pthread_cond_timedwait(&p->work, &p->mu, &until);
+            if (p->queue) { /* reserved for us by proxy_start (idle_workers already counted) */
+                job = p->queue;
+                p->queue = job->queue_next;
+            } else {
+                p->idle_workers--;
+            }
+        }
+        if (!job) {
+            if (--p->workers == 0)
+                pthread_cond_broadcast(&p->workers_gone);
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 static void proxy_on_gone(void *ud)
@@ -819,14 +873,31 @@ void proxy_start(struct proxy *p, http_request_t *req, struct proxy_call *call)
     pthread_mutex_init(&job->out_mu, NULL);
 
     http_request_defer(req, proxy_on_gone, job);
+    pthread_mutex_lock(&p->mu);
+    if (p->idle_workers > 0) { /* hand it to a waiting worker */
+        p->idle_workers--;
+        struct proxy_job **tail = &p->queue;
+        while (*tail)
+            tail = &(*tail)->queue_next;
+        *tail = job;
+        pthread_cond_signal(&p->work);
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    p->workers++;
+    pthread_mutex_unlock(&p->mu);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 1024 * 1024);
     pthread_t thread;
-    int rc = pthread_create(&thread, &attr, proxy_thread, job);
+    int rc = pthread_create(&thread, &attr, proxy_worker, job);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
+        pthread_mutex_lock(&p->mu);
+        if (--p->workers == 0)
+            pthread_cond_broadcast(&p->workers_gone);
+        pthread_mutex_unlock(&p->mu);
         LOGC_ERROR(&job->log, "cannot start a proxy thread: %s", strerror(rc));
         struct error e = ERROR_INIT;
         error_set(&e, ERR_OVERLOADED, NULL, NULL);
