@@ -97,6 +97,9 @@ struct proxy_job {
     struct anthropic_stream *astream;
     struct buf pending;     /* bytes to write to the client */
     bool done;              /* the client's stream ended (success or error event) */
+    bool ended_ok;          /* ... with its normal end ([DONE] / message_stop) */
+    bool closed;            /* the client's stream is closed already: the rest of the neuron's
+                               answer is only read to keep its connection reusable */
     bool client_gone;       /* a write found the client gone or not reading */
     uint64_t last_write_ms; /* monotonic */
 
@@ -281,6 +284,36 @@ static bool proxy_flush(struct proxy_job *job)
     return !job->client_gone;
 }
 
+/* Takes the job off the ticker's list. */
+static void proxy_unlist(struct proxy_job *job)
+{
+    struct proxy *p = job->proxy;
+    pthread_mutex_lock(&p->mu);
+    if (job->listed) {
+        if (job->prev)
+            job->prev->next = job->next;
+        else
+            p->streams = job->next;
+        if (job->next)
+            job->next->prev = job->prev;
+        job->listed = false;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* The client's stream has had its normal end: close it now rather than after the neuron's
+ * answer is over. The worker then reads the neuron's answer to its end, so the connection is
+ * kept for the next request instead of being cut (a cut connection costs a new connect). */
+static void proxy_end_client_stream(struct proxy_job *job)
+{
+    proxy_unlist(job); /* off the ticker's list before the stream goes */
+    pthread_mutex_lock(&job->out_mu);
+    http_stream_close(job->out);
+    job->closed = true;
+    job->quiet = true;
+    pthread_mutex_unlock(&job->out_mu);
+}
+
 /* The prompt's token count a neuron announces in X-Prompt-Tokens (neuron/openai_api.h), or 0. */
 static int64_t proxy_prompt_tokens(const http_client_response_t *resp)
 {
@@ -339,12 +372,23 @@ static void proxy_stream_fail(struct proxy_job *job, const struct error *e)
 /* ---- neuron side -------------------------------------------------------------------------- */
 
 /* One OpenAI chunk on its way to an OpenAI client: passed through, except a usage-only chunk
- * the client did not ask for; an error chunk ends the stream. */
+ * the client did not ask for; an error chunk (or one that is not JSON, where it is read) ends
+ * the stream. */
 static void proxy_openai_event(struct proxy_job *job, const char *data, size_t len)
 {
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
         openai_sse_done(&job->pending);
         job->done = true;
+        job->ended_ok = true;
+        return;
+    }
+    /* Most chunks are content deltas passed through as they are: parsing them would be the
+     * largest user-space cost of a stream. Only a chunk that can hold an error or a usage
+     * (its text has one of those keys) needs to be read. */
+    if (!memmem(data, len, "\"error\"", 7) && !memmem(data, len, "\"usage\"", 7)) {
+        buf_append_str(&job->pending, "data: ");
+        buf_append(&job->pending, data, len);
+        buf_append_str(&job->pending, "\n\n");
         return;
     }
     json_t *chunk = json_loadb(data, len, 0, NULL);
@@ -381,9 +425,12 @@ static int proxy_on_event(const sse_event_t *ev, void *ud)
     if (job->done)
         return 1;
     if (job->anthropic) {
-        if (anthropic_stream_feed_data(job->astream, ev->data, ev->data_len, &job->pending, NULL) !=
-            0)
+        int rc = anthropic_stream_feed_data(job->astream, ev->data, ev->data_len, &job->pending,
+                                            NULL);
+        if (rc != 0) {
             job->done = true;
+            job->ended_ok = rc > 0;
+        }
     } else {
         proxy_openai_event(job, ev->data, ev->data_len);
     }
@@ -411,6 +458,8 @@ static int proxy_on_data(const char *data, size_t len, void *ud)
             buf_append(&job->error_body, data, len);
         return 0;
     }
+    if (job->closed)
+        return 0; /* draining after the end (see proxy_end_client_stream) */
     job->event_seen = false;
     int rc = sse_parser_feed(job->parser, data, len, proxy_on_event, job);
     if (rc == SSE_TOO_LARGE) {
@@ -424,6 +473,10 @@ static int proxy_on_data(const char *data, size_t len, void *ud)
         job->first_ms = timing_now_ms();
     if (!proxy_flush(job))
         return 1;
+    if (job->done && job->ended_ok) {
+        proxy_end_client_stream(job);
+        return 0;
+    }
     return job->done ? 1 : 0;
 }
 
@@ -541,8 +594,9 @@ static bool proxy_attempt(struct proxy_job *job, const struct upstream_lease *le
     }
     bool answered = true;
     bool gone = job->client_gone || (http_client_cancel_fired(job->cancel) && !job->done);
-    /* We stop reading once the client's stream has ended ([DONE], message_stop, an error). */
-    if (rc == HTTP_CLIENT_ERR_ABORTED && job->done && !gone)
+    /* We stop reading once the client's stream has ended with an error; after its normal end
+     * ([DONE], message_stop) we read the rest, and a failure there no longer concerns it. */
+    if ((rc == HTTP_CLIENT_ERR_ABORTED || job->ended_ok) && job->done && !gone)
         rc = HTTP_CLIENT_OK;
     if (gone) {
         pthread_mutex_lock(&job->out_mu);
@@ -686,18 +740,8 @@ static void proxy_finish(struct proxy_job *job)
 {
     struct proxy *p = job->proxy;
     proxy_log_summary(job);
-    pthread_mutex_lock(&p->mu);
-    if (job->listed) { /* off the ticker's list before the stream goes */
-        if (job->prev)
-            job->prev->next = job->next;
-        else
-            p->streams = job->next;
-        if (job->next)
-            job->next->prev = job->prev;
-        job->listed = false;
-    }
-    pthread_mutex_unlock(&p->mu);
-    if (job->out)
+    proxy_unlist(job); /* off the ticker's list before the stream goes */
+    if (job->out && !job->closed)
         http_stream_close(job->out);
     http_client_cancel_destroy(job->cancel);
     sse_parser_destroy(job->parser);

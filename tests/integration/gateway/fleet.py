@@ -34,10 +34,19 @@ class Postgres:
                        stdout=subprocess.DEVNULL)
 
     def start(self):
-        out = subprocess.run(
-            ["bash", "-c", 'source "$0/ops/lib/pg.sh" && pg_start "$1" $2 >&2 && echo "$CORTEX_PG"',
-             SRC, self.dir, str(self.port or "")],
-            check=True, capture_output=True, text=True).stdout.strip()
+        # A restart on the same port can fail for a moment on a busy machine (the old server's
+        # socket or another process's brief use of the port): retry until a deadline.
+        deadline = time.monotonic() + 30
+        while True:
+            run = subprocess.run(
+                ["bash", "-c",
+                 'source "$0/ops/lib/pg.sh" && pg_start "$1" $2 >&2 && echo "$CORTEX_PG"',
+                 SRC, self.dir, str(self.port or "")], capture_output=True, text=True)
+            if run.returncode == 0:
+                break
+            assert self.port and time.monotonic() < deadline, "pg_start failed:\n" + run.stderr
+            time.sleep(0.5)
+        out = run.stdout.strip()
         self.conninfo = out.splitlines()[-1]
         self.port = int(re.search(r"port=(\d+)", self.conninfo).group(1))
 
