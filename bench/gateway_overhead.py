@@ -162,6 +162,9 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--streams", type=int, default=6000)
     ap.add_argument("--gateway-threads", type=int, default=2)
+    ap.add_argument("--latency-only", action="store_true",
+                    help="skip the throughput runs (e.g. under chrt -f, which must not saturate "
+                         "a shared machine)")
     ap.add_argument("--json")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="cortex-gw-bench.")
@@ -197,6 +200,8 @@ def main():
                 "added_p99_us": statistics.median(t["p99_us"] - d["p99_us"]
                                                   for d, t in zip(direct, through))}
             print(name, "latency", json.dumps(latency), file=sys.stderr, flush=True)
+            if a.latency_only:
+                continue
             direct, through, per_core = [], [], []
             for _ in range(a.runs):
                 direct.append(wrk("http://127.0.0.1:%d/v1/chat/completions" % uport, script, 32,
