@@ -1,10 +1,17 @@
 /*
  * common/http_client.c — HTTP requests over libcurl, buffered or streamed.
  *
- * Each call drives one easy handle through its own multi handle, so that the wait for data is a
+ * Each call drives one easy handle through a multi handle, so that the wait for data is a
  * curl_multi_poll that another thread can interrupt (curl_multi_wakeup, used by
  * http_client_cancel_fire) and that wakes up for the idle timeout. Buffered requests are
  * streaming requests whose data callback appends to the body.
+ *
+ * The easy and multi handles belong to the calling thread and are kept for its next call (freed
+ * when the thread exits): the multi handle's connection cache then keeps connections to the
+ * servers a thread talks to alive, so a thread that makes many calls (a gateway worker) does not
+ * pay a TCP connect, a socketpair and handle set-up per request. libcurl checks a cached
+ * connection before reusing it and reconnects when the server closed it. Connections are never
+ * shared between threads (libcurl does not support that).
  */
 #include "http_client.h"
 
@@ -49,10 +56,42 @@ struct http_client_xfer {
 };
 
 static pthread_once_t http_client_once = PTHREAD_ONCE_INIT;
+static pthread_key_t http_client_handles_key;
+
+/* A thread's kept handles (see the file comment). */
+struct http_client_handles {
+    CURLM *multi;
+    CURL *easy;
+};
+
+static void http_client_handles_free(void *ud)
+{
+    struct http_client_handles *h = ud;
+    curl_easy_cleanup(h->easy);
+    curl_multi_cleanup(h->multi);
+    free(h);
+}
 
 static void http_client_init_once(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (pthread_key_create(&http_client_handles_key, http_client_handles_free) != 0)
+        abort(); /* only fails when the process is out of keys: a build error, not input */
+}
+
+/* The calling thread's handles, created on first use; NULL members when libcurl failed. */
+static struct http_client_handles *http_client_handles(void)
+{
+    struct http_client_handles *h = pthread_getspecific(http_client_handles_key);
+    if (!h) {
+        h = xcalloc(1, sizeof *h);
+        pthread_setspecific(http_client_handles_key, h);
+    }
+    if (!h->multi)
+        h->multi = curl_multi_init();
+    if (!h->easy)
+        h->easy = curl_easy_init();
+    return h;
 }
 
 void http_client_global_init(void)
@@ -216,10 +255,10 @@ static size_t http_client_on_data(char *data, size_t size, size_t n, void *ud)
 
 /* ---- the transfer ----------------------------------------------------------------------- */
 
-static CURL *http_client_easy(const http_client_request_t *req, struct http_client_cb *cb,
-                              struct curl_slist **hl, char *errbuf)
+/* Sets easy (the thread's, in its reset state) up for req. */
+static CURL *http_client_easy(CURL *easy, const http_client_request_t *req,
+                              struct http_client_cb *cb, struct curl_slist **hl, char *errbuf)
 {
-    CURL *easy = curl_easy_init();
     if (easy == NULL)
         return NULL;
     curl_easy_setopt(easy, CURLOPT_URL, req->url);
@@ -310,8 +349,9 @@ static http_client_result_t http_client_run(struct http_client_xfer *x)
         snprintf(resp->error, sizeof resp->error, "no URL");
         return HTTP_CLIENT_ERR_OTHER;
     }
-    cb.easy = http_client_easy(req, &cb, &hl, errbuf);
-    multi = curl_multi_init();
+    struct http_client_handles *handles = http_client_handles();
+    cb.easy = http_client_easy(handles->easy, req, &cb, &hl, errbuf);
+    multi = handles->multi;
     if (cb.easy == NULL || multi == NULL || curl_multi_add_handle(multi, cb.easy) != CURLM_OK) {
         snprintf(resp->error, sizeof resp->error, "libcurl initialisation failed");
         rc = HTTP_CLIENT_ERR_OTHER;
@@ -374,9 +414,9 @@ static http_client_result_t http_client_run(struct http_client_xfer *x)
 out:
     http_client_cancel_attach(req->cancel, NULL);
     if (multi && cb.easy)
-        curl_multi_remove_handle(multi, cb.easy);
-    curl_multi_cleanup(multi);
-    curl_easy_cleanup(cb.easy);
+        curl_multi_remove_handle(multi, cb.easy); /* both kept for the thread's next call */
+    if (cb.easy)
+        curl_easy_reset(cb.easy); /* drops the pointers to this call's stack and header list */
     curl_slist_free_all(hl);
     if (rc != HTTP_CLIENT_OK) {
         free(resp->body);

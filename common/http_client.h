@@ -1,9 +1,10 @@
 /*
  * common/http_client.h — HTTP requests over libcurl: buffered, or streamed chunk by chunk.
  *
- * Contract: every call is blocking on the calling thread and self-contained (its own libcurl
- * handles; libcurl's global initialisation happens once, thread-safely, on first use). Any
- * number of threads may make calls at the same time.
+ * Contract: every call is blocking on the calling thread (libcurl's global initialisation
+ * happens once, thread-safely, on first use). Any number of threads may make calls at the same
+ * time. Each thread keeps its libcurl handles, and with them its open connections, for its next
+ * call (keep-alive per thread; released when the thread exits).
  *
  * Results: HTTP_CLIENT_OK means an HTTP response arrived — whatever its status (check
  * resp->status). Anything else is a transport failure, classified so callers can act on it:

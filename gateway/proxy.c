@@ -54,7 +54,19 @@ struct proxy {
     bool stopping;             /* under mu */
     pthread_t ticker;
     bool ticker_started;
+    /* Worker threads outlive their request and wait a while for the next one, so a busy gateway
+     * does not create a thread per request. proxy_start hands a job to an idle worker through
+     * `queue` (under mu), reserving it by decrementing idle_workers; a worker that waited
+     * PROXY_WORKER_IDLE_MS for nothing exits. */
+    pthread_cond_t work;         /* a job was queued, or stopping */
+    pthread_cond_t workers_gone; /* workers reached 0 */
+    struct proxy_job *queue;     /* jobs handed to idle workers, under mu */
+    unsigned idle_workers;       /* workers waiting and not reserved, under mu */
+    unsigned workers;            /* worker threads alive, under mu */
 };
+
+/* How long an idle worker thread waits for another request before it exits. */
+#define PROXY_WORKER_IDLE_MS 30000
 
 struct proxy_job {
     struct proxy *proxy;
@@ -76,6 +88,8 @@ struct proxy_job {
     sse_parser_t *parser;
     bool event_seen; /* the last piece of data completed an event */
 
+    struct proxy_job *queue_next; /* on proxy->queue, under proxy mu */
+
     /* the client's stream, once started */
     pthread_mutex_t out_mu;        /* guards writes to out, last_write_ms, quiet */
     struct proxy_job *prev, *next; /* on proxy->streams, under proxy mu */
@@ -85,6 +99,9 @@ struct proxy_job {
     struct anthropic_stream *astream;
     struct buf pending;     /* bytes to write to the client */
     bool done;              /* the client's stream ended (success or error event) */
+    bool ended_ok;          /* ... with its normal end ([DONE] / message_stop) */
+    bool closed;            /* the client's stream is closed already: the rest of the neuron's
+                               answer is only read to keep its connection reusable */
     bool client_gone;       /* a write found the client gone or not reading */
     uint64_t last_write_ms; /* monotonic */
 
@@ -164,7 +181,9 @@ struct proxy *proxy_create(const struct proxy_settings *settings)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->tick, &ca);
+    pthread_cond_init(&p->work, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_cond_init(&p->workers_gone, NULL);
     p->ticker_started = pthread_create(&p->ticker, NULL, proxy_ticker, p) == 0;
     if (!p->ticker_started)
         LOG_ERROR("cannot start the keep-alive thread: streams get no pings");
@@ -180,9 +199,14 @@ void proxy_destroy(struct proxy *p)
         pthread_cond_wait(&p->idle, &p->mu);
     p->stopping = true;
     pthread_cond_broadcast(&p->tick);
+    pthread_cond_broadcast(&p->work);
+    while (p->workers > 0) /* idle workers leave at once; they touch p until they do */
+        pthread_cond_wait(&p->workers_gone, &p->mu);
     pthread_mutex_unlock(&p->mu);
     if (p->ticker_started)
         pthread_join(p->ticker, NULL);
+    pthread_cond_destroy(&p->workers_gone);
+    pthread_cond_destroy(&p->work);
     pthread_cond_destroy(&p->tick);
     pthread_cond_destroy(&p->idle);
     pthread_mutex_destroy(&p->mu);
@@ -273,8 +297,51 @@ static bool proxy_flush(struct proxy_job *job)
     return !job->client_gone;
 }
 
-/* Starts the client's event stream (status 200). */
-static void proxy_start_stream(struct proxy_job *job)
+/* Takes the job off the ticker's list. */
+static void proxy_unlist(struct proxy_job *job)
+{
+    struct proxy *p = job->proxy;
+    pthread_mutex_lock(&p->mu);
+    if (job->listed) {
+        if (job->prev)
+            job->prev->next = job->next;
+        else
+            p->streams = job->next;
+        if (job->next)
+            job->next->prev = job->prev;
+        job->listed = false;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* The client's stream has had its normal end: close it now rather than after the neuron's
+ * answer is over. The worker then reads the neuron's answer to its end, so the connection is
+ * kept for the next request instead of being cut (a cut connection costs a new connect). */
+static void proxy_end_client_stream(struct proxy_job *job)
+{
+    proxy_unlist(job); /* off the ticker's list before the stream goes */
+    pthread_mutex_lock(&job->out_mu);
+    http_stream_close(job->out);
+    job->closed = true;
+    job->quiet = true;
+    pthread_mutex_unlock(&job->out_mu);
+}
+
+/* The prompt's token count a neuron announces in X-Prompt-Tokens (neuron/openai_api.h), or 0. */
+static int64_t proxy_prompt_tokens(const http_client_response_t *resp)
+{
+    const char *v = resp ? http_client_response_header(resp, "X-Prompt-Tokens") : NULL;
+    if (!v)
+        return 0;
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    return end != v && *end == '\0' && n > 0 ? (int64_t)n : 0;
+}
+
+/* Starts the client's event stream (status 200). resp: the neuron's answer headers; NULL for a
+ * request held for a cold start, whose Anthropic message_start waits for the neuron's headers
+ * (they carry the prompt's token count for usage.input_tokens): it gets a ping meanwhile. */
+static void proxy_start_stream(struct proxy_job *job, const http_client_response_t *resp)
 {
     if (job->anthropic)
         http_request_add_reply_header(job->req, "request-id", http_request_id(job->req));
@@ -286,7 +353,10 @@ static void proxy_start_stream(struct proxy_job *job)
     job->reply_status = 200;
     if (job->anthropic) {
         job->astream = anthropic_stream_create(NULL, job->client_model);
-        anthropic_stream_start(job->astream, 0, &job->pending);
+        if (resp)
+            anthropic_stream_start(job->astream, proxy_prompt_tokens(resp), &job->pending);
+        else
+            anthropic_sse_ping(&job->pending);
     }
     proxy_flush(job);
     struct proxy *p = job->proxy;
@@ -315,12 +385,23 @@ static void proxy_stream_fail(struct proxy_job *job, const struct error *e)
 /* ---- neuron side -------------------------------------------------------------------------- */
 
 /* One OpenAI chunk on its way to an OpenAI client: passed through, except a usage-only chunk
- * the client did not ask for; an error chunk ends the stream. */
+ * the client did not ask for; an error chunk (or one that is not JSON, where it is read) ends
+ * the stream. */
 static void proxy_openai_event(struct proxy_job *job, const char *data, size_t len)
 {
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
         openai_sse_done(&job->pending);
         job->done = true;
+        job->ended_ok = true;
+        return;
+    }
+    /* Most chunks are content deltas passed through as they are: parsing them would be the
+     * largest user-space cost of a stream. Only a chunk that can hold an error or a usage
+     * (its text has one of those keys) needs to be read. */
+    if (!memmem(data, len, "\"error\"", 7) && !memmem(data, len, "\"usage\"", 7)) {
+        buf_append_str(&job->pending, "data: ");
+        buf_append(&job->pending, data, len);
+        buf_append_str(&job->pending, "\n\n");
         return;
     }
     json_t *chunk = json_loadb(data, len, 0, NULL);
@@ -357,9 +438,12 @@ static int proxy_on_event(const sse_event_t *ev, void *ud)
     if (job->done)
         return 1;
     if (job->anthropic) {
-        if (anthropic_stream_feed_data(job->astream, ev->data, ev->data_len, &job->pending, NULL) !=
-            0)
+        int rc = anthropic_stream_feed_data(job->astream, ev->data, ev->data_len, &job->pending,
+                                            NULL);
+        if (rc != 0) {
             job->done = true;
+            job->ended_ok = rc > 0;
+        }
     } else {
         proxy_openai_event(job, ev->data, ev->data_len);
     }
@@ -370,8 +454,12 @@ static int proxy_on_headers(const http_client_response_t *resp, void *ud)
 {
     struct proxy_job *job = ud;
     job->status = resp->status;
-    if (resp->status == 200 && !job->out)
-        proxy_start_stream(job);
+    if (resp->status == 200 && !job->out) {
+        proxy_start_stream(job, resp);
+    } else if (resp->status == 200 && job->astream) { /* held: message_start now */
+        anthropic_stream_start(job->astream, proxy_prompt_tokens(resp), &job->pending);
+        proxy_flush(job);
+    }
     return job->client_gone ? 1 : 0;
 }
 
@@ -383,6 +471,8 @@ static int proxy_on_data(const char *data, size_t len, void *ud)
             buf_append(&job->error_body, data, len);
         return 0;
     }
+    if (job->closed)
+        return 0; /* draining after the end (see proxy_end_client_stream) */
     job->event_seen = false;
     int rc = sse_parser_feed(job->parser, data, len, proxy_on_event, job);
     if (rc == SSE_TOO_LARGE) {
@@ -396,6 +486,10 @@ static int proxy_on_data(const char *data, size_t len, void *ud)
         job->first_ms = timing_now_ms();
     if (!proxy_flush(job))
         return 1;
+    if (job->done && job->ended_ok) {
+        proxy_end_client_stream(job);
+        return 0;
+    }
     return job->done ? 1 : 0;
 }
 
@@ -513,8 +607,9 @@ static bool proxy_attempt(struct proxy_job *job, const struct upstream_lease *le
     }
     bool answered = true;
     bool gone = job->client_gone || (http_client_cancel_fired(job->cancel) && !job->done);
-    /* We stop reading once the client's stream has ended ([DONE], message_stop, an error). */
-    if (rc == HTTP_CLIENT_ERR_ABORTED && job->done && !gone)
+    /* We stop reading once the client's stream has ended with an error; after its normal end
+     * ([DONE], message_stop) we read the rest, and a failure there no longer concerns it. */
+    if ((rc == HTTP_CLIENT_ERR_ABORTED || job->ended_ok) && job->done && !gone)
         rc = HTTP_CLIENT_OK;
     if (gone) {
         pthread_mutex_lock(&job->out_mu);
@@ -675,18 +770,8 @@ static void proxy_finish(struct proxy_job *job)
 {
     struct proxy *p = job->proxy;
     proxy_log_summary(job);
-    pthread_mutex_lock(&p->mu);
-    if (job->listed) { /* off the ticker's list before the stream goes */
-        if (job->prev)
-            job->prev->next = job->next;
-        else
-            p->streams = job->next;
-        if (job->next)
-            job->next->prev = job->prev;
-        job->listed = false;
-    }
-    pthread_mutex_unlock(&p->mu);
-    if (job->out)
+    proxy_unlist(job); /* off the ticker's list before the stream goes */
+    if (job->out && !job->closed)
         http_stream_close(job->out);
     http_client_cancel_destroy(job->cancel);
     sse_parser_destroy(job->parser);
@@ -716,7 +801,7 @@ static bool proxy_cold_start(struct proxy_job *job, struct error *last)
     if (snapshot_demand(p->s.snapshot, job->served_model) < 0)
         LOGC_WARN(&job->log, "demand not recorded; waiting for the next placement anyway");
     if (job->stream)
-        proxy_start_stream(job); /* keep-alives flow while the model loads */
+        proxy_start_stream(job, NULL); /* keep-alives flow while the model loads */
     uint64_t t0 = timing_now_ms();
     enum snapshot_hold_result r =
             snapshot_hold(p->s.snapshot, job->served_model, p->s.hold_timeout_ms, job->cancel);
@@ -742,9 +827,8 @@ static bool proxy_cold_start(struct proxy_job *job, struct error *last)
     return true;
 }
 
-static void *proxy_thread(void *arg)
+static void proxy_run(struct proxy_job *job)
 {
-    struct proxy_job *job = arg;
     struct proxy *p = job->proxy;
     uint64_t tried = 0;
     struct error last = ERROR_INIT;
@@ -787,7 +871,41 @@ static void *proxy_thread(void *arg)
     }
     error_clear(&last);
     proxy_finish(job);
-    return NULL;
+}
+
+/* A worker thread: runs its first job, then the jobs handed to it while it waits idle (see
+ * struct proxy), and exits after PROXY_WORKER_IDLE_MS without one or when the proxy stops. */
+static void *proxy_worker(void *arg)
+{
+    struct proxy_job *job = arg;
+    struct proxy *p = job->proxy;
+    for (;;) {
+        proxy_run(job);
+        job = NULL;
+        pthread_mutex_lock(&p->mu);
+        if (!p->stopping) {
+            p->idle_workers++;
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_sec += PROXY_WORKER_IDLE_MS / 1000;
+            int rc = 0;
+            while (!p->queue && !p->stopping && rc == 0)
+                rc = pthread_cond_timedwait(&p->work, &p->mu, &until);
+            if (p->queue) { /* reserved for us by proxy_start (idle_workers already counted) */
+                job = p->queue;
+                p->queue = job->queue_next;
+            } else {
+                p->idle_workers--;
+            }
+        }
+        if (!job) {
+            if (--p->workers == 0)
+                pthread_cond_broadcast(&p->workers_gone);
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 static void proxy_on_gone(void *ud)
@@ -853,14 +971,31 @@ void proxy_start(struct proxy *p, http_request_t *req, struct proxy_call *call)
     pthread_mutex_init(&job->out_mu, NULL);
 
     http_request_defer(req, proxy_on_gone, job);
+    pthread_mutex_lock(&p->mu);
+    if (p->idle_workers > 0) { /* hand it to a waiting worker */
+        p->idle_workers--;
+        struct proxy_job **tail = &p->queue;
+        while (*tail)
+            tail = &(*tail)->queue_next;
+        *tail = job;
+        pthread_cond_signal(&p->work);
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    p->workers++;
+    pthread_mutex_unlock(&p->mu);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 1024 * 1024);
     pthread_t thread;
-    int rc = pthread_create(&thread, &attr, proxy_thread, job);
+    int rc = pthread_create(&thread, &attr, proxy_worker, job);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
+        pthread_mutex_lock(&p->mu);
+        if (--p->workers == 0)
+            pthread_cond_broadcast(&p->workers_gone);
+        pthread_mutex_unlock(&p->mu);
         LOGC_ERROR(&job->log, "cannot start a proxy thread: %s", strerror(rc));
         struct error e = ERROR_INIT;
         error_set(&e, ERR_OVERLOADED, NULL, NULL);

@@ -3,8 +3,10 @@
  * the client's dialect.
  *
  * Contract: the route handler checks and translates the request body, then hands the request
- * to proxy_start, which defers it and runs the exchange on a worker thread of its own (the
- * libcurl calls block), so the server thread returns at once. The worker:
+ * to proxy_start, which defers it and runs the exchange on a worker thread (the libcurl calls
+ * block), so the server thread returns at once. Worker threads are kept for later requests
+ * while they are busy enough (an idle one exits after 30 s), which also keeps their
+ * connections to the neurons open (http_client.h). The worker:
  *   - picks a neuron from the upstream pool (upstream.h) for the served model and sends the
  *     OpenAI-dialect body (streaming requests always ask the neuron for usage);
  *   - before anything reached the client, retries another neuron on a connect failure or a

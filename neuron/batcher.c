@@ -82,7 +82,8 @@ void batcher_job_cancel(struct batcher_job *j)
 static void batcher_finish_job(struct batcher *b, struct batcher_job *j, enum err_code code,
                                const char *text)
 {
-    struct batcher_result r = {.queue_ms = j->queue_ms, .error = code, .error_text = text};
+    struct batcher_result r = {
+            .queue_ms = j->queue_ms, .error = code, .error_text = text, .stop_index = -1};
     if (j->gen) {
         if (generation_finish(j->gen) == GEN_FINISH_NONE)
             generation_cancel(j->gen);
@@ -92,6 +93,7 @@ static void batcher_finish_job(struct batcher *b, struct batcher_job *j, enum er
             j->sink.output(j->ud, &o);
         generation_output_clear(j->gen);
         r.finish = generation_finish(j->gen);
+        r.stop_index = generation_stop_index(j->gen);
         generation_stats(j->gen, &r.stats);
     } else {
         r.finish = GEN_FINISH_CANCELLED;

@@ -43,6 +43,7 @@ struct batcher_options {
 /* How a job ended, handed to done(). Borrowed for the duration of the callback. */
 struct batcher_result {
     enum gen_finish finish;
+    int stop_index; /* the stop string (index in gen_params.stops) that ended it, or -1 */
     struct gen_stats stats;
     double queue_ms;        /* from submit to admission into the batch */
     enum err_code error;    /* ERR_NONE, or why the job failed */

@@ -166,7 +166,7 @@ struct daemon *daemon_create(const struct neuron_config *cfg, char *err, size_t 
         }
         registry_set_observer(d->registry, report_observe, d->report);
     }
-    d->openai = (struct openai_api){.registry = d->registry, .metrics = d->metrics};
+    openai_api_init(&d->openai, d->registry, d->metrics, cfg->ping_ms);
     d->models = (struct models_api){.registry = d->registry,
                                     .metrics = d->metrics,
                                     .node = cfg->name,
@@ -223,6 +223,7 @@ void daemon_destroy(struct daemon *d)
     if (d->registry)
         registry_set_observer(d->registry, NULL, NULL);
     registry_destroy(d->registry);
+    openai_api_shutdown(&d->openai); /* no request is left to ping */
     metrics_destroy(d->metrics);
     device_list_free(&d->devices);
     free(d);

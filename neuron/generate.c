@@ -26,6 +26,7 @@ struct generation {
     struct sampler *sampler;
     struct stop_matcher *stop; /* NULL without stop strings */
     bool stopped_by_string;
+    int stop_index; /* the matched stop string, or -1 */
     struct tokenizer_stream *detok;
     struct tool_call_stream *tool_stream; /* NULL without tools */
     bool sample_logprobs;
@@ -110,6 +111,7 @@ int generation_create(struct engine *e, const int32_t *prompt, size_t n_prompt,
     g->sampler = sampler_create(&p->sample);
     sampler_accept_prompt(g->sampler, prompt, n_prompt);
     g->sample_logprobs = p->sample.logprobs;
+    g->stop_index = -1;
     if (p->n_stops)
         g->stop = stop_matcher_create(p->stops, p->n_stops);
     g->detok = tokenizer_stream_create(e->tok, 0);
@@ -180,8 +182,10 @@ static void generation_text(struct generation *g, const char *text, size_t len)
     struct stop_result r;
     stop_matcher_feed(g->stop, text, len, &r);
     generation_emit(g, r.text, r.len, false);
-    if (r.stop >= 0)
+    if (r.stop >= 0) {
         g->stopped_by_string = true;
+        g->stop_index = r.stop;
+    }
 }
 
 static void generation_end(struct generation *g, enum gen_finish why)
@@ -309,6 +313,11 @@ out:
 enum gen_finish generation_finish(const struct generation *g)
 {
     return g->finish;
+}
+
+int generation_stop_index(const struct generation *g)
+{
+    return g->stop_index;
 }
 
 bool generation_prompt_done(const struct generation *g)

@@ -97,6 +97,9 @@ int generation_step(struct engine *e, struct generation *const *gens, int n, int
 void generation_cancel(struct generation *g);
 
 enum gen_finish generation_finish(const struct generation *g);
+/* The index in gen_params.stops of the stop string that ended the generation, or -1 (no stop
+ * string matched: end-of-generation token, length, cancelled, still running). */
+int generation_stop_index(const struct generation *g);
 bool generation_prompt_done(const struct generation *g);
 void generation_output(const struct generation *g, struct gen_output *out);
 void generation_output_clear(struct generation *g);

@@ -139,6 +139,15 @@ static size_t neuron_config_table(struct neuron_config *c, struct config_entry *
              .unit = "threads",
              .help = "HTTP threads (they also render and tokenise prompts)",
              .target = &c->http_threads},
+            {.name = "ping-interval",
+             .env = "CORTEX_NEURON_PING_INTERVAL",
+             .type = CONFIG_TYPE_DURATION,
+             .def = "5s",
+             .min = "50ms",
+             .max = "1h",
+             .help = "a stream with nothing to send for this long (queued, long prefill) gets a "
+                     "': keep-alive' comment, so clients and gateways see it is alive",
+             .target = &c->ping_ms},
     };
     _Static_assert(sizeof t / sizeof t[0] <= NEURON_CONFIG_MAX, "NEURON_CONFIG_MAX too small");
     memcpy(table, t, sizeof t);

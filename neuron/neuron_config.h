@@ -32,6 +32,7 @@ struct neuron_config {
     int64_t heartbeat_ms;  /* heartbeat period; 0: the database's heartbeat_interval setting */
     int64_t max_body;      /* largest request body, bytes */
     int64_t http_threads;  /* HTTP polling threads (they also render and tokenise prompts) */
+    int64_t ping_ms;       /* a quiet stream gets ": keep-alive" after this long */
 };
 
 /* Result of neuron_config_parse() when --help was asked for (the help text is printed). */

@@ -67,13 +67,17 @@ struct oai_request {
     pthread_mutex_t mu; /* guards everything below */
     http_stream_t *stream;
     bool started, finished, gone;
-    struct buf pending; /* stream bytes refused while the client was slow */
-    struct buf text;    /* non-streaming: the whole answer */
-    json_t *calls;      /* non-streaming: tool_calls */
-    json_t *lp_chat;    /* non-streaming chat logprobs content */
-    json_t *lp_legacy;  /* non-streaming completions logprobs */
-    size_t n_calls;     /* tool calls seen so far (their indexes) */
-    size_t text_offset; /* completions logprobs text_offset */
+    struct buf pending;     /* stream bytes refused while the client was slow */
+    struct buf text;        /* non-streaming: the whole answer */
+    json_t *calls;          /* non-streaming: tool_calls */
+    json_t *lp_chat;        /* non-streaming chat logprobs content */
+    json_t *lp_legacy;      /* non-streaming completions logprobs */
+    size_t n_calls;         /* tool calls seen so far (their indexes) */
+    size_t text_offset;     /* completions logprobs text_offset */
+    uint64_t last_write_ms; /* monotonic: the last bytes written to the stream */
+
+    struct oai_request *prev, *next; /* on api->streams while the stream is open (api->mu) */
+    bool listed;                     /* api->mu */
 };
 
 static struct oai_request *oai_request_create(http_request_t *req, struct openai_api *api,
@@ -636,13 +640,55 @@ static json_t *oai_timings(const struct batcher_result *r)
                      dps);
 }
 
+/* vLLM's choices[].stop_reason: the stop string that ended the answer, else null. The gateway
+ * reads it to answer Anthropic clients with stop_reason "stop_sequence" and the string. */
+static json_t *oai_stop_reason(const struct oai_request *o, const struct batcher_result *r)
+{
+    if (r->stop_index >= 0 && (size_t)r->stop_index < o->n_stops)
+        return json_string(o->stops[r->stop_index]);
+    return json_null();
+}
+
 /* ---- streaming --------------------------------------------------------------------------- */
+
+/* Puts an open stream on the keep-alive list. o->mu held: allowed because the ticker only
+ * try-locks a request (see openai_api.h). */
+static void oai_list_add(struct oai_request *o)
+{
+    struct openai_api *api = o->api;
+    pthread_mutex_lock(&api->mu);
+    o->prev = NULL;
+    o->next = api->streams;
+    if (api->streams)
+        api->streams->prev = o;
+    api->streams = o;
+    o->listed = true;
+    pthread_mutex_unlock(&api->mu);
+}
+
+/* Takes o off the keep-alive list (before its stream is closed). o->mu held. */
+static void oai_list_remove(struct oai_request *o)
+{
+    struct openai_api *api = o->api;
+    pthread_mutex_lock(&api->mu);
+    if (o->listed) {
+        if (o->prev)
+            o->prev->next = o->next;
+        else
+            api->streams = o->next;
+        if (o->next)
+            o->next->prev = o->prev;
+        o->listed = false;
+    }
+    pthread_mutex_unlock(&api->mu);
+}
 
 /* Queues bytes on the stream, keeping what a slow client cannot take yet. mu held. */
 static void oai_write(struct oai_request *o, const char *data, size_t len)
 {
     if (o->gone || !o->stream)
         return;
+    o->last_write_ms = timing_now_ms();
     http_stream_result_t rc;
     if (o->pending.len) {
         rc = http_stream_write(o->stream, o->pending.data, o->pending.len);
@@ -718,6 +764,7 @@ static void oai_start_stream(struct oai_request *o)
         o->gone = true;
         return;
     }
+    oai_list_add(o);
     if (o->kind == OAI_KIND_CHAT)
         oai_send(o, oai_chunk(o, oai_chat_choice(json_pack("{s:s, s:s}", "role", "assistant",
                                                            "content", ""),
@@ -814,9 +861,10 @@ static void oai_stream_done(struct oai_request *o, const struct batcher_result *
         oai_send(o, body);
     } else if (r->finish != GEN_FINISH_CANCELLED) {
         const char *finish = oai_finish_name(o, r->finish);
-        json_t *last = o->kind == OAI_KIND_CHAT
-                               ? oai_chunk(o, oai_chat_choice(json_object(), NULL, finish))
-                               : oai_chunk(o, oai_text_choice("", 0, NULL, finish));
+        json_t *choice = o->kind == OAI_KIND_CHAT ? oai_chat_choice(json_object(), NULL, finish)
+                                                  : oai_text_choice("", 0, NULL, finish);
+        json_object_set_new(choice, "stop_reason", oai_stop_reason(o, r));
+        json_t *last = oai_chunk(o, choice);
         if (o->include_usage) {
             oai_send(o, last);
             last = oai_chunk(o, NULL);
@@ -827,6 +875,7 @@ static void oai_stream_done(struct oai_request *o, const struct batcher_result *
         oai_write(o, "data: [DONE]\n\n", 14);
     }
     oai_flush(o);
+    oai_list_remove(o);
     http_stream_close(o->stream);
     o->stream = NULL;
 }
@@ -873,6 +922,8 @@ static void oai_reply_done(struct oai_request *o, const struct batcher_result *r
                             o->kind == OAI_KIND_CHAT ? "chat.completion" : "text_completion",
                             "created", (json_int_t)o->created, "model", o->model_name, "choices",
                             choice, "usage", oai_usage(r), "timings", oai_timings(r));
+    json_object_set_new(json_array_get(json_object_get(doc, "choices"), 0), "stop_reason",
+                        oai_stop_reason(o, r));
     http_request_reply_json(o->req, 200, doc);
     json_decref(doc);
 }
@@ -970,6 +1021,9 @@ static void oai_handle(http_request_t *req, struct openai_api *api, enum oai_kin
         o->lp_chat = json_array();
         o->lp_legacy = oai_legacy_logprobs_new();
     }
+    char n_prompt[32];
+    snprintf(n_prompt, sizeof n_prompt, "%zu", ids.n);
+    http_request_add_reply_header(req, "X-Prompt-Tokens", n_prompt);
     static const struct batcher_sink sink = {.output = oai_on_output, .done = oai_on_done};
     o->job = batcher_job_create(ids.v, ids.n, &gp, &sink, o);
     http_request_defer(req, oai_on_gone, o);
@@ -1014,6 +1068,67 @@ fail:
     free(ids.v);
     error_clear(&err);
     oai_request_free(o);
+}
+
+/* Writes ": keep-alive" to every stream quiet for ping_ms (see openai_api.h). */
+static void *oai_ticker(void *arg)
+{
+    struct openai_api *api = arg;
+    int64_t step = api->ping_ms / 4 > 20 ? api->ping_ms / 4 : 20;
+    pthread_mutex_lock(&api->mu);
+    while (!api->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += step / 1000;
+        until.tv_nsec += (step % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&api->wake, &api->mu, &until);
+        uint64_t now = timing_now_ms();
+        for (struct oai_request *o = api->streams; o && !api->stopping; o = o->next) {
+            if (pthread_mutex_trylock(&o->mu) != 0)
+                continue; /* being written to: not quiet */
+            if (o->stream && !o->gone && !o->pending.len &&
+                now - o->last_write_ms >= (uint64_t)api->ping_ms)
+                oai_write(o, ": keep-alive\n\n", 14);
+            pthread_mutex_unlock(&o->mu);
+        }
+    }
+    pthread_mutex_unlock(&api->mu);
+    return NULL;
+}
+
+void openai_api_init(struct openai_api *api, struct registry *registry, struct metrics *metrics,
+                     int64_t ping_ms)
+{
+    *api = (struct openai_api){
+            .registry = registry, .metrics = metrics, .ping_ms = ping_ms > 0 ? ping_ms : 5000};
+    pthread_mutex_init(&api->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&api->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    api->ticker_started = pthread_create(&api->ticker, NULL, oai_ticker, api) == 0;
+    if (!api->ticker_started)
+        LOG_ERROR("cannot start the keep-alive thread: quiet streams get no keep-alives");
+}
+
+void openai_api_shutdown(struct openai_api *api)
+{
+    if (!api->registry)
+        return; /* never initialised */
+    pthread_mutex_lock(&api->mu);
+    api->stopping = true;
+    pthread_cond_broadcast(&api->wake);
+    pthread_mutex_unlock(&api->mu);
+    if (api->ticker_started)
+        pthread_join(api->ticker, NULL);
+    pthread_cond_destroy(&api->wake);
+    pthread_mutex_destroy(&api->mu);
+    api->registry = NULL;
 }
 
 void openai_api_chat_completions(http_request_t *req, struct openai_api *api)

@@ -9,12 +9,20 @@ anything else gets "Hello there!". Usage is always 21 prompt + 5 completion toke
 /tokenize counts one token per message and per tool. Every request body is recorded for the
 tests to inspect.
 
-The gateway is the binary named by CORTEX_GATEWAY_BIN, started with --open, an alias
-claude-*=tiny and --max-tokens-cap 8192; it must exit 0 on SIGTERM (with ASan, that also means
-no leaks).
+Streams carry X-Prompt-Tokens: 21, as the real neuron announces its prompt count.
+
+The gateway is the binary named by CORTEX_GATEWAY_BIN with an alias claude-*=tiny and
+--max-tokens-cap 8192, in two modes (the `gateway` fixture is parametrised, so every SDK test
+runs against both): "upstream" (--open, --upstream naming the fake neuron, the alias from
+--model-aliases) and "db" (--db against a throwaway PostgreSQL where the fake neuron is
+registered as a node with a ready placement of "tiny", the alias made with cortex.alias_model,
+and an API key from cortex.create_api_key that the clients send). It must exit 0 on SIGTERM
+(with ASan, that also means no leaks). The fixture's value is the base URL, a str, with the API
+key to send as its `key` attribute.
 """
 import json
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -23,6 +31,8 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
+from fleet import Postgres
 
 USAGE = {"prompt_tokens": 21, "completion_tokens": 5, "total_tokens": 26}
 
@@ -90,6 +100,7 @@ class FakeNeuron(BaseHTTPRequestHandler):
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
+        self.send_header("X-Prompt-Tokens", str(USAGE["prompt_tokens"]))
         self.send_header("Connection", "close")
         self.end_headers()
         if "SLOWSTART" in text:
@@ -143,24 +154,61 @@ def neuron():
     server.shutdown()
 
 
-@pytest.fixture(scope="session")
-def gateway(neuron, tmp_path_factory):
+class Gateway(str):
+    """A gateway's base URL; .key is the API key clients send."""
+    key = "unused"
+
+
+def _start_db(neuron):
+    """A PostgreSQL in which the fake neuron serves "tiny"; returns (Postgres, gateway args)."""
+    if not shutil.which("psql"):
+        pytest.skip("PostgreSQL not installed")
+    pg = Postgres()
+    # The fake neuron never heartbeats: a long grace keeps it alive for the routes.
+    pg.sql("UPDATE cortex.settings SET value = '1 day' WHERE key = 'heartbeat_grace'")
+    node = pg.sql("SELECT cortex.node_register('fake-node', 'http://127.0.0.1:%d', "
+                  "'[{\"kind\": \"cpu\", \"ordinal\": 0, \"memory_total_bytes\": 1073741824}]')"
+                  % neuron.port)
+    pg.sql("SELECT cortex.add_model('tiny')")
+    pg.sql("SELECT cortex.alias_model('claude-*', 'tiny')")
+    epoch = pg.sql("SELECT cortex.lease_acquire('sdk-test')")
+    gpu = pg.sql("SELECT id FROM cortex.gpus WHERE node_id = %s" % node)
+    model = pg.sql("SELECT id FROM cortex.models WHERE name = 'tiny'")
+    pid = pg.sql("SELECT cortex.placement_create(%s, %s, %s, ARRAY[%s]::bigint[])" %
+                 (epoch, model, node, gpu))
+    pg.sql("SELECT cortex.placement_transition(%s, 'loading')" % pid)
+    pg.sql("SELECT cortex.placement_transition(%s, 'ready')" % pid)
+    return pg, ["--db", pg.conninfo, "--snapshot-poll=1s", "--key-cache=500ms"]
+
+
+@pytest.fixture(scope="session", params=["upstream", "db"])
+def gateway(request, neuron, tmp_path_factory):
     binary = os.environ.get("CORTEX_GATEWAY_BIN")
     if not binary or not os.path.exists(binary):
         pytest.skip("CORTEX_GATEWAY_BIN not set")
+    pg = None
+    if request.param == "db":
+        pg, mode = _start_db(neuron)
+        key = pg.sql("SELECT secret FROM cortex.create_api_key('sdk-test')")
+    else:
+        mode = ["--open", f"--upstream=http://127.0.0.1:{neuron.port}",
+                "--model-aliases=claude-*=tiny"]
+        key = "unused"
     port, metrics = _free_port(), _free_port()
     log = open(tmp_path_factory.mktemp("gw") / "gateway.log", "w+")
-    proc = subprocess.Popen([binary, "--open", f"--listen=127.0.0.1:{port}",
-                             f"--metrics-listen=127.0.0.1:{metrics}",
-                             f"--upstream=http://127.0.0.1:{neuron.port}",
-                             "--model-aliases=claude-*=tiny", "--max-tokens-cap=8192",
-                             "--ping-interval=500ms", "--catalog-refresh=200ms"],
+    proc = subprocess.Popen([binary, f"--listen=127.0.0.1:{port}",
+                             f"--metrics-listen=127.0.0.1:{metrics}", *mode,
+                             "--max-tokens-cap=8192", "--ping-interval=500ms",
+                             "--catalog-refresh=200ms"],
                             stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    base = Gateway(f"http://127.0.0.1:{port}")
+    base.key = key
     deadline = time.time() + 20
     while True:
         try:
-            with urllib.request.urlopen(base + "/v1/models", timeout=2) as r:
+            req = urllib.request.Request(base + "/v1/models",
+                                         headers={"Authorization": "Bearer " + key})
+            with urllib.request.urlopen(req, timeout=2) as r:
                 if json.load(r)["data"]:
                     break
         except OSError:
@@ -171,4 +219,6 @@ def gateway(neuron, tmp_path_factory):
     proc.terminate()
     rc = proc.wait(timeout=30)
     log.seek(0)
+    if pg:
+        pg.stop()
     assert rc == 0, "gateway exit status %d:\n%s" % (rc, log.read()[-4000:])

@@ -11,8 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -21,96 +19,9 @@ import urllib.request
 
 import pytest
 
-SRC = os.environ.get("CORTEX_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../../.."))
+from fleet import Postgres, Proc, free_port, http
+
 MODEL = "smollm2"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Postgres:
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="cortex-gateway-pg.")
-        self.port = None
-        self.start()
-        subprocess.run([os.path.join(SRC, "ops/migrate"), self.conninfo], check=True,
-                       stdout=subprocess.DEVNULL)
-
-    def start(self):
-        out = subprocess.run(
-            ["bash", "-c", 'source "$0/ops/lib/pg.sh" && pg_start "$1" $2 >&2 && echo "$CORTEX_PG"',
-             SRC, self.dir, str(self.port or "")],
-            check=True, capture_output=True, text=True).stdout.strip()
-        self.conninfo = out.splitlines()[-1]
-        self.port = int(re.search(r"port=(\d+)", self.conninfo).group(1))
-
-    def stop(self, remove=True):
-        subprocess.run(["bash", "-c", 'source "$0/ops/lib/pg.sh" && pg_stop "$1"', SRC, self.dir],
-                       check=True)
-        if remove:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def sql(self, query):
-        return subprocess.run(["psql", self.conninfo, "-v", "ON_ERROR_STOP=1", "-Atqc", query],
-                              check=True, capture_output=True, text=True).stdout.strip()
-
-    def wait_for(self, query, want=lambda v: v not in ("", None), timeout=60):
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.sql(query)
-            if want(value):
-                return value
-            assert time.monotonic() < deadline, "timed out waiting for %r (last %r)" % (query,
-                                                                                       value)
-            time.sleep(0.1)
-
-
-class Proc:
-    def __init__(self, args, name):
-        self.dir = tempfile.mkdtemp(prefix="cortex-gateway-%s." % name)
-        self.log_path = os.path.join(self.dir, name + ".log")
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def log_text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def wait_port(self, port, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "exited at start:\n" + self.log_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("did not listen:\n" + self.log_text())
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            rc = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.log.close()
-        return rc
-
-
-def http(method, url, body=None, headers=None, timeout=120):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 @pytest.fixture(scope="module")
@@ -343,6 +254,19 @@ def test_second_gateway_hold_timeout(fleet):
                 time.sleep(0.1)
             lists.append(ids)
         assert lists[0] == lists[1] == ["ghost", MODEL], lists
+        # An alias made in SQL reaches both gateways within seconds (NOTIFY; the poll else).
+        for api in (fleet["api"], api2):
+            assert http("GET", api + "/v1/models/gpt-4o-mini", headers=auth)[0] == 404
+        pg.sql("SELECT cortex.alias_model('gpt-4o-mini', '%s')" % MODEL)
+        for api in (fleet["api"], api2):
+            deadline = time.monotonic() + 5
+            while http("GET", api + "/v1/models/gpt-4o-mini", headers=auth)[0] != 200:
+                assert time.monotonic() < deadline, "alias not seen by " + api
+                time.sleep(0.05)
+            status, body = http("POST", api + "/v1/chat/completions",
+                                {"model": "gpt-4o-mini", "max_tokens": 2, "temperature": 0,
+                                 "messages": [{"role": "user", "content": "Hi"}]}, headers=auth)
+            assert status == 200, body
         req = {"model": "ghost", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]}
         r = urllib.request.Request(api2 + "/v1/chat/completions", data=json.dumps(req).encode(),
                                    headers=dict(auth, **{"Content-Type": "application/json"}))

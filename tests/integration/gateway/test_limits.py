@@ -25,7 +25,7 @@ import urllib.request
 
 import pytest
 
-from test_db import MODEL, Postgres, Proc, free_port, http
+from fleet import MODEL, Postgres, Proc, free_port, http
 
 RPM = 60
 GHOST = "ghost"

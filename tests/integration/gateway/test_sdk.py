@@ -17,12 +17,12 @@ TOOLS = [{"name": "get_weather", "description": "Weather of a city",
 
 @pytest.fixture
 def oa(gateway):
-    return openai.OpenAI(base_url=gateway + "/v1", api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=gateway + "/v1", api_key=gateway.key, max_retries=0)
 
 
 @pytest.fixture
 def an(gateway):
-    return anthropic.Anthropic(base_url=gateway, api_key="unused", max_retries=0)
+    return anthropic.Anthropic(base_url=gateway, api_key=gateway.key, max_retries=0)
 
 
 def test_models_in_both_forms(oa, an):
@@ -144,13 +144,19 @@ def test_anthropic_keepalive_during_slow_start(gateway):
     body = json.dumps({"model": "tiny", "max_tokens": 10, "stream": True,
                        "messages": [{"role": "user", "content": "SLOWSTART"}]}).encode()
     req = urllib.request.Request(gateway + "/v1/messages", data=body, headers={
-        "Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+        "Content-Type": "application/json", "anthropic-version": "2023-06-01",
+        "x-api-key": gateway.key})
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.headers["Content-Type"] == "text/event-stream"
         assert r.headers["request-id"]
-        events = [l.decode().split(": ", 1)[1].strip() for l in r if l.startswith(b"event: ")]
+        lines = [l.decode().strip() for l in r]
+    events = [l.split(": ", 1)[1] for l in lines if l.startswith("event: ")]
     assert events[0] == "message_start" and events[-1] == "message_stop"
     assert events.count("ping") >= 2  # the first, and at least one while the neuron was quiet
+    # message_start reports the prompt tokens the neuron announced in X-Prompt-Tokens.
+    start = json.loads(next(l for l in lines if l.startswith("data: "))[6:])
+    assert start["type"] == "message_start"
+    assert start["message"]["usage"]["input_tokens"] == 21
 
 
 def test_anthropic_errors(an):
@@ -161,3 +167,14 @@ def test_anthropic_errors(an):
         an.messages.create(model="tiny", max_tokens=10,
                            messages=[{"role": "system", "content": "x"}])
     assert "messages[0].role" in e.value.message
+
+
+def test_bad_key_raises_the_sdks_authentication_error(gateway):
+    if gateway.key == "unused":
+        pytest.skip("open mode: no API keys")
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=gateway + "/v1", api_key="cx_wrong", max_retries=0).models.list()
+    with pytest.raises(anthropic.AuthenticationError) as e:
+        anthropic.Anthropic(base_url=gateway, api_key="cx_wrong", max_retries=0).messages.create(
+            model="tiny", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    assert e.value.body["error"]["type"] == "authentication_error"

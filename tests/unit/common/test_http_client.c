@@ -5,7 +5,8 @@
  * Covers: status, body and headers of buffered requests; non-2xx statuses; the whole-request
  * timeout; refused and timed-out connects; the body size cap; streaming delivered piece by
  * piece (parsed with common/sse); aborting from the data callback; cancelling from another
- * thread while idle; the idle timeout.
+ * thread while idle; the idle timeout; a thread's connection kept for its next call, and a
+ * fresh one when the server closed it.
  */
 #include <arpa/inet.h>
 #include <check.h>
@@ -456,6 +457,75 @@ START_TEST(test_stream_idle_timeout)
 }
 END_TEST
 
+/* A bare HTTP/1.1 server on one thread: answers keep-alive requests on each connection it
+ * accepts, closing a connection after `per_conn` answers, and counts accepted connections. */
+struct keepalive_server {
+    int lfd, port, per_conn, answers_wanted;
+    int accepted;
+};
+
+static void *keepalive_server_run(void *arg)
+{
+    struct keepalive_server *ks = arg;
+    static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    int answered = 0;
+    while (answered < ks->answers_wanted) {
+        int fd = accept(ks->lfd, NULL, NULL);
+        if (fd < 0)
+            break;
+        ks->accepted++;
+        char buf[4096];
+        size_t have = 0;
+        for (int n = 0; n < ks->per_conn && answered < ks->answers_wanted;) {
+            char *end = memmem(buf, have, "\r\n\r\n", 4);
+            if (end) { /* GET requests: no body */
+                size_t used = (size_t)(end - buf) + 4;
+                memmove(buf, buf + used, have - used);
+                have -= used;
+                ck_assert_int_eq(write(fd, answer, sizeof answer - 1), (int)sizeof answer - 1);
+                n++;
+                answered++;
+                continue;
+            }
+            ssize_t r = read(fd, buf + have, sizeof buf - have);
+            if (r <= 0)
+                break;
+            have += (size_t)r;
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+START_TEST(test_connection_kept_per_thread)
+{
+    struct keepalive_server ks = {.per_conn = 2, .answers_wanted = 3};
+    ks.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(ks.lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(ks.lfd, 8), 0);
+    socklen_t len = sizeof sa;
+    getsockname(ks.lfd, (struct sockaddr *)&sa, &len);
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, keepalive_server_run, &ks), 0);
+    char *u = xasprintf("http://127.0.0.1:%d/x", ntohs(sa.sin_port));
+    for (int i = 0; i < 3; i++) {
+        http_client_request_t rq = {.url = u, .timeout_ms = 5000};
+        http_client_response_t resp;
+        http_client_result_t rc = http_client_request(&rq, &resp);
+        ck_assert_msg(rc == HTTP_CLIENT_OK, "request %d: %s", i, resp.error);
+        ck_assert_int_eq(resp.status, 200);
+        ck_assert_str_eq(resp.body, "ok");
+        http_client_response_free(&resp);
+    }
+    pthread_join(t, NULL);
+    /* Two answers on the first connection, then the server closed it: a second one. */
+    ck_assert_int_eq(ks.accepted, 2);
+    close(ks.lfd);
+    free(u);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("http_client");
@@ -470,6 +540,7 @@ int main(void)
     tcase_add_test(tc, test_stream_abort_from_callback);
     tcase_add_test(tc, test_stream_cancel_from_other_thread);
     tcase_add_test(tc, test_stream_idle_timeout);
+    tcase_add_test(tc, test_connection_kept_per_thread);
     suite_add_tcase(suite, tc);
     return test_util_run_suite(suite);
 }
