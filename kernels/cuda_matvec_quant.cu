@@ -3,30 +3,33 @@
  * the fly (F16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K), for cuda_matvec() (see cuda_matvec.h).
  *
  * Blocks are read exactly as GGUF stores them (neuron/dtype.c is the scalar reference and its
- * comments explain the packings). At batch 1..8 the product is a stream over W, so the design
- * is about reading W at the memory's speed; the blocks (18-210 bytes, most only 2-byte
- * aligned) make direct 16-byte loads impossible, so every type goes through shared memory:
+ * comments explain the packings). The blocks (18-210 bytes, most only 2-byte aligned) rule out
+ * direct 16-byte loads, so every type goes through shared memory:
  *
- *  - Loading: a warp owns MVQ_ROWS consecutive rows and walks them in steps of 32 pieces (a
- *    piece is 16 weights, so a step is 512 weights of each row: 2-16 whole blocks). For each
- *    step it copies the 16-byte-aligned cover of each row's bytes into its own shared buffer
- *    with cp.async (consecutive lanes, consecutive 16-byte chunks: fully coalesced, no
- *    registers held), MVQ stages deep, so 2-3 steps of loads are in flight while it computes.
- *    The cover over-reads at most 15 bytes on each side, never past the 16-byte granule of a
- *    valid byte, so never into an unmapped page.
- *  - Decoding: lane l takes piece l of the step: its quants come from shared memory (unaligned
- *    words put together with funnel shifts), each becomes an exact fp32 integer (the quant
- *    byte placed in the mantissa of 2^23, 2^23 subtracted: a permute and an add), and the
- *    block's scales stay factored out: a piece is 1-4 runs of consecutive weights, each with
- *    one scale d and (Q4_1, Q4_K, Q5_K) one offset m, so its share of the dot product is
- *    d * sum(q x) + m * sum(x). The offsets' sum(x) is shared by the warp's rows.
- *  - The activations of a piece (16 per token) are loaded once per token, with 16-byte loads
- *    where aligned, and used for every row of the warp; each lane keeps one partial sum per
- *    row and token, and the warp sums them with shuffles at the end.
+ *  - Loading: a warp owns MVQ_ROWS consecutive rows and walks them in steps of 512 weights
+ *    (2-16 whole blocks). For each step it copies the 16-byte-aligned cover of each row's bytes
+ *    into its own shared buffer with cp.async (consecutive lanes, consecutive 16-byte chunks:
+ *    fully coalesced, no registers held), several steps ahead of the one it computes. The
+ *    cover over-reads at most 15 bytes on each side, never past the 16-byte granule of a valid
+ *    byte, so never into an unmapped page.
+ *  - Decoding: each lane takes 16 weights of the step: its quants come from shared memory
+ *    (unaligned words put together with funnel shifts), each becomes an exact fp32 integer
+ *    (the quant byte placed in the mantissa of 2^23, 2^23 subtracted: a permute and an add),
+ *    and the block's scales stay factored out: the 16 weights are 1-4 runs of consecutive
+ *    weights, each with one scale d and (Q4_1, Q4_K, Q5_K) one offset m, so their share of
+ *    the dot product is d * sum(q x) + m * sum(x). The offsets' sum(x) is shared by the rows.
+ *  - The activations of those 16 weights are loaded once per token (16-byte loads where
+ *    aligned) and used for every row of the warp; each lane keeps one partial sum per row and
+ *    token, and the warp sums them with shuffles at the end.
  *
- * The factored scales round differently from dtype_dequant_row() (which forms d * q - m per
- * weight): the results agree to fp32 rounding of the partial sums, well inside the tests'
- * bounds. Measured numbers and what limits them: kernels/README.md, "Dequantising products".
+ * Two layouts of a lane's 16 weights, each the faster one measured for its types (H200,
+ * kernels/README.md): the quantised types take 16 weights of one block (mvq_kernel: one or
+ * two scales per lane and step), F16 takes four runs of 4 spread so that 8 consecutive lanes
+ * read 128 consecutive bytes of x (mvq_f16_kernel: x read coalesced, 1.8x faster for F16;
+ * the same layout made the quantised types 1.5x slower, each run needing its own block's
+ * scales). The factored scales round differently from dtype_dequant_row() (which forms
+ * d * q - m per weight): the results agree to fp32 rounding of the partial sums, well inside
+ * the tests' bounds.
  */
 #include "cuda_check.cuh"
 #include "cuda_matvec_internal.h"
@@ -34,14 +37,7 @@
 
 #define MVQ_WARPS   4 /* warps per block, each independent (own rows, own buffers) */
 #define MVQ_THREADS (32 * MVQ_WARPS)
-/* Rows per warp: each activation loaded serves this many rows. MVQ_MIN_BLOCKS caps the
- * registers so that this many blocks fit on an SM. (Overridable to benchmark others.) */
-#ifndef MVQ_ROWS
-#define MVQ_ROWS 2
-#endif
-#ifndef MVQ_MIN_BLOCKS
-#define MVQ_MIN_BLOCKS 4
-#endif
+#define MVQ_ROWS    2 /* rows per warp: each activation loaded serves this many rows */
 
 struct mvq_group {
     const uint8_t *w[CUDA_MATVEC_MAX_GROUP];
@@ -50,7 +46,7 @@ struct mvq_group {
     int64_t warp_end[CUDA_MATVEC_MAX_GROUP]; /* running count of warps up to matrix i */
     bool y_bf16[CUDA_MATVEC_MAX_GROUP], accumulate[CUDA_MATVEC_MAX_GROUP];
     int n, batch;
-    int64_t cols, row_bytes;
+    int64_t cols, row_bytes, units; /* units: blocks per row (F16: 32-element units) */
     const void *x;
     int64_t x_stride;
     bool x_vec; /* x and its rows are 16-byte aligned: vector loads of activations */
@@ -86,18 +82,145 @@ __device__ __forceinline__ void mvq_bytes4(uint32_t w, float bias, float *q)
     q[3] = mvq_byte_f<3>(w, bias);
 }
 
-/* ---- the types ----------------------------------------------------------------------------
- * A step is NB units of a row (BE elements and BB bytes each: a GGUF block, or 32 elements of
- * F16), 512 elements in all. Lane l takes 16 of them as 4 runs of 4 consecutive weights, laid
- * out so that for each run the lanes' activations are consecutive 16-byte pieces (one 128-byte
- * line per 8 lanes; Q4_0 / Q4_1: half a line). col(l, r): the first element of run r from the
- * step's start. decode(): the 16 weights without their scales (exact integers, or the F16
- * values), and each run's scale d and offset m (MIN), from the step's units at byte p of the
- * shared buffer s. */
+/* ---- the types: pieces of 16 weights as RUNS runs of 16 / RUNS consecutive weights -------
+ * BE / BB: elements and bytes of a block. PPB: pieces per block. col(pp, j): first element of run j of piece pp, from the unit's start. decode(): the
+ * piece's 16 weights without scales (exact), and each run's scale d and offset m, from the
+ * unit at byte p of the shared buffer s. */
 template <enum dtype T> struct mvq_type;
 
-template <> struct mvq_type<DTYPE_F16> {
-    static const int BE = 32, BB = 64, NB = 16;
+template <> struct mvq_type<DTYPE_Q8_0> {
+    static const int BE = 32, BB = 34, PPB = 2, RUNS = 1, STAGES = 4;
+    static const bool MIN = false;
+    static __device__ __forceinline__ int col(int pp, int)
+    {
+        return 16 * pp;
+    }
+    static __device__ __forceinline__ void decode(const uint8_t *s, int p, int pp, float (&q)[16],
+                                                  float *d, float *)
+    {
+#pragma unroll
+        for (int i = 0; i < 4; i++) /* int8 as unsigned: flip the sign bit, subtract 128 */
+            mvq_bytes4(mvq_sw(s, p + 2 + 16 * pp + 4 * i) ^ 0x80808080u, 128.0f, q + 4 * i);
+        d[0] = mvq_sf16(s, p);
+    }
+};
+
+/* Q4_0 / Q4_1: byte j holds element j (low nibble) and j + 16 (high); a piece is 8 bytes. */
+template <enum dtype T> struct mvq_type_q4 {
+    static const int BE = 32, BB = T == DTYPE_Q4_0 ? 18 : 20, PPB = 2, RUNS = 2, STAGES = 4;
+    static const bool MIN = T == DTYPE_Q4_1;
+    static __device__ __forceinline__ int col(int pp, int j)
+    {
+        return 8 * pp + 16 * j;
+    }
+    static __device__ __forceinline__ void decode(const uint8_t *s, int p, int pp, float (&q)[16],
+                                                  float *d, float *m)
+    {
+        const int qs = T == DTYPE_Q4_0 ? 2 : 4;
+        const float bias = T == DTYPE_Q4_0 ? 8.0f : 0.0f;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            uint32_t w = mvq_sw(s, p + qs + 8 * pp + 4 * i);
+            mvq_bytes4(w & 0x0f0f0f0fu, bias, q + 4 * i);
+            mvq_bytes4((w >> 4) & 0x0f0f0f0fu, bias, q + 8 + 4 * i);
+        }
+        d[0] = d[1] = mvq_sf16(s, p);
+        if (MIN)
+            m[0] = m[1] = mvq_sf16(s, p + 2);
+    }
+};
+template <> struct mvq_type<DTYPE_Q4_0> : mvq_type_q4<DTYPE_Q4_0> {
+};
+template <> struct mvq_type<DTYPE_Q4_1> : mvq_type_q4<DTYPE_Q4_1> {
+};
+
+/* Q4_K / Q5_K: 64 elements per 32 quant bytes (low nibbles: sub-block 2j, high: 2j + 1); a
+ * piece is 8 of those bytes, so its runs are 8 weights of each of the two sub-blocks. */
+template <enum dtype T> struct mvq_type_k4 {
+    static const int BE = 256, BB = T == DTYPE_Q4_K ? 144 : 176, PPB = 16, RUNS = 2, STAGES = 4;
+    static const bool MIN = true;
+    static __device__ __forceinline__ int col(int pp, int j)
+    {
+        return 64 * (pp >> 2) + 32 * j + 8 * (pp & 3);
+    }
+    /* 6-bit scale and min of sub-block j from the 12 bytes at byte sc of s */
+    static __device__ __forceinline__ void scale_min(const uint8_t *s, int sc, int j, int *d,
+                                                     int *m)
+    {
+        if (j < 4) {
+            *d = s[sc + j] & 63;
+            *m = s[sc + j + 4] & 63;
+        } else {
+            *d = (s[sc + j + 4] & 0x0f) | ((s[sc + j - 4] >> 6) << 4);
+            *m = (s[sc + j + 4] >> 4) | ((s[sc + j] >> 6) << 4);
+        }
+    }
+    static __device__ __forceinline__ void decode(const uint8_t *s, int p, int pp, float (&q)[16],
+                                                  float *d, float *m)
+    {
+        int j = pp >> 2, l0 = 8 * (pp & 3);
+        const int qs = T == DTYPE_Q4_K ? 16 : 48;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            uint32_t w = mvq_sw(s, p + qs + 32 * j + l0 + 4 * i);
+            uint32_t lo = w & 0x0f0f0f0fu, hi = (w >> 4) & 0x0f0f0f0fu;
+            if (T == DTYPE_Q5_K) { /* the fifth bits: bit 2j (low) and 2j + 1 (high) of qh */
+                uint32_t h = mvq_sw(s, p + 16 + l0 + 4 * i);
+                lo |= ((h >> (2 * j)) & 0x01010101u) << 4;
+                hi |= ((h >> (2 * j + 1)) & 0x01010101u) << 4;
+            }
+            mvq_bytes4(lo, 0.0f, q + 4 * i);
+            mvq_bytes4(hi, 0.0f, q + 8 + 4 * i);
+        }
+        uint32_t dd = mvq_sw(s, p);
+        float dm = __half2float(__ushort_as_half((unsigned short)(dd & 0xffffu)));
+        float mm = __half2float(__ushort_as_half((unsigned short)(dd >> 16)));
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            int sc, mn;
+            scale_min(s, p + 4, 2 * j + r, &sc, &mn);
+            d[r] = dm * (float)sc;
+            m[r] = -(mm * (float)mn);
+        }
+    }
+};
+template <> struct mvq_type<DTYPE_Q4_K> : mvq_type_k4<DTYPE_Q4_K> {
+};
+template <> struct mvq_type<DTYPE_Q5_K> : mvq_type_k4<DTYPE_Q5_K> {
+};
+
+/* Q6_K: per half h of 128 elements, element 32k + l takes a nibble of ql[64h + l (+ 32)] and
+ * two bits of qh[32h + l]; a piece is l0..l0 + 3 of one half, four runs of 4 (k = 0..3), each
+ * run in one 16-element scale group. */
+template <> struct mvq_type<DTYPE_Q6_K> {
+    static const int BE = 256, BB = 210, PPB = 16, RUNS = 4, STAGES = 4;
+    static const bool MIN = false;
+    static __device__ __forceinline__ int col(int pp, int k)
+    {
+        return 128 * (pp >> 3) + 32 * k + 4 * (pp & 7);
+    }
+    static __device__ __forceinline__ void decode(const uint8_t *s, int p, int pp, float (&q)[16],
+                                                  float *d, float *)
+    {
+        int h = pp >> 3, l0 = 4 * (pp & 7);
+        uint32_t a = mvq_sw(s, p + 64 * h + l0), b = mvq_sw(s, p + 64 * h + 32 + l0);
+        uint32_t c = mvq_sw(s, p + 128 + 32 * h + l0);
+        mvq_bytes4((a & 0x0f0f0f0fu) | ((c << 4) & 0x30303030u), 32.0f, q);
+        mvq_bytes4((b & 0x0f0f0f0fu) | ((c << 2) & 0x30303030u), 32.0f, q + 4);
+        mvq_bytes4(((a >> 4) & 0x0f0f0f0fu) | (c & 0x30303030u), 32.0f, q + 8);
+        mvq_bytes4(((b >> 4) & 0x0f0f0f0fu) | ((c >> 2) & 0x30303030u), 32.0f, q + 12);
+        float dd = mvq_sf16(s, p + 208);
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            d[k] = dd * (float)(int8_t)s[p + 192 + 8 * h + (l0 >> 4) + 2 * k];
+    }
+};
+
+/* F16 for mvq_f16_kernel: a step is 16 units of 32 weights (64 bytes); lane l takes runs of 4
+ * at 128 r + 4 l (r = 0..3), so for each run the lanes read 512 consecutive bytes of x.
+ * STAGES: steps in flight + 1 (6 KB per warp in flight; 34 KB of shared memory per block). */
+struct mvq_f16 {
+    static const int BE = 32, BB = 64, NB = 16, STAGES = 4;
     static const bool MIN = false;
     static __device__ __forceinline__ int col(int l, int r)
     {
@@ -117,155 +240,6 @@ template <> struct mvq_type<DTYPE_F16> {
             d[r] = 1.0f;
         }
     }
-};
-
-/* Q8_0: run r of lane l is bytes 4 (l % 8) .. + 3 of block 4 r + l / 8. */
-template <> struct mvq_type<DTYPE_Q8_0> {
-    static const int BE = 32, BB = 34, NB = 16;
-    static const bool MIN = false;
-    static __device__ __forceinline__ int col(int l, int r)
-    {
-        return 128 * r + 4 * l;
-    }
-    static __device__ __forceinline__ void decode(const uint8_t *s, int p, int l, float (&q)[16],
-                                                  float *d, float *)
-    {
-#pragma unroll
-        for (int r = 0; r < 4; r++) { /* int8 as unsigned: flip the sign bit, subtract 128 */
-            int b = p + (4 * r + l / 8) * BB;
-            mvq_bytes4(mvq_sw(s, b + 2 + 4 * (l % 8)) ^ 0x80808080u, 128.0f, q + 4 * r);
-            d[r] = mvq_sf16(s, b);
-        }
-    }
-};
-
-/* Q4_0 / Q4_1: byte j holds element j (low nibble) and j + 16 (high). Lane l takes bytes
- * 4 (l % 4) .. + 3 of blocks l / 4 and 8 + l / 4: runs low, high, low, high. */
-template <enum dtype T> struct mvq_type_q4 {
-    static const int BE = 32, BB = T == DTYPE_Q4_0 ? 18 : 20, NB = 16;
-    static const bool MIN = T == DTYPE_Q4_1;
-    static __device__ __forceinline__ int col(int l, int r)
-    {
-        return 32 * (8 * (r / 2) + l / 4) + 16 * (r % 2) + 4 * (l % 4);
-    }
-    static __device__ __forceinline__ void decode(const uint8_t *s, int p, int l, float (&q)[16],
-                                                  float *d, float *m)
-    {
-        const int qs = T == DTYPE_Q4_0 ? 2 : 4;
-        const float bias = T == DTYPE_Q4_0 ? 8.0f : 0.0f;
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            int b = p + (8 * h + l / 4) * BB;
-            uint32_t w = mvq_sw(s, b + qs + 4 * (l % 4));
-            mvq_bytes4(w & 0x0f0f0f0fu, bias, q + 8 * h);
-            mvq_bytes4((w >> 4) & 0x0f0f0f0fu, bias, q + 8 * h + 4);
-            d[2 * h] = d[2 * h + 1] = mvq_sf16(s, b);
-            if (MIN)
-                m[2 * h] = m[2 * h + 1] = mvq_sf16(s, b + 2);
-        }
-    }
-};
-template <> struct mvq_type<DTYPE_Q4_0> : mvq_type_q4<DTYPE_Q4_0> {
-};
-template <> struct mvq_type<DTYPE_Q4_1> : mvq_type_q4<DTYPE_Q4_1> {
-};
-
-/* Q4_K / Q5_K: 32 quant bytes hold 64 elements (low nibbles: sub-block 2j, high: 2j + 1).
- * Lane l takes bytes 4 (l % 8) .. + 3 of run j = l / 8 of both blocks of the step: runs
- * (block 0, low), (block 0, high), (block 1, low), (block 1, high). */
-template <enum dtype T> struct mvq_type_k4 {
-    static const int BE = 256, BB = T == DTYPE_Q4_K ? 144 : 176, NB = 2;
-    static const bool MIN = true;
-    static __device__ __forceinline__ int col(int l, int r)
-    {
-        return 256 * (r / 2) + 64 * (l / 8) + 32 * (r % 2) + 4 * (l % 8);
-    }
-    /* 6-bit scale and min of sub-block j from the 12 bytes at byte sc of s */
-    static __device__ __forceinline__ void scale_min(const uint8_t *s, int sc, int j, int *d,
-                                                     int *m)
-    {
-        if (j < 4) {
-            *d = s[sc + j] & 63;
-            *m = s[sc + j + 4] & 63;
-        } else {
-            *d = (s[sc + j + 4] & 0x0f) | ((s[sc + j - 4] >> 6) << 4);
-            *m = (s[sc + j + 4] >> 4) | ((s[sc + j] >> 6) << 4);
-        }
-    }
-    static __device__ __forceinline__ void decode(const uint8_t *s, int p, int l, float (&q)[16],
-                                                  float *d, float *m)
-    {
-        int j = l / 8, l0 = 4 * (l % 8);
-        const int qs = T == DTYPE_Q4_K ? 16 : 48;
-#pragma unroll
-        for (int k = 0; k < 2; k++) {
-            int b = p + k * BB;
-            uint32_t w = mvq_sw(s, b + qs + 32 * j + l0);
-            uint32_t lo = w & 0x0f0f0f0fu, hi = (w >> 4) & 0x0f0f0f0fu;
-            if (T == DTYPE_Q5_K) { /* the fifth bits: bit 2j (low) and 2j + 1 (high) of qh */
-                uint32_t h = mvq_sw(s, b + 16 + l0);
-                lo |= ((h >> (2 * j)) & 0x01010101u) << 4;
-                hi |= ((h >> (2 * j + 1)) & 0x01010101u) << 4;
-            }
-            mvq_bytes4(lo, 0.0f, q + 8 * k);
-            mvq_bytes4(hi, 0.0f, q + 8 * k + 4);
-            uint32_t dd = mvq_sw(s, b);
-            float dm = __half2float(__ushort_as_half((unsigned short)(dd & 0xffffu)));
-            float mm = __half2float(__ushort_as_half((unsigned short)(dd >> 16)));
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                int sc, mn;
-                scale_min(s, b + 4, 2 * j + h, &sc, &mn);
-                d[2 * k + h] = dm * (float)sc;
-                m[2 * k + h] = -(mm * (float)mn);
-            }
-        }
-    }
-};
-template <> struct mvq_type<DTYPE_Q4_K> : mvq_type_k4<DTYPE_Q4_K> {
-};
-template <> struct mvq_type<DTYPE_Q5_K> : mvq_type_k4<DTYPE_Q5_K> {
-};
-
-/* Q6_K: per half h of 128 elements, element 32k + l takes a nibble of ql[64h + l (+ 32)] and
- * two bits of qh[32h + l]. Lane l takes l0 = 4 (l % 8) .. + 3 of half (l / 8) % 2 of block
- * l / 16: four runs (k = 0..3), each inside one 16-element scale group. */
-template <> struct mvq_type<DTYPE_Q6_K> {
-    static const int BE = 256, BB = 210, NB = 2;
-    static const bool MIN = false;
-    static __device__ __forceinline__ int col(int l, int k)
-    {
-        return 256 * (l / 16) + 128 * ((l / 8) % 2) + 32 * k + 4 * (l % 8);
-    }
-    static __device__ __forceinline__ void decode(const uint8_t *s, int p, int l, float (&q)[16],
-                                                  float *d, float *)
-    {
-        int h = (l / 8) % 2, l0 = 4 * (l % 8);
-        p += (l / 16) * BB;
-        uint32_t a = mvq_sw(s, p + 64 * h + l0), b = mvq_sw(s, p + 64 * h + 32 + l0);
-        uint32_t c = mvq_sw(s, p + 128 + 32 * h + l0);
-        mvq_bytes4((a & 0x0f0f0f0fu) | ((c << 4) & 0x30303030u), 32.0f, q);
-        mvq_bytes4((b & 0x0f0f0f0fu) | ((c << 2) & 0x30303030u), 32.0f, q + 4);
-        mvq_bytes4(((a >> 4) & 0x0f0f0f0fu) | (c & 0x30303030u), 32.0f, q + 8);
-        mvq_bytes4(((b >> 4) & 0x0f0f0f0fu) | ((c >> 2) & 0x30303030u), 32.0f, q + 12);
-        float dd = mvq_sf16(s, p + 208);
-#pragma unroll
-        for (int k = 0; k < 4; k++)
-            d[k] = dd * (float)(int8_t)s[p + 192 + 8 * h + (l0 >> 4) + 2 * k];
-    }
-};
-
-/* Pipeline depth: steps in flight per warp, enough for MVQ_INFLIGHT bytes (two rows) so that
- * a few warps per SM keep the memory busy (Little's law), within 48 KB of shared memory. */
-#ifndef MVQ_INFLIGHT
-#define MVQ_INFLIGHT 6144
-#endif
-template <enum dtype T> struct mvq_pipe {
-    static const int STEP = mvq_type<T>::NB * mvq_type<T>::BB;
-    static const int BUF = (STEP + 48) & ~15; /* cover (<= STEP + 30), the funnel's spare word */
-    static const int WANT = 1 + (MVQ_INFLIGHT + MVQ_ROWS * STEP - 1) / (MVQ_ROWS * STEP);
-    static const int FIT = 48 * 1024 / (MVQ_WARPS * MVQ_ROWS * BUF);
-    static const int STAGES = WANT < FIT ? WANT : FIT;
 };
 
 /* ---- loads ------------------------------------------------------------------------------- */
@@ -333,15 +307,17 @@ __device__ __forceinline__ void mvq_store(void *y, int64_t i, float v, bool y_bf
     }
 }
 
-/* ---- the kernel -------------------------------------------------------------------------- */
+/* ---- the kernels ------------------------------------------------------------------------- */
+
+/* The quantised types: lane l takes piece l % PPB of block l / PPB of the step. */
 
 template <enum dtype T, typename TX>
-__global__ void __launch_bounds__(MVQ_THREADS, MVQ_MIN_BLOCKS) mvq_kernel(const struct mvq_group g)
+__global__ void __launch_bounds__(MVQ_THREADS) mvq_kernel(const struct mvq_group g)
 {
     typedef mvq_type<T> P;
-    typedef mvq_pipe<T> Q;
-    const int S = Q::STAGES;
-    __shared__ __align__(16) uint8_t smem[MVQ_WARPS][S][MVQ_ROWS][Q::BUF];
+    const int NB = 32 / P::PPB, STEP = NB * P::BB, L = 16 / P::RUNS;
+    const int BUF = (STEP + 48) & ~15; /* cover (<= STEP + 30) + the funnel's spare word */
+    __shared__ __align__(16) uint8_t smem[MVQ_WARPS][P::STAGES][MVQ_ROWS][BUF];
 
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int64_t gw = (int64_t)blockIdx.x * MVQ_WARPS + warp;
@@ -355,7 +331,119 @@ __global__ void __launch_bounds__(MVQ_THREADS, MVQ_MIN_BLOCKS) mvq_kernel(const 
 #pragma unroll
     for (int r = 0; r < MVQ_ROWS; r++) /* rows past the end re-read the last one; never stored */
         wr[r] = g.w[m] + min(row0 + r, rows - 1) * g.row_bytes;
-    int64_t steps = (g.row_bytes + Q::STEP - 1) / Q::STEP;
+    int64_t steps = (g.row_bytes + STEP - 1) / STEP;
+
+    float acc[CUDA_MATVEC_MAX_BATCH][MVQ_ROWS];
+#pragma unroll
+    for (int b = 0; b < CUDA_MATVEC_MAX_BATCH; b++)
+#pragma unroll
+        for (int r = 0; r < MVQ_ROWS; r++)
+            acc[b][r] = 0.0f;
+
+            /* step k's bytes go to stage k % STAGES; one commit group per step, empty or not, so
+     * that waiting for all but the STAGES - 1 newest groups means "step k has landed" */
+#pragma unroll
+    for (int k = 0; k < P::STAGES - 1; k++) {
+        if (k < steps)
+#pragma unroll
+            for (int r = 0; r < MVQ_ROWS; r++)
+                mvq_stage(smem[warp][k][r], wr[r] + (int64_t)k * STEP,
+                          (int)min((int64_t)STEP, g.row_bytes - (int64_t)k * STEP), lane);
+        mvq_cp_commit();
+    }
+    int pp = lane % P::PPB;
+    for (int64_t k = 0; k < steps; k++) {
+        int64_t kn = k + P::STAGES - 1;
+        if (kn < steps)
+#pragma unroll
+            for (int r = 0; r < MVQ_ROWS; r++)
+                mvq_stage(smem[warp][kn % P::STAGES][r], wr[r] + kn * STEP,
+                          (int)min((int64_t)STEP, g.row_bytes - kn * STEP), lane);
+        mvq_cp_commit();
+        mvq_cp_wait<P::STAGES - 1>();
+        __syncwarp();
+
+        int64_t unit = k * NB + lane / P::PPB;
+        if (unit < g.units) {
+            float q[MVQ_ROWS][16], d[MVQ_ROWS][4], mn[MVQ_ROWS][4];
+#pragma unroll
+            for (int r = 0; r < MVQ_ROWS; r++) {
+                const uint8_t *s = smem[warp][k % P::STAGES][r];
+                int p = (int)(((uintptr_t)(wr[r] + k * STEP)) & 15) + (lane / P::PPB) * P::BB;
+                P::decode(s, p, pp, q[r], d[r], mn[r]);
+            }
+            int64_t c0 = unit * P::BE;
+#pragma unroll
+            for (int b = 0; b < CUDA_MATVEC_MAX_BATCH; b++) {
+                if (b >= g.batch)
+                    break;
+                const TX *xb = (const TX *)g.x + b * g.x_stride + c0;
+                float xv[16];
+#pragma unroll
+                for (int j = 0; j < P::RUNS; j++)
+#pragma unroll
+                    for (int i = 0; i < L; i += 4)
+                        mvq_x4(xb + P::col(pp, j) + i, g.x_vec, xv + j * L + i);
+                float sx[4];
+                if (P::MIN)
+#pragma unroll
+                    for (int j = 0; j < P::RUNS; j++) {
+                        sx[j] = 0.0f;
+#pragma unroll
+                        for (int i = 0; i < L; i++)
+                            sx[j] += xv[j * L + i];
+                    }
+#pragma unroll
+                for (int r = 0; r < MVQ_ROWS; r++)
+#pragma unroll
+                    for (int j = 0; j < P::RUNS; j++) {
+                        float s = 0.0f;
+#pragma unroll
+                        for (int i = 0; i < L; i++)
+                            s = fmaf(q[r][j * L + i], xv[j * L + i], s);
+                        acc[b][r] = fmaf(d[r][j], s, acc[b][r]);
+                        if (P::MIN)
+                            acc[b][r] = fmaf(mn[r][j], sx[j], acc[b][r]);
+                    }
+            }
+        }
+        __syncwarp(); /* the next step's copies overwrite this stage */
+    }
+#pragma unroll
+    for (int b = 0; b < CUDA_MATVEC_MAX_BATCH; b++) {
+        if (b >= g.batch)
+            break;
+#pragma unroll
+        for (int r = 0; r < MVQ_ROWS; r++) {
+            float s = cuda_warp_sum(acc[b][r]);
+            if (lane == 0 && row0 + r < rows)
+                mvq_store(g.y[m], b * g.y_stride[m] + row0 + r, s, g.y_bf16[m], g.accumulate[m]);
+        }
+    }
+}
+
+/* F16 (rows of any length): lane l takes the runs of mvq_f16. */
+template <typename TX>
+__global__ void __launch_bounds__(MVQ_THREADS, 4) mvq_f16_kernel(const struct mvq_group g)
+{
+    typedef mvq_f16 P;
+    const int S = P::STAGES, STEP = P::NB * P::BB;
+    const int BUF = (STEP + 48) & ~15; /* cover (<= STEP + 30) + the funnel's spare word */
+    __shared__ __align__(16) uint8_t smem[MVQ_WARPS][S][MVQ_ROWS][BUF];
+
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int64_t gw = (int64_t)blockIdx.x * MVQ_WARPS + warp;
+    if (gw >= g.warp_end[g.n - 1])
+        return;
+    int m = 0;
+    while (m + 1 < g.n && gw >= g.warp_end[m])
+        m++;
+    int64_t row0 = (gw - (m ? g.warp_end[m - 1] : 0)) * MVQ_ROWS, rows = g.rows[m];
+    const uint8_t *wr[MVQ_ROWS];
+#pragma unroll
+    for (int r = 0; r < MVQ_ROWS; r++) /* rows past the end re-read the last one; never stored */
+        wr[r] = g.w[m] + min(row0 + r, rows - 1) * g.row_bytes;
+    int64_t steps = (g.row_bytes + STEP - 1) / STEP;
 
     float acc[CUDA_MATVEC_MAX_BATCH][MVQ_ROWS];
 #pragma unroll
@@ -371,8 +459,8 @@ __global__ void __launch_bounds__(MVQ_THREADS, MVQ_MIN_BLOCKS) mvq_kernel(const 
         if (k < steps)
 #pragma unroll
             for (int r = 0; r < MVQ_ROWS; r++)
-                mvq_stage(smem[warp][k][r], wr[r] + (int64_t)k * Q::STEP,
-                          (int)min((int64_t)Q::STEP, g.row_bytes - (int64_t)k * Q::STEP), lane);
+                mvq_stage(smem[warp][k][r], wr[r] + (int64_t)k * STEP,
+                          (int)min((int64_t)STEP, g.row_bytes - (int64_t)k * STEP), lane);
         mvq_cp_commit();
     }
     for (int64_t k = 0; k < steps; k++) {
@@ -380,8 +468,8 @@ __global__ void __launch_bounds__(MVQ_THREADS, MVQ_MIN_BLOCKS) mvq_kernel(const 
         if (kn < steps)
 #pragma unroll
             for (int r = 0; r < MVQ_ROWS; r++)
-                mvq_stage(smem[warp][kn % S][r], wr[r] + kn * Q::STEP,
-                          (int)min((int64_t)Q::STEP, g.row_bytes - kn * Q::STEP), lane);
+                mvq_stage(smem[warp][kn % S][r], wr[r] + kn * STEP,
+                          (int)min((int64_t)STEP, g.row_bytes - kn * STEP), lane);
         mvq_cp_commit();
         mvq_cp_wait<S - 1>();
         __syncwarp();
@@ -390,7 +478,7 @@ __global__ void __launch_bounds__(MVQ_THREADS, MVQ_MIN_BLOCKS) mvq_kernel(const 
 #pragma unroll
         for (int r = 0; r < MVQ_ROWS; r++) {
             const uint8_t *s = smem[warp][k % S][r];
-            P::decode(s, (int)((uintptr_t)(wr[r] + k * Q::STEP) & 15), lane, q[r], d[r], mn[r]);
+            P::decode(s, (int)((uintptr_t)(wr[r] + k * STEP) & 15), lane, q[r], d[r], mn[r]);
         }
         /* runs past the row's end (the last step of a row, F16 rows of any length) count as
          * zeros; what the buffer holds there is stale */
@@ -462,12 +550,24 @@ __global__ void __launch_bounds__(MVQ_THREADS, MVQ_MIN_BLOCKS) mvq_kernel(const 
     }
 }
 
+static cudaError_t mvq_launch_f16(struct mvq_group *g, bool x_f32, cudaStream_t stream)
+{
+    unsigned blocks = cuda_blocks(g->warp_end[g->n - 1], MVQ_WARPS);
+    g->row_bytes = 2 * g->cols; /* rows of any length */
+    if (x_f32)
+        mvq_f16_kernel<float><<<blocks, MVQ_THREADS, 0, stream>>>(*g);
+    else
+        mvq_f16_kernel<__nv_bfloat16><<<blocks, MVQ_THREADS, 0, stream>>>(*g);
+    return cudaGetLastError();
+}
+
 template <enum dtype T>
 static cudaError_t mvq_launch(struct mvq_group *g, bool x_f32, cudaStream_t stream)
 {
     typedef mvq_type<T> P;
-    g->row_bytes = T == DTYPE_F16 ? 2 * g->cols : g->cols / P::BE * P::BB;
     unsigned blocks = cuda_blocks(g->warp_end[g->n - 1], MVQ_WARPS);
+    g->row_bytes = g->cols / P::BE * P::BB;
+    g->units = g->cols / P::BE;
     if (x_f32)
         mvq_kernel<T, float><<<blocks, MVQ_THREADS, 0, stream>>>(*g);
     else
@@ -521,7 +621,7 @@ int cuda_matvec_quant_group(const struct cuda_matvec *m, int n, cudaStream_t str
     cudaError_t err;
     switch (m[0].w_type) {
     case DTYPE_F16:
-        err = mvq_launch<DTYPE_F16>(&g, xf, stream);
+        err = mvq_launch_f16(&g, xf, stream);
         break;
     case DTYPE_Q8_0:
         err = mvq_launch<DTYPE_Q8_0>(&g, xf, stream);
