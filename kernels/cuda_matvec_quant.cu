@@ -46,7 +46,7 @@ struct mvq_group {
     int64_t warp_end[CUDA_MATVEC_MAX_GROUP]; /* running count of warps up to matrix i */
     bool y_bf16[CUDA_MATVEC_MAX_GROUP], accumulate[CUDA_MATVEC_MAX_GROUP];
     int n, batch;
-    int64_t cols, row_bytes, units; /* units: blocks per row (F16: 32-element units) */
+    int64_t cols, row_bytes, units; /* units: blocks per row (quantised types) */
     const void *x;
     int64_t x_stride;
     bool x_vec; /* x and its rows are 16-byte aligned: vector loads of activations */
@@ -82,10 +82,11 @@ __device__ __forceinline__ void mvq_bytes4(uint32_t w, float bias, float *q)
     q[3] = mvq_byte_f<3>(w, bias);
 }
 
-/* ---- the types: pieces of 16 weights as RUNS runs of 16 / RUNS consecutive weights -------
- * BE / BB: elements and bytes of a block. PPB: pieces per block. col(pp, j): first element of run j of piece pp, from the unit's start. decode(): the
- * piece's 16 weights without scales (exact), and each run's scale d and offset m, from the
- * unit at byte p of the shared buffer s. */
+/* ---- the quantised types: pieces of 16 weights, RUNS runs of 16 / RUNS consecutive ones ----
+ * BE / BB: elements and bytes of a block. PPB: pieces per block. STAGES: steps in flight + 1.
+ * col(pp, j): first element of run j of piece pp, from the block's start. decode(): the
+ * piece's 16 weights without scales (exact integers), and each run's scale d and offset m,
+ * from the block at byte p of the shared buffer s. */
 template <enum dtype T> struct mvq_type;
 
 template <> struct mvq_type<DTYPE_Q8_0> {
@@ -310,7 +311,6 @@ __device__ __forceinline__ void mvq_store(void *y, int64_t i, float v, bool y_bf
 /* ---- the kernels ------------------------------------------------------------------------- */
 
 /* The quantised types: lane l takes piece l % PPB of block l / PPB of the step. */
-
 template <enum dtype T, typename TX>
 __global__ void __launch_bounds__(MVQ_THREADS) mvq_kernel(const struct mvq_group g)
 {
@@ -333,6 +333,9 @@ __global__ void __launch_bounds__(MVQ_THREADS) mvq_kernel(const struct mvq_group
         wr[r] = g.w[m] + min(row0 + r, rows - 1) * g.row_bytes;
     int64_t steps = (g.row_bytes + STEP - 1) / STEP;
 
+    /* Partial sums per token and row. Step k's bytes go to stage k % STAGES; one commit group
+     * per step, empty or not, so that waiting for all but the STAGES - 1 newest groups means
+     * "step k has landed" */
     float acc[CUDA_MATVEC_MAX_BATCH][MVQ_ROWS];
 #pragma unroll
     for (int b = 0; b < CUDA_MATVEC_MAX_BATCH; b++)
@@ -340,8 +343,6 @@ __global__ void __launch_bounds__(MVQ_THREADS) mvq_kernel(const struct mvq_group
         for (int r = 0; r < MVQ_ROWS; r++)
             acc[b][r] = 0.0f;
 
-            /* step k's bytes go to stage k % STAGES; one commit group per step, empty or not, so
-     * that waiting for all but the STAGES - 1 newest groups means "step k has landed" */
 #pragma unroll
     for (int k = 0; k < P::STAGES - 1; k++) {
         if (k < steps)
@@ -445,6 +446,9 @@ __global__ void __launch_bounds__(MVQ_THREADS, 4) mvq_f16_kernel(const struct mv
         wr[r] = g.w[m] + min(row0 + r, rows - 1) * g.row_bytes;
     int64_t steps = (g.row_bytes + STEP - 1) / STEP;
 
+    /* Partial sums per token and row. Step k's bytes go to stage k % S; one commit group per
+     * step, empty or not, so that waiting for all but the S - 1 newest groups means "step k has
+     * landed" */
     float acc[CUDA_MATVEC_MAX_BATCH][MVQ_ROWS];
 #pragma unroll
     for (int b = 0; b < CUDA_MATVEC_MAX_BATCH; b++)
@@ -452,8 +456,6 @@ __global__ void __launch_bounds__(MVQ_THREADS, 4) mvq_f16_kernel(const struct mv
         for (int r = 0; r < MVQ_ROWS; r++)
             acc[b][r] = 0.0f;
 
-            /* step k's bytes go to stage k % S; one commit group per step, empty or not, so that
-     * waiting for all but the S - 1 newest groups means "step k has landed" */
 #pragma unroll
     for (int k = 0; k < S - 1; k++) {
         if (k < steps)
