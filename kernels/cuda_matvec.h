@@ -7,9 +7,10 @@
  * reads (DTYPE_F16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K), each row a run of blocks exactly as
  * GGUF stores them, so cols must be a multiple of the type's block (32 or 256 elements;
  * dtype_row_bytes() gives a row's size). Quantised weights are dequantised in registers as
- * dtype_dequant_row() does and take a simpler kernel (kernels/cuda_matvec_quant.cu: one row
- * per warp; the variant argument of cuda_matvec_tuned() does not apply), correct but not yet
- * fast (5-9% of the copy bandwidth at batch 1 on an H100, kernels/README.md). x is batch rows of cols elements,
+ * dtype_dequant_row() does and take their own kernels (kernels/cuda_matvec_quant.cu: blocks
+ * staged through shared memory, two rows per warp; the variant argument of
+ * cuda_matvec_tuned() does not apply), 18-58% of the copy bandwidth at batch 1 on an H200
+ * (kernels/README.md). x is batch rows of cols elements,
  * x_stride elements apart; y is batch rows of rows elements, y_stride apart; x and y are F32 or
  * BF16 (independently). Products accumulate in fp32 and round once on store; with accumulate,
  * y += W x (the residual add of out_proj / down_proj, read and written in y's type). batch is

@@ -6,7 +6,7 @@
  * bf16 activations and outputs, the residual add, strided activations, a row count that is
  * not a multiple of the block's warps, one super-block rows and the 27B width (5120 = 20
  * super-blocks), F16 rows whose length is not a multiple of 32, weights off the 16-byte grid
- * (the byte-load path of the K types, which otherwise use 16-byte loads), a group of two products, and
+ * (staged into shared memory at a 2-byte offset), a group of two products, and
  * the refusal of a row length that is not a whole number of blocks.
  */
 #include "cuda_matvec.h"
