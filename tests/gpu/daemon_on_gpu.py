@@ -576,7 +576,10 @@ def run(args):
     for i, g in sorted((smi or {}).items()):
         print("GPU %d: %s (%s), %d MiB" % (i, g["name"], g["uuid"], g["total_mib"]))
     print(res.table())
-    print("logs and daemon_on_gpu.json in %s" % out_dir)
+    if args.out or res.failed():
+        print("logs and daemon_on_gpu.json in %s" % out_dir)
+    else:  # a temporary folder is kept only to look into a failure
+        shutil.rmtree(out_dir, ignore_errors=True)
     return 1 if res.failed() else 0
 
 

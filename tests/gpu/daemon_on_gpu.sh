@@ -9,7 +9,7 @@
 #   --device: the GPU under test (default cuda:0); --device cpu checks the harness itself on a
 #     machine without a GPU (both daemons on the CPU, GPU-only checks skipped)
 # Logs (both daemons' logs, daemon_on_gpu.json) go to $OUT when set, else to a temporary folder
-# named at the end. Exit status: 0 all passed, 1 a check failed, 77 no GPU seen (skipped).
+# named at the end (and removed when every check passed). Exit status: 0 all passed, 1 a check failed, 77 no GPU seen (skipped).
 # What is checked: tests/gpu/README.md.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
