@@ -474,6 +474,8 @@ def run(args):
         if device_entry(gpu.models(), dev) is None:
             print("the neuron has no device %s (a CUDA build on a GPU host is needed):\n%s" % (
                 dev, gpu.log_text()[-2000:]))
+            if not args.out:
+                shutil.rmtree(out_dir, ignore_errors=True)
             return 77
         res.add([d["id"] for d in cpu.models()["devices"]] == ["cpu"],
                 "CPU daemon (CUDA_VISIBLE_DEVICES empty) has only the cpu device")
