@@ -188,7 +188,9 @@ struct daemon *daemon_create(const struct neuron_config *cfg, char *err, size_t 
         return NULL;
     }
     char devices[256] = "";
+    bool gpus = false;
     for (size_t i = 0, off = 0; i < d->devices.n && off < sizeof devices; i++) {
+        gpus |= d->devices.v[i].kind == DEVICE_KIND_CUDA;
         char label[32];
         device_label(&d->devices.v[i], label, sizeof label);
         int w = snprintf(devices + off, sizeof devices - off, "%s%s (%llu bytes)", i ? ", " : "",
@@ -196,9 +198,10 @@ struct daemon *daemon_create(const struct neuron_config *cfg, char *err, size_t 
         off += w > 0 ? (size_t)w : 0;
     }
     LOG_INFO("neuron %s listening on %s (port %u), advertised as %s; models in %s; devices %s; "
-             "inference on the CPU%s%s",
+             "inference on %s%s%s",
              cfg->name, cfg->listen, (unsigned)http_server_port(d->server), cfg->advertise,
-             cfg->models_dir, devices, cfg->chat_template ? "; chat template " : "",
+             cfg->models_dir, devices, gpus ? "the GPU each model is placed on" : "the CPU",
+             cfg->chat_template ? "; chat template " : "",
              cfg->chat_template ? cfg->chat_template : "");
     return d;
 }
