@@ -226,6 +226,17 @@ def test_postgres_down_serves_from_snapshot(fleet):
             break
         assert time.monotonic() < deadline, age
         time.sleep(0.2)
+    # Keys are looked up on their own connection, which reconnects on the next lookup after its
+    # backoff (at most ~2.5 s): a key never seen before is accepted again within seconds.
+    _, fresh = new_key(pg)
+    deadline = time.monotonic() + 10
+    while True:
+        status, body = http("GET", fleet["api"] + "/v1/models",
+                            headers={"Authorization": "Bearer " + fresh})
+        if status == 200:
+            break
+        assert status == 503 and time.monotonic() < deadline, (status, body)
+        time.sleep(0.2)
 
 
 def test_second_gateway_hold_timeout(fleet):
