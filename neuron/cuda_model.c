@@ -18,21 +18,23 @@
 
 #include "cpu_ops.h"
 #include "cuda_attention.h"
+#include "cuda_attn_prep.h"
 #include "cuda_device.h"
 #include "cuda_elementwise.h"
 #include "cuda_embed.h"
+#include "cuda_gemm.h"
+#include "cuda_gdn_chunked.h"
 #include "cuda_gdn_conv.h"
+#include "cuda_gdn_decode.h"
 #include "cuda_gdn_gated_norm.h"
 #include "cuda_gdn_gates.h"
 #include "cuda_gdn_recurrent.h"
 #include "cuda_matvec.h"
 #include "cuda_random.h"
 #include "cuda_rmsnorm.h"
-#include "cuda_rope.h"
 #include "cuda_silu_mul.h"
 #include "xalloc.h"
 
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdarg.h>
@@ -41,15 +43,17 @@
 #include <string.h>
 
 #define CM_STAGE_BYTES   (16u << 20) /* each of the two pinned upload buffers */
-#define CM_CUBLAS_WS     (32u << 20) /* cuBLAS workspace (fixed, so graphs may capture it) */
 #define CM_MAX_GRAPH     256         /* decode batch sizes that get a graph */
 #define CM_MAX_MARKS     8192        /* profiling events per forward */
 #define CM_FIRST_CONTEXT 256         /* positions a fresh pool caches */
-/* Rows up to which products use the matrix-vector kernel rather than cuBLAS. The kernel takes
- * up to CUDA_MATVEC_MAX_BATCH rows, but it beats cuBLAS only at 1-2 (kernels/README.md; the
- * first neuron-bench run on an H100: 27B shape, batch 8, 31 ms of products per step with the
- * kernel against about 20 ms for cuBLAS). */
-#define CM_MATVEC_MAX_ROWS 2
+/* Rows up to which products use the matrix-vector kernel rather than cuBLASLt (cuda_gemm.h:
+ * the grouped kernel wins up to 3 tokens on an H100, cuBLASLt from 4 on). */
+#define CM_MATVEC_MAX_ROWS CUDA_GEMM_MATVEC_MAX_N
+/* Prompts from this many tokens take the chunked GDN prefill when they run alone (one sequence
+ * of the call, or the only long one); shorter ones, and batches of equal-length prompts, the
+ * token-by-token kernel (cuda_gdn_chunked.h: chunked 0.58 vs 0.99 ms for 1 x 512 tokens, but
+ * 3.46 vs 2.94 ms for 8 x 512 run together). */
+#define CM_GDN_CHUNKED_MIN_TOKENS CUDA_GDN_CHUNK
 
 /* A bf16 weight matrix [rows, cols] on the GPU, rows contiguous (nn.Linear's [out, in]). */
 struct cm_mat {
@@ -82,12 +86,9 @@ enum cm_buf {
     CM_X,     /* f32 [n, H] residual stream */
     CM_XN,    /* bf16 [n, H] normed input of a block */
     CM_QF,    /* f32 [n, q rows] q projection (with gate) */
-    CM_Q,     /* f32 [n, Nq*hd] */
     CM_K,     /* f32 [n, Nkv*hd] */
     CM_V,     /* f32 [n, Nkv*hd] */
-    CM_QP,    /* f32 [n, Nq*hp] q with heads zero-padded to head_pad (hp) */
-    CM_KP,    /* f32 [n, Nkv*hp] */
-    CM_VP,    /* f32 [n, Nkv*hp] */
+    CM_QP,    /* f32 [n, Nq*hp] normed, rotated q, heads zero-padded to head_pad (hp) */
     CM_ATT,   /* f32 [n, Nq*hp] attention output */
     CM_ATTB,  /* bf16 [n, Nq*hd] gated attention output */
     CM_G,     /* f32 [n, I] */
@@ -100,7 +101,7 @@ enum cm_buf {
     CM_A,     /* f32 [n, Nv] */
     CM_GG,    /* f32 [n, Nv] log decay */
     CM_BETA,  /* f32 [n, Nv] */
-    CM_CORE,  /* f32 [n, Nv*Dv] */
+    CM_CORE,  /* f32 [n, Nv*Dv] (unfused path) */
     CM_COREB, /* bf16 [n, Nv*Dv] */
     CM_XO,    /* bf16 [n, H] final-normed rows */
     CM_INTS,  /* int32 [5][n]: ids, positions, row slots, sequence slots, lengths */
@@ -115,8 +116,7 @@ struct cuda_model {
     int64_t max_context;
     bool no_graphs;
     cudaStream_t stream;
-    cublasHandle_t blas;
-    void *blas_ws;
+    struct cuda_gemm_ctx *gemm; /* cuBLASLt products on stream */
     char errbuf[512];
 
     /* weights */
@@ -192,13 +192,6 @@ static int cm_kernel(struct cuda_model *g, int rc, const char *what)
     if (rc == 0)
         return 0;
     return cm_fail(g, "%s: %s", what, cuda_last_error());
-}
-
-static int cm_blas(struct cuda_model *g, cublasStatus_t s, const char *what)
-{
-    if (s == CUBLAS_STATUS_SUCCESS)
-        return 0;
-    return cm_fail(g, "%s: cuBLAS status %d", what, (int)s);
 }
 
 /* Copies the model's last error into the caller's buffer; returns -1. */
@@ -574,10 +567,9 @@ static int cm_start(struct cuda_model *g, const struct cuda_model_options *opt)
     CM_TRY(cm_cuda(g, cudaSetDevice(g->device), "cudaSetDevice"));
     CM_TRY(cm_cuda(g, cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking),
                    "cudaStreamCreate"));
-    CM_TRY(cm_blas(g, cublasCreate(&g->blas), "cublasCreate"));
-    CM_TRY(cm_cuda(g, cudaMalloc(&g->blas_ws, CM_CUBLAS_WS), "cudaMalloc (cuBLAS workspace)"));
-    CM_TRY(cm_blas(g, cublasSetStream(g->blas, g->stream), "cublasSetStream"));
-    CM_TRY(cm_blas(g, cublasSetWorkspace(g->blas, g->blas_ws, CM_CUBLAS_WS), "cublasSetWorkspace"));
+    g->gemm = cuda_gemm_ctx_create(g->stream);
+    if (!g->gemm)
+        return cm_fail(g, "cuda_gemm_ctx_create: %s", cuda_last_error());
     for (int k = 0; k < 2; k++) {
         CM_TRY(cm_cuda(g, cudaMallocHost(&g->stage[k], CM_STAGE_BYTES), "cudaMallocHost"));
         CM_TRY(cm_cuda(g, cudaEventCreateWithFlags(&g->stage_done[k], cudaEventDisableTiming),
@@ -679,9 +671,7 @@ void cuda_model_destroy(struct cuda_model *g)
             cudaEventDestroy(g->marks[i]);
     free(g->row_tmp);
     free(g->slot_used);
-    if (g->blas)
-        cublasDestroy(g->blas);
-    cudaFree(g->blas_ws);
+    cuda_gemm_ctx_destroy(g->gemm);
     if (g->stream)
         cudaStreamDestroy(g->stream);
     free(g);
@@ -872,34 +862,20 @@ static int cm_scratch(struct cuda_model *g, int64_t rows)
         cap *= 2;
     int64_t H = c->hidden, hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd;
     int64_t kv = (int64_t)c->n_kv_heads * hd, I = c->intermediate, conv = cm_conv_dim(c);
-    int64_t q_pad = (int64_t)c->n_heads * g->head_pad, kv_pad = cm_kv_dim(g);
+    int64_t q_pad = (int64_t)c->n_heads * g->head_pad;
     int64_t Nv = c->lin_v_heads, vdim = Nv * c->lin_v_dim;
     size_t bytes[CM_BUF_COUNT] = {
-            [CM_X] = 4 * (size_t)H,
-            [CM_XN] = 2 * (size_t)H,
-            [CM_QF] = 4 * 2 * (size_t)q_dim,
-            [CM_Q] = 4 * (size_t)q_dim,
-            [CM_K] = 4 * (size_t)kv,
-            [CM_V] = 4 * (size_t)kv,
-            [CM_ATT] = 4 * (size_t)q_pad,
-            [CM_QP] = 4 * (size_t)q_pad,
-            [CM_KP] = 4 * (size_t)kv_pad,
-            [CM_VP] = 4 * (size_t)kv_pad,
-            [CM_ATTB] = 2 * (size_t)q_dim,
-            [CM_G] = 4 * (size_t)I,
-            [CM_U] = 4 * (size_t)I,
-            [CM_GU] = 2 * (size_t)I,
-            [CM_QKV] = 4 * (size_t)conv,
-            [CM_CONV] = 4 * (size_t)conv,
-            [CM_Z] = 4 * (size_t)vdim,
-            [CM_B] = 4 * (size_t)Nv,
-            [CM_A] = 4 * (size_t)Nv,
-            [CM_GG] = 4 * (size_t)Nv,
-            [CM_BETA] = 4 * (size_t)Nv,
-            [CM_CORE] = 4 * (size_t)vdim,
-            [CM_COREB] = 2 * (size_t)vdim,
-            [CM_XO] = 2 * (size_t)H,
-            [CM_INTS] = 4 * 5,
+            [CM_X] = 4 * (size_t)H,          [CM_XN] = 2 * (size_t)H,
+            [CM_QF] = 4 * 2 * (size_t)q_dim, [CM_K] = 4 * (size_t)kv,
+            [CM_V] = 4 * (size_t)kv,         [CM_ATT] = 4 * (size_t)q_pad,
+            [CM_QP] = 4 * (size_t)q_pad,     [CM_ATTB] = 2 * (size_t)q_dim,
+            [CM_G] = 4 * (size_t)I,          [CM_U] = 4 * (size_t)I,
+            [CM_GU] = 2 * (size_t)I,         [CM_QKV] = 4 * (size_t)conv,
+            [CM_CONV] = 4 * (size_t)conv,    [CM_Z] = 4 * (size_t)vdim,
+            [CM_B] = 4 * (size_t)Nv,         [CM_A] = 4 * (size_t)Nv,
+            [CM_GG] = 4 * (size_t)Nv,        [CM_BETA] = 4 * (size_t)Nv,
+            [CM_CORE] = 4 * (size_t)vdim,    [CM_COREB] = 2 * (size_t)vdim,
+            [CM_XO] = 2 * (size_t)H,         [CM_INTS] = 4 * 5,
     };
     cm_graphs_drop(g);
     CM_TRY(cm_cuda(g, cudaStreamSynchronize(g->stream), "cudaStreamSynchronize"));
@@ -910,7 +886,7 @@ static int cm_scratch(struct cuda_model *g, int64_t rows)
     cudaFreeHost(g->ints_host);
     g->ints_host = NULL;
     g->rows_cap = 0;
-    /* zeroed once: the pad columns of CM_QP/KP/VP are never written afterwards */
+    /* zeroed once, so no buffer ever holds NaN garbage that a bug could leak */
     for (int i = 0; i < CM_BUF_COUNT; i++) {
         size_t b = (bytes[i] ? bytes[i] : 4) * (size_t)cap;
         CM_TRY(cm_cuda(g, cudaMalloc(&g->buf[i], b), "cudaMalloc (scratch)"));
@@ -971,8 +947,10 @@ struct cm_batch {
 };
 
 /* The products y[i] (+)= W[i] x for matrices sharing the input x (bf16 [n, cols], x_stride
- * apart): one grouped matrix-vector launch for small batches, cuBLAS per matrix above. This is
- * the one place products are chosen (kernels/cuda_gemm will take the cuBLAS branch). */
+ * apart): one grouped matrix-vector launch for small batches, cuBLASLt (cuda_gemm) per matrix
+ * above. This is the one place products are chosen. The activations are already bf16, so
+ * cuda_gemm needs no staging buffer, and its first product of a shape asks cuBLASLt's heuristic
+ * on the host only: a decode graph may capture it. */
 static int cm_matmul(struct cuda_model *g, int n_mats, const struct cm_mat *const *w, const void *x,
                      int64_t x_stride, int64_t n, float *const *y, const int64_t *y_stride,
                      bool accumulate)
@@ -997,15 +975,22 @@ static int cm_matmul(struct cuda_model *g, int n_mats, const struct cm_mat *cons
             };
         return cm_kernel(g, cuda_matvec_group(mv, n_mats, g->stream), "cuda_matvec_group");
     }
-    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    for (int i = 0; i < n_mats; i++)
-        /* column-major view: y^T [rows, n] = W [cols, rows]^T x^T [cols, n] */
-        CM_TRY(cm_blas(g,
-                       cublasGemmEx(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w[i]->rows, (int)n,
-                                    (int)w[i]->cols, &alpha, w[i]->w, CUDA_R_16BF, (int)w[i]->cols,
-                                    x, CUDA_R_16BF, (int)x_stride, &beta, y[i], CUDA_R_32F,
-                                    (int)y_stride[i], CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                       "cublasGemmEx"));
+    for (int i = 0; i < n_mats; i++) {
+        struct cuda_gemm_args ga = {
+                .w = w[i]->w,
+                .rows = w[i]->rows,
+                .cols = w[i]->cols,
+                .x_type = DTYPE_BF16,
+                .x = x,
+                .x_stride = x_stride,
+                .y_type = DTYPE_F32,
+                .y = y[i],
+                .y_stride = y_stride[i],
+                .n = n,
+                .accumulate = accumulate,
+        };
+        CM_TRY(cm_kernel(g, cuda_gemm(g->gemm, &ga), "cuda_gemm"));
+    }
     return 0;
 }
 
@@ -1039,27 +1024,6 @@ static int cm_norm(struct cuda_model *g, const float *x, void *y, const float *w
     return cm_kernel(g, cuda_rmsnorm(&a, g->stream), "cuda_rmsnorm");
 }
 
-/* RMSNorm over rows of hd floats (q/k heads), from x to y (may be the same). */
-static int cm_head_norm(struct cuda_model *g, const float *x, int64_t xs, float *y, int64_t ys,
-                        const float *w, int64_t rows)
-{
-    const struct model_config *c = &g->cfg;
-    struct cuda_rmsnorm a = {
-            .x_type = DTYPE_F32,
-            .y_type = DTYPE_F32,
-            .x = x,
-            .x_stride = xs,
-            .y = y,
-            .y_stride = ys,
-            .w = w,
-            .rows = rows,
-            .n = c->head_dim,
-            .eps = c->rms_eps,
-            .zero_centred = c->norm_zero_centred,
-    };
-    return cm_kernel(g, cuda_rmsnorm(&a, g->stream), "cuda_rmsnorm (head)");
-}
-
 static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch *b)
 {
     const struct model_config *c = &g->cfg;
@@ -1067,7 +1031,7 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
     int64_t n = b->n, hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd;
     int64_t kv = (int64_t)c->n_kv_heads * hd;
     bool gated = c->attn_output_gate;
-    float *qf = g->buf[CM_QF], *q = qf, *k = g->buf[CM_K], *v = g->buf[CM_V];
+    float *qf = g->buf[CM_QF], *k = g->buf[CM_K], *v = g->buf[CM_V];
     float *att = g->buf[CM_ATT];
     void *attb = g->buf[CM_ATTB];
 
@@ -1086,77 +1050,41 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
 
     cm_mark(g, CUDA_MODEL_OP_ATTENTION);
     /* The gated q projection holds, per head, [query hd | gate hd] (QWEN35.md): the query
-     * rows (stride 2 hd) are normed (or copied) into q, the gates are read in place below. */
-    if (gated) {
-        q = g->buf[CM_Q];
-        if (ly->q_norm) {
-            CM_TRY(cm_head_norm(g, qf, 2 * hd, q, hd, ly->q_norm, n * c->n_heads));
-        } else {
-            struct cuda_gate_store cp = {.x = qf,
-                                         .x_stride = 2 * hd,
-                                         .out_type = DTYPE_F32,
-                                         .out = q,
-                                         .out_stride = hd,
-                                         .rows = n * c->n_heads,
-                                         .n = hd};
-            CM_TRY(cm_kernel(g, cuda_gate_store(&cp, g->stream), "cuda_gate_store (split)"));
-        }
-    } else if (ly->q_norm) {
-        CM_TRY(cm_head_norm(g, q, hd, q, hd, ly->q_norm, n * c->n_heads));
-    }
-    if (ly->k_norm)
-        CM_TRY(cm_head_norm(g, k, hd, k, hd, ly->k_norm, n * c->n_kv_heads));
-    struct cuda_rope rq = {
-            .type = DTYPE_F32,
-            .x = q,
-            .n_tok = n,
-            .tok_stride = q_dim,
-            .n_heads = c->n_heads,
-            .head_stride = (int)hd,
-            .rot_dim = c->rotary_dim,
-            .inv_freq = g->inv_freq,
-            .pos = b->d_pos,
-            .neox = c->rope_neox,
-    };
-    CM_TRY(cm_kernel(g, cuda_rope(&rq, g->stream), "cuda_rope (q)"));
-    struct cuda_rope rk = rq;
-    rk.x = k, rk.tok_stride = kv, rk.n_heads = c->n_kv_heads;
-    CM_TRY(cm_kernel(g, cuda_rope(&rk, g->stream), "cuda_rope (k)"));
-    /* heads of a size the kernels do not take go zero-padded to head_pad (hp) from here on */
+     * halves are normed and rotated into CM_QP, the gates are read in place below. Heads of a
+     * size the attention kernels do not take are zero-padded to head_pad (hp) from here on. */
     int64_t hp = g->head_pad, q_pad = (int64_t)c->n_heads * hp, kv_pad = cm_kv_dim(g);
     bool pad = hp != hd;
-    const float *qa = q, *ka = k, *va = v;
-    if (pad) {
-        float *dst[3] = {g->buf[CM_QP], g->buf[CM_KP], g->buf[CM_VP]};
-        const float *src[3] = {q, k, v};
-        int64_t heads[3] = {c->n_heads, c->n_kv_heads, c->n_kv_heads};
-        for (int i = 0; i < 3; i++) {
-            struct cuda_gate_store cp = {.x = src[i],
-                                         .x_stride = hd,
-                                         .out_type = DTYPE_F32,
-                                         .out = dst[i],
-                                         .out_stride = hp,
-                                         .rows = n * heads[i],
-                                         .n = hd};
-            CM_TRY(cm_kernel(g, cuda_gate_store(&cp, g->stream), "cuda_gate_store (pad)"));
-        }
-        qa = dst[0], ka = dst[1], va = dst[2];
-    }
+    float *qa = g->buf[CM_QP];
     int64_t slot_stride = g->ctx_cap * kv_pad;
-    struct cuda_kv_store st = {
-            .k = ka,
-            .v = va,
-            .k_stride = kv_pad,
-            .v_stride = kv_pad,
+    struct cuda_attn_prep ap = {
+            .rows = n,
+            .n_heads = c->n_heads,
+            .n_kv_heads = c->n_kv_heads,
+            .head_dim = (int)hd,
+            .head_pad = (int)hp,
+            .q = qf,
+            .q_stride = ly->wq.rows,
+            .q_head_stride = gated ? 2 * hd : hd,
+            .k = k,
+            .v = v,
+            .k_stride = kv,
+            .v_stride = kv,
+            .q_norm = ly->q_norm,
+            .k_norm = ly->k_norm,
+            .eps = c->rms_eps,
+            .zero_centred = c->norm_zero_centred,
+            .rot_dim = c->rotary_dim,
+            .neox = c->rope_neox,
+            .inv_freq = g->inv_freq,
+            .pos = b->d_pos,
+            .q_out = qa,
+            .q_out_stride = q_pad,
             .k_cache = ly->k_cache,
             .v_cache = ly->v_cache,
             .slot_stride = slot_stride,
-            .pos = b->d_pos,
             .slot = b->d_rowslot,
-            .rows = n,
-            .kv_dim = (int)kv_pad,
     };
-    CM_TRY(cm_kernel(g, cuda_kv_store(&st, g->stream), "cuda_kv_store"));
+    CM_TRY(cm_kernel(g, cuda_attn_prep(&ap, g->stream), "cuda_attn_prep"));
 
     /* plain heads: attention writes the bf16 input of o_proj itself; gated or padded ones go
      * through fp32 and the gate store below */
@@ -1242,6 +1170,66 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
     return 0;
 }
 
+/* The state-dependent part of a GDN prefill (conv, recurrence) for sequences [i0, i0 + cnt)
+ * of the batch, which hold equal token counts in consecutive rows. One sequence of
+ * CM_GDN_CHUNKED_MIN_TOKENS or more takes the chunked kernel; several take one token-by-token
+ * launch over all of them (the recurrence has the blocks to fill the GPU then). */
+static int cm_gdn_prefill(struct cuda_model *g, struct cm_layer *ly, const struct cm_batch *b,
+                          int i0, int cnt)
+{
+    const struct model_config *c = &g->cfg;
+    int Nk = c->lin_k_heads, Nv = c->lin_v_heads, Dk = c->lin_k_dim, Dv = c->lin_v_dim;
+    int64_t conv = cm_conv_dim(c), vdim = (int64_t)Nv * Dv;
+    int64_t ce = cm_conv_elems(c), se = cm_ssm_elems(c);
+    int64_t r0 = b->row0[i0], n_tok = b->n_tokens[i0];
+    bool one = cnt == 1;
+    /* one sequence: its slot's state directly (the chunked kernel takes no slot array) */
+    size_t slot0 = one ? (size_t)b->slots[i0] : 0;
+    const float *qkv = (const float *)g->buf[CM_QKV] + r0 * conv;
+    float *cx = (float *)g->buf[CM_CONV] + r0 * conv;
+    struct cuda_gdn_conv cv = {
+            .x = qkv,
+            .x_stride = conv,
+            .y = cx,
+            .y_stride = conv,
+            .state = ly->conv_state + slot0 * (size_t)ce,
+            .state_stride = ce,
+            .w = ly->conv_w,
+            .channels = (int)conv,
+            .kernel = c->lin_conv_kernel,
+            .n_seqs = cnt,
+            .n_tok = n_tok,
+            .slots = one ? NULL : b->d_seqslot + i0,
+    };
+    CM_TRY(cm_kernel(g, cuda_gdn_conv(&cv, g->stream), "cuda_gdn_conv"));
+    struct cuda_gdn_recurrent rc = {
+            .n_seqs = cnt,
+            .n_tok = n_tok,
+            .n_k_heads = Nk,
+            .n_v_heads = Nv,
+            .k_dim = Dk,
+            .v_dim = Dv,
+            .q = cx,
+            .k = cx + (int64_t)Nk * Dk,
+            .qk_stride = conv,
+            .v = cx + 2 * (int64_t)Nk * Dk,
+            .v_stride = conv,
+            .g = (const float *)g->buf[CM_GG] + r0 * Nv,
+            .beta = (const float *)g->buf[CM_BETA] + r0 * Nv,
+            .gb_stride = Nv,
+            .out = (float *)g->buf[CM_CORE] + r0 * vdim,
+            .out_stride = vdim,
+            .state = ly->ssm_state + slot0 * (size_t)se,
+            .state_stride = se,
+            .l2norm = true,
+            .q_scale = 1.0f / sqrtf((float)Dk),
+            .slots = one ? NULL : b->d_seqslot + i0,
+    };
+    if (one && n_tok >= CM_GDN_CHUNKED_MIN_TOKENS && Dk <= CUDA_GDN_CHUNKED_MAX_K_DIM)
+        return cm_kernel(g, cuda_gdn_chunked(&rc, g->stream), "cuda_gdn_chunked");
+    return cm_kernel(g, cuda_gdn_recurrent(&rc, g->stream), "cuda_gdn_recurrent");
+}
+
 static int cm_block_gdn(struct cuda_model *g, int l, const struct cm_batch *b)
 {
     const struct model_config *c = &g->cfg;
@@ -1250,7 +1238,6 @@ static int cm_block_gdn(struct cuda_model *g, int l, const struct cm_batch *b)
     int Nk = c->lin_k_heads, Nv = c->lin_v_heads, Dk = c->lin_k_dim, Dv = c->lin_v_dim;
     int64_t conv = cm_conv_dim(c), vdim = (int64_t)Nv * Dv;
     float *qkv = g->buf[CM_QKV], *z = g->buf[CM_Z], *bb = g->buf[CM_B], *aa = g->buf[CM_A];
-    float *gg = g->buf[CM_GG], *beta = g->buf[CM_BETA], *core = g->buf[CM_CORE];
 
     const struct cm_mat *w[4] = {&ly->qkv, &ly->z, &ly->b, &ly->a};
     float *y[4] = {qkv, z, bb, aa};
@@ -1258,26 +1245,54 @@ static int cm_block_gdn(struct cuda_model *g, int l, const struct cm_batch *b)
     CM_TRY(cm_matmul(g, 4, w, g->buf[CM_XN], c->hidden, n, y, ys, false));
 
     cm_mark(g, CUDA_MODEL_OP_GDN);
-    /* decode convolves in place over all sequences; a prefill per sequence into CM_CONV */
-    float *cx = b->decode ? qkv : (float *)g->buf[CM_CONV];
-    int64_t ce = cm_conv_elems(c), se = cm_ssm_elems(c);
-    for (int i = 0; i < (b->decode ? 1 : b->n_seqs); i++) {
-        int64_t r0 = b->decode ? 0 : b->row0[i];
+    if (b->decode && Dk <= CUDA_GDN_DECODE_MAX_DIM && Dv <= CUDA_GDN_DECODE_MAX_DIM) {
+        /* decode: the conv in place over all sequences, then one fused kernel for the gates,
+         * the recurrence and the gated norm, straight to the out projection's bf16 input */
         struct cuda_gdn_conv cv = {
-                .x = qkv + r0 * conv,
+                .x = qkv,
                 .x_stride = conv,
-                .y = cx + r0 * conv,
+                .y = qkv,
                 .y_stride = conv,
-                .state = b->decode ? ly->conv_state : ly->conv_state + (size_t)b->slots[i] * ce,
-                .state_stride = ce,
+                .state = ly->conv_state,
+                .state_stride = cm_conv_elems(c),
                 .w = ly->conv_w,
                 .channels = (int)conv,
                 .kernel = c->lin_conv_kernel,
-                .n_seqs = b->decode ? b->n_seqs : 1,
-                .n_tok = b->decode ? 1 : b->n_tokens[i],
-                .slots = b->decode ? b->d_seqslot : NULL,
+                .n_seqs = b->n_seqs,
+                .n_tok = 1,
+                .slots = b->d_seqslot,
         };
         CM_TRY(cm_kernel(g, cuda_gdn_conv(&cv, g->stream), "cuda_gdn_conv"));
+        struct cuda_gdn_decode dd = {
+                .n_seqs = b->n_seqs,
+                .n_k_heads = Nk,
+                .n_v_heads = Nv,
+                .k_dim = Dk,
+                .v_dim = Dv,
+                .q = qkv,
+                .k = qkv + (int64_t)Nk * Dk,
+                .qk_stride = conv,
+                .v = qkv + 2 * (int64_t)Nk * Dk,
+                .v_stride = conv,
+                .a = aa,
+                .b = bb,
+                .ab_stride = Nv,
+                .neg_a = ly->neg_a,
+                .dt_bias = ly->dt_bias,
+                .z = z,
+                .z_stride = vdim,
+                .norm_w = ly->lin_norm,
+                .eps = c->rms_eps,
+                .q_scale = 1.0f / sqrtf((float)Dk),
+                .y_type = DTYPE_BF16,
+                .y = g->buf[CM_COREB],
+                .y_stride = vdim,
+                .state = ly->ssm_state,
+                .state_stride = cm_ssm_elems(c),
+                .slots = b->d_seqslot,
+        };
+        CM_TRY(cm_kernel(g, cuda_gdn_decode(&dd, g->stream), "cuda_gdn_decode"));
+        return cm_matmul1(g, &ly->out, g->buf[CM_COREB], vdim, n, g->buf[CM_X], c->hidden, true);
     }
     struct cuda_gdn_gates gt = {
             .a = aa,
@@ -1286,43 +1301,22 @@ static int cm_block_gdn(struct cuda_model *g, int l, const struct cm_batch *b)
             .b_stride = Nv,
             .neg_a = ly->neg_a,
             .dt_bias = ly->dt_bias,
-            .g = gg,
-            .beta = beta,
+            .g = g->buf[CM_GG],
+            .beta = g->buf[CM_BETA],
             .gb_stride = Nv,
             .rows = n,
             .n_heads = Nv,
     };
     CM_TRY(cm_kernel(g, cuda_gdn_gates(&gt, g->stream), "cuda_gdn_gates"));
-    for (int i = 0; i < (b->decode ? 1 : b->n_seqs); i++) {
-        int64_t r0 = b->decode ? 0 : b->row0[i];
-        const float *row = cx + r0 * conv;
-        struct cuda_gdn_recurrent rc = {
-                .n_seqs = b->decode ? b->n_seqs : 1,
-                .n_tok = b->decode ? 1 : b->n_tokens[i],
-                .n_k_heads = Nk,
-                .n_v_heads = Nv,
-                .k_dim = Dk,
-                .v_dim = Dv,
-                .q = row,
-                .k = row + (int64_t)Nk * Dk,
-                .qk_stride = conv,
-                .v = row + 2 * (int64_t)Nk * Dk,
-                .v_stride = conv,
-                .g = gg + r0 * Nv,
-                .beta = beta + r0 * Nv,
-                .gb_stride = Nv,
-                .out = core + r0 * vdim,
-                .out_stride = vdim,
-                .state = b->decode ? ly->ssm_state : ly->ssm_state + (size_t)b->slots[i] * se,
-                .state_stride = se,
-                .l2norm = true,
-                .q_scale = 1.0f / sqrtf((float)Dk),
-                .slots = b->decode ? b->d_seqslot : NULL,
-        };
-        CM_TRY(cm_kernel(g, cuda_gdn_recurrent(&rc, g->stream), "cuda_gdn_recurrent"));
+    /* runs of equal-length sequences go together (a long one alone takes the chunked kernel) */
+    for (int i = 0, cnt; i < b->n_seqs; i += cnt) {
+        cnt = 1;
+        while (i + cnt < b->n_seqs && b->n_tokens[i + cnt] == b->n_tokens[i])
+            cnt++;
+        CM_TRY(cm_gdn_prefill(g, ly, b, i, cnt));
     }
     struct cuda_gdn_gated_norm gn = {
-            .o = core,
+            .o = g->buf[CM_CORE],
             .o_stride = Dv,
             .z = z,
             .z_stride = Dv,
