@@ -270,35 +270,51 @@ static int cm_alloc_weight(struct cuda_model *g, size_t bytes, void **out)
     return 0;
 }
 
-/* Converts rows [r0, r0 + nr) of tensor t ([rows, cols], any dtype) to bf16 at dst. */
+/* GGUF qwen35 files store the value heads tiled (model_file.h): stored head p is HF head
+ * (p % Nk) * r + p / Nk. The GPU kernels read key head h / r (HF's grouping), so the upload
+ * puts value heads back in HF order. A cm_perm names the span of a tensor's rows, columns or
+ * elements that holds the value heads: heads groups of grp units from unit off. */
+struct cm_perm {
+    int64_t off, grp;
+    int heads, k_heads;
+};
+
+/* The stored unit that HF-ordered unit i comes from (p NULL: i itself). */
+static int64_t cm_perm_src(const struct cm_perm *p, int64_t i)
+{
+    if (!p || i < p->off || i >= p->off + p->heads * p->grp)
+        return i;
+    int64_t u = i - p->off, h = u / p->grp, r = p->heads / p->k_heads;
+    /* HF head h = kh * r + j is stored as head j * Nk + kh */
+    return p->off + ((h % r) * p->k_heads + h / r) * p->grp + u % p->grp;
+}
+
+/* Converts rows [r0, r0 + nr) of tensor t ([rows, cols], any dtype) to bf16 at dst, row r
+ * read from stored row cm_perm_src(rowp, r) and column i from cm_perm_src(colp, i). */
 static void cm_rows_to_bf16(struct cuda_model *g, const struct model_tensor *t, int64_t cols,
-                            int64_t r0, int64_t nr, uint16_t *dst)
+                            int64_t r0, int64_t nr, uint16_t *dst, const struct cm_perm *rowp,
+                            const struct cm_perm *colp)
 {
     size_t row_bytes = dtype_row_bytes(t->type, (size_t)cols);
-    const char *src = (const char *)t->data + (size_t)r0 * row_bytes;
-    if (t->type == DTYPE_BF16) {
-        memcpy(dst, src, row_bytes * (size_t)nr);
+    const char *src = (const char *)t->data;
+    if (t->type == DTYPE_BF16 && !rowp && !colp) {
+        memcpy(dst, src + (size_t)r0 * row_bytes, row_bytes * (size_t)nr);
         return;
     }
     for (int64_t r = 0; r < nr; r++) {
-        const char *row = src + (size_t)r * row_bytes;
+        const char *row = src + (size_t)cm_perm_src(rowp, r0 + r) * row_bytes;
         uint16_t *out = dst + r * cols;
-        if (t->type == DTYPE_F32) {
-            const float *f = (const float *)row;
-            for (int64_t i = 0; i < cols; i++)
-                out[i] = dtype_f32_to_bf16(f[i]);
-        } else {
-            dtype_dequant_row(t->type, row, g->row_tmp, (size_t)cols);
-            for (int64_t i = 0; i < cols; i++)
-                out[i] = dtype_f32_to_bf16(g->row_tmp[i]);
-        }
+        dtype_dequant_row(t->type, row, g->row_tmp, (size_t)cols);
+        for (int64_t i = 0; i < cols; i++)
+            out[i] = dtype_f32_to_bf16(g->row_tmp[cm_perm_src(colp, i)]);
     }
 }
 
 /* Uploads tensor t as bf16 through the two pinned staging buffers: while chunk k copies,
  * chunk k + 1 is converted into the other buffer. */
 static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, int64_t rows,
-                          int64_t cols, void *dev)
+                          int64_t cols, const struct cm_perm *rowp, const struct cm_perm *colp,
+                          void *dev)
 {
     size_t row_out = (size_t)cols * 2;
     int64_t chunk = (int64_t)(CM_STAGE_BYTES / row_out);
@@ -310,7 +326,7 @@ static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, in
     for (int64_t r0 = 0; r0 < rows; r0 += chunk, k ^= 1) {
         int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
         CM_TRY(cm_cuda(g, cudaEventSynchronize(g->stage_done[k]), "cudaEventSynchronize"));
-        cm_rows_to_bf16(g, t, cols, r0, nr, g->stage[k]);
+        cm_rows_to_bf16(g, t, cols, r0, nr, g->stage[k], rowp, colp);
         CM_TRY(cm_cuda(g,
                        cudaMemcpyAsync((char *)dev + (size_t)r0 * row_out, g->stage[k],
                                        (size_t)nr * row_out, cudaMemcpyHostToDevice, g->stream),
@@ -320,9 +336,11 @@ static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, in
     return 0;
 }
 
-/* Binds matrix name [rows, cols] as bf16 on the GPU: from the file, or random. */
-static int cm_matrix(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
-                     struct cm_mat *out)
+/* Binds matrix name [rows, cols] as bf16 on the GPU: from the file (rows and columns
+ * reordered by rowp / colp, which may be NULL), or random. */
+static int cm_matrix_perm(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
+                          const struct cm_perm *rowp, const struct cm_perm *colp,
+                          struct cm_mat *out)
 {
     out->rows = rows, out->cols = cols;
     if (g->random) {
@@ -343,7 +361,13 @@ static int cm_matrix(struct cuda_model *g, const char *name, int64_t rows, int64
         return cm_fail(g, "tensor %s: type %s with %lld columns is not supported", name,
                        dtype_name(t->type) ? dtype_name(t->type) : "?", (long long)cols);
     CM_TRY(cm_alloc_weight(g, (size_t)(rows * cols) * 2, &out->w));
-    return cm_upload_bf16(g, t, rows, cols, out->w);
+    return cm_upload_bf16(g, t, rows, cols, rowp, colp, out->w);
+}
+
+static int cm_matrix(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
+                     struct cm_mat *out)
+{
+    return cm_matrix_perm(g, name, rows, cols, NULL, NULL, out);
 }
 
 enum cm_vec_kind {
@@ -352,9 +376,10 @@ enum cm_vec_kind {
     CM_VEC_NEG_A, /* linear_attn.A_log: stored as -exp(A_log) */
 };
 
-/* Binds vector name of n elements as fp32 on the GPU. Absent and optional: *out NULL. */
-static int cm_vector(struct cuda_model *g, const char *name, int64_t n, bool optional,
-                     enum cm_vec_kind kind, float **out)
+/* Binds vector name of n elements as fp32 on the GPU, element i from the file's element
+ * cm_perm_src(perm, i) (perm may be NULL). Absent and optional: *out NULL. */
+static int cm_vector_perm(struct cuda_model *g, const char *name, int64_t n, bool optional,
+                          enum cm_vec_kind kind, const struct cm_perm *perm, float **out)
 {
     *out = NULL;
     float *host = NULL;
@@ -396,6 +421,13 @@ static int cm_vector(struct cuda_model *g, const char *name, int64_t n, bool opt
         if (kind == CM_VEC_NEG_A && !t->gguf_layout)
             for (int64_t i = 0; i < n; i++)
                 host[i] = -expf(host[i]);
+        if (perm) {
+            float *stored = host;
+            host = xmalloc(sizeof(float) * (size_t)n);
+            for (int64_t i = 0; i < n; i++)
+                host[i] = stored[cm_perm_src(perm, i)];
+            free(stored);
+        }
     }
     void *dev = NULL;
     if (cm_alloc_weight(g, sizeof(float) * (size_t)n, &dev) ||
@@ -407,6 +439,12 @@ static int cm_vector(struct cuda_model *g, const char *name, int64_t n, bool opt
 out:
     free(host);
     return rc;
+}
+
+static int cm_vector(struct cuda_model *g, const char *name, int64_t n, bool optional,
+                     enum cm_vec_kind kind, float **out)
+{
+    return cm_vector_perm(g, name, n, optional, kind, NULL, out);
 }
 
 #define CM_NAME(buf, l, suffix) snprintf(buf, sizeof(buf), "model.layers.%d.%s", l, suffix)
@@ -455,32 +493,36 @@ static int cm_bind_gdn(struct cuda_model *g, int l)
                        "%d, value heads %d, dims %d/%d, conv kernel %d)",
                        c->lin_k_heads, c->lin_v_heads, c->lin_k_dim, c->lin_v_dim,
                        c->lin_conv_kernel);
+    int64_t qk = 2 * (int64_t)c->lin_k_heads * c->lin_k_dim, Kc = c->lin_conv_kernel;
+    bool tiled = false; /* GGUF value heads in tiled order: reordered on upload */
     if (!g->random) {
         CM_NAME(n, l, "linear_attn.in_proj_qkv.weight");
         const struct model_tensor *t = model_file_tensor(g->mf, n);
-        /* GGUF tiles the value heads (model_file.h); the GPU kernels read key head p / r */
-        if (t && t->gguf_layout && c->lin_v_heads != c->lin_k_heads)
-            return cm_fail(g, "GGUF qwen3_5 files with more value than key heads are not yet "
-                              "supported on the GPU (tiled value heads)");
+        tiled = t && t->gguf_layout && c->lin_v_heads != c->lin_k_heads;
     }
+    int Nk = c->lin_k_heads, Dv = c->lin_v_dim;
+    const struct cm_perm p_qkv = {qk, Dv, (int)Nv, Nk}, p_head = {0, Dv, (int)Nv, Nk};
+    const struct cm_perm p_one = {0, 1, (int)Nv, Nk}, p_conv = {qk * Kc, Dv * Kc, (int)Nv, Nk};
+#define CM_TILED(p) (tiled ? &(p) : NULL)
     CM_NAME(n, l, "linear_attn.in_proj_qkv.weight");
-    CM_TRY(cm_matrix(g, n, conv, H, &ly->qkv));
+    CM_TRY(cm_matrix_perm(g, n, conv, H, CM_TILED(p_qkv), NULL, &ly->qkv));
     CM_NAME(n, l, "linear_attn.in_proj_z.weight");
-    CM_TRY(cm_matrix(g, n, vdim, H, &ly->z));
+    CM_TRY(cm_matrix_perm(g, n, vdim, H, CM_TILED(p_head), NULL, &ly->z));
     CM_NAME(n, l, "linear_attn.in_proj_b.weight");
-    CM_TRY(cm_matrix(g, n, Nv, H, &ly->b));
+    CM_TRY(cm_matrix_perm(g, n, Nv, H, CM_TILED(p_one), NULL, &ly->b));
     CM_NAME(n, l, "linear_attn.in_proj_a.weight");
-    CM_TRY(cm_matrix(g, n, Nv, H, &ly->a));
+    CM_TRY(cm_matrix_perm(g, n, Nv, H, CM_TILED(p_one), NULL, &ly->a));
     CM_NAME(n, l, "linear_attn.out_proj.weight");
-    CM_TRY(cm_matrix(g, n, H, vdim, &ly->out));
+    CM_TRY(cm_matrix_perm(g, n, H, vdim, NULL, CM_TILED(p_head), &ly->out));
     CM_NAME(n, l, "linear_attn.conv1d.weight");
-    CM_TRY(cm_vector(g, n, conv * c->lin_conv_kernel, false, CM_VEC_PLAIN, &ly->conv_w));
+    CM_TRY(cm_vector_perm(g, n, conv * Kc, false, CM_VEC_PLAIN, CM_TILED(p_conv), &ly->conv_w));
     CM_NAME(n, l, "linear_attn.dt_bias");
-    CM_TRY(cm_vector(g, n, Nv, false, CM_VEC_PLAIN, &ly->dt_bias));
+    CM_TRY(cm_vector_perm(g, n, Nv, false, CM_VEC_PLAIN, CM_TILED(p_one), &ly->dt_bias));
     CM_NAME(n, l, "linear_attn.norm.weight");
     CM_TRY(cm_vector(g, n, c->lin_v_dim, false, CM_VEC_NORM, &ly->lin_norm));
     CM_NAME(n, l, "linear_attn.A_log");
-    return cm_vector(g, n, Nv, false, CM_VEC_NEG_A, &ly->neg_a);
+    return cm_vector_perm(g, n, Nv, false, CM_VEC_NEG_A, CM_TILED(p_one), &ly->neg_a);
+#undef CM_TILED
 }
 
 static int cm_bind_layer(struct cuda_model *g, int l)
