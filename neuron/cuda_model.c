@@ -2,11 +2,14 @@
  * neuron/cuda_model.c — the forward pass on one NVIDIA GPU (see cuda_model.h).
  *
  * Data flow of cuda_model_forward(): token ids, positions and slots go to the GPU in one copy
- * -> embedding rows (x, fp32 [n, H]) -> per layer: RMSNorm to bf16 -> products (fp32 out) ->
- * attention (q/k norms, RoPE, KV store into the slot's bf16 cache, attention, output gate to
- * bf16) or Gated DeltaNet (conv, gates, recurrence, gated norm to bf16) -> out projection
- * accumulated into x -> RMSNorm -> gate/up -> SiLU-mul to bf16 -> down accumulated into x ->
- * final norm of the rows whose logits are wanted -> lm_head -> fp32 logits -> host.
+ * -> embedding rows (x, fp32 [n, H]) -> per layer: RMSNorm + products (fp32 out; one
+ * norm-fused launch for up to 3 rows, else the norm to bf16 then the products; the norms'
+ * weights are folded into the matrices at upload) -> attention (q/k norms, RoPE and KV store
+ * into the slot's bf16 cache in one pass, attention, output gate to bf16) or Gated DeltaNet
+ * (conv, then gates + recurrence + gated norm to bf16: one fused kernel at decode, chunked
+ * for long prompts) -> out projection accumulated into x -> RMSNorm + gate/up + SiLU-mul to
+ * bf16 (one launch for small batches) -> down accumulated into x -> final norm of the rows
+ * whose logits are wanted -> lm_head -> fp32 logits -> host.
  * The residual stream stays fp32; every product reads bf16 activations and bf16 weights and
  * accumulates in fp32, which is what lets the same buffers feed both the matrix-vector kernel
  * (small batches) and cuBLAS (larger ones).
@@ -30,6 +33,7 @@
 #include "cuda_gdn_gates.h"
 #include "cuda_gdn_recurrent.h"
 #include "cuda_matvec.h"
+#include "cuda_matvec_rms.h"
 #include "cuda_random.h"
 #include "cuda_rmsnorm.h"
 #include "cuda_silu_mul.h"
@@ -54,6 +58,11 @@
  * token-by-token kernel (cuda_gdn_chunked.h: chunked 0.58 vs 0.99 ms for 1 x 512 tokens, but
  * 3.46 vs 2.94 ms for 8 x 512 run together). */
 #define CM_GDN_CHUNKED_MIN_TOKENS CUDA_GDN_CHUNK
+/* Decode batches up to this many sequences take the fused GDN step (cuda_gdn_decode: a block
+ * per value head); larger ones the separate gates / recurrence / gated norm, whose four blocks
+ * per head keep more loads in flight (neuron-bench, 27B shape, H200: GDN per step 0.70 vs
+ * 0.88 ms at batch 1, 1.55 vs 1.53 at 8, 5.38 vs 4.05 at 32). */
+#define CM_GDN_FUSED_MAX_SEQS 8
 
 /* A bf16 weight matrix [rows, cols] on the GPU, rows contiguous (nn.Linear's [out, in]). */
 struct cm_mat {
@@ -114,7 +123,7 @@ struct cuda_model {
     int device;
     int head_pad; /* head_dim rounded up to a size the attention kernels take (zero pad) */
     int64_t max_context;
-    bool no_graphs;
+    bool no_graphs, no_fusion;
     cudaStream_t stream;
     struct cuda_gemm_ctx *gemm; /* cuBLASLt products on stream */
     char errbuf[512];
@@ -530,6 +539,7 @@ static int cm_bind_layer(struct cuda_model *g, int l)
     const struct model_config *c = &g->cfg;
     struct cm_layer *ly = &g->layers[l];
     char n[160];
+    int64_t I = c->intermediate;
     ly->kind = c->arch == MODEL_ARCH_QWEN3_5 ? c->layer_kinds[l] : LAYER_KIND_ATTENTION;
     if (ly->kind == LAYER_KIND_LINEAR_ATTENTION)
         CM_TRY(cm_bind_gdn(g, l));
@@ -544,7 +554,25 @@ static int cm_bind_layer(struct cuda_model *g, int l)
     CM_NAME(n, l, "mlp.up_proj.weight");
     CM_TRY(cm_matrix(g, n, c->intermediate, c->hidden, &ly->up));
     CM_NAME(n, l, "mlp.down_proj.weight");
-    return cm_matrix(g, n, c->hidden, c->intermediate, &ly->down);
+    CM_TRY(cm_matrix(g, n, c->hidden, c->intermediate, &ly->down));
+    /* The two norms' weights go into the columns of the products that read them, so the
+     * forward pass normalises without a weight: W (x_hat * g) = (W diag(g)) x_hat. That is
+     * what lets cuda_matvec_rms fuse the norm into the products (its rows need only the scale
+     * 1 / rms(x), which every warp computes from the x it reads anyway). */
+    float add = c->norm_zero_centred ? 1.0f : 0.0f;
+    const struct cm_mat *mix[4] = {&ly->qkv, &ly->z, &ly->b, &ly->a};
+    const struct cm_mat *att[3] = {&ly->wq, &ly->wk, &ly->wv};
+    const struct cm_mat *const *in = ly->kind == LAYER_KIND_LINEAR_ATTENTION ? mix : att;
+    int n_in = ly->kind == LAYER_KIND_LINEAR_ATTENTION ? 4 : 3;
+    for (int i = 0; i < n_in; i++)
+        CM_TRY(cm_kernel(
+                g,
+                cuda_scale_cols(in[i]->w, in[i]->rows, in[i]->cols, ly->attn_norm, add, g->stream),
+                "cuda_scale_cols"));
+    CM_TRY(cm_kernel(g, cuda_scale_cols(ly->gate.w, I, c->hidden, ly->ffn_norm, add, g->stream),
+                     "cuda_scale_cols"));
+    return cm_kernel(g, cuda_scale_cols(ly->up.w, I, c->hidden, ly->ffn_norm, add, g->stream),
+                     "cuda_scale_cols");
 }
 
 static int cm_bind_globals(struct cuda_model *g)
@@ -602,6 +630,7 @@ static int cm_start(struct cuda_model *g, const struct cuda_model_options *opt)
 {
     g->device = opt ? opt->device : 0;
     g->no_graphs = opt && opt->no_graphs;
+    g->no_fusion = opt && opt->no_fusion;
     g->max_context = opt && opt->max_context > 0 ? opt->max_context : g->cfg.max_context;
     if (g->max_context < 1)
         g->max_context = 4096;
@@ -1066,6 +1095,34 @@ static int cm_norm(struct cuda_model *g, const float *x, void *y, const float *w
     return cm_kernel(g, cuda_rmsnorm(&a, g->stream), "cuda_rmsnorm");
 }
 
+/* The products y[i] = W[i] N(x) of a block's input, x the residual stream (CM_X), whose norm
+ * weight is folded into W[i] (cm_bind_layer): small batches in one norm-fused launch
+ * (cuda_matvec_rms), larger ones through the weightless norm to bf16 and cm_matmul. */
+static int cm_normed_matmul(struct cuda_model *g, int n_mats, const struct cm_mat *const *w,
+                            int64_t n, float *const *y, const int64_t *y_stride)
+{
+    const struct model_config *c = &g->cfg;
+    if (!g->no_fusion && n <= CM_MATVEC_MAX_ROWS &&
+        cuda_matvec_rms_fits(c->hidden, c->hidden, (int)n)) {
+        cm_mark(g, CUDA_MODEL_OP_MATMUL);
+        struct cuda_matvec_rms a = {.n = n_mats,
+                                    .cols = c->hidden,
+                                    .x = g->buf[CM_X],
+                                    .x_stride = c->hidden,
+                                    .batch = (int)n,
+                                    .eps = c->rms_eps};
+        for (int i = 0; i < n_mats; i++) {
+            a.w[i] = w[i]->w;
+            a.rows[i] = w[i]->rows;
+            a.y[i] = y[i];
+            a.y_stride[i] = y_stride[i];
+        }
+        return cm_kernel(g, cuda_matvec_rms(&a, g->stream), "cuda_matvec_rms");
+    }
+    CM_TRY(cm_norm(g, g->buf[CM_X], g->buf[CM_XN], NULL, n));
+    return cm_matmul(g, n_mats, w, g->buf[CM_XN], c->hidden, n, y, y_stride, false);
+}
+
 static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch *b)
 {
     const struct model_config *c = &g->cfg;
@@ -1080,7 +1137,7 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
     const struct cm_mat *w[3] = {&ly->wq, &ly->wk, &ly->wv};
     float *y[3] = {qf, k, v};
     int64_t ys[3] = {ly->wq.rows, kv, kv};
-    CM_TRY(cm_matmul(g, 3, w, g->buf[CM_XN], c->hidden, n, y, ys, false));
+    CM_TRY(cm_normed_matmul(g, 3, w, n, y, ys));
     cm_mark(g, CUDA_MODEL_OP_OTHER);
     if (ly->bq)
         CM_TRY(cm_kernel(g, cuda_add_bias(qf, ly->wq.rows, ly->bq, n, ly->wq.rows, g->stream),
@@ -1284,10 +1341,11 @@ static int cm_block_gdn(struct cuda_model *g, int l, const struct cm_batch *b)
     const struct cm_mat *w[4] = {&ly->qkv, &ly->z, &ly->b, &ly->a};
     float *y[4] = {qkv, z, bb, aa};
     int64_t ys[4] = {conv, vdim, Nv, Nv};
-    CM_TRY(cm_matmul(g, 4, w, g->buf[CM_XN], c->hidden, n, y, ys, false));
+    CM_TRY(cm_normed_matmul(g, 4, w, n, y, ys));
 
     cm_mark(g, CUDA_MODEL_OP_GDN);
-    if (b->decode && Dk <= CUDA_GDN_DECODE_MAX_DIM && Dv <= CUDA_GDN_DECODE_MAX_DIM) {
+    if (b->decode && b->n_seqs <= CM_GDN_FUSED_MAX_SEQS && Dk <= CUDA_GDN_DECODE_MAX_DIM &&
+        Dv <= CUDA_GDN_DECODE_MAX_DIM) {
         /* decode: the conv in place over all sequences, then one fused kernel for the gates,
          * the recurrence and the gated norm, straight to the out projection's bf16 input */
         struct cuda_gdn_conv cv = {
@@ -1379,10 +1437,28 @@ static int cm_block_mlp(struct cuda_model *g, int l, int64_t n)
     const struct model_config *c = &g->cfg;
     struct cm_layer *ly = &g->layers[l];
     int64_t I = c->intermediate;
+    if (!g->no_fusion && n <= CM_MATVEC_MAX_ROWS &&
+        cuda_matvec_rms_fits(c->hidden, c->hidden, (int)n)) {
+        /* norm, gate/up and SwiGLU in one launch, straight to down's bf16 input */
+        cm_mark(g, CUDA_MODEL_OP_MATMUL);
+        struct cuda_matvec_rms a = {.n = 2,
+                                    .w = {ly->gate.w, ly->up.w},
+                                    .rows = {I, I},
+                                    .cols = c->hidden,
+                                    .x = g->buf[CM_X],
+                                    .x_stride = c->hidden,
+                                    .batch = (int)n,
+                                    .eps = c->rms_eps,
+                                    .swiglu = true,
+                                    .out = g->buf[CM_GU],
+                                    .out_stride = I};
+        CM_TRY(cm_kernel(g, cuda_matvec_rms(&a, g->stream), "cuda_matvec_rms (swiglu)"));
+        return cm_matmul1(g, &ly->down, g->buf[CM_GU], I, n, g->buf[CM_X], c->hidden, true);
+    }
     const struct cm_mat *w[2] = {&ly->gate, &ly->up};
     float *y[2] = {g->buf[CM_G], g->buf[CM_U]};
     int64_t ys[2] = {I, I};
-    CM_TRY(cm_matmul(g, 2, w, g->buf[CM_XN], c->hidden, n, y, ys, false));
+    CM_TRY(cm_normed_matmul(g, 2, w, n, y, ys));
     cm_mark(g, CUDA_MODEL_OP_OTHER);
     struct cuda_silu_mul sm = {
             .in_type = DTYPE_F32,
@@ -1421,13 +1497,11 @@ static int cm_run(struct cuda_model *g, const struct cm_batch *b, enum model_log
     };
     CM_TRY(cm_kernel(g, cuda_embed(&e, g->stream), "cuda_embed"));
     for (int l = 0; l < c->n_layers; l++) {
-        struct cm_layer *ly = &g->layers[l];
-        CM_TRY(cm_norm(g, x, g->buf[CM_XN], ly->attn_norm, b->n));
-        if (ly->kind == LAYER_KIND_LINEAR_ATTENTION)
+        /* each block normalises its own input (the norms' weights live in the products) */
+        if (g->layers[l].kind == LAYER_KIND_LINEAR_ATTENTION)
             CM_TRY(cm_block_gdn(g, l, b));
         else
             CM_TRY(cm_block_attention(g, l, b));
-        CM_TRY(cm_norm(g, x, g->buf[CM_XN], ly->ffn_norm, b->n));
         CM_TRY(cm_block_mlp(g, l, b->n));
     }
     /* final norm of the rows whose logits are wanted */

@@ -41,6 +41,8 @@ struct cuda_model_options {
     int device;          /* CUDA ordinal */
     int64_t max_context; /* tokens per sequence; < 1: the model's own (4096 when unknown) */
     bool no_graphs;      /* run decode steps launch by launch (tests compare both) */
+    bool no_fusion;      /* separate norm and SwiGLU launches around the products of small
+                            batches instead of cuda_matvec_rms (benchmarks compare both) */
 };
 
 /* Uploads mf's weights to the GPU. On success *out is the caller's, freed with
