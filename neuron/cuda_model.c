@@ -288,6 +288,14 @@ struct cm_perm {
     int heads, k_heads;
 };
 
+/* An RMSNorm's weight folded into the columns of a matrix that reads the norm's output:
+ * W[r][c] * (add + w[c]), add 1 for the zero-centred form. File weights are scaled on the host
+ * before their one rounding to bf16 (host); random ones on the GPU after the fill (dev). */
+struct cm_fold {
+    const float *host, *dev;
+    float add;
+};
+
 /* The stored unit that HF-ordered unit i comes from (p NULL: i itself). */
 static int64_t cm_perm_src(const struct cm_perm *p, int64_t i)
 {
@@ -299,14 +307,15 @@ static int64_t cm_perm_src(const struct cm_perm *p, int64_t i)
 }
 
 /* Converts rows [r0, r0 + nr) of tensor t ([rows, cols], any dtype) to bf16 at dst, row r
- * read from stored row cm_perm_src(rowp, r) and column i from cm_perm_src(colp, i). */
+ * read from stored row cm_perm_src(rowp, r) and column i from cm_perm_src(colp, i), scaled
+ * by fold (may be NULL). */
 static void cm_rows_to_bf16(struct cuda_model *g, const struct model_tensor *t, int64_t cols,
                             int64_t r0, int64_t nr, uint16_t *dst, const struct cm_perm *rowp,
-                            const struct cm_perm *colp)
+                            const struct cm_perm *colp, const struct cm_fold *fold)
 {
     size_t row_bytes = dtype_row_bytes(t->type, (size_t)cols);
     const char *src = (const char *)t->data;
-    if (t->type == DTYPE_BF16 && !rowp && !colp) {
+    if (t->type == DTYPE_BF16 && !rowp && !colp && !fold) {
         memcpy(dst, src + (size_t)r0 * row_bytes, row_bytes * (size_t)nr);
         return;
     }
@@ -314,8 +323,10 @@ static void cm_rows_to_bf16(struct cuda_model *g, const struct model_tensor *t, 
         const char *row = src + (size_t)cm_perm_src(rowp, r0 + r) * row_bytes;
         uint16_t *out = dst + r * cols;
         dtype_dequant_row(t->type, row, g->row_tmp, (size_t)cols);
-        for (int64_t i = 0; i < cols; i++)
-            out[i] = dtype_f32_to_bf16(g->row_tmp[cm_perm_src(colp, i)]);
+        for (int64_t i = 0; i < cols; i++) {
+            float v = g->row_tmp[cm_perm_src(colp, i)];
+            out[i] = dtype_f32_to_bf16(fold ? v * (fold->add + fold->host[i]) : v);
+        }
     }
 }
 
@@ -323,7 +334,7 @@ static void cm_rows_to_bf16(struct cuda_model *g, const struct model_tensor *t, 
  * chunk k + 1 is converted into the other buffer. */
 static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, int64_t rows,
                           int64_t cols, const struct cm_perm *rowp, const struct cm_perm *colp,
-                          void *dev)
+                          const struct cm_fold *fold, void *dev)
 {
     size_t row_out = (size_t)cols * 2;
     int64_t chunk = (int64_t)(CM_STAGE_BYTES / row_out);
@@ -335,7 +346,7 @@ static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, in
     for (int64_t r0 = 0; r0 < rows; r0 += chunk, k ^= 1) {
         int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
         CM_TRY(cm_cuda(g, cudaEventSynchronize(g->stage_done[k]), "cudaEventSynchronize"));
-        cm_rows_to_bf16(g, t, cols, r0, nr, g->stage[k], rowp, colp);
+        cm_rows_to_bf16(g, t, cols, r0, nr, g->stage[k], rowp, colp, fold);
         CM_TRY(cm_cuda(g,
                        cudaMemcpyAsync((char *)dev + (size_t)r0 * row_out, g->stage[k],
                                        (size_t)nr * row_out, cudaMemcpyHostToDevice, g->stream),
@@ -346,18 +357,22 @@ static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, in
 }
 
 /* Binds matrix name [rows, cols] as bf16 on the GPU: from the file (rows and columns
- * reordered by rowp / colp, which may be NULL), or random. */
+ * reordered by rowp / colp, columns scaled by fold; each may be NULL), or random. */
 static int cm_matrix_perm(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
                           const struct cm_perm *rowp, const struct cm_perm *colp,
-                          struct cm_mat *out)
+                          const struct cm_fold *fold, struct cm_mat *out)
 {
     out->rows = rows, out->cols = cols;
     if (g->random) {
         CM_TRY(cm_alloc_weight(g, (size_t)(rows * cols) * 2, &out->w));
         float scale = 1.0f / sqrtf((float)cols);
-        return cm_kernel(
+        CM_TRY(cm_kernel(
                 g, cuda_random_fill(DTYPE_BF16, out->w, rows * cols, g->seed++, scale, g->stream),
-                name);
+                name));
+        if (!fold)
+            return 0;
+        return cm_kernel(g, cuda_scale_cols(out->w, rows, cols, fold->dev, fold->add, g->stream),
+                         "cuda_scale_cols");
     }
     const struct model_tensor *t = model_file_tensor(g->mf, name);
     if (!t)
@@ -370,13 +385,19 @@ static int cm_matrix_perm(struct cuda_model *g, const char *name, int64_t rows, 
         return cm_fail(g, "tensor %s: type %s with %lld columns is not supported", name,
                        dtype_name(t->type) ? dtype_name(t->type) : "?", (long long)cols);
     CM_TRY(cm_alloc_weight(g, (size_t)(rows * cols) * 2, &out->w));
-    return cm_upload_bf16(g, t, rows, cols, rowp, colp, out->w);
+    return cm_upload_bf16(g, t, rows, cols, rowp, colp, fold, out->w);
 }
 
 static int cm_matrix(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
                      struct cm_mat *out)
 {
-    return cm_matrix_perm(g, name, rows, cols, NULL, NULL, out);
+    return cm_matrix_perm(g, name, rows, cols, NULL, NULL, NULL, out);
+}
+
+static int cm_matrix_fold(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
+                          const struct cm_fold *fold, struct cm_mat *out)
+{
+    return cm_matrix_perm(g, name, rows, cols, NULL, NULL, fold, out);
 }
 
 enum cm_vec_kind {
@@ -386,9 +407,11 @@ enum cm_vec_kind {
 };
 
 /* Binds vector name of n elements as fp32 on the GPU, element i from the file's element
- * cm_perm_src(perm, i) (perm may be NULL). Absent and optional: *out NULL. */
+ * cm_perm_src(perm, i) (perm may be NULL). Absent and optional: *out NULL. With host, the
+ * host copy is handed to the caller, who frees it (else freed here). */
 static int cm_vector_perm(struct cuda_model *g, const char *name, int64_t n, bool optional,
-                          enum cm_vec_kind kind, const struct cm_perm *perm, float **out)
+                          enum cm_vec_kind kind, const struct cm_perm *perm, float **out,
+                          float **host_out)
 {
     *out = NULL;
     float *host = NULL;
@@ -445,6 +468,10 @@ static int cm_vector_perm(struct cuda_model *g, const char *name, int64_t n, boo
         goto out;
     *out = dev;
     rc = 0;
+    if (host_out) {
+        *host_out = host;
+        host = NULL;
+    }
 out:
     free(host);
     return rc;
@@ -453,12 +480,12 @@ out:
 static int cm_vector(struct cuda_model *g, const char *name, int64_t n, bool optional,
                      enum cm_vec_kind kind, float **out)
 {
-    return cm_vector_perm(g, name, n, optional, kind, NULL, out);
+    return cm_vector_perm(g, name, n, optional, kind, NULL, out, NULL);
 }
 
 #define CM_NAME(buf, l, suffix) snprintf(buf, sizeof(buf), "model.layers.%d.%s", l, suffix)
 
-static int cm_bind_attention(struct cuda_model *g, int l)
+static int cm_bind_attention(struct cuda_model *g, int l, const struct cm_fold *fold)
 {
     const struct model_config *c = &g->cfg;
     struct cm_layer *ly = &g->layers[l];
@@ -467,11 +494,11 @@ static int cm_bind_attention(struct cuda_model *g, int l)
     int64_t kv_rows = (int64_t)c->n_kv_heads * hd;
     char n[160];
     CM_NAME(n, l, "self_attn.q_proj.weight");
-    CM_TRY(cm_matrix(g, n, q_rows, H, &ly->wq));
+    CM_TRY(cm_matrix_fold(g, n, q_rows, H, fold, &ly->wq));
     CM_NAME(n, l, "self_attn.k_proj.weight");
-    CM_TRY(cm_matrix(g, n, kv_rows, H, &ly->wk));
+    CM_TRY(cm_matrix_fold(g, n, kv_rows, H, fold, &ly->wk));
     CM_NAME(n, l, "self_attn.v_proj.weight");
-    CM_TRY(cm_matrix(g, n, kv_rows, H, &ly->wv));
+    CM_TRY(cm_matrix_fold(g, n, kv_rows, H, fold, &ly->wv));
     CM_NAME(n, l, "self_attn.o_proj.weight");
     CM_TRY(cm_matrix(g, n, H, (int64_t)c->n_heads * hd, &ly->wo));
     CM_NAME(n, l, "self_attn.q_proj.bias");
@@ -488,7 +515,7 @@ static int cm_bind_attention(struct cuda_model *g, int l)
     return cm_vector(g, n, hd, !c->attn_qk_norm, CM_VEC_NORM, &ly->k_norm);
 }
 
-static int cm_bind_gdn(struct cuda_model *g, int l)
+static int cm_bind_gdn(struct cuda_model *g, int l, const struct cm_fold *fold)
 {
     const struct model_config *c = &g->cfg;
     struct cm_layer *ly = &g->layers[l];
@@ -514,65 +541,63 @@ static int cm_bind_gdn(struct cuda_model *g, int l)
     const struct cm_perm p_one = {0, 1, (int)Nv, Nk}, p_conv = {qk * Kc, Dv * Kc, (int)Nv, Nk};
 #define CM_TILED(p) (tiled ? &(p) : NULL)
     CM_NAME(n, l, "linear_attn.in_proj_qkv.weight");
-    CM_TRY(cm_matrix_perm(g, n, conv, H, CM_TILED(p_qkv), NULL, &ly->qkv));
+    CM_TRY(cm_matrix_perm(g, n, conv, H, CM_TILED(p_qkv), NULL, fold, &ly->qkv));
     CM_NAME(n, l, "linear_attn.in_proj_z.weight");
-    CM_TRY(cm_matrix_perm(g, n, vdim, H, CM_TILED(p_head), NULL, &ly->z));
+    CM_TRY(cm_matrix_perm(g, n, vdim, H, CM_TILED(p_head), NULL, fold, &ly->z));
     CM_NAME(n, l, "linear_attn.in_proj_b.weight");
-    CM_TRY(cm_matrix_perm(g, n, Nv, H, CM_TILED(p_one), NULL, &ly->b));
+    CM_TRY(cm_matrix_perm(g, n, Nv, H, CM_TILED(p_one), NULL, fold, &ly->b));
     CM_NAME(n, l, "linear_attn.in_proj_a.weight");
-    CM_TRY(cm_matrix_perm(g, n, Nv, H, CM_TILED(p_one), NULL, &ly->a));
+    CM_TRY(cm_matrix_perm(g, n, Nv, H, CM_TILED(p_one), NULL, fold, &ly->a));
     CM_NAME(n, l, "linear_attn.out_proj.weight");
-    CM_TRY(cm_matrix_perm(g, n, H, vdim, NULL, CM_TILED(p_head), &ly->out));
+    CM_TRY(cm_matrix_perm(g, n, H, vdim, NULL, CM_TILED(p_head), NULL, &ly->out));
     CM_NAME(n, l, "linear_attn.conv1d.weight");
-    CM_TRY(cm_vector_perm(g, n, conv * Kc, false, CM_VEC_PLAIN, CM_TILED(p_conv), &ly->conv_w));
+    CM_TRY(cm_vector_perm(g, n, conv * Kc, false, CM_VEC_PLAIN, CM_TILED(p_conv), &ly->conv_w,
+                          NULL));
     CM_NAME(n, l, "linear_attn.dt_bias");
-    CM_TRY(cm_vector_perm(g, n, Nv, false, CM_VEC_PLAIN, CM_TILED(p_one), &ly->dt_bias));
+    CM_TRY(cm_vector_perm(g, n, Nv, false, CM_VEC_PLAIN, CM_TILED(p_one), &ly->dt_bias, NULL));
     CM_NAME(n, l, "linear_attn.norm.weight");
     CM_TRY(cm_vector(g, n, c->lin_v_dim, false, CM_VEC_NORM, &ly->lin_norm));
     CM_NAME(n, l, "linear_attn.A_log");
-    return cm_vector_perm(g, n, Nv, false, CM_VEC_NEG_A, CM_TILED(p_one), &ly->neg_a);
+    return cm_vector_perm(g, n, Nv, false, CM_VEC_NEG_A, CM_TILED(p_one), &ly->neg_a, NULL);
 #undef CM_TILED
 }
 
+/* The two norms' weights go into the columns of the products that read them, so the forward
+ * pass normalises without a weight: W (x_hat * g) = (W diag(g)) x_hat. That is what lets
+ * cuda_matvec_rms fuse the norm into the products (its rows need only the scale 1 / rms(x),
+ * which every warp computes from the x it reads anyway). The norm vectors stay on the GPU
+ * unused, except as the source of the random models' folds. */
 static int cm_bind_layer(struct cuda_model *g, int l)
 {
     const struct model_config *c = &g->cfg;
     struct cm_layer *ly = &g->layers[l];
     char n[160];
-    int64_t I = c->intermediate;
-    ly->kind = c->arch == MODEL_ARCH_QWEN3_5 ? c->layer_kinds[l] : LAYER_KIND_ATTENTION;
-    if (ly->kind == LAYER_KIND_LINEAR_ATTENTION)
-        CM_TRY(cm_bind_gdn(g, l));
-    else
-        CM_TRY(cm_bind_attention(g, l));
-    CM_NAME(n, l, "input_layernorm.weight");
-    CM_TRY(cm_vector(g, n, c->hidden, false, CM_VEC_NORM, &ly->attn_norm));
-    CM_NAME(n, l, "post_attention_layernorm.weight");
-    CM_TRY(cm_vector(g, n, c->hidden, false, CM_VEC_NORM, &ly->ffn_norm));
-    CM_NAME(n, l, "mlp.gate_proj.weight");
-    CM_TRY(cm_matrix(g, n, c->intermediate, c->hidden, &ly->gate));
-    CM_NAME(n, l, "mlp.up_proj.weight");
-    CM_TRY(cm_matrix(g, n, c->intermediate, c->hidden, &ly->up));
-    CM_NAME(n, l, "mlp.down_proj.weight");
-    CM_TRY(cm_matrix(g, n, c->hidden, c->intermediate, &ly->down));
-    /* The two norms' weights go into the columns of the products that read them, so the
-     * forward pass normalises without a weight: W (x_hat * g) = (W diag(g)) x_hat. That is
-     * what lets cuda_matvec_rms fuse the norm into the products (its rows need only the scale
-     * 1 / rms(x), which every warp computes from the x it reads anyway). */
+    float *attn_host = NULL, *ffn_host = NULL;
     float add = c->norm_zero_centred ? 1.0f : 0.0f;
-    const struct cm_mat *mix[4] = {&ly->qkv, &ly->z, &ly->b, &ly->a};
-    const struct cm_mat *att[3] = {&ly->wq, &ly->wk, &ly->wv};
-    const struct cm_mat *const *in = ly->kind == LAYER_KIND_LINEAR_ATTENTION ? mix : att;
-    int n_in = ly->kind == LAYER_KIND_LINEAR_ATTENTION ? 4 : 3;
-    for (int i = 0; i < n_in; i++)
-        CM_TRY(cm_kernel(
-                g,
-                cuda_scale_cols(in[i]->w, in[i]->rows, in[i]->cols, ly->attn_norm, add, g->stream),
-                "cuda_scale_cols"));
-    CM_TRY(cm_kernel(g, cuda_scale_cols(ly->gate.w, I, c->hidden, ly->ffn_norm, add, g->stream),
-                     "cuda_scale_cols"));
-    return cm_kernel(g, cuda_scale_cols(ly->up.w, I, c->hidden, ly->ffn_norm, add, g->stream),
-                     "cuda_scale_cols");
+    int rc = -1;
+    ly->kind = c->arch == MODEL_ARCH_QWEN3_5 ? c->layer_kinds[l] : LAYER_KIND_ATTENTION;
+    CM_NAME(n, l, "input_layernorm.weight");
+    if (cm_vector_perm(g, n, c->hidden, false, CM_VEC_NORM, NULL, &ly->attn_norm, &attn_host))
+        goto out;
+    CM_NAME(n, l, "post_attention_layernorm.weight");
+    if (cm_vector_perm(g, n, c->hidden, false, CM_VEC_NORM, NULL, &ly->ffn_norm, &ffn_host))
+        goto out;
+    struct cm_fold fa = {attn_host, ly->attn_norm, add}, ff = {ffn_host, ly->ffn_norm, add};
+    if (ly->kind == LAYER_KIND_LINEAR_ATTENTION ? cm_bind_gdn(g, l, &fa)
+                                                : cm_bind_attention(g, l, &fa))
+        goto out;
+    CM_NAME(n, l, "mlp.gate_proj.weight");
+    if (cm_matrix_fold(g, n, c->intermediate, c->hidden, &ff, &ly->gate))
+        goto out;
+    CM_NAME(n, l, "mlp.up_proj.weight");
+    if (cm_matrix_fold(g, n, c->intermediate, c->hidden, &ff, &ly->up))
+        goto out;
+    CM_NAME(n, l, "mlp.down_proj.weight");
+    rc = cm_matrix(g, n, c->hidden, c->intermediate, &ly->down);
+out:
+    free(attn_host);
+    free(ffn_host);
+    return rc;
 }
 
 static int cm_bind_globals(struct cuda_model *g)

@@ -40,7 +40,11 @@
 #define BOUND_GOLDEN     2e-2
 #define BOUND_GOLDEN_ROW 6e-2
 #define BOUND_SAME       5e-3 /* GPU against GPU: only summation order and batch kernels differ */
-#define NEAR_TIE         1e-2
+/* Batched decode (NB = 4 rows: the norm to bf16, then cuBLASLt) against one sequence at a time
+ * (1 row: cuda_matvec_rms, which reads the fp32 residual): the activations' bf16 rounding
+ * differs too. Measured on an H200 (2026-11-26): 6.9e-3 on qwen3_5, under 5e-3 elsewhere. */
+#define BOUND_BATCHED 1.5e-2
+#define NEAR_TIE      1e-2
 
 struct golden {
     char dir[1024];
@@ -215,7 +219,7 @@ static void case_batched(struct model *m, const struct golden *g, const char *na
     }
     snprintf(shape, sizeof(shape), "%s %d seqs x %lld steps", name, NB, (long long)steps);
     ktest_check("batched decode vs alone", shape, rc, batch, alone, (size_t)(NB * steps * V),
-                BOUND_SAME);
+                BOUND_BATCHED);
 
     /* mixed: sequence 0 restarts with a 9-token prompt while the others decode one token */
     model_seq_reset(s[0]);
