@@ -91,3 +91,25 @@ extern "C" int cuda_kv_store(const struct cuda_kv_store *a, cudaStream_t stream)
     CUDA_TRY(cudaGetLastError());
     return 0;
 }
+
+__global__ void scale_cols_kernel(__nv_bfloat16 *w, int64_t rows, int64_t cols, const float *scale,
+                                  float add)
+{
+    int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (id >= rows * cols)
+        return;
+    w[id] = __float2bfloat16_rn(__bfloat162float(w[id]) * (add + scale[id % cols]));
+}
+
+extern "C" int cuda_scale_cols(void *w, int64_t rows, int64_t cols, const float *scale, float add,
+                               cudaStream_t stream)
+{
+    if (!w || !scale || rows < 0 || cols < 1)
+        return cuda_fail_args("cuda_scale_cols", "w and scale set, cols >= 1");
+    if (rows == 0)
+        return 0;
+    scale_cols_kernel<<<cuda_blocks(rows * cols, EW_THREADS), EW_THREADS, 0, stream>>>(
+            (__nv_bfloat16 *)w, rows, cols, scale, add);
+    CUDA_TRY(cudaGetLastError());
+    return 0;
+}

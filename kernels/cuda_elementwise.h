@@ -1,7 +1,8 @@
 /*
  * kernels/cuda_elementwise.h — the small glue operations of the GPU forward pass
- * (neuron/cuda_model.c): bias add, the attention output gate with its cast to bf16, and the
- * store of new keys and values into a slot pool of KV caches.
+ * (neuron/cuda_model.c): bias add, the attention output gate with its cast to bf16, the
+ * store of new keys and values into a slot pool of KV caches, and the folding of a norm's
+ * weight into the columns of the matrices that read its output.
  *
  * Contract: rows of n elements, each row at its own stride (elements); all pointers are device
  * memory and the work is queued on stream; nothing is allocated. Each entry point returns 0, or
@@ -55,6 +56,12 @@ struct cuda_kv_store {
 };
 int cuda_kv_store(const struct cuda_kv_store *a, cudaStream_t stream)
         __attribute__((warn_unused_result));
+
+/* w[r][c] = bf16(w[r][c] * (add + scale[c])) for a bf16 [rows, cols] matrix: an RMSNorm's
+ * weight (add 1 for the zero-centred form) folded into the products that read the norm, so
+ * that W (x_hat * g) = (W diag(g)) x_hat and the norm itself needs no weight. */
+int cuda_scale_cols(void *w, int64_t rows, int64_t cols, const float *scale, float add,
+                    cudaStream_t stream) __attribute__((warn_unused_result));
 
 #ifdef __cplusplus
 }

@@ -2,11 +2,14 @@
  * neuron/cuda_model.c — the forward pass on one NVIDIA GPU (see cuda_model.h).
  *
  * Data flow of cuda_model_forward(): token ids, positions and slots go to the GPU in one copy
- * -> embedding rows (x, fp32 [n, H]) -> per layer: RMSNorm to bf16 -> products (fp32 out) ->
- * attention (q/k norms, RoPE, KV store into the slot's bf16 cache, attention, output gate to
- * bf16) or Gated DeltaNet (conv, gates, recurrence, gated norm to bf16) -> out projection
- * accumulated into x -> RMSNorm -> gate/up -> SiLU-mul to bf16 -> down accumulated into x ->
- * final norm of the rows whose logits are wanted -> lm_head -> fp32 logits -> host.
+ * -> embedding rows (x, fp32 [n, H]) -> per layer: RMSNorm + products (fp32 out; one
+ * norm-fused launch for up to 3 rows, else the norm to bf16 then the products; the norms'
+ * weights are folded into the matrices at upload) -> attention (q/k norms, RoPE and KV store
+ * into the slot's bf16 cache in one pass, attention, output gate to bf16) or Gated DeltaNet
+ * (conv, then gates + recurrence + gated norm to bf16: one fused kernel at decode, chunked
+ * for long prompts) -> out projection accumulated into x -> RMSNorm + gate/up + SiLU-mul to
+ * bf16 (one launch for small batches) -> down accumulated into x -> final norm of the rows
+ * whose logits are wanted -> lm_head -> fp32 logits -> host.
  * The residual stream stays fp32; every product reads bf16 activations and bf16 weights and
  * accumulates in fp32, which is what lets the same buffers feed both the matrix-vector kernel
  * (small batches) and cuBLAS (larger ones).
@@ -18,21 +21,24 @@
 
 #include "cpu_ops.h"
 #include "cuda_attention.h"
+#include "cuda_attn_prep.h"
 #include "cuda_device.h"
 #include "cuda_elementwise.h"
 #include "cuda_embed.h"
+#include "cuda_gemm.h"
+#include "cuda_gdn_chunked.h"
 #include "cuda_gdn_conv.h"
+#include "cuda_gdn_decode.h"
 #include "cuda_gdn_gated_norm.h"
 #include "cuda_gdn_gates.h"
 #include "cuda_gdn_recurrent.h"
 #include "cuda_matvec.h"
+#include "cuda_matvec_rms.h"
 #include "cuda_random.h"
 #include "cuda_rmsnorm.h"
-#include "cuda_rope.h"
 #include "cuda_silu_mul.h"
 #include "xalloc.h"
 
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdarg.h>
@@ -41,15 +47,22 @@
 #include <string.h>
 
 #define CM_STAGE_BYTES   (16u << 20) /* each of the two pinned upload buffers */
-#define CM_CUBLAS_WS     (32u << 20) /* cuBLAS workspace (fixed, so graphs may capture it) */
 #define CM_MAX_GRAPH     256         /* decode batch sizes that get a graph */
 #define CM_MAX_MARKS     8192        /* profiling events per forward */
 #define CM_FIRST_CONTEXT 256         /* positions a fresh pool caches */
-/* Rows up to which products use the matrix-vector kernel rather than cuBLAS. The kernel takes
- * up to CUDA_MATVEC_MAX_BATCH rows, but it beats cuBLAS only at 1-2 (kernels/README.md; the
- * first neuron-bench run on an H100: 27B shape, batch 8, 31 ms of products per step with the
- * kernel against about 20 ms for cuBLAS). */
-#define CM_MATVEC_MAX_ROWS 2
+/* Rows up to which products use the matrix-vector kernel rather than cuBLASLt (cuda_gemm.h:
+ * the grouped kernel wins up to 3 tokens on an H100, cuBLASLt from 4 on). */
+#define CM_MATVEC_MAX_ROWS CUDA_GEMM_MATVEC_MAX_N
+/* Prompts from this many tokens take the chunked GDN prefill when they run alone (one sequence
+ * of the call, or the only long one); shorter ones, and batches of equal-length prompts, the
+ * token-by-token kernel (cuda_gdn_chunked.h: chunked 0.58 vs 0.99 ms for 1 x 512 tokens, but
+ * 3.46 vs 2.94 ms for 8 x 512 run together). */
+#define CM_GDN_CHUNKED_MIN_TOKENS CUDA_GDN_CHUNK
+/* Decode batches up to this many sequences take the fused GDN step (cuda_gdn_decode: a block
+ * per value head); larger ones the separate gates / recurrence / gated norm, whose four blocks
+ * per head keep more loads in flight (neuron-bench, 27B shape, H200: GDN per step 0.70 vs
+ * 0.88 ms at batch 1, 1.55 vs 1.53 at 8, 5.38 vs 4.05 at 32). */
+#define CM_GDN_FUSED_MAX_SEQS 8
 
 /* A bf16 weight matrix [rows, cols] on the GPU, rows contiguous (nn.Linear's [out, in]). */
 struct cm_mat {
@@ -82,12 +95,9 @@ enum cm_buf {
     CM_X,     /* f32 [n, H] residual stream */
     CM_XN,    /* bf16 [n, H] normed input of a block */
     CM_QF,    /* f32 [n, q rows] q projection (with gate) */
-    CM_Q,     /* f32 [n, Nq*hd] */
     CM_K,     /* f32 [n, Nkv*hd] */
     CM_V,     /* f32 [n, Nkv*hd] */
-    CM_QP,    /* f32 [n, Nq*hp] q with heads zero-padded to head_pad (hp) */
-    CM_KP,    /* f32 [n, Nkv*hp] */
-    CM_VP,    /* f32 [n, Nkv*hp] */
+    CM_QP,    /* f32 [n, Nq*hp] normed, rotated q, heads zero-padded to head_pad (hp) */
     CM_ATT,   /* f32 [n, Nq*hp] attention output */
     CM_ATTB,  /* bf16 [n, Nq*hd] gated attention output */
     CM_G,     /* f32 [n, I] */
@@ -100,7 +110,7 @@ enum cm_buf {
     CM_A,     /* f32 [n, Nv] */
     CM_GG,    /* f32 [n, Nv] log decay */
     CM_BETA,  /* f32 [n, Nv] */
-    CM_CORE,  /* f32 [n, Nv*Dv] */
+    CM_CORE,  /* f32 [n, Nv*Dv] (unfused path) */
     CM_COREB, /* bf16 [n, Nv*Dv] */
     CM_XO,    /* bf16 [n, H] final-normed rows */
     CM_INTS,  /* int32 [5][n]: ids, positions, row slots, sequence slots, lengths */
@@ -113,10 +123,9 @@ struct cuda_model {
     int device;
     int head_pad; /* head_dim rounded up to a size the attention kernels take (zero pad) */
     int64_t max_context;
-    bool no_graphs;
+    bool no_graphs, no_fusion;
     cudaStream_t stream;
-    cublasHandle_t blas;
-    void *blas_ws;
+    struct cuda_gemm_ctx *gemm; /* cuBLASLt products on stream */
     char errbuf[512];
 
     /* weights */
@@ -192,13 +201,6 @@ static int cm_kernel(struct cuda_model *g, int rc, const char *what)
     if (rc == 0)
         return 0;
     return cm_fail(g, "%s: %s", what, cuda_last_error());
-}
-
-static int cm_blas(struct cuda_model *g, cublasStatus_t s, const char *what)
-{
-    if (s == CUBLAS_STATUS_SUCCESS)
-        return 0;
-    return cm_fail(g, "%s: cuBLAS status %d", what, (int)s);
 }
 
 /* Copies the model's last error into the caller's buffer; returns -1. */
@@ -277,27 +279,53 @@ static int cm_alloc_weight(struct cuda_model *g, size_t bytes, void **out)
     return 0;
 }
 
-/* Converts rows [r0, r0 + nr) of tensor t ([rows, cols], any dtype) to bf16 at dst. */
+/* GGUF qwen35 files store the value heads tiled (model_file.h): stored head p is HF head
+ * (p % Nk) * r + p / Nk. The GPU kernels read key head h / r (HF's grouping), so the upload
+ * puts value heads back in HF order. A cm_perm names the span of a tensor's rows, columns or
+ * elements that holds the value heads: heads groups of grp units from unit off. */
+struct cm_perm {
+    int64_t off, grp;
+    int heads, k_heads;
+};
+
+/* An RMSNorm's weight folded into the columns of a matrix that reads the norm's output:
+ * W[r][c] * (add + w[c]), add 1 for the zero-centred form. File weights are scaled on the host
+ * before their one rounding to bf16 (host); random ones on the GPU after the fill (dev). */
+struct cm_fold {
+    const float *host, *dev;
+    float add;
+};
+
+/* The stored unit that HF-ordered unit i comes from (p NULL: i itself). */
+static int64_t cm_perm_src(const struct cm_perm *p, int64_t i)
+{
+    if (!p || i < p->off || i >= p->off + p->heads * p->grp)
+        return i;
+    int64_t u = i - p->off, h = u / p->grp, r = p->heads / p->k_heads;
+    /* HF head h = kh * r + j is stored as head j * Nk + kh */
+    return p->off + ((h % r) * p->k_heads + h / r) * p->grp + u % p->grp;
+}
+
+/* Converts rows [r0, r0 + nr) of tensor t ([rows, cols], any dtype) to bf16 at dst, row r
+ * read from stored row cm_perm_src(rowp, r) and column i from cm_perm_src(colp, i), scaled
+ * by fold (may be NULL). */
 static void cm_rows_to_bf16(struct cuda_model *g, const struct model_tensor *t, int64_t cols,
-                            int64_t r0, int64_t nr, uint16_t *dst)
+                            int64_t r0, int64_t nr, uint16_t *dst, const struct cm_perm *rowp,
+                            const struct cm_perm *colp, const struct cm_fold *fold)
 {
     size_t row_bytes = dtype_row_bytes(t->type, (size_t)cols);
-    const char *src = (const char *)t->data + (size_t)r0 * row_bytes;
-    if (t->type == DTYPE_BF16) {
-        memcpy(dst, src, row_bytes * (size_t)nr);
+    const char *src = (const char *)t->data;
+    if (t->type == DTYPE_BF16 && !rowp && !colp && !fold) {
+        memcpy(dst, src + (size_t)r0 * row_bytes, row_bytes * (size_t)nr);
         return;
     }
     for (int64_t r = 0; r < nr; r++) {
-        const char *row = src + (size_t)r * row_bytes;
+        const char *row = src + (size_t)cm_perm_src(rowp, r0 + r) * row_bytes;
         uint16_t *out = dst + r * cols;
-        if (t->type == DTYPE_F32) {
-            const float *f = (const float *)row;
-            for (int64_t i = 0; i < cols; i++)
-                out[i] = dtype_f32_to_bf16(f[i]);
-        } else {
-            dtype_dequant_row(t->type, row, g->row_tmp, (size_t)cols);
-            for (int64_t i = 0; i < cols; i++)
-                out[i] = dtype_f32_to_bf16(g->row_tmp[i]);
+        dtype_dequant_row(t->type, row, g->row_tmp, (size_t)cols);
+        for (int64_t i = 0; i < cols; i++) {
+            float v = g->row_tmp[cm_perm_src(colp, i)];
+            out[i] = dtype_f32_to_bf16(fold ? v * (fold->add + fold->host[i]) : v);
         }
     }
 }
@@ -305,7 +333,8 @@ static void cm_rows_to_bf16(struct cuda_model *g, const struct model_tensor *t, 
 /* Uploads tensor t as bf16 through the two pinned staging buffers: while chunk k copies,
  * chunk k + 1 is converted into the other buffer. */
 static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, int64_t rows,
-                          int64_t cols, void *dev)
+                          int64_t cols, const struct cm_perm *rowp, const struct cm_perm *colp,
+                          const struct cm_fold *fold, void *dev)
 {
     size_t row_out = (size_t)cols * 2;
     int64_t chunk = (int64_t)(CM_STAGE_BYTES / row_out);
@@ -317,7 +346,7 @@ static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, in
     for (int64_t r0 = 0; r0 < rows; r0 += chunk, k ^= 1) {
         int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
         CM_TRY(cm_cuda(g, cudaEventSynchronize(g->stage_done[k]), "cudaEventSynchronize"));
-        cm_rows_to_bf16(g, t, cols, r0, nr, g->stage[k]);
+        cm_rows_to_bf16(g, t, cols, r0, nr, g->stage[k], rowp, colp, fold);
         CM_TRY(cm_cuda(g,
                        cudaMemcpyAsync((char *)dev + (size_t)r0 * row_out, g->stage[k],
                                        (size_t)nr * row_out, cudaMemcpyHostToDevice, g->stream),
@@ -327,17 +356,23 @@ static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, in
     return 0;
 }
 
-/* Binds matrix name [rows, cols] as bf16 on the GPU: from the file, or random. */
-static int cm_matrix(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
-                     struct cm_mat *out)
+/* Binds matrix name [rows, cols] as bf16 on the GPU: from the file (rows and columns
+ * reordered by rowp / colp, columns scaled by fold; each may be NULL), or random. */
+static int cm_matrix_perm(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
+                          const struct cm_perm *rowp, const struct cm_perm *colp,
+                          const struct cm_fold *fold, struct cm_mat *out)
 {
     out->rows = rows, out->cols = cols;
     if (g->random) {
         CM_TRY(cm_alloc_weight(g, (size_t)(rows * cols) * 2, &out->w));
         float scale = 1.0f / sqrtf((float)cols);
-        return cm_kernel(
+        CM_TRY(cm_kernel(
                 g, cuda_random_fill(DTYPE_BF16, out->w, rows * cols, g->seed++, scale, g->stream),
-                name);
+                name));
+        if (!fold)
+            return 0;
+        return cm_kernel(g, cuda_scale_cols(out->w, rows, cols, fold->dev, fold->add, g->stream),
+                         "cuda_scale_cols");
     }
     const struct model_tensor *t = model_file_tensor(g->mf, name);
     if (!t)
@@ -350,7 +385,19 @@ static int cm_matrix(struct cuda_model *g, const char *name, int64_t rows, int64
         return cm_fail(g, "tensor %s: type %s with %lld columns is not supported", name,
                        dtype_name(t->type) ? dtype_name(t->type) : "?", (long long)cols);
     CM_TRY(cm_alloc_weight(g, (size_t)(rows * cols) * 2, &out->w));
-    return cm_upload_bf16(g, t, rows, cols, out->w);
+    return cm_upload_bf16(g, t, rows, cols, rowp, colp, fold, out->w);
+}
+
+static int cm_matrix(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
+                     struct cm_mat *out)
+{
+    return cm_matrix_perm(g, name, rows, cols, NULL, NULL, NULL, out);
+}
+
+static int cm_matrix_fold(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
+                          const struct cm_fold *fold, struct cm_mat *out)
+{
+    return cm_matrix_perm(g, name, rows, cols, NULL, NULL, fold, out);
 }
 
 enum cm_vec_kind {
@@ -359,9 +406,12 @@ enum cm_vec_kind {
     CM_VEC_NEG_A, /* linear_attn.A_log: stored as -exp(A_log) */
 };
 
-/* Binds vector name of n elements as fp32 on the GPU. Absent and optional: *out NULL. */
-static int cm_vector(struct cuda_model *g, const char *name, int64_t n, bool optional,
-                     enum cm_vec_kind kind, float **out)
+/* Binds vector name of n elements as fp32 on the GPU, element i from the file's element
+ * cm_perm_src(perm, i) (perm may be NULL). Absent and optional: *out NULL. With host, the
+ * host copy is handed to the caller, who frees it (else freed here). */
+static int cm_vector_perm(struct cuda_model *g, const char *name, int64_t n, bool optional,
+                          enum cm_vec_kind kind, const struct cm_perm *perm, float **out,
+                          float **host_out)
 {
     *out = NULL;
     float *host = NULL;
@@ -403,6 +453,13 @@ static int cm_vector(struct cuda_model *g, const char *name, int64_t n, bool opt
         if (kind == CM_VEC_NEG_A && !t->gguf_layout)
             for (int64_t i = 0; i < n; i++)
                 host[i] = -expf(host[i]);
+        if (perm) {
+            float *stored = host;
+            host = xmalloc(sizeof(float) * (size_t)n);
+            for (int64_t i = 0; i < n; i++)
+                host[i] = stored[cm_perm_src(perm, i)];
+            free(stored);
+        }
     }
     void *dev = NULL;
     if (cm_alloc_weight(g, sizeof(float) * (size_t)n, &dev) ||
@@ -411,14 +468,24 @@ static int cm_vector(struct cuda_model *g, const char *name, int64_t n, bool opt
         goto out;
     *out = dev;
     rc = 0;
+    if (host_out) {
+        *host_out = host;
+        host = NULL;
+    }
 out:
     free(host);
     return rc;
 }
 
+static int cm_vector(struct cuda_model *g, const char *name, int64_t n, bool optional,
+                     enum cm_vec_kind kind, float **out)
+{
+    return cm_vector_perm(g, name, n, optional, kind, NULL, out, NULL);
+}
+
 #define CM_NAME(buf, l, suffix) snprintf(buf, sizeof(buf), "model.layers.%d.%s", l, suffix)
 
-static int cm_bind_attention(struct cuda_model *g, int l)
+static int cm_bind_attention(struct cuda_model *g, int l, const struct cm_fold *fold)
 {
     const struct model_config *c = &g->cfg;
     struct cm_layer *ly = &g->layers[l];
@@ -427,11 +494,11 @@ static int cm_bind_attention(struct cuda_model *g, int l)
     int64_t kv_rows = (int64_t)c->n_kv_heads * hd;
     char n[160];
     CM_NAME(n, l, "self_attn.q_proj.weight");
-    CM_TRY(cm_matrix(g, n, q_rows, H, &ly->wq));
+    CM_TRY(cm_matrix_fold(g, n, q_rows, H, fold, &ly->wq));
     CM_NAME(n, l, "self_attn.k_proj.weight");
-    CM_TRY(cm_matrix(g, n, kv_rows, H, &ly->wk));
+    CM_TRY(cm_matrix_fold(g, n, kv_rows, H, fold, &ly->wk));
     CM_NAME(n, l, "self_attn.v_proj.weight");
-    CM_TRY(cm_matrix(g, n, kv_rows, H, &ly->wv));
+    CM_TRY(cm_matrix_fold(g, n, kv_rows, H, fold, &ly->wv));
     CM_NAME(n, l, "self_attn.o_proj.weight");
     CM_TRY(cm_matrix(g, n, H, (int64_t)c->n_heads * hd, &ly->wo));
     CM_NAME(n, l, "self_attn.q_proj.bias");
@@ -448,7 +515,7 @@ static int cm_bind_attention(struct cuda_model *g, int l)
     return cm_vector(g, n, hd, !c->attn_qk_norm, CM_VEC_NORM, &ly->k_norm);
 }
 
-static int cm_bind_gdn(struct cuda_model *g, int l)
+static int cm_bind_gdn(struct cuda_model *g, int l, const struct cm_fold *fold)
 {
     const struct model_config *c = &g->cfg;
     struct cm_layer *ly = &g->layers[l];
@@ -462,54 +529,75 @@ static int cm_bind_gdn(struct cuda_model *g, int l)
                        "%d, value heads %d, dims %d/%d, conv kernel %d)",
                        c->lin_k_heads, c->lin_v_heads, c->lin_k_dim, c->lin_v_dim,
                        c->lin_conv_kernel);
+    int64_t qk = 2 * (int64_t)c->lin_k_heads * c->lin_k_dim, Kc = c->lin_conv_kernel;
+    bool tiled = false; /* GGUF value heads in tiled order: reordered on upload */
     if (!g->random) {
         CM_NAME(n, l, "linear_attn.in_proj_qkv.weight");
         const struct model_tensor *t = model_file_tensor(g->mf, n);
-        /* GGUF tiles the value heads (model_file.h); the GPU kernels read key head p / r */
-        if (t && t->gguf_layout && c->lin_v_heads != c->lin_k_heads)
-            return cm_fail(g, "GGUF qwen3_5 files with more value than key heads are not yet "
-                              "supported on the GPU (tiled value heads)");
+        tiled = t && t->gguf_layout && c->lin_v_heads != c->lin_k_heads;
     }
+    int Nk = c->lin_k_heads, Dv = c->lin_v_dim;
+    const struct cm_perm p_qkv = {qk, Dv, (int)Nv, Nk}, p_head = {0, Dv, (int)Nv, Nk};
+    const struct cm_perm p_one = {0, 1, (int)Nv, Nk}, p_conv = {qk * Kc, Dv * Kc, (int)Nv, Nk};
+#define CM_TILED(p) (tiled ? &(p) : NULL)
     CM_NAME(n, l, "linear_attn.in_proj_qkv.weight");
-    CM_TRY(cm_matrix(g, n, conv, H, &ly->qkv));
+    CM_TRY(cm_matrix_perm(g, n, conv, H, CM_TILED(p_qkv), NULL, fold, &ly->qkv));
     CM_NAME(n, l, "linear_attn.in_proj_z.weight");
-    CM_TRY(cm_matrix(g, n, vdim, H, &ly->z));
+    CM_TRY(cm_matrix_perm(g, n, vdim, H, CM_TILED(p_head), NULL, fold, &ly->z));
     CM_NAME(n, l, "linear_attn.in_proj_b.weight");
-    CM_TRY(cm_matrix(g, n, Nv, H, &ly->b));
+    CM_TRY(cm_matrix_perm(g, n, Nv, H, CM_TILED(p_one), NULL, fold, &ly->b));
     CM_NAME(n, l, "linear_attn.in_proj_a.weight");
-    CM_TRY(cm_matrix(g, n, Nv, H, &ly->a));
+    CM_TRY(cm_matrix_perm(g, n, Nv, H, CM_TILED(p_one), NULL, fold, &ly->a));
     CM_NAME(n, l, "linear_attn.out_proj.weight");
-    CM_TRY(cm_matrix(g, n, H, vdim, &ly->out));
+    CM_TRY(cm_matrix_perm(g, n, H, vdim, NULL, CM_TILED(p_head), NULL, &ly->out));
     CM_NAME(n, l, "linear_attn.conv1d.weight");
-    CM_TRY(cm_vector(g, n, conv * c->lin_conv_kernel, false, CM_VEC_PLAIN, &ly->conv_w));
+    CM_TRY(cm_vector_perm(g, n, conv * Kc, false, CM_VEC_PLAIN, CM_TILED(p_conv), &ly->conv_w,
+                          NULL));
     CM_NAME(n, l, "linear_attn.dt_bias");
-    CM_TRY(cm_vector(g, n, Nv, false, CM_VEC_PLAIN, &ly->dt_bias));
+    CM_TRY(cm_vector_perm(g, n, Nv, false, CM_VEC_PLAIN, CM_TILED(p_one), &ly->dt_bias, NULL));
     CM_NAME(n, l, "linear_attn.norm.weight");
     CM_TRY(cm_vector(g, n, c->lin_v_dim, false, CM_VEC_NORM, &ly->lin_norm));
     CM_NAME(n, l, "linear_attn.A_log");
-    return cm_vector(g, n, Nv, false, CM_VEC_NEG_A, &ly->neg_a);
+    return cm_vector_perm(g, n, Nv, false, CM_VEC_NEG_A, CM_TILED(p_one), &ly->neg_a, NULL);
+#undef CM_TILED
 }
 
+/* The two norms' weights go into the columns of the products that read them, so the forward
+ * pass normalises without a weight: W (x_hat * g) = (W diag(g)) x_hat. That is what lets
+ * cuda_matvec_rms fuse the norm into the products (its rows need only the scale 1 / rms(x),
+ * which every warp computes from the x it reads anyway). The norm vectors stay on the GPU
+ * unused, except as the source of the random models' folds. */
 static int cm_bind_layer(struct cuda_model *g, int l)
 {
     const struct model_config *c = &g->cfg;
     struct cm_layer *ly = &g->layers[l];
     char n[160];
+    float *attn_host = NULL, *ffn_host = NULL;
+    float add = c->norm_zero_centred ? 1.0f : 0.0f;
+    int rc = -1;
     ly->kind = c->arch == MODEL_ARCH_QWEN3_5 ? c->layer_kinds[l] : LAYER_KIND_ATTENTION;
-    if (ly->kind == LAYER_KIND_LINEAR_ATTENTION)
-        CM_TRY(cm_bind_gdn(g, l));
-    else
-        CM_TRY(cm_bind_attention(g, l));
     CM_NAME(n, l, "input_layernorm.weight");
-    CM_TRY(cm_vector(g, n, c->hidden, false, CM_VEC_NORM, &ly->attn_norm));
+    if (cm_vector_perm(g, n, c->hidden, false, CM_VEC_NORM, NULL, &ly->attn_norm, &attn_host))
+        goto out;
     CM_NAME(n, l, "post_attention_layernorm.weight");
-    CM_TRY(cm_vector(g, n, c->hidden, false, CM_VEC_NORM, &ly->ffn_norm));
+    if (cm_vector_perm(g, n, c->hidden, false, CM_VEC_NORM, NULL, &ly->ffn_norm, &ffn_host))
+        goto out;
+    struct cm_fold fa = {attn_host, ly->attn_norm, add}, ff = {ffn_host, ly->ffn_norm, add};
+    if (ly->kind == LAYER_KIND_LINEAR_ATTENTION ? cm_bind_gdn(g, l, &fa)
+                                                : cm_bind_attention(g, l, &fa))
+        goto out;
     CM_NAME(n, l, "mlp.gate_proj.weight");
-    CM_TRY(cm_matrix(g, n, c->intermediate, c->hidden, &ly->gate));
+    if (cm_matrix_fold(g, n, c->intermediate, c->hidden, &ff, &ly->gate))
+        goto out;
     CM_NAME(n, l, "mlp.up_proj.weight");
-    CM_TRY(cm_matrix(g, n, c->intermediate, c->hidden, &ly->up));
+    if (cm_matrix_fold(g, n, c->intermediate, c->hidden, &ff, &ly->up))
+        goto out;
     CM_NAME(n, l, "mlp.down_proj.weight");
-    return cm_matrix(g, n, c->hidden, c->intermediate, &ly->down);
+    rc = cm_matrix(g, n, c->hidden, c->intermediate, &ly->down);
+out:
+    free(attn_host);
+    free(ffn_host);
+    return rc;
 }
 
 static int cm_bind_globals(struct cuda_model *g)
@@ -567,6 +655,7 @@ static int cm_start(struct cuda_model *g, const struct cuda_model_options *opt)
 {
     g->device = opt ? opt->device : 0;
     g->no_graphs = opt && opt->no_graphs;
+    g->no_fusion = opt && opt->no_fusion;
     g->max_context = opt && opt->max_context > 0 ? opt->max_context : g->cfg.max_context;
     if (g->max_context < 1)
         g->max_context = 4096;
@@ -574,10 +663,9 @@ static int cm_start(struct cuda_model *g, const struct cuda_model_options *opt)
     CM_TRY(cm_cuda(g, cudaSetDevice(g->device), "cudaSetDevice"));
     CM_TRY(cm_cuda(g, cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking),
                    "cudaStreamCreate"));
-    CM_TRY(cm_blas(g, cublasCreate(&g->blas), "cublasCreate"));
-    CM_TRY(cm_cuda(g, cudaMalloc(&g->blas_ws, CM_CUBLAS_WS), "cudaMalloc (cuBLAS workspace)"));
-    CM_TRY(cm_blas(g, cublasSetStream(g->blas, g->stream), "cublasSetStream"));
-    CM_TRY(cm_blas(g, cublasSetWorkspace(g->blas, g->blas_ws, CM_CUBLAS_WS), "cublasSetWorkspace"));
+    g->gemm = cuda_gemm_ctx_create(g->stream);
+    if (!g->gemm)
+        return cm_fail(g, "cuda_gemm_ctx_create: %s", cuda_last_error());
     for (int k = 0; k < 2; k++) {
         CM_TRY(cm_cuda(g, cudaMallocHost(&g->stage[k], CM_STAGE_BYTES), "cudaMallocHost"));
         CM_TRY(cm_cuda(g, cudaEventCreateWithFlags(&g->stage_done[k], cudaEventDisableTiming),
@@ -679,9 +767,7 @@ void cuda_model_destroy(struct cuda_model *g)
             cudaEventDestroy(g->marks[i]);
     free(g->row_tmp);
     free(g->slot_used);
-    if (g->blas)
-        cublasDestroy(g->blas);
-    cudaFree(g->blas_ws);
+    cuda_gemm_ctx_destroy(g->gemm);
     if (g->stream)
         cudaStreamDestroy(g->stream);
     free(g);
@@ -872,34 +958,20 @@ static int cm_scratch(struct cuda_model *g, int64_t rows)
         cap *= 2;
     int64_t H = c->hidden, hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd;
     int64_t kv = (int64_t)c->n_kv_heads * hd, I = c->intermediate, conv = cm_conv_dim(c);
-    int64_t q_pad = (int64_t)c->n_heads * g->head_pad, kv_pad = cm_kv_dim(g);
+    int64_t q_pad = (int64_t)c->n_heads * g->head_pad;
     int64_t Nv = c->lin_v_heads, vdim = Nv * c->lin_v_dim;
     size_t bytes[CM_BUF_COUNT] = {
-            [CM_X] = 4 * (size_t)H,
-            [CM_XN] = 2 * (size_t)H,
-            [CM_QF] = 4 * 2 * (size_t)q_dim,
-            [CM_Q] = 4 * (size_t)q_dim,
-            [CM_K] = 4 * (size_t)kv,
-            [CM_V] = 4 * (size_t)kv,
-            [CM_ATT] = 4 * (size_t)q_pad,
-            [CM_QP] = 4 * (size_t)q_pad,
-            [CM_KP] = 4 * (size_t)kv_pad,
-            [CM_VP] = 4 * (size_t)kv_pad,
-            [CM_ATTB] = 2 * (size_t)q_dim,
-            [CM_G] = 4 * (size_t)I,
-            [CM_U] = 4 * (size_t)I,
-            [CM_GU] = 2 * (size_t)I,
-            [CM_QKV] = 4 * (size_t)conv,
-            [CM_CONV] = 4 * (size_t)conv,
-            [CM_Z] = 4 * (size_t)vdim,
-            [CM_B] = 4 * (size_t)Nv,
-            [CM_A] = 4 * (size_t)Nv,
-            [CM_GG] = 4 * (size_t)Nv,
-            [CM_BETA] = 4 * (size_t)Nv,
-            [CM_CORE] = 4 * (size_t)vdim,
-            [CM_COREB] = 2 * (size_t)vdim,
-            [CM_XO] = 2 * (size_t)H,
-            [CM_INTS] = 4 * 5,
+            [CM_X] = 4 * (size_t)H,          [CM_XN] = 2 * (size_t)H,
+            [CM_QF] = 4 * 2 * (size_t)q_dim, [CM_K] = 4 * (size_t)kv,
+            [CM_V] = 4 * (size_t)kv,         [CM_ATT] = 4 * (size_t)q_pad,
+            [CM_QP] = 4 * (size_t)q_pad,     [CM_ATTB] = 2 * (size_t)q_dim,
+            [CM_G] = 4 * (size_t)I,          [CM_U] = 4 * (size_t)I,
+            [CM_GU] = 2 * (size_t)I,         [CM_QKV] = 4 * (size_t)conv,
+            [CM_CONV] = 4 * (size_t)conv,    [CM_Z] = 4 * (size_t)vdim,
+            [CM_B] = 4 * (size_t)Nv,         [CM_A] = 4 * (size_t)Nv,
+            [CM_GG] = 4 * (size_t)Nv,        [CM_BETA] = 4 * (size_t)Nv,
+            [CM_CORE] = 4 * (size_t)vdim,    [CM_COREB] = 2 * (size_t)vdim,
+            [CM_XO] = 2 * (size_t)H,         [CM_INTS] = 4 * 5,
     };
     cm_graphs_drop(g);
     CM_TRY(cm_cuda(g, cudaStreamSynchronize(g->stream), "cudaStreamSynchronize"));
@@ -910,7 +982,7 @@ static int cm_scratch(struct cuda_model *g, int64_t rows)
     cudaFreeHost(g->ints_host);
     g->ints_host = NULL;
     g->rows_cap = 0;
-    /* zeroed once: the pad columns of CM_QP/KP/VP are never written afterwards */
+    /* zeroed once, so no buffer ever holds NaN garbage that a bug could leak */
     for (int i = 0; i < CM_BUF_COUNT; i++) {
         size_t b = (bytes[i] ? bytes[i] : 4) * (size_t)cap;
         CM_TRY(cm_cuda(g, cudaMalloc(&g->buf[i], b), "cudaMalloc (scratch)"));
@@ -971,8 +1043,10 @@ struct cm_batch {
 };
 
 /* The products y[i] (+)= W[i] x for matrices sharing the input x (bf16 [n, cols], x_stride
- * apart): one grouped matrix-vector launch for small batches, cuBLAS per matrix above. This is
- * the one place products are chosen (kernels/cuda_gemm will take the cuBLAS branch). */
+ * apart): one grouped matrix-vector launch for small batches, cuBLASLt (cuda_gemm) per matrix
+ * above. This is the one place products are chosen. The activations are already bf16, so
+ * cuda_gemm needs no staging buffer, and its first product of a shape asks cuBLASLt's heuristic
+ * on the host only: a decode graph may capture it. */
 static int cm_matmul(struct cuda_model *g, int n_mats, const struct cm_mat *const *w, const void *x,
                      int64_t x_stride, int64_t n, float *const *y, const int64_t *y_stride,
                      bool accumulate)
@@ -997,15 +1071,22 @@ static int cm_matmul(struct cuda_model *g, int n_mats, const struct cm_mat *cons
             };
         return cm_kernel(g, cuda_matvec_group(mv, n_mats, g->stream), "cuda_matvec_group");
     }
-    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    for (int i = 0; i < n_mats; i++)
-        /* column-major view: y^T [rows, n] = W [cols, rows]^T x^T [cols, n] */
-        CM_TRY(cm_blas(g,
-                       cublasGemmEx(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w[i]->rows, (int)n,
-                                    (int)w[i]->cols, &alpha, w[i]->w, CUDA_R_16BF, (int)w[i]->cols,
-                                    x, CUDA_R_16BF, (int)x_stride, &beta, y[i], CUDA_R_32F,
-                                    (int)y_stride[i], CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                       "cublasGemmEx"));
+    for (int i = 0; i < n_mats; i++) {
+        struct cuda_gemm_args ga = {
+                .w = w[i]->w,
+                .rows = w[i]->rows,
+                .cols = w[i]->cols,
+                .x_type = DTYPE_BF16,
+                .x = x,
+                .x_stride = x_stride,
+                .y_type = DTYPE_F32,
+                .y = y[i],
+                .y_stride = y_stride[i],
+                .n = n,
+                .accumulate = accumulate,
+        };
+        CM_TRY(cm_kernel(g, cuda_gemm(g->gemm, &ga), "cuda_gemm"));
+    }
     return 0;
 }
 
@@ -1039,25 +1120,32 @@ static int cm_norm(struct cuda_model *g, const float *x, void *y, const float *w
     return cm_kernel(g, cuda_rmsnorm(&a, g->stream), "cuda_rmsnorm");
 }
 
-/* RMSNorm over rows of hd floats (q/k heads), from x to y (may be the same). */
-static int cm_head_norm(struct cuda_model *g, const float *x, int64_t xs, float *y, int64_t ys,
-                        const float *w, int64_t rows)
+/* The products y[i] = W[i] N(x) of a block's input, x the residual stream (CM_X), whose norm
+ * weight is folded into W[i] (cm_bind_layer): small batches in one norm-fused launch
+ * (cuda_matvec_rms), larger ones through the weightless norm to bf16 and cm_matmul. */
+static int cm_normed_matmul(struct cuda_model *g, int n_mats, const struct cm_mat *const *w,
+                            int64_t n, float *const *y, const int64_t *y_stride)
 {
     const struct model_config *c = &g->cfg;
-    struct cuda_rmsnorm a = {
-            .x_type = DTYPE_F32,
-            .y_type = DTYPE_F32,
-            .x = x,
-            .x_stride = xs,
-            .y = y,
-            .y_stride = ys,
-            .w = w,
-            .rows = rows,
-            .n = c->head_dim,
-            .eps = c->rms_eps,
-            .zero_centred = c->norm_zero_centred,
-    };
-    return cm_kernel(g, cuda_rmsnorm(&a, g->stream), "cuda_rmsnorm (head)");
+    if (!g->no_fusion && n <= CM_MATVEC_MAX_ROWS &&
+        cuda_matvec_rms_fits(c->hidden, c->hidden, (int)n)) {
+        cm_mark(g, CUDA_MODEL_OP_MATMUL);
+        struct cuda_matvec_rms a = {.n = n_mats,
+                                    .cols = c->hidden,
+                                    .x = g->buf[CM_X],
+                                    .x_stride = c->hidden,
+                                    .batch = (int)n,
+                                    .eps = c->rms_eps};
+        for (int i = 0; i < n_mats; i++) {
+            a.w[i] = w[i]->w;
+            a.rows[i] = w[i]->rows;
+            a.y[i] = y[i];
+            a.y_stride[i] = y_stride[i];
+        }
+        return cm_kernel(g, cuda_matvec_rms(&a, g->stream), "cuda_matvec_rms");
+    }
+    CM_TRY(cm_norm(g, g->buf[CM_X], g->buf[CM_XN], NULL, n));
+    return cm_matmul(g, n_mats, w, g->buf[CM_XN], c->hidden, n, y, y_stride, false);
 }
 
 static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch *b)
@@ -1067,14 +1155,14 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
     int64_t n = b->n, hd = c->head_dim, q_dim = (int64_t)c->n_heads * hd;
     int64_t kv = (int64_t)c->n_kv_heads * hd;
     bool gated = c->attn_output_gate;
-    float *qf = g->buf[CM_QF], *q = qf, *k = g->buf[CM_K], *v = g->buf[CM_V];
+    float *qf = g->buf[CM_QF], *k = g->buf[CM_K], *v = g->buf[CM_V];
     float *att = g->buf[CM_ATT];
     void *attb = g->buf[CM_ATTB];
 
     const struct cm_mat *w[3] = {&ly->wq, &ly->wk, &ly->wv};
     float *y[3] = {qf, k, v};
     int64_t ys[3] = {ly->wq.rows, kv, kv};
-    CM_TRY(cm_matmul(g, 3, w, g->buf[CM_XN], c->hidden, n, y, ys, false));
+    CM_TRY(cm_normed_matmul(g, 3, w, n, y, ys));
     cm_mark(g, CUDA_MODEL_OP_OTHER);
     if (ly->bq)
         CM_TRY(cm_kernel(g, cuda_add_bias(qf, ly->wq.rows, ly->bq, n, ly->wq.rows, g->stream),
@@ -1086,77 +1174,41 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
 
     cm_mark(g, CUDA_MODEL_OP_ATTENTION);
     /* The gated q projection holds, per head, [query hd | gate hd] (QWEN35.md): the query
-     * rows (stride 2 hd) are normed (or copied) into q, the gates are read in place below. */
-    if (gated) {
-        q = g->buf[CM_Q];
-        if (ly->q_norm) {
-            CM_TRY(cm_head_norm(g, qf, 2 * hd, q, hd, ly->q_norm, n * c->n_heads));
-        } else {
-            struct cuda_gate_store cp = {.x = qf,
-                                         .x_stride = 2 * hd,
-                                         .out_type = DTYPE_F32,
-                                         .out = q,
-                                         .out_stride = hd,
-                                         .rows = n * c->n_heads,
-                                         .n = hd};
-            CM_TRY(cm_kernel(g, cuda_gate_store(&cp, g->stream), "cuda_gate_store (split)"));
-        }
-    } else if (ly->q_norm) {
-        CM_TRY(cm_head_norm(g, q, hd, q, hd, ly->q_norm, n * c->n_heads));
-    }
-    if (ly->k_norm)
-        CM_TRY(cm_head_norm(g, k, hd, k, hd, ly->k_norm, n * c->n_kv_heads));
-    struct cuda_rope rq = {
-            .type = DTYPE_F32,
-            .x = q,
-            .n_tok = n,
-            .tok_stride = q_dim,
-            .n_heads = c->n_heads,
-            .head_stride = (int)hd,
-            .rot_dim = c->rotary_dim,
-            .inv_freq = g->inv_freq,
-            .pos = b->d_pos,
-            .neox = c->rope_neox,
-    };
-    CM_TRY(cm_kernel(g, cuda_rope(&rq, g->stream), "cuda_rope (q)"));
-    struct cuda_rope rk = rq;
-    rk.x = k, rk.tok_stride = kv, rk.n_heads = c->n_kv_heads;
-    CM_TRY(cm_kernel(g, cuda_rope(&rk, g->stream), "cuda_rope (k)"));
-    /* heads of a size the kernels do not take go zero-padded to head_pad (hp) from here on */
+     * halves are normed and rotated into CM_QP, the gates are read in place below. Heads of a
+     * size the attention kernels do not take are zero-padded to head_pad (hp) from here on. */
     int64_t hp = g->head_pad, q_pad = (int64_t)c->n_heads * hp, kv_pad = cm_kv_dim(g);
     bool pad = hp != hd;
-    const float *qa = q, *ka = k, *va = v;
-    if (pad) {
-        float *dst[3] = {g->buf[CM_QP], g->buf[CM_KP], g->buf[CM_VP]};
-        const float *src[3] = {q, k, v};
-        int64_t heads[3] = {c->n_heads, c->n_kv_heads, c->n_kv_heads};
-        for (int i = 0; i < 3; i++) {
-            struct cuda_gate_store cp = {.x = src[i],
-                                         .x_stride = hd,
-                                         .out_type = DTYPE_F32,
-                                         .out = dst[i],
-                                         .out_stride = hp,
-                                         .rows = n * heads[i],
-                                         .n = hd};
-            CM_TRY(cm_kernel(g, cuda_gate_store(&cp, g->stream), "cuda_gate_store (pad)"));
-        }
-        qa = dst[0], ka = dst[1], va = dst[2];
-    }
+    float *qa = g->buf[CM_QP];
     int64_t slot_stride = g->ctx_cap * kv_pad;
-    struct cuda_kv_store st = {
-            .k = ka,
-            .v = va,
-            .k_stride = kv_pad,
-            .v_stride = kv_pad,
+    struct cuda_attn_prep ap = {
+            .rows = n,
+            .n_heads = c->n_heads,
+            .n_kv_heads = c->n_kv_heads,
+            .head_dim = (int)hd,
+            .head_pad = (int)hp,
+            .q = qf,
+            .q_stride = ly->wq.rows,
+            .q_head_stride = gated ? 2 * hd : hd,
+            .k = k,
+            .v = v,
+            .k_stride = kv,
+            .v_stride = kv,
+            .q_norm = ly->q_norm,
+            .k_norm = ly->k_norm,
+            .eps = c->rms_eps,
+            .zero_centred = c->norm_zero_centred,
+            .rot_dim = c->rotary_dim,
+            .neox = c->rope_neox,
+            .inv_freq = g->inv_freq,
+            .pos = b->d_pos,
+            .q_out = qa,
+            .q_out_stride = q_pad,
             .k_cache = ly->k_cache,
             .v_cache = ly->v_cache,
             .slot_stride = slot_stride,
-            .pos = b->d_pos,
             .slot = b->d_rowslot,
-            .rows = n,
-            .kv_dim = (int)kv_pad,
     };
-    CM_TRY(cm_kernel(g, cuda_kv_store(&st, g->stream), "cuda_kv_store"));
+    CM_TRY(cm_kernel(g, cuda_attn_prep(&ap, g->stream), "cuda_attn_prep"));
 
     /* plain heads: attention writes the bf16 input of o_proj itself; gated or padded ones go
      * through fp32 and the gate store below */
@@ -1242,6 +1294,66 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
     return 0;
 }
 
+/* The state-dependent part of a GDN prefill (conv, recurrence) for sequences [i0, i0 + cnt)
+ * of the batch, which hold equal token counts in consecutive rows. One sequence of
+ * CM_GDN_CHUNKED_MIN_TOKENS or more takes the chunked kernel; several take one token-by-token
+ * launch over all of them (the recurrence has the blocks to fill the GPU then). */
+static int cm_gdn_prefill(struct cuda_model *g, struct cm_layer *ly, const struct cm_batch *b,
+                          int i0, int cnt)
+{
+    const struct model_config *c = &g->cfg;
+    int Nk = c->lin_k_heads, Nv = c->lin_v_heads, Dk = c->lin_k_dim, Dv = c->lin_v_dim;
+    int64_t conv = cm_conv_dim(c), vdim = (int64_t)Nv * Dv;
+    int64_t ce = cm_conv_elems(c), se = cm_ssm_elems(c);
+    int64_t r0 = b->row0[i0], n_tok = b->n_tokens[i0];
+    bool one = cnt == 1;
+    /* one sequence: its slot's state directly (the chunked kernel takes no slot array) */
+    size_t slot0 = one ? (size_t)b->slots[i0] : 0;
+    const float *qkv = (const float *)g->buf[CM_QKV] + r0 * conv;
+    float *cx = (float *)g->buf[CM_CONV] + r0 * conv;
+    struct cuda_gdn_conv cv = {
+            .x = qkv,
+            .x_stride = conv,
+            .y = cx,
+            .y_stride = conv,
+            .state = ly->conv_state + slot0 * (size_t)ce,
+            .state_stride = ce,
+            .w = ly->conv_w,
+            .channels = (int)conv,
+            .kernel = c->lin_conv_kernel,
+            .n_seqs = cnt,
+            .n_tok = n_tok,
+            .slots = one ? NULL : b->d_seqslot + i0,
+    };
+    CM_TRY(cm_kernel(g, cuda_gdn_conv(&cv, g->stream), "cuda_gdn_conv"));
+    struct cuda_gdn_recurrent rc = {
+            .n_seqs = cnt,
+            .n_tok = n_tok,
+            .n_k_heads = Nk,
+            .n_v_heads = Nv,
+            .k_dim = Dk,
+            .v_dim = Dv,
+            .q = cx,
+            .k = cx + (int64_t)Nk * Dk,
+            .qk_stride = conv,
+            .v = cx + 2 * (int64_t)Nk * Dk,
+            .v_stride = conv,
+            .g = (const float *)g->buf[CM_GG] + r0 * Nv,
+            .beta = (const float *)g->buf[CM_BETA] + r0 * Nv,
+            .gb_stride = Nv,
+            .out = (float *)g->buf[CM_CORE] + r0 * vdim,
+            .out_stride = vdim,
+            .state = ly->ssm_state + slot0 * (size_t)se,
+            .state_stride = se,
+            .l2norm = true,
+            .q_scale = 1.0f / sqrtf((float)Dk),
+            .slots = one ? NULL : b->d_seqslot + i0,
+    };
+    if (one && n_tok >= CM_GDN_CHUNKED_MIN_TOKENS && Dk <= CUDA_GDN_CHUNKED_MAX_K_DIM)
+        return cm_kernel(g, cuda_gdn_chunked(&rc, g->stream), "cuda_gdn_chunked");
+    return cm_kernel(g, cuda_gdn_recurrent(&rc, g->stream), "cuda_gdn_recurrent");
+}
+
 static int cm_block_gdn(struct cuda_model *g, int l, const struct cm_batch *b)
 {
     const struct model_config *c = &g->cfg;
@@ -1250,34 +1362,62 @@ static int cm_block_gdn(struct cuda_model *g, int l, const struct cm_batch *b)
     int Nk = c->lin_k_heads, Nv = c->lin_v_heads, Dk = c->lin_k_dim, Dv = c->lin_v_dim;
     int64_t conv = cm_conv_dim(c), vdim = (int64_t)Nv * Dv;
     float *qkv = g->buf[CM_QKV], *z = g->buf[CM_Z], *bb = g->buf[CM_B], *aa = g->buf[CM_A];
-    float *gg = g->buf[CM_GG], *beta = g->buf[CM_BETA], *core = g->buf[CM_CORE];
 
     const struct cm_mat *w[4] = {&ly->qkv, &ly->z, &ly->b, &ly->a};
     float *y[4] = {qkv, z, bb, aa};
     int64_t ys[4] = {conv, vdim, Nv, Nv};
-    CM_TRY(cm_matmul(g, 4, w, g->buf[CM_XN], c->hidden, n, y, ys, false));
+    CM_TRY(cm_normed_matmul(g, 4, w, n, y, ys));
 
     cm_mark(g, CUDA_MODEL_OP_GDN);
-    /* decode convolves in place over all sequences; a prefill per sequence into CM_CONV */
-    float *cx = b->decode ? qkv : (float *)g->buf[CM_CONV];
-    int64_t ce = cm_conv_elems(c), se = cm_ssm_elems(c);
-    for (int i = 0; i < (b->decode ? 1 : b->n_seqs); i++) {
-        int64_t r0 = b->decode ? 0 : b->row0[i];
+    if (b->decode && b->n_seqs <= CM_GDN_FUSED_MAX_SEQS && Dk <= CUDA_GDN_DECODE_MAX_DIM &&
+        Dv <= CUDA_GDN_DECODE_MAX_DIM) {
+        /* decode: the conv in place over all sequences, then one fused kernel for the gates,
+         * the recurrence and the gated norm, straight to the out projection's bf16 input */
         struct cuda_gdn_conv cv = {
-                .x = qkv + r0 * conv,
+                .x = qkv,
                 .x_stride = conv,
-                .y = cx + r0 * conv,
+                .y = qkv,
                 .y_stride = conv,
-                .state = b->decode ? ly->conv_state : ly->conv_state + (size_t)b->slots[i] * ce,
-                .state_stride = ce,
+                .state = ly->conv_state,
+                .state_stride = cm_conv_elems(c),
                 .w = ly->conv_w,
                 .channels = (int)conv,
                 .kernel = c->lin_conv_kernel,
-                .n_seqs = b->decode ? b->n_seqs : 1,
-                .n_tok = b->decode ? 1 : b->n_tokens[i],
-                .slots = b->decode ? b->d_seqslot : NULL,
+                .n_seqs = b->n_seqs,
+                .n_tok = 1,
+                .slots = b->d_seqslot,
         };
         CM_TRY(cm_kernel(g, cuda_gdn_conv(&cv, g->stream), "cuda_gdn_conv"));
+        struct cuda_gdn_decode dd = {
+                .n_seqs = b->n_seqs,
+                .n_k_heads = Nk,
+                .n_v_heads = Nv,
+                .k_dim = Dk,
+                .v_dim = Dv,
+                .q = qkv,
+                .k = qkv + (int64_t)Nk * Dk,
+                .qk_stride = conv,
+                .v = qkv + 2 * (int64_t)Nk * Dk,
+                .v_stride = conv,
+                .a = aa,
+                .b = bb,
+                .ab_stride = Nv,
+                .neg_a = ly->neg_a,
+                .dt_bias = ly->dt_bias,
+                .z = z,
+                .z_stride = vdim,
+                .norm_w = ly->lin_norm,
+                .eps = c->rms_eps,
+                .q_scale = 1.0f / sqrtf((float)Dk),
+                .y_type = DTYPE_BF16,
+                .y = g->buf[CM_COREB],
+                .y_stride = vdim,
+                .state = ly->ssm_state,
+                .state_stride = cm_ssm_elems(c),
+                .slots = b->d_seqslot,
+        };
+        CM_TRY(cm_kernel(g, cuda_gdn_decode(&dd, g->stream), "cuda_gdn_decode"));
+        return cm_matmul1(g, &ly->out, g->buf[CM_COREB], vdim, n, g->buf[CM_X], c->hidden, true);
     }
     struct cuda_gdn_gates gt = {
             .a = aa,
@@ -1286,43 +1426,22 @@ static int cm_block_gdn(struct cuda_model *g, int l, const struct cm_batch *b)
             .b_stride = Nv,
             .neg_a = ly->neg_a,
             .dt_bias = ly->dt_bias,
-            .g = gg,
-            .beta = beta,
+            .g = g->buf[CM_GG],
+            .beta = g->buf[CM_BETA],
             .gb_stride = Nv,
             .rows = n,
             .n_heads = Nv,
     };
     CM_TRY(cm_kernel(g, cuda_gdn_gates(&gt, g->stream), "cuda_gdn_gates"));
-    for (int i = 0; i < (b->decode ? 1 : b->n_seqs); i++) {
-        int64_t r0 = b->decode ? 0 : b->row0[i];
-        const float *row = cx + r0 * conv;
-        struct cuda_gdn_recurrent rc = {
-                .n_seqs = b->decode ? b->n_seqs : 1,
-                .n_tok = b->decode ? 1 : b->n_tokens[i],
-                .n_k_heads = Nk,
-                .n_v_heads = Nv,
-                .k_dim = Dk,
-                .v_dim = Dv,
-                .q = row,
-                .k = row + (int64_t)Nk * Dk,
-                .qk_stride = conv,
-                .v = row + 2 * (int64_t)Nk * Dk,
-                .v_stride = conv,
-                .g = gg + r0 * Nv,
-                .beta = beta + r0 * Nv,
-                .gb_stride = Nv,
-                .out = core + r0 * vdim,
-                .out_stride = vdim,
-                .state = b->decode ? ly->ssm_state : ly->ssm_state + (size_t)b->slots[i] * se,
-                .state_stride = se,
-                .l2norm = true,
-                .q_scale = 1.0f / sqrtf((float)Dk),
-                .slots = b->decode ? b->d_seqslot : NULL,
-        };
-        CM_TRY(cm_kernel(g, cuda_gdn_recurrent(&rc, g->stream), "cuda_gdn_recurrent"));
+    /* runs of equal-length sequences go together (a long one alone takes the chunked kernel) */
+    for (int i = 0, cnt; i < b->n_seqs; i += cnt) {
+        cnt = 1;
+        while (i + cnt < b->n_seqs && b->n_tokens[i + cnt] == b->n_tokens[i])
+            cnt++;
+        CM_TRY(cm_gdn_prefill(g, ly, b, i, cnt));
     }
     struct cuda_gdn_gated_norm gn = {
-            .o = core,
+            .o = g->buf[CM_CORE],
             .o_stride = Dv,
             .z = z,
             .z_stride = Dv,
@@ -1343,10 +1462,28 @@ static int cm_block_mlp(struct cuda_model *g, int l, int64_t n)
     const struct model_config *c = &g->cfg;
     struct cm_layer *ly = &g->layers[l];
     int64_t I = c->intermediate;
+    if (!g->no_fusion && n <= CM_MATVEC_MAX_ROWS &&
+        cuda_matvec_rms_fits(c->hidden, c->hidden, (int)n)) {
+        /* norm, gate/up and SwiGLU in one launch, straight to down's bf16 input */
+        cm_mark(g, CUDA_MODEL_OP_MATMUL);
+        struct cuda_matvec_rms a = {.n = 2,
+                                    .w = {ly->gate.w, ly->up.w},
+                                    .rows = {I, I},
+                                    .cols = c->hidden,
+                                    .x = g->buf[CM_X],
+                                    .x_stride = c->hidden,
+                                    .batch = (int)n,
+                                    .eps = c->rms_eps,
+                                    .swiglu = true,
+                                    .out = g->buf[CM_GU],
+                                    .out_stride = I};
+        CM_TRY(cm_kernel(g, cuda_matvec_rms(&a, g->stream), "cuda_matvec_rms (swiglu)"));
+        return cm_matmul1(g, &ly->down, g->buf[CM_GU], I, n, g->buf[CM_X], c->hidden, true);
+    }
     const struct cm_mat *w[2] = {&ly->gate, &ly->up};
     float *y[2] = {g->buf[CM_G], g->buf[CM_U]};
     int64_t ys[2] = {I, I};
-    CM_TRY(cm_matmul(g, 2, w, g->buf[CM_XN], c->hidden, n, y, ys, false));
+    CM_TRY(cm_normed_matmul(g, 2, w, n, y, ys));
     cm_mark(g, CUDA_MODEL_OP_OTHER);
     struct cuda_silu_mul sm = {
             .in_type = DTYPE_F32,
@@ -1385,13 +1522,11 @@ static int cm_run(struct cuda_model *g, const struct cm_batch *b, enum model_log
     };
     CM_TRY(cm_kernel(g, cuda_embed(&e, g->stream), "cuda_embed"));
     for (int l = 0; l < c->n_layers; l++) {
-        struct cm_layer *ly = &g->layers[l];
-        CM_TRY(cm_norm(g, x, g->buf[CM_XN], ly->attn_norm, b->n));
-        if (ly->kind == LAYER_KIND_LINEAR_ATTENTION)
+        /* each block normalises its own input (the norms' weights live in the products) */
+        if (g->layers[l].kind == LAYER_KIND_LINEAR_ATTENTION)
             CM_TRY(cm_block_gdn(g, l, b));
         else
             CM_TRY(cm_block_attention(g, l, b));
-        CM_TRY(cm_norm(g, x, g->buf[CM_XN], ly->ffn_norm, b->n));
         CM_TRY(cm_block_mlp(g, l, b->n));
     }
     /* final norm of the rows whose logits are wanted */

@@ -16,8 +16,9 @@
  * Sequence lengths are the caller's (model.c keeps them in struct model_seq).
  *
  * cuda_model_forward() runs a batch as model_forward() does (model.h): all rows go through each
- * weight matrix together — the bf16 matrix-vector kernel for 1-2 rows (where it beats cuBLAS),
- * cuBLAS above — while attention and the GDN recurrence run per sequence on its slot. A batch
+ * weight matrix together — the bf16 matrix-vector kernels for 1-3 rows (where they beat
+ * cuBLASLt; the block's RMSNorm and the MLP's SwiGLU fused in), cuBLASLt (kernels/cuda_gemm)
+ * above — while attention and the GDN recurrence run per sequence on its slot. A batch
  * of single tokens (a decode step) runs the whole model as one CUDA graph, captured once per
  * batch size and replayed with the step's token ids, positions and slots read from device
  * memory (graphs are recaptured after the pool or the scratch buffers move).
@@ -41,6 +42,8 @@ struct cuda_model_options {
     int device;          /* CUDA ordinal */
     int64_t max_context; /* tokens per sequence; < 1: the model's own (4096 when unknown) */
     bool no_graphs;      /* run decode steps launch by launch (tests compare both) */
+    bool no_fusion;      /* separate norm and SwiGLU launches around the products of small
+                            batches instead of cuda_matvec_rms (benchmarks compare both) */
 };
 
 /* Uploads mf's weights to the GPU. On success *out is the caller's, freed with

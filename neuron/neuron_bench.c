@@ -35,7 +35,7 @@ struct bench_opts {
     int batch[BENCH_MAX_LIST];
     int n_prefill, n_context, n_batch;
     const char *json; /* NULL, a file, or "-" (stdout, instead of the table) */
-    bool no_graphs;
+    bool no_graphs, no_fusion;
     uint64_t seed;
 };
 
@@ -57,6 +57,8 @@ static void bench_usage(FILE *f)
             "  -r, --repeats N      timed runs per measurement (default 5)\n"
             "      --seed N         seed of the random weights (default 1)\n"
             "      --no-graphs      decode launch by launch instead of CUDA graphs\n"
+            "      --no-fusion      separate norm and SwiGLU launches around the decode\n"
+            "                       products (the unfused path, for comparison)\n"
             "      --json FILE      also write the results as one JSON object to FILE ('-':\n"
             "                       to stdout instead of the table)\n"
             "  -h, --help           this text\n");
@@ -88,19 +90,14 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
     o->prefill[0] = 512, o->prefill[1] = 4096, o->n_prefill = 2;
     o->context[0] = 1024, o->context[1] = 8192, o->n_context = 2;
     o->batch[0] = 1, o->batch[1] = 8, o->batch[2] = 32, o->n_batch = 3;
-    static const struct option longs[] = {{"config", required_argument, NULL, 'c'},
-                                          {"model", required_argument, NULL, 'm'},
-                                          {"device", required_argument, NULL, 'd'},
-                                          {"prefill", required_argument, NULL, 'p'},
-                                          {"batch", required_argument, NULL, 'b'},
-                                          {"context", required_argument, NULL, 'x'},
-                                          {"steps", required_argument, NULL, 's'},
-                                          {"repeats", required_argument, NULL, 'r'},
-                                          {"seed", required_argument, NULL, 'S'},
-                                          {"no-graphs", no_argument, NULL, 'G'},
-                                          {"json", required_argument, NULL, 'J'},
-                                          {"help", no_argument, NULL, 'h'},
-                                          {NULL, 0, NULL, 0}};
+    static const struct option longs[] = {
+            {"config", required_argument, NULL, 'c'}, {"model", required_argument, NULL, 'm'},
+            {"device", required_argument, NULL, 'd'}, {"prefill", required_argument, NULL, 'p'},
+            {"batch", required_argument, NULL, 'b'},  {"context", required_argument, NULL, 'x'},
+            {"steps", required_argument, NULL, 's'},  {"repeats", required_argument, NULL, 'r'},
+            {"seed", required_argument, NULL, 'S'},   {"no-graphs", no_argument, NULL, 'G'},
+            {"no-fusion", no_argument, NULL, 'F'},    {"json", required_argument, NULL, 'J'},
+            {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     int ch;
     int64_t list[BENCH_MAX_LIST];
     int n;
@@ -141,6 +138,9 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
             break;
         case 'G':
             o->no_graphs = true;
+            break;
+        case 'F':
+            o->no_fusion = true;
             break;
         case 'J':
             o->json = optarg;
@@ -439,8 +439,10 @@ int main(int argc, char **argv)
         max_ctx = o.context[i] > max_ctx ? o.context[i] : max_ctx;
     for (int i = 0; i < o.n_batch; i++)
         max_batch = o.batch[i] > max_batch ? o.batch[i] : max_batch;
-    struct cuda_model_options co = {
-            .device = o.device, .max_context = max_ctx, .no_graphs = o.no_graphs};
+    struct cuda_model_options co = {.device = o.device,
+                                    .max_context = max_ctx,
+                                    .no_graphs = o.no_graphs,
+                                    .no_fusion = o.no_fusion};
     double t0 = bench_now();
     if (o.model) {
         if (model_file_open(o.model, &mf, err, sizeof(err)))
@@ -472,6 +474,7 @@ int main(int argc, char **argv)
     json_object_set_new(res, "weight_gb", json_real((double)cuda_model_weight_bytes(g) / 1e9));
     json_object_set_new(res, "load_s", json_real(load_s));
     json_object_set_new(res, "graphs", json_boolean(!o.no_graphs));
+    json_object_set_new(res, "fusion", json_boolean(!o.no_fusion));
     json_object_set_new(res, "repeats", json_integer(o.repeats));
     json_object_set_new(res, "steps", json_integer(o.steps));
     if (!o.json || strcmp(o.json, "-") != 0)

@@ -11,7 +11,9 @@
  * the CPU backend's in the same process. The same greedy comparison runs on a random-weight
  * model of SmolLM2-135M's shape stored as GGUF Q4_1 (written by this test), which exercises the
  * host dequantisation of the upload (the real SmolLM2 file is larger than what travels to the
- * GPU machine). Greedy steps where the two backends' choices differ are allowed only where the
+ * GPU machine), and on a random qwen35 GGUF with more value than key heads (stored tiled; the
+ * GPU reorders them on upload), whose 80-token prompt (past one chunk of the chunked GDN
+ * prefill) must also give the CPU backend's last-row logits. Greedy steps where the two backends' choices differ are allowed only where the
  * CPU's logits for the two tokens are within 1% of the row's largest |logit| (a near tie that
  * bf16 rounding may break either way); the CPU's choice is then fed to both.
  * Exits 77 without a GPU (ktest_init). CORTEX_SOURCE_DIR (default: the current directory)
@@ -38,7 +40,11 @@
 #define BOUND_GOLDEN     2e-2
 #define BOUND_GOLDEN_ROW 6e-2
 #define BOUND_SAME       5e-3 /* GPU against GPU: only summation order and batch kernels differ */
-#define NEAR_TIE         1e-2
+/* Batched decode (NB = 4 rows: the norm to bf16, then cuBLASLt) against one sequence at a time
+ * (1 row: cuda_matvec_rms, which reads the fp32 residual): the activations' bf16 rounding
+ * differs too. Measured on an H200 (2026-11-26): 6.9e-3 on qwen3_5, under 5e-3 elsewhere. */
+#define BOUND_BATCHED 1.5e-2
+#define NEAR_TIE      1e-2
 
 struct golden {
     char dir[1024];
@@ -213,7 +219,7 @@ static void case_batched(struct model *m, const struct golden *g, const char *na
     }
     snprintf(shape, sizeof(shape), "%s %d seqs x %lld steps", name, NB, (long long)steps);
     ktest_check("batched decode vs alone", shape, rc, batch, alone, (size_t)(NB * steps * V),
-                BOUND_SAME);
+                BOUND_BATCHED);
 
     /* mixed: sequence 0 restarts with a 9-token prompt while the others decode one token */
     model_seq_reset(s[0]);
@@ -491,6 +497,194 @@ static void run_smollm2_shape(void)
     unlink(path);
 }
 
+/* ---- a qwen35 GGUF with tiled value heads --------------------------------------------- */
+
+enum gq_kind { GQ_MATRIX, GQ_NORM, GQ_NEG_A, GQ_PLAIN };
+
+struct gq_tensor {
+    char name[64];
+    int64_t rows, cols; /* cols = ne[0]; rows 1: a vector */
+    enum gq_kind kind;
+    uint64_t offset;
+};
+
+/* Writes path: qwen35 with 2 key / 6 value heads of 16 (so the file's value heads are tiled:
+ * stored head p reads key head p % 2), 3 GDN layers and one gated attention layer (4/2 heads
+ * of 32, rotary 8), H 64, I 96, V 512, tied embeddings; every tensor f32 and random. */
+static void write_qwen35_gguf(const char *path)
+{
+    const int64_t H = 64, I = 96, V = 512, L = 4, hd = 32, nq = 4, nkv = 2;
+    const int64_t Nk = 2, Nv = 6, Dk = 16, Dv = 16, Kc = 4;
+    const int64_t vdim = Nv * Dv, conv = 2 * Nk * Dk + vdim;
+    struct gq_tensor *t = xcalloc((size_t)(2 + 14 * L), sizeof(*t));
+    int nt = 0;
+    char nm[64];
+#define ADD(r, c, k)                                                                               \
+    do {                                                                                           \
+        snprintf(t[nt].name, sizeof t[nt].name, "%s", nm);                                         \
+        t[nt].rows = (r), t[nt].cols = (c), t[nt].kind = (k);                                      \
+        nt++;                                                                                      \
+    } while (0)
+#define BLK(sfx) snprintf(nm, sizeof nm, "blk.%d.%s", l, sfx)
+    snprintf(nm, sizeof nm, "token_embd.weight");
+    ADD(V, H, GQ_MATRIX);
+    snprintf(nm, sizeof nm, "output_norm.weight");
+    ADD(1, H, GQ_NORM);
+    for (int l = 0; l < L; l++) {
+        BLK("attn_norm.weight");
+        ADD(1, H, GQ_NORM);
+        BLK("post_attention_norm.weight");
+        ADD(1, H, GQ_NORM);
+        BLK("ffn_gate.weight");
+        ADD(I, H, GQ_MATRIX);
+        BLK("ffn_up.weight");
+        ADD(I, H, GQ_MATRIX);
+        BLK("ffn_down.weight");
+        ADD(H, I, GQ_MATRIX);
+        if (l == 3) {
+            BLK("attn_q.weight");
+            ADD(2 * nq * hd, H, GQ_MATRIX);
+            BLK("attn_k.weight");
+            ADD(nkv * hd, H, GQ_MATRIX);
+            BLK("attn_v.weight");
+            ADD(nkv * hd, H, GQ_MATRIX);
+            BLK("attn_output.weight");
+            ADD(H, nq * hd, GQ_MATRIX);
+            BLK("attn_q_norm.weight");
+            ADD(1, hd, GQ_NORM);
+            BLK("attn_k_norm.weight");
+            ADD(1, hd, GQ_NORM);
+            continue;
+        }
+        BLK("attn_qkv.weight");
+        ADD(conv, H, GQ_MATRIX);
+        BLK("attn_gate.weight");
+        ADD(vdim, H, GQ_MATRIX);
+        BLK("ssm_beta.weight");
+        ADD(Nv, H, GQ_MATRIX);
+        BLK("ssm_alpha.weight");
+        ADD(Nv, H, GQ_MATRIX);
+        BLK("ssm_conv1d.weight");
+        ADD(conv, Kc, GQ_PLAIN);
+        BLK("ssm_a");
+        ADD(1, Nv, GQ_NEG_A);
+        BLK("ssm_dt.bias");
+        ADD(1, Nv, GQ_PLAIN);
+        BLK("ssm_norm.weight");
+        ADD(1, Dv, GQ_NORM);
+        BLK("ssm_out.weight");
+        ADD(H, vdim, GQ_MATRIX);
+    }
+#undef BLK
+#undef ADD
+    uint64_t off = 0;
+    for (int i = 0; i < nt; i++) {
+        t[i].offset = off;
+        off = (off + (uint64_t)(t[i].rows * t[i].cols * 4) + 31) / 32 * 32;
+    }
+    FILE *f = fopen(path, "wb");
+    if (!f) {
+        fprintf(stderr, "FAIL cannot write %s\n", path);
+        exit(1);
+    }
+    put(f, "GGUF", 4);
+    put_u32(f, 3);
+    put_u64(f, (uint64_t)nt);
+    put_u64(f, 17);
+    put_str(f, "general.architecture");
+    put_u32(f, 8); /* GGUF string */
+    put_str(f, "qwen35");
+    kv_u32(f, "qwen35.context_length", 4096);
+    kv_u32(f, "qwen35.embedding_length", (uint32_t)H);
+    kv_u32(f, "qwen35.feed_forward_length", (uint32_t)I);
+    kv_u32(f, "qwen35.block_count", (uint32_t)L);
+    kv_u32(f, "qwen35.attention.head_count", (uint32_t)nq);
+    kv_u32(f, "qwen35.attention.head_count_kv", (uint32_t)nkv);
+    kv_u32(f, "qwen35.attention.key_length", (uint32_t)hd);
+    kv_u32(f, "qwen35.rope.dimension_count", (uint32_t)(hd / 4));
+    kv_f32(f, "qwen35.attention.layer_norm_rms_epsilon", 1e-6f);
+    kv_f32(f, "qwen35.rope.freq_base", 1e7f);
+    kv_u32(f, "qwen35.ssm.conv_kernel", (uint32_t)Kc);
+    kv_u32(f, "qwen35.ssm.state_size", (uint32_t)Dk);
+    kv_u32(f, "qwen35.ssm.group_count", (uint32_t)Nk);
+    kv_u32(f, "qwen35.ssm.time_step_rank", (uint32_t)Nv);
+    kv_u32(f, "qwen35.ssm.inner_size", (uint32_t)vdim);
+    kv_u32(f, "qwen35.full_attention_interval", 4);
+    for (int i = 0; i < nt; i++) {
+        put_str(f, t[i].name);
+        bool vec = t[i].rows == 1;
+        put_u32(f, vec ? 1 : 2);
+        put_u64(f, (uint64_t)t[i].cols);
+        if (!vec)
+            put_u64(f, (uint64_t)t[i].rows);
+        put_u32(f, 0); /* F32 */
+        put_u64(f, t[i].offset);
+    }
+    long pos = ftell(f);
+    static const char zeros[32];
+    put(f, zeros, (size_t)((32 - pos % 32) % 32));
+    uint64_t written = 0;
+    for (int i = 0; i < nt; i++) {
+        put(f, zeros, (size_t)(t[i].offset - written));
+        written = t[i].offset;
+        float s = 1.0f / sqrtf((float)t[i].cols);
+        for (int64_t k = 0; k < t[i].rows * t[i].cols; k++) {
+            float w = t[i].kind == GQ_MATRIX  ? s * ktest_uniform(-1.7f, 1.7f)
+                      : t[i].kind == GQ_NORM  ? ktest_uniform(0.8f, 1.2f)
+                      : t[i].kind == GQ_NEG_A ? -expf(ktest_uniform(-1.0f, 1.0f))
+                                              : ktest_uniform(-0.5f, 0.5f);
+            put(f, &w, 4);
+        }
+        written += (uint64_t)(t[i].rows * t[i].cols * 4);
+    }
+    fclose(f);
+    free(t);
+}
+
+/* The GPU reorders the tiled value heads on upload; the CPU backend reads them in place. Both
+ * must give the same logits (bf16 weights on the GPU) and the same greedy tokens. */
+static void run_qwen35_gguf(void)
+{
+    char path[] = "/tmp/cortex-qwen35-tiled-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        fprintf(stderr, "FAIL mkstemp\n");
+        exit(1);
+    }
+    close(fd);
+    write_qwen35_gguf(path);
+    char err[512];
+    struct model_file *mf = NULL;
+    if (model_file_open(path, &mf, err, sizeof(err))) {
+        fprintf(stderr, "FAIL model_file_open: %s\n", err);
+        exit(1);
+    }
+    struct model *gpu = open_model(mf, "cuda:0", "qwen35-tiled");
+    struct model *cpu = open_model(mf, "cpu", "qwen35-tiled");
+    enum { N = 80 }; /* past one chunk of the chunked GDN prefill */
+    int32_t prompt[N];
+    for (int i = 0; i < N; i++)
+        prompt[i] = (int32_t)ktest_below(512);
+    if (gpu && cpu) {
+        float *lc = xmalloc(sizeof(float) * 512), *lg = xmalloc(sizeof(float) * 512);
+        struct model_seq *sc = model_seq_create(cpu), *sg = model_seq_create(gpu);
+        int rc = forward1(cpu, sc, prompt, N, MODEL_LOGITS_LAST, lc);
+        if (rc == 0)
+            rc = forward1(gpu, sg, prompt, N, MODEL_LOGITS_LAST, lg);
+        ktest_check("qwen35 gguf tiled heads", "prefill 80, last row gpu vs cpu", rc, lg, lc, 512,
+                    BOUND_GOLDEN_ROW);
+        model_seq_destroy(sc);
+        model_seq_destroy(sg);
+        free(lc);
+        free(lg);
+        case_greedy(cpu, gpu, prompt, 12, 24, "qwen35 gguf tiled heads");
+    }
+    model_destroy(gpu);
+    model_destroy(cpu);
+    model_file_close(mf);
+    unlink(path);
+}
+
 int main(void)
 {
     ktest_init("test_cuda_model");
@@ -498,5 +692,6 @@ int main(void)
     for (size_t i = 0; i < sizeof(fixtures) / sizeof(fixtures[0]); i++)
         run_fixture(fixtures[i]);
     run_smollm2_shape();
+    run_qwen35_gguf();
     return ktest_finish();
 }
