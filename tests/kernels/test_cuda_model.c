@@ -1,24 +1,23 @@
 /*
  * tests/kernels/test_cuda_model.c — the whole forward pass on the GPU (neuron/cuda_model.c,
- * through model.h with device "cuda:0") against HF transformers' golden logits and against the
- * CPU backend.
+ * through model.h with device "cuda:0") against HF transformers' golden logits and against the CPU
+ * backend.
  *
  * For each tiny fixture of tests/fixtures (llama, qwen2, qwen3, qwen3_5; made by
- * make_fixtures.py): the prefill logits of every position, then token-by-token decode (each
- * step a CUDA graph), within bf16 tolerance of HF's; a prefill split in two pieces; several
- * sequences of different lengths decoded in one batch (graph and launch by launch) equal to
- * each decoded alone; a batch mixing a prefill with decode rows; and greedy token ids equal to
- * the CPU backend's in the same process. The same greedy comparison runs on a random-weight
- * model of SmolLM2-135M's shape stored as GGUF Q4_1 (written by this test), which exercises the
- * host dequantisation of the upload, on the real SmolLM2-135M-Instruct Q4_1 file when
- * CORTEX_SMOLLM2_GGUF names it, and on a random qwen35 GGUF with more value than key heads (stored tiled; the
- * GPU reorders them on upload), whose 80-token prompt (past one chunk of the chunked GDN
- * prefill) must also give the CPU backend's last-row logits. Greedy steps where the two backends' choices differ are allowed only where the
- * CPU's logits for the two tokens are within 1% of the row's largest |logit| (6% for the
- * random qwen35 GGUF, whose rows differ between the backends by up to that) (a near tie that
- * bf16 rounding may break either way); the CPU's choice is then fed to both.
- * Exits 77 without a GPU (ktest_init). CORTEX_SOURCE_DIR (default: the current directory)
- * locates tests/fixtures.
+ * make_fixtures.py): the prefill logits of every position, then token-by-token decode (each step a
+ * CUDA graph), within bf16 tolerance of HF's; a prefill split in two pieces; several sequences of
+ * different lengths decoded in one batch (graph and launch by launch) equal to each decoded alone;
+ * a batch mixing a prefill with decode rows; and greedy token ids equal to the CPU backend's in
+ * the same process. The same greedy comparison runs on a random-weight model of SmolLM2-135M's
+ * shape stored as GGUF Q4_1 (written by this test), which exercises the host dequantisation of the
+ * upload, on the real SmolLM2-135M-Instruct Q4_1 file when CORTEX_SMOLLM2_GGUF names it, and on a
+ * random qwen35 GGUF with more value than key heads (stored tiled; the GPU reorders them on
+ * upload), whose 80-token prompt (past one chunk of the chunked GDN prefill) must also give the
+ * CPU backend's last-row logits. Greedy steps where the two backends' choices differ are allowed
+ * only where the CPU's logits for the two tokens are within 1% of the row's largest |logit| (6%
+ * for the random qwen35 GGUF, whose rows differ between the backends by up to that) (a near tie
+ * that bf16 rounding may break either way); the CPU's choice is then fed to both. Exits 77 without
+ * a GPU (ktest_init). CORTEX_SOURCE_DIR (default: the current directory) locates tests/fixtures.
  */
 #include "cuda_model.h"
 #include "dtype.h"
