@@ -503,8 +503,8 @@ static void run_smollm2_shape(void)
  * capital of France? Answer in one sentence." with its default system message, as Cortex's
  * tokenizer cuts it (the same ids the CPU tests see); the CPU and GPU backends must choose the
  * same 48 tokens (near ties aside). Without the variable the case is left out (the file is
- * larger than what travels to a GPU machine in one piece; bench/README.md says how to bring
- * it). */
+ * larger than what travels to a GPU machine in one piece; tests/kernels/README.md says how to
+ * bring it). */
 static void run_smollm2_real(void)
 {
     static const int32_t prompt[] = {
