@@ -13,12 +13,14 @@
  * together (the cuBLASLt path), and greedy ids over 24 steps. TP-2 must equal TP-1 within
  * BOUND_TP; the fixtures' TP-2 prefill is also checked against HF's golden logits. Greedy steps
  * may differ only at near ties (the two tokens' TP-1 logits within NEAR_TIE of the row's largest
- * |logit|); TP-1's choice is then fed to both. Exits 77 with fewer than two GPUs.
+ * |logit|); TP-1's choice is then fed to both. The fixtures also open through model.h with
+ * device "cuda:0,1" (as the neuron does) against HF. Exits 77 with fewer than two GPUs.
  * CORTEX_SOURCE_DIR (default: the current directory) locates tests/fixtures.
  */
 #include "cuda_device.h"
 #include "cuda_model.h"
 #include "ktest.h"
+#include "model.h"
 #include "model_file.h"
 #include "xalloc.h"
 
@@ -245,6 +247,26 @@ static void run_fixture(const char *name)
         cuda_model_destroy(m[1]);
     } else if (np == 0) {
         record_failure("golden.json", name, "no prefill tokens");
+    }
+    /* the way the neuron opens it: model.h with device "cuda:0,1" */
+    struct model_options mo = {.threads = 1, .max_context = 256, .device = "cuda:0,1"};
+    struct model *mm = NULL;
+    if (golden && model_create(mf, &mo, &mm, err, sizeof(err)) == 0) {
+        float *out = xmalloc(sizeof(float) * (size_t)(np * V));
+        struct model_seq *sq = model_seq_create(mm);
+        struct model_seq *seqs[1] = {sq};
+        const int32_t *toks[1] = {prompt};
+        int rc = model_forward(mm, seqs, toks, &np, 1, MODEL_LOGITS_ALL, out, err, sizeof(err));
+        if (rc)
+            fprintf(stderr, "model_forward: %s\n", err);
+        snprintf(path, sizeof(path), "%s prefill %lld tok", name, (long long)np);
+        ktest_check("model.h cuda:0,1 vs HF", path, rc, out, golden, (size_t)(np * V),
+                    BOUND_GOLDEN);
+        model_seq_destroy(sq);
+        model_destroy(mm);
+        free(out);
+    } else if (golden) {
+        record_failure("model_create cuda:0,1", name, err);
     }
     free(golden);
     free(prompt);
