@@ -14,6 +14,11 @@
  * accumulates in fp32, which is what lets the same buffers feed both the matrix-vector kernel
  * (small batches) and cuBLAS (larger ones).
  *
+ * Tensor parallelism (cuda_model.h): every rank is a struct cuda_model of its own whose cfg
+ * holds its share of the heads, the intermediate size and the lm_head rows, so the pass above
+ * runs unchanged on each; the row-parallel products write their partial sums into the residual
+ * stream and cm_allreduce() sums them across the ranks.
+ *
  * Shapes as in model_internal.h: H hidden, hd head dim, Nq / Nkv heads, Nk / Nv linear key /
  * value heads, Dk / Dv their dims, I intermediate, Kc conv kernel, n rows of the batch.
  */
@@ -347,8 +352,8 @@ static int64_t cm_slice_len(const struct cm_slice *s, int64_t whole)
     return n;
 }
 
-/* This rank's equal share of a dimension of total units in groups of unit (heads of unit
- * rows): NULL without tensor parallelism, else filled into *s. */
+/* This rank's equal contiguous share of a dimension of total units (callers pass whole heads'
+ * rows, so a share never splits a head): NULL without tensor parallelism, else filled into *s. */
 static const struct cm_slice *cm_part(const struct cuda_model *g, struct cm_slice *s, int64_t total)
 {
     if (g->tp <= 1)
