@@ -14,6 +14,11 @@
  * accumulates in fp32, which is what lets the same buffers feed both the matrix-vector kernel
  * (small batches) and cuBLAS (larger ones).
  *
+ * Tensor parallelism (cuda_model.h): every rank is a struct cuda_model of its own whose cfg
+ * holds its share of the heads, the intermediate size and the lm_head rows, so the pass above
+ * runs unchanged on each; the row-parallel products write their partial sums into the residual
+ * stream and cm_allreduce() sums them across the ranks.
+ *
  * Shapes as in model_internal.h: H hidden, hd head dim, Nq / Nkv heads, Nk / Nv linear key /
  * value heads, Dk / Dv their dims, I intermediate, Kc conv kernel, n rows of the batch.
  */
@@ -41,10 +46,14 @@
 
 #include <cuda_runtime_api.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef CORTEX_HAVE_NCCL
+#include <nccl.h>
+#endif
 
 #define CM_STAGE_BYTES   (16u << 20) /* each of the two pinned upload buffers */
 #define CM_MAX_GRAPH     256         /* decode batch sizes that get a graph */
@@ -119,8 +128,18 @@ enum cm_buf {
 
 struct cuda_model {
     char name[256];
-    struct model_config cfg;
+    struct model_config cfg; /* this rank's share of the heads, I and the lm_head rows */
     int device;
+    /* Tensor parallelism: rank of tp; full is the whole model's configuration (cfg holds the
+     * rank's heads, intermediate rows and vocab_size = its lm_head rows, from vocab_off). The
+     * rank-0 model is the caller's handle; ranks[] (rank 0 only) holds all tp of them. */
+    int tp, rank;
+    struct model_config full;
+    int64_t vocab_off;
+    struct cuda_model **ranks;
+#ifdef CORTEX_HAVE_NCCL
+    ncclComm_t comm;
+#endif
     int head_pad; /* head_dim rounded up to a size the attention kernels take (zero pad) */
     int64_t max_context;
     bool no_graphs, no_fusion;
@@ -251,9 +270,14 @@ static void cm_marks_collect(struct cuda_model *g)
 
 void cuda_model_profile(struct cuda_model *g, bool on)
 {
-    g->profiling = on;
-    g->n_marks = 0;
-    memset(g->prof_ms, 0, sizeof(g->prof_ms));
+    /* every rank runs without graphs; rank 0's times are read (its all-reduce marks include
+     * the wait for the slowest rank) */
+    for (int r = 0; r < g->tp; r++) {
+        struct cuda_model *m = g->ranks ? g->ranks[r] : g;
+        m->profiling = on;
+        m->n_marks = 0;
+        memset(m->prof_ms, 0, sizeof(m->prof_ms));
+    }
 }
 
 void cuda_model_profile_read(struct cuda_model *g, double ms[CUDA_MODEL_OP_COUNT])
@@ -264,7 +288,8 @@ void cuda_model_profile_read(struct cuda_model *g, double ms[CUDA_MODEL_OP_COUNT
 
 const char *cuda_model_op_name(enum cuda_model_op op)
 {
-    static const char *const names[CUDA_MODEL_OP_COUNT] = {"matmul", "attention", "gdn", "other"};
+    static const char *const names[CUDA_MODEL_OP_COUNT] = {"matmul", "attention", "gdn", "other",
+                                                           "allreduce"};
     return (unsigned)op < CUDA_MODEL_OP_COUNT ? names[op] : "?";
 }
 
@@ -296,6 +321,48 @@ struct cm_fold {
     float add;
 };
 
+/* A rank's share of a tensor dimension under tensor parallelism: local index i is global index
+ * off[k] + (i - the lengths of the segments before k) of the segment k it falls in. One segment
+ * for contiguous shares (heads, intermediate rows, vocabulary rows, row-parallel columns); three
+ * for GDN's in_proj_qkv and conv (the rank's q, k and v channels). NULL: the whole dimension. */
+struct cm_slice {
+    int n;
+    int64_t off[3], len[3];
+};
+
+static int64_t cm_slice_src(const struct cm_slice *s, int64_t i)
+{
+    if (!s)
+        return i;
+    for (int k = 0; k < s->n; k++) {
+        if (i < s->len[k])
+            return s->off[k] + i;
+        i -= s->len[k];
+    }
+    return -1; /* past the share: callers never ask */
+}
+
+static int64_t cm_slice_len(const struct cm_slice *s, int64_t whole)
+{
+    if (!s)
+        return whole;
+    int64_t n = 0;
+    for (int k = 0; k < s->n; k++)
+        n += s->len[k];
+    return n;
+}
+
+/* This rank's equal contiguous share of a dimension of total units (callers pass whole heads'
+ * rows, so a share never splits a head): NULL without tensor parallelism, else filled into *s. */
+static const struct cm_slice *cm_part(const struct cuda_model *g, struct cm_slice *s, int64_t total)
+{
+    if (g->tp <= 1)
+        return NULL;
+    int64_t share = total / g->tp;
+    *s = (struct cm_slice){.n = 1, .off = {share * g->rank}, .len = {share}};
+    return s;
+}
+
 /* The stored unit that HF-ordered unit i comes from (p NULL: i itself). */
 static int64_t cm_perm_src(const struct cm_perm *p, int64_t i)
 {
@@ -306,47 +373,58 @@ static int64_t cm_perm_src(const struct cm_perm *p, int64_t i)
     return p->off + ((h % r) * p->k_heads + h / r) * p->grp + u % p->grp;
 }
 
-/* Converts rows [r0, r0 + nr) of tensor t ([rows, cols], any dtype) to bf16 at dst, row r
- * read from stored row cm_perm_src(rowp, r) and column i from cm_perm_src(colp, i), scaled
- * by fold (may be NULL). */
-static void cm_rows_to_bf16(struct cuda_model *g, const struct model_tensor *t, int64_t cols,
-                            int64_t r0, int64_t nr, uint16_t *dst, const struct cm_perm *rowp,
-                            const struct cm_perm *colp, const struct cm_fold *fold)
+/* Where a tensor's rows and columns come from: the rank's share (rs, cs: rows / columns of
+ * the HF-ordered tensor, NULL for all), then the stored order (rowp, colp: GGUF value heads,
+ * NULL for HF order), and the norm weight folded into the columns (fold, NULL for none). */
+struct cm_src {
+    const struct cm_slice *rs, *cs;
+    const struct cm_perm *rowp, *colp;
+    const struct cm_fold *fold;
+};
+
+/* Converts local rows [r0, r0 + nr) of the share src->rs x src->cs of tensor t ([rows, t_cols],
+ * any dtype) to bf16 at dst ([nr, cols]). */
+static void cm_rows_to_bf16(struct cuda_model *g, const struct model_tensor *t, int64_t t_cols,
+                            int64_t cols, int64_t r0, int64_t nr, uint16_t *dst,
+                            const struct cm_src *src)
 {
-    size_t row_bytes = dtype_row_bytes(t->type, (size_t)cols);
-    const char *src = (const char *)t->data;
-    if (t->type == DTYPE_BF16 && !rowp && !colp && !fold) {
-        memcpy(dst, src + (size_t)r0 * row_bytes, row_bytes * (size_t)nr);
+    size_t row_bytes = dtype_row_bytes(t->type, (size_t)t_cols);
+    const char *data = (const char *)t->data;
+    if (t->type == DTYPE_BF16 && !src->rowp && !src->colp && !src->fold && !src->cs &&
+        (!src->rs || src->rs->n == 1)) {
+        memcpy(dst, data + (size_t)cm_slice_src(src->rs, r0) * row_bytes, row_bytes * (size_t)nr);
         return;
     }
     for (int64_t r = 0; r < nr; r++) {
-        const char *row = src + (size_t)cm_perm_src(rowp, r0 + r) * row_bytes;
+        const char *row =
+                data + (size_t)cm_perm_src(src->rowp, cm_slice_src(src->rs, r0 + r)) * row_bytes;
         uint16_t *out = dst + r * cols;
-        dtype_dequant_row(t->type, row, g->row_tmp, (size_t)cols);
+        dtype_dequant_row(t->type, row, g->row_tmp, (size_t)t_cols);
         for (int64_t i = 0; i < cols; i++) {
-            float v = g->row_tmp[cm_perm_src(colp, i)];
-            out[i] = dtype_f32_to_bf16(fold ? v * (fold->add + fold->host[i]) : v);
+            int64_t gi = cm_slice_src(src->cs, i);
+            float v = g->row_tmp[cm_perm_src(src->colp, gi)];
+            const struct cm_fold *fold = src->fold;
+            out[i] = dtype_f32_to_bf16(fold ? v * (fold->add + fold->host[gi]) : v);
         }
     }
 }
 
 /* Uploads tensor t as bf16 through the two pinned staging buffers: while chunk k copies,
  * chunk k + 1 is converted into the other buffer. */
-static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, int64_t rows,
-                          int64_t cols, const struct cm_perm *rowp, const struct cm_perm *colp,
-                          const struct cm_fold *fold, void *dev)
+static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, int64_t t_cols,
+                          int64_t rows, int64_t cols, const struct cm_src *src, void *dev)
 {
     size_t row_out = (size_t)cols * 2;
     int64_t chunk = (int64_t)(CM_STAGE_BYTES / row_out);
     if (chunk < 1)
         return cm_fail(g, "tensor %s: rows of %lld elements exceed the staging buffer", t->name,
                        (long long)cols);
-    g->row_tmp = xrealloc(g->row_tmp, sizeof(float) * (size_t)cols);
+    g->row_tmp = xrealloc(g->row_tmp, sizeof(float) * (size_t)t_cols);
     int k = 0;
     for (int64_t r0 = 0; r0 < rows; r0 += chunk, k ^= 1) {
         int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
         CM_TRY(cm_cuda(g, cudaEventSynchronize(g->stage_done[k]), "cudaEventSynchronize"));
-        cm_rows_to_bf16(g, t, cols, r0, nr, g->stage[k], rowp, colp, fold);
+        cm_rows_to_bf16(g, t, t_cols, cols, r0, nr, g->stage[k], src);
         CM_TRY(cm_cuda(g,
                        cudaMemcpyAsync((char *)dev + (size_t)r0 * row_out, g->stage[k],
                                        (size_t)nr * row_out, cudaMemcpyHostToDevice, g->stream),
@@ -356,23 +434,62 @@ static int cm_upload_bf16(struct cuda_model *g, const struct model_tensor *t, in
     return 0;
 }
 
-/* Binds matrix name [rows, cols] as bf16 on the GPU: from the file (rows and columns
- * reordered by rowp / colp, columns scaled by fold; each may be NULL), or random. */
-static int cm_matrix_perm(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
-                          const struct cm_perm *rowp, const struct cm_perm *colp,
-                          const struct cm_fold *fold, struct cm_mat *out)
+/* A random matrix's share: the whole [rows, cols] drawn from the tensor's seed into a
+ * temporary buffer (so every rank's share equals the same rows and columns of the one-GPU
+ * model), then the rank's rows (segments of src->rs) and columns (one segment) copied out. */
+static int cm_random_share(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
+                           const struct cm_src *src, struct cm_mat *out)
 {
-    out->rows = rows, out->cols = cols;
+    void *whole = NULL;
+    uint64_t seed = g->seed++;
+    CM_TRY(cm_cuda(g, cudaMalloc(&whole, (size_t)(rows * cols) * 2), "cudaMalloc (random)"));
+    int rc = cm_kernel(g,
+                       cuda_random_fill(DTYPE_BF16, whole, rows * cols, seed,
+                                        1.0f / sqrtf((float)cols), g->stream),
+                       name);
+    int64_t c0 = cm_slice_src(src->cs, 0), r_local = 0;
+    const struct cm_slice all = {.n = 1, .off = {0}, .len = {rows}};
+    const struct cm_slice *rs = src->rs ? src->rs : &all;
+    for (int k = 0; rc == 0 && k < rs->n; k++) {
+        rc = cm_cuda(g,
+                     cudaMemcpy2DAsync((char *)out->w + (size_t)(r_local * out->cols) * 2,
+                                       (size_t)out->cols * 2,
+                                       (const char *)whole + (size_t)(rs->off[k] * cols + c0) * 2,
+                                       (size_t)cols * 2, (size_t)out->cols * 2, (size_t)rs->len[k],
+                                       cudaMemcpyDeviceToDevice, g->stream),
+                     "cudaMemcpy2D (random share)");
+        r_local += rs->len[k];
+    }
+    if (rc == 0)
+        rc = cm_cuda(g, cudaStreamSynchronize(g->stream), "cudaStreamSynchronize");
+    cudaFree(whole);
+    return rc;
+}
+
+/* Binds matrix name (stored [rows, cols]) as bf16 on the GPU, the share and order src says
+ * (cm_src): from the file, or random. */
+static int cm_matrix_src(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
+                         const struct cm_src *src, struct cm_mat *out)
+{
+    const struct cm_fold *fold = src->fold;
+    out->rows = cm_slice_len(src->rs, rows), out->cols = cm_slice_len(src->cs, cols);
     if (g->random) {
-        CM_TRY(cm_alloc_weight(g, (size_t)(rows * cols) * 2, &out->w));
-        float scale = 1.0f / sqrtf((float)cols);
-        CM_TRY(cm_kernel(
-                g, cuda_random_fill(DTYPE_BF16, out->w, rows * cols, g->seed++, scale, g->stream),
-                name));
+        CM_TRY(cm_alloc_weight(g, (size_t)(out->rows * out->cols) * 2, &out->w));
+        if (src->rs || src->cs) {
+            CM_TRY(cm_random_share(g, name, rows, cols, src, out));
+        } else {
+            float scale = 1.0f / sqrtf((float)cols);
+            CM_TRY(cm_kernel(
+                    g,
+                    cuda_random_fill(DTYPE_BF16, out->w, rows * cols, g->seed++, scale, g->stream),
+                    name));
+        }
         if (!fold)
             return 0;
-        return cm_kernel(g, cuda_scale_cols(out->w, rows, cols, fold->dev, fold->add, g->stream),
-                         "cuda_scale_cols");
+        /* folds scale the columns of column-parallel matrices: never a column share */
+        return cm_kernel(
+                g, cuda_scale_cols(out->w, out->rows, out->cols, fold->dev, fold->add, g->stream),
+                "cuda_scale_cols");
     }
     const struct model_tensor *t = model_file_tensor(g->mf, name);
     if (!t)
@@ -384,20 +501,15 @@ static int cm_matrix_perm(struct cuda_model *g, const char *name, int64_t rows, 
     if ((unsigned)t->type >= DTYPE_COUNT || cols % (int64_t)dtype_block_elems(t->type) != 0)
         return cm_fail(g, "tensor %s: type %s with %lld columns is not supported", name,
                        dtype_name(t->type) ? dtype_name(t->type) : "?", (long long)cols);
-    CM_TRY(cm_alloc_weight(g, (size_t)(rows * cols) * 2, &out->w));
-    return cm_upload_bf16(g, t, rows, cols, rowp, colp, fold, out->w);
+    CM_TRY(cm_alloc_weight(g, (size_t)(out->rows * out->cols) * 2, &out->w));
+    return cm_upload_bf16(g, t, cols, out->rows, out->cols, src, out->w);
 }
 
 static int cm_matrix(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
                      struct cm_mat *out)
 {
-    return cm_matrix_perm(g, name, rows, cols, NULL, NULL, NULL, out);
-}
-
-static int cm_matrix_fold(struct cuda_model *g, const char *name, int64_t rows, int64_t cols,
-                          const struct cm_fold *fold, struct cm_mat *out)
-{
-    return cm_matrix_perm(g, name, rows, cols, NULL, NULL, fold, out);
+    const struct cm_src src = {0};
+    return cm_matrix_src(g, name, rows, cols, &src, out);
 }
 
 enum cm_vec_kind {
@@ -407,11 +519,12 @@ enum cm_vec_kind {
 };
 
 /* Binds vector name of n elements as fp32 on the GPU, element i from the file's element
- * cm_perm_src(perm, i) (perm may be NULL). Absent and optional: *out NULL. With host, the
- * host copy is handed to the caller, who frees it (else freed here). */
+ * cm_perm_src(perm, i) (perm may be NULL); with share, only the elements it names (the
+ * rank's). Absent and optional: *out NULL. With host_out, the host copy of all n is handed to
+ * the caller, who frees it (else freed here). */
 static int cm_vector_perm(struct cuda_model *g, const char *name, int64_t n, bool optional,
-                          enum cm_vec_kind kind, const struct cm_perm *perm, float **out,
-                          float **host_out)
+                          enum cm_vec_kind kind, const struct cm_perm *perm,
+                          const struct cm_slice *share, float **out, float **host_out)
 {
     *out = NULL;
     float *host = NULL;
@@ -462,10 +575,22 @@ static int cm_vector_perm(struct cuda_model *g, const char *name, int64_t n, boo
         }
     }
     void *dev = NULL;
-    if (cm_alloc_weight(g, sizeof(float) * (size_t)n, &dev) ||
-        cm_cuda(g, cudaMemcpy(dev, host, sizeof(float) * (size_t)n, cudaMemcpyHostToDevice),
-                "cudaMemcpy (vector)"))
+    int64_t n_local = cm_slice_len(share, n);
+    float *mine = host;
+    if (share) {
+        mine = xmalloc(sizeof(float) * (size_t)n_local);
+        for (int64_t i = 0; i < n_local; i++)
+            mine[i] = host[cm_slice_src(share, i)];
+    }
+    if (cm_alloc_weight(g, sizeof(float) * (size_t)n_local, &dev) ||
+        cm_cuda(g, cudaMemcpy(dev, mine, sizeof(float) * (size_t)n_local, cudaMemcpyHostToDevice),
+                "cudaMemcpy (vector)")) {
+        if (mine != host)
+            free(mine);
         goto out;
+    }
+    if (mine != host)
+        free(mine);
     *out = dev;
     rc = 0;
     if (host_out) {
@@ -480,44 +605,67 @@ out:
 static int cm_vector(struct cuda_model *g, const char *name, int64_t n, bool optional,
                      enum cm_vec_kind kind, float **out)
 {
-    return cm_vector_perm(g, name, n, optional, kind, NULL, out, NULL);
+    return cm_vector_perm(g, name, n, optional, kind, NULL, NULL, out, NULL);
+}
+
+/* A vector split like the rows of the matrix it belongs to (share NULL: whole). */
+static int cm_vector_share(struct cuda_model *g, const char *name, int64_t n, bool optional,
+                           enum cm_vec_kind kind, const struct cm_slice *share, float **out)
+{
+    return cm_vector_perm(g, name, n, optional, kind, NULL, share, out, NULL);
 }
 
 #define CM_NAME(buf, l, suffix) snprintf(buf, sizeof(buf), "model.layers.%d.%s", l, suffix)
 
+/* Tensor parallelism splits attention by KV heads: a rank owns n_kv_heads / tp of them and
+ * their query heads (GQA groups stay whole), i.e. equal contiguous row shares of q/k/v (the
+ * gated q keeps each head's [query | gate] rows together) and the matching columns of o_proj.
+ * o_proj's bias is added by rank 0 alone (the partial sums are all-reduced). */
 static int cm_bind_attention(struct cuda_model *g, int l, const struct cm_fold *fold)
 {
-    const struct model_config *c = &g->cfg;
+    const struct model_config *c = &g->full;
     struct cm_layer *ly = &g->layers[l];
     int64_t H = c->hidden, hd = c->head_dim;
     int64_t q_rows = (int64_t)c->n_heads * hd * (c->attn_output_gate ? 2 : 1);
     int64_t kv_rows = (int64_t)c->n_kv_heads * hd;
+    struct cm_slice sq, skv, so;
+    const struct cm_slice *pq = cm_part(g, &sq, q_rows), *pkv = cm_part(g, &skv, kv_rows);
+    const struct cm_slice *po = cm_part(g, &so, (int64_t)c->n_heads * hd);
+    const struct cm_src q_src = {.rs = pq, .fold = fold}, kv_src = {.rs = pkv, .fold = fold};
+    const struct cm_src o_src = {.cs = po};
     char n[160];
     CM_NAME(n, l, "self_attn.q_proj.weight");
-    CM_TRY(cm_matrix_fold(g, n, q_rows, H, fold, &ly->wq));
+    CM_TRY(cm_matrix_src(g, n, q_rows, H, &q_src, &ly->wq));
     CM_NAME(n, l, "self_attn.k_proj.weight");
-    CM_TRY(cm_matrix_fold(g, n, kv_rows, H, fold, &ly->wk));
+    CM_TRY(cm_matrix_src(g, n, kv_rows, H, &kv_src, &ly->wk));
     CM_NAME(n, l, "self_attn.v_proj.weight");
-    CM_TRY(cm_matrix_fold(g, n, kv_rows, H, fold, &ly->wv));
+    CM_TRY(cm_matrix_src(g, n, kv_rows, H, &kv_src, &ly->wv));
     CM_NAME(n, l, "self_attn.o_proj.weight");
-    CM_TRY(cm_matrix(g, n, H, (int64_t)c->n_heads * hd, &ly->wo));
+    CM_TRY(cm_matrix_src(g, n, H, (int64_t)c->n_heads * hd, &o_src, &ly->wo));
     CM_NAME(n, l, "self_attn.q_proj.bias");
-    CM_TRY(cm_vector(g, n, q_rows, !c->attn_qkv_bias, CM_VEC_PLAIN, &ly->bq));
+    CM_TRY(cm_vector_share(g, n, q_rows, !c->attn_qkv_bias, CM_VEC_PLAIN, pq, &ly->bq));
     CM_NAME(n, l, "self_attn.k_proj.bias");
-    CM_TRY(cm_vector(g, n, kv_rows, !c->attn_qkv_bias, CM_VEC_PLAIN, &ly->bk));
+    CM_TRY(cm_vector_share(g, n, kv_rows, !c->attn_qkv_bias, CM_VEC_PLAIN, pkv, &ly->bk));
     CM_NAME(n, l, "self_attn.v_proj.bias");
-    CM_TRY(cm_vector(g, n, kv_rows, !c->attn_qkv_bias, CM_VEC_PLAIN, &ly->bv));
+    CM_TRY(cm_vector_share(g, n, kv_rows, !c->attn_qkv_bias, CM_VEC_PLAIN, pkv, &ly->bv));
     CM_NAME(n, l, "self_attn.o_proj.bias");
     CM_TRY(cm_vector(g, n, H, true, CM_VEC_PLAIN, &ly->bo));
+    if (g->rank > 0)
+        ly->bo = NULL; /* still bound above: the random models' seeds stay in step */
     CM_NAME(n, l, "self_attn.q_norm.weight");
     CM_TRY(cm_vector(g, n, hd, !c->attn_qk_norm, CM_VEC_NORM, &ly->q_norm));
     CM_NAME(n, l, "self_attn.k_norm.weight");
     return cm_vector(g, n, hd, !c->attn_qk_norm, CM_VEC_NORM, &ly->k_norm);
 }
 
+/* Tensor parallelism splits GDN by key heads: a rank owns lin_k_heads / tp key heads and the
+ * value heads that read them (consecutive groups of r), so its in_proj_qkv rows are its q, k
+ * and v channels (three segments, also of the conv weights), its z/b/a rows, A_log and dt_bias
+ * contiguous shares, and its out_proj columns its value heads': conv, gates, recurrence and
+ * gated norm stay on the rank. */
 static int cm_bind_gdn(struct cuda_model *g, int l, const struct cm_fold *fold)
 {
-    const struct model_config *c = &g->cfg;
+    const struct model_config *c = &g->full;
     struct cm_layer *ly = &g->layers[l];
     int64_t H = c->hidden, Nv = c->lin_v_heads, vdim = Nv * c->lin_v_dim;
     int64_t conv = 2 * (int64_t)c->lin_k_heads * c->lin_k_dim + vdim;
@@ -536,29 +684,49 @@ static int cm_bind_gdn(struct cuda_model *g, int l, const struct cm_fold *fold)
         const struct model_tensor *t = model_file_tensor(g->mf, n);
         tiled = t && t->gguf_layout && c->lin_v_heads != c->lin_k_heads;
     }
-    int Nk = c->lin_k_heads, Dv = c->lin_v_dim;
+    int Nk = c->lin_k_heads, Dk = c->lin_k_dim, Dv = c->lin_v_dim;
     const struct cm_perm p_qkv = {qk, Dv, (int)Nv, Nk}, p_head = {0, Dv, (int)Nv, Nk};
     const struct cm_perm p_one = {0, 1, (int)Nv, Nk}, p_conv = {qk * Kc, Dv * Kc, (int)Nv, Nk};
+    /* the rank's shares: q, k, v channels (rows of qkv, conv channels), value heads */
+    struct cm_slice s_qkv, s_conv, s_vd, s_nv;
+    const struct cm_slice *p_vd = cm_part(g, &s_vd, vdim), *p_nv = cm_part(g, &s_nv, Nv);
+    const struct cm_slice *ps_qkv = NULL, *ps_conv = NULL;
+    if (g->tp > 1) {
+        int64_t kd = (int64_t)Nk * Dk / g->tp, vd = vdim / g->tp;
+        s_qkv = (struct cm_slice){
+                .n = 3,
+                .off = {kd * g->rank, (int64_t)Nk * Dk + kd * g->rank, qk + vd * g->rank},
+                .len = {kd, kd, vd}};
+        s_conv = s_qkv;
+        for (int k = 0; k < 3; k++)
+            s_conv.off[k] *= Kc, s_conv.len[k] *= Kc;
+        ps_qkv = &s_qkv, ps_conv = &s_conv;
+    }
 #define CM_TILED(p) (tiled ? &(p) : NULL)
+    const struct cm_src src_qkv = {.rs = ps_qkv, .rowp = CM_TILED(p_qkv), .fold = fold};
+    const struct cm_src src_z = {.rs = p_vd, .rowp = CM_TILED(p_head), .fold = fold};
+    const struct cm_src src_ba = {.rs = p_nv, .rowp = CM_TILED(p_one), .fold = fold};
+    const struct cm_src src_out = {.cs = p_vd, .colp = CM_TILED(p_head)};
     CM_NAME(n, l, "linear_attn.in_proj_qkv.weight");
-    CM_TRY(cm_matrix_perm(g, n, conv, H, CM_TILED(p_qkv), NULL, fold, &ly->qkv));
+    CM_TRY(cm_matrix_src(g, n, conv, H, &src_qkv, &ly->qkv));
     CM_NAME(n, l, "linear_attn.in_proj_z.weight");
-    CM_TRY(cm_matrix_perm(g, n, vdim, H, CM_TILED(p_head), NULL, fold, &ly->z));
+    CM_TRY(cm_matrix_src(g, n, vdim, H, &src_z, &ly->z));
     CM_NAME(n, l, "linear_attn.in_proj_b.weight");
-    CM_TRY(cm_matrix_perm(g, n, Nv, H, CM_TILED(p_one), NULL, fold, &ly->b));
+    CM_TRY(cm_matrix_src(g, n, Nv, H, &src_ba, &ly->b));
     CM_NAME(n, l, "linear_attn.in_proj_a.weight");
-    CM_TRY(cm_matrix_perm(g, n, Nv, H, CM_TILED(p_one), NULL, fold, &ly->a));
+    CM_TRY(cm_matrix_src(g, n, Nv, H, &src_ba, &ly->a));
     CM_NAME(n, l, "linear_attn.out_proj.weight");
-    CM_TRY(cm_matrix_perm(g, n, H, vdim, NULL, CM_TILED(p_head), NULL, &ly->out));
+    CM_TRY(cm_matrix_src(g, n, H, vdim, &src_out, &ly->out));
     CM_NAME(n, l, "linear_attn.conv1d.weight");
-    CM_TRY(cm_vector_perm(g, n, conv * Kc, false, CM_VEC_PLAIN, CM_TILED(p_conv), &ly->conv_w,
-                          NULL));
+    CM_TRY(cm_vector_perm(g, n, conv * Kc, false, CM_VEC_PLAIN, CM_TILED(p_conv), ps_conv,
+                          &ly->conv_w, NULL));
     CM_NAME(n, l, "linear_attn.dt_bias");
-    CM_TRY(cm_vector_perm(g, n, Nv, false, CM_VEC_PLAIN, CM_TILED(p_one), &ly->dt_bias, NULL));
+    CM_TRY(cm_vector_perm(g, n, Nv, false, CM_VEC_PLAIN, CM_TILED(p_one), p_nv, &ly->dt_bias,
+                          NULL));
     CM_NAME(n, l, "linear_attn.norm.weight");
     CM_TRY(cm_vector(g, n, c->lin_v_dim, false, CM_VEC_NORM, &ly->lin_norm));
     CM_NAME(n, l, "linear_attn.A_log");
-    return cm_vector_perm(g, n, Nv, false, CM_VEC_NEG_A, CM_TILED(p_one), &ly->neg_a, NULL);
+    return cm_vector_perm(g, n, Nv, false, CM_VEC_NEG_A, CM_TILED(p_one), p_nv, &ly->neg_a, NULL);
 #undef CM_TILED
 }
 
@@ -569,7 +737,7 @@ static int cm_bind_gdn(struct cuda_model *g, int l, const struct cm_fold *fold)
  * unused, except as the source of the random models' folds. */
 static int cm_bind_layer(struct cuda_model *g, int l)
 {
-    const struct model_config *c = &g->cfg;
+    const struct model_config *c = &g->full;
     struct cm_layer *ly = &g->layers[l];
     char n[160];
     float *attn_host = NULL, *ffn_host = NULL;
@@ -577,32 +745,40 @@ static int cm_bind_layer(struct cuda_model *g, int l)
     int rc = -1;
     ly->kind = c->arch == MODEL_ARCH_QWEN3_5 ? c->layer_kinds[l] : LAYER_KIND_ATTENTION;
     CM_NAME(n, l, "input_layernorm.weight");
-    if (cm_vector_perm(g, n, c->hidden, false, CM_VEC_NORM, NULL, &ly->attn_norm, &attn_host))
+    if (cm_vector_perm(g, n, c->hidden, false, CM_VEC_NORM, NULL, NULL, &ly->attn_norm, &attn_host))
         goto out;
     CM_NAME(n, l, "post_attention_layernorm.weight");
-    if (cm_vector_perm(g, n, c->hidden, false, CM_VEC_NORM, NULL, &ly->ffn_norm, &ffn_host))
+    if (cm_vector_perm(g, n, c->hidden, false, CM_VEC_NORM, NULL, NULL, &ly->ffn_norm, &ffn_host))
         goto out;
     struct cm_fold fa = {attn_host, ly->attn_norm, add}, ff = {ffn_host, ly->ffn_norm, add};
     if (ly->kind == LAYER_KIND_LINEAR_ATTENTION ? cm_bind_gdn(g, l, &fa)
                                                 : cm_bind_attention(g, l, &fa))
         goto out;
+    /* MLP under tensor parallelism: a share of the intermediate rows of gate/up, the same
+     * columns of down */
+    struct cm_slice si;
+    const struct cm_slice *pi = cm_part(g, &si, c->intermediate);
+    const struct cm_src gu_src = {.rs = pi, .fold = &ff}, down_src = {.cs = pi};
     CM_NAME(n, l, "mlp.gate_proj.weight");
-    if (cm_matrix_fold(g, n, c->intermediate, c->hidden, &ff, &ly->gate))
+    if (cm_matrix_src(g, n, c->intermediate, c->hidden, &gu_src, &ly->gate))
         goto out;
     CM_NAME(n, l, "mlp.up_proj.weight");
-    if (cm_matrix_fold(g, n, c->intermediate, c->hidden, &ff, &ly->up))
+    if (cm_matrix_src(g, n, c->intermediate, c->hidden, &gu_src, &ly->up))
         goto out;
     CM_NAME(n, l, "mlp.down_proj.weight");
-    rc = cm_matrix(g, n, c->hidden, c->intermediate, &ly->down);
+    rc = cm_matrix_src(g, n, c->hidden, c->intermediate, &down_src, &ly->down);
 out:
     free(attn_host);
     free(ffn_host);
     return rc;
 }
 
+/* Under tensor parallelism the embedding is replicated (a step reads only its n rows, so the
+ * copy costs memory, not time, and saves an all-reduce) and the lm_head is split by
+ * vocabulary rows: each rank writes its columns of the logits straight to the host. */
 static int cm_bind_globals(struct cuda_model *g)
 {
-    const struct model_config *c = &g->cfg;
+    const struct model_config *c = &g->full;
     struct cm_mat emb;
     CM_TRY(cm_matrix(g, "model.embed_tokens.weight", c->vocab_size, c->hidden, &emb));
     g->embed = emb.w;
@@ -610,10 +786,23 @@ static int cm_bind_globals(struct cuda_model *g)
             g->random ? !c->tie_embeddings : model_file_tensor(g->mf, "lm_head.weight") != NULL;
     if (!own_head && !c->tie_embeddings)
         return cm_fail(g, "tensor lm_head.weight is missing (embeddings not tied)");
-    if (own_head)
-        CM_TRY(cm_matrix(g, "lm_head.weight", c->vocab_size, c->hidden, &g->lm_head));
-    else
+    struct cm_slice sv = {.n = 1, .off = {g->vocab_off}, .len = {g->cfg.vocab_size}};
+    const struct cm_src head_src = {.rs = g->tp > 1 ? &sv : NULL};
+    if (own_head) {
+        CM_TRY(cm_matrix_src(g, "lm_head.weight", c->vocab_size, c->hidden, &head_src,
+                             &g->lm_head));
+    } else if (g->tp > 1) {
+        g->lm_head = (struct cm_mat){.rows = g->cfg.vocab_size, .cols = c->hidden};
+        size_t bytes = (size_t)(g->lm_head.rows * c->hidden) * 2;
+        CM_TRY(cm_alloc_weight(g, bytes, &g->lm_head.w));
+        CM_TRY(cm_cuda(g,
+                       cudaMemcpyAsync(g->lm_head.w,
+                                       (const char *)emb.w + (size_t)(g->vocab_off * c->hidden) * 2,
+                                       bytes, cudaMemcpyDeviceToDevice, g->stream),
+                       "cudaMemcpy (tied lm_head share)"));
+    } else {
         g->lm_head = emb;
+    }
     CM_TRY(cm_vector(g, "model.norm.weight", c->hidden, false, CM_VEC_NORM, &g->final_norm));
     float *inv = xmalloc(sizeof(float) * (size_t)(c->rotary_dim / 2));
     cpu_rope_inv_freq(inv, c->rotary_dim, c->rope_theta); /* the CPU backend's, bit for bit */
@@ -653,7 +842,6 @@ static int cm_check_config(struct cuda_model *g)
 
 static int cm_start(struct cuda_model *g, const struct cuda_model_options *opt)
 {
-    g->device = opt ? opt->device : 0;
     g->no_graphs = opt && opt->no_graphs;
     g->no_fusion = opt && opt->no_fusion;
     g->max_context = opt && opt->max_context > 0 ? opt->max_context : g->cfg.max_context;
@@ -686,41 +874,165 @@ static int cm_start(struct cuda_model *g, const struct cuda_model_options *opt)
     return 0;
 }
 
+/* ---- tensor-parallel ranks --------------------------------------------------------------- */
+
+/* One rank's share of a call run by cm_on_ranks(). */
+struct cm_job {
+    struct cuda_model *g;
+    int (*fn)(struct cuda_model *, void *);
+    void *arg;
+    int rc;
+};
+
+static void *cm_job_main(void *p)
+{
+    struct cm_job *j = p;
+    j->rc = cm_cuda(j->g, cudaSetDevice(j->g->device), "cudaSetDevice");
+    if (j->rc == 0)
+        j->rc = j->fn(j->g, j->arg);
+    return NULL;
+}
+
+/* Runs fn(rank, arg) on every rank at once: ranks 1.. on threads of their own, rank 0 on the
+ * calling thread, each with its device current. One thread per GPU keeps each rank's forward
+ * pass the one-GPU code path, graphs included: every rank captures its own graph (thread-local
+ * capture) with its NCCL calls in it, and the collectives meet on the GPUs; one host thread
+ * driving all streams would have to interleave the ranks layer by layer. The threads live for
+ * one call (tens of microseconds against a step of milliseconds). Returns 0, or -1 with the
+ * first failing rank's message in g's error. */
+static int cm_on_ranks(struct cuda_model *g, int (*fn)(struct cuda_model *, void *), void *arg)
+{
+    if (g->tp <= 1)
+        return fn(g, arg);
+    struct cm_job jobs[CUDA_MODEL_MAX_TP];
+    pthread_t th[CUDA_MODEL_MAX_TP];
+    bool started[CUDA_MODEL_MAX_TP] = {false};
+    for (int r = 0; r < g->tp; r++)
+        jobs[r] = (struct cm_job){.g = g->ranks[r], .fn = fn, .arg = arg, .rc = -1};
+    for (int r = 1; r < g->tp; r++)
+        started[r] = pthread_create(&th[r], NULL, cm_job_main, &jobs[r]) == 0;
+    cm_job_main(&jobs[0]);
+    int rc = 0;
+    for (int r = 0; r < g->tp; r++) {
+        if (r > 0 && started[r])
+            pthread_join(th[r], NULL);
+        else if (r > 0)
+            cm_fail(jobs[r].g, "pthread_create failed");
+        if (jobs[r].rc && rc == 0) {
+            rc = -1;
+            if (r > 0)
+                snprintf(g->errbuf, sizeof(g->errbuf), "rank %d: %.480s", r, jobs[r].g->errbuf);
+        }
+    }
+    return rc;
+}
+
+/* This rank's share of the full configuration: heads, intermediate rows, lm_head rows. */
+static int cm_rank_config(struct cuda_model *g)
+{
+    const struct model_config *f = &g->full;
+    struct model_config *c = &g->cfg;
+    int t = g->tp;
+    bool lin = f->arch == MODEL_ARCH_QWEN3_5;
+    if (f->n_kv_heads % t != 0 || f->n_heads % t != 0 || f->intermediate % t != 0 ||
+        (lin && (f->lin_k_heads % t != 0 || f->lin_v_heads % t != 0)))
+        return cm_fail(g,
+                       "tensor-parallel degree %d does not divide the heads (%d/%d, linear "
+                       "%d/%d) and the intermediate size %lld",
+                       t, f->n_heads, f->n_kv_heads, f->lin_k_heads, f->lin_v_heads,
+                       (long long)f->intermediate);
+    c->n_heads = f->n_heads / t;
+    c->n_kv_heads = f->n_kv_heads / t;
+    c->intermediate = f->intermediate / t;
+    if (lin)
+        c->lin_k_heads = f->lin_k_heads / t, c->lin_v_heads = f->lin_v_heads / t;
+    int64_t share = (f->vocab_size + t - 1) / t;
+    g->vocab_off = share * g->rank;
+    c->vocab_size = g->rank == t - 1 ? f->vocab_size - g->vocab_off : share;
+    if (c->vocab_size < 1)
+        return cm_fail(g, "vocabulary of %lld too small for %d ranks", (long long)f->vocab_size, t);
+    return 0;
+}
+
+static int cm_start_job(struct cuda_model *g, void *opt)
+{
+    return cm_start(g, opt);
+}
+
+/* The model on one GPU, or on opt->tp GPUs as ranks sharing one NCCL communicator. */
+static int cm_create(const struct model_config *cfg, const char *name, const struct model_file *mf,
+                     bool random, uint64_t seed, const struct cuda_model_options *opt,
+                     struct cuda_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    int tp = opt && opt->tp > 1 ? opt->tp : 1;
+    struct cuda_model *g = NULL;
+    struct cuda_model **ranks = xcalloc((size_t)tp, sizeof(*ranks));
+    for (int r = 0; r < tp; r++) {
+        struct cuda_model *m = xcalloc(1, sizeof(*m));
+        snprintf(m->name, sizeof(m->name), "%s", name);
+        m->cfg = m->full = *cfg;
+        m->mf = mf;
+        m->random = random;
+        m->seed = seed; /* every rank draws the same tensors and keeps its share */
+        m->tp = tp, m->rank = r;
+        m->device = tp > 1 ? opt->devices[r] : opt ? opt->device : 0;
+        ranks[r] = m;
+    }
+    g = ranks[0];
+    if (tp > 1) {
+        g->ranks = ranks;
+        ranks = NULL;
+    }
+    if (tp > CUDA_MODEL_MAX_TP) {
+        cm_fail(g, "tensor-parallel degree %d exceeds %d", tp, CUDA_MODEL_MAX_TP);
+        goto fail;
+    }
+    for (int r = 0; r < tp && tp > 1; r++)
+        if (cm_rank_config(g->ranks[r])) {
+            snprintf(g->errbuf, sizeof(g->errbuf), "%s", g->ranks[r]->errbuf);
+            goto fail;
+        }
+    if (tp > 1) {
+#ifdef CORTEX_HAVE_NCCL
+        ncclComm_t comms[CUDA_MODEL_MAX_TP];
+        ncclResult_t nr = ncclCommInitAll(comms, tp, opt->devices);
+        if (nr != ncclSuccess) {
+            cm_fail(g, "ncclCommInitAll over %d devices: %s", tp, ncclGetErrorString(nr));
+            goto fail;
+        }
+        for (int r = 0; r < tp; r++)
+            g->ranks[r]->comm = comms[r];
+#else
+        cm_fail(g, "tensor parallelism needs NCCL, which this build lacks");
+        goto fail;
+#endif
+    }
+    if (cm_on_ranks(g, cm_start_job, (void *)opt))
+        goto fail;
+    for (int r = 0; r < tp; r++)
+        (tp > 1 ? g->ranks[r] : g)->mf = NULL;
+    free(ranks);
+    *out = g;
+    return 0;
+fail:
+    cm_report(g, err, errlen);
+    cuda_model_destroy(g);
+    free(ranks); /* ranks[0] is g: destroyed above; the others only when tp > 1, by g */
+    return -1;
+}
+
 int cuda_model_create(const struct model_file *mf, const struct cuda_model_options *opt,
                       struct cuda_model **out, char *err, size_t errlen)
 {
-    *out = NULL;
-    struct cuda_model *g = xcalloc(1, sizeof(*g));
-    snprintf(g->name, sizeof(g->name), "%s", mf->path);
-    g->cfg = mf->config;
-    g->mf = mf;
-    if (cm_start(g, opt)) {
-        cm_report(g, err, errlen);
-        cuda_model_destroy(g);
-        return -1;
-    }
-    g->mf = NULL;
-    *out = g;
-    return 0;
+    return cm_create(&mf->config, mf->path, mf, false, 0, opt, out, err, errlen);
 }
 
 int cuda_model_create_random(const struct model_config *cfg, const char *name, uint64_t seed,
                              const struct cuda_model_options *opt, struct cuda_model **out,
                              char *err, size_t errlen)
 {
-    *out = NULL;
-    struct cuda_model *g = xcalloc(1, sizeof(*g));
-    snprintf(g->name, sizeof(g->name), "%s", name);
-    g->cfg = *cfg;
-    g->random = true;
-    g->seed = seed;
-    if (cm_start(g, opt)) {
-        cm_report(g, err, errlen);
-        cuda_model_destroy(g);
-        return -1;
-    }
-    *out = g;
-    return 0;
+    return cm_create(cfg, name, NULL, true, seed, opt, out, err, errlen);
 }
 
 static void cm_graphs_drop(struct cuda_model *g)
@@ -736,6 +1048,12 @@ void cuda_model_destroy(struct cuda_model *g)
 {
     if (!g)
         return;
+    if (g->ranks) {
+        for (int r = 1; r < g->tp; r++)
+            cuda_model_destroy(g->ranks[r]);
+        free(g->ranks);
+        g->ranks = NULL;
+    }
     cudaSetDevice(g->device);
     if (g->stream)
         cudaStreamSynchronize(g->stream);
@@ -768,6 +1086,10 @@ void cuda_model_destroy(struct cuda_model *g)
     free(g->row_tmp);
     free(g->slot_used);
     cuda_gemm_ctx_destroy(g->gemm);
+#ifdef CORTEX_HAVE_NCCL
+    if (g->comm)
+        ncclCommDestroy(g->comm);
+#endif
     if (g->stream)
         cudaStreamDestroy(g->stream);
     free(g);
@@ -780,7 +1102,15 @@ int64_t cuda_model_max_context(const struct cuda_model *g)
 
 uint64_t cuda_model_weight_bytes(const struct cuda_model *g)
 {
-    return g->weight_bytes;
+    uint64_t bytes = g->weight_bytes;
+    for (int r = 1; g->ranks && r < g->tp; r++)
+        bytes += g->ranks[r]->weight_bytes;
+    return bytes;
+}
+
+int cuda_model_tp(const struct cuda_model *g)
+{
+    return g->tp;
 }
 
 static int64_t cm_conv_dim(const struct model_config *c)
@@ -802,7 +1132,7 @@ static int64_t cm_ssm_elems(const struct model_config *c)
     return (int64_t)c->lin_v_heads * c->lin_k_dim * c->lin_v_dim;
 }
 
-uint64_t cuda_model_slot_bytes(const struct cuda_model *g)
+static uint64_t cm_slot_bytes(const struct cuda_model *g)
 {
     uint64_t bytes = 0;
     for (int l = 0; l < g->cfg.n_layers; l++)
@@ -810,6 +1140,14 @@ uint64_t cuda_model_slot_bytes(const struct cuda_model *g)
             bytes += 2 * 2 * (uint64_t)g->ctx_cap * (uint64_t)cm_kv_dim(g);
         else
             bytes += 4 * (uint64_t)(cm_conv_elems(&g->cfg) + cm_ssm_elems(&g->cfg));
+    return bytes;
+}
+
+uint64_t cuda_model_slot_bytes(const struct cuda_model *g)
+{
+    uint64_t bytes = cm_slot_bytes(g);
+    for (int r = 1; g->ranks && r < g->tp; r++)
+        bytes += cm_slot_bytes(g->ranks[r]);
     return bytes;
 }
 
@@ -888,18 +1226,22 @@ static int cm_pool_grow(struct cuda_model *g, int slots, int64_t ctx, bool exact
     return 0;
 }
 
-int cuda_model_reserve(struct cuda_model *g, int n_slots, int64_t positions, char *err,
-                       size_t errlen)
+/* The slot calls run rank by rank: every rank holds the same slots (its share of each
+ * sequence's state), and the same calls in the same order keep their pools identical. */
+static struct cuda_model *cm_rank(struct cuda_model *g, int r)
+{
+    return g->ranks ? g->ranks[r] : g;
+}
+
+static int cm_reserve(struct cuda_model *g, int n_slots, int64_t positions)
 {
     cudaSetDevice(g->device);
     if (positions > g->max_context)
         positions = g->max_context;
-    if (cm_pool_grow(g, n_slots, positions, true))
-        return cm_report(g, err, errlen);
-    return 0;
+    return cm_pool_grow(g, n_slots, positions, true);
 }
 
-int cuda_model_slot_reset(struct cuda_model *g, int slot, char *err, size_t errlen)
+static int cm_slot_reset(struct cuda_model *g, int slot)
 {
     const struct model_config *c = &g->cfg;
     cudaSetDevice(g->device);
@@ -908,42 +1250,84 @@ int cuda_model_slot_reset(struct cuda_model *g, int slot, char *err, size_t errl
         if (ly->kind != LAYER_KIND_LINEAR_ATTENTION)
             continue;
         int64_t ce = cm_conv_elems(c), se = cm_ssm_elems(c);
-        if (cm_cuda(g,
-                    cudaMemsetAsync(ly->conv_state + (size_t)slot * (size_t)ce, 0,
-                                    sizeof(float) * (size_t)ce, g->stream),
-                    "cudaMemset (conv state)") ||
-            cm_cuda(g,
-                    cudaMemsetAsync(ly->ssm_state + (size_t)slot * (size_t)se, 0,
-                                    sizeof(float) * (size_t)se, g->stream),
-                    "cudaMemset (recurrent state)"))
-            return cm_report(g, err, errlen);
+        CM_TRY(cm_cuda(g,
+                       cudaMemsetAsync(ly->conv_state + (size_t)slot * (size_t)ce, 0,
+                                       sizeof(float) * (size_t)ce, g->stream),
+                       "cudaMemset (conv state)"));
+        CM_TRY(cm_cuda(g,
+                       cudaMemsetAsync(ly->ssm_state + (size_t)slot * (size_t)se, 0,
+                                       sizeof(float) * (size_t)se, g->stream),
+                       "cudaMemset (recurrent state)"));
     }
-    if (cm_cuda(g, cudaStreamSynchronize(g->stream), "cudaStreamSynchronize"))
-        return cm_report(g, err, errlen);
-    return 0;
+    return cm_cuda(g, cudaStreamSynchronize(g->stream), "cudaStreamSynchronize");
 }
 
-int cuda_model_slot_acquire(struct cuda_model *g, int *slot, char *err, size_t errlen)
+static int cm_slot_acquire(struct cuda_model *g, int *slot)
 {
-    *slot = -1;
     cudaSetDevice(g->device);
     int s = 0;
     while (s < g->slots_cap && g->slot_used[s])
         s++;
     if (s == g->slots_cap &&
         cm_pool_grow(g, s + 1, g->ctx_cap ? g->ctx_cap : CM_FIRST_CONTEXT, false))
-        return cm_report(g, err, errlen);
-    if (cuda_model_slot_reset(g, s, err, errlen))
         return -1;
+    CM_TRY(cm_slot_reset(g, s));
     g->slot_used[s] = true;
     *slot = s;
     return 0;
 }
 
+/* Copies rank r's error into the caller's buffer; -1. */
+static int cm_report_rank(struct cuda_model *g, int r, char *err, size_t errlen)
+{
+    if (r > 0)
+        snprintf(g->errbuf, sizeof(g->errbuf), "rank %d: %.480s", r, cm_rank(g, r)->errbuf);
+    return cm_report(g, err, errlen);
+}
+
+int cuda_model_reserve(struct cuda_model *g, int n_slots, int64_t positions, char *err,
+                       size_t errlen)
+{
+    for (int r = 0; r < g->tp; r++)
+        if (cm_reserve(cm_rank(g, r), n_slots, positions))
+            return cm_report_rank(g, r, err, errlen);
+    cudaSetDevice(g->device);
+    return 0;
+}
+
+int cuda_model_slot_reset(struct cuda_model *g, int slot, char *err, size_t errlen)
+{
+    for (int r = 0; r < g->tp; r++)
+        if (cm_slot_reset(cm_rank(g, r), slot))
+            return cm_report_rank(g, r, err, errlen);
+    cudaSetDevice(g->device);
+    return 0;
+}
+
+int cuda_model_slot_acquire(struct cuda_model *g, int *slot, char *err, size_t errlen)
+{
+    *slot = -1;
+    for (int r = 0; r < g->tp; r++) {
+        int s = -1;
+        if (cm_slot_acquire(cm_rank(g, r), &s))
+            return cm_report_rank(g, r, err, errlen);
+        if (r > 0 && s != *slot) {
+            cm_fail(g, "ranks disagree on the free slot (%d vs %d)", *slot, s);
+            return cm_report(g, err, errlen);
+        }
+        *slot = s;
+    }
+    cudaSetDevice(g->device);
+    return 0;
+}
+
 void cuda_model_slot_release(struct cuda_model *g, int slot)
 {
-    if (slot >= 0 && slot < g->slots_cap)
-        g->slot_used[slot] = false;
+    for (int r = 0; r < g->tp; r++) {
+        struct cuda_model *m = cm_rank(g, r);
+        if (slot >= 0 && slot < m->slots_cap)
+            m->slot_used[slot] = false;
+    }
 }
 
 /* ---- scratch ----------------------------------------------------------------------------- */
@@ -1097,6 +1481,36 @@ static int cm_matmul1(struct cuda_model *g, const struct cm_mat *w, const void *
     float *ys[1] = {y};
     int64_t ss[1] = {y_stride};
     return cm_matmul(g, 1, ws, x, x_stride, n, ys, ss, accumulate);
+}
+
+/* Under tensor parallelism, the sum of the ranks' partial row-parallel products in the
+ * residual stream x (CM_X, fp32 [n, H]): rank 0's product accumulated into x, the others'
+ * written over it (accumulate = rank 0), so one in-place all-reduce leaves x + sum of partials
+ * on every rank, bit-identical across ranks. */
+static int cm_allreduce(struct cuda_model *g, int64_t n)
+{
+    if (g->tp <= 1)
+        return 0;
+#ifdef CORTEX_HAVE_NCCL
+    cm_mark(g, CUDA_MODEL_OP_COMM);
+    ncclResult_t r = ncclAllReduce(g->buf[CM_X], g->buf[CM_X], (size_t)(n * g->cfg.hidden),
+                                   ncclFloat, ncclSum, g->comm, g->stream);
+    if (r != ncclSuccess)
+        return cm_fail(g, "ncclAllReduce: %s", ncclGetErrorString(r));
+    return 0;
+#else
+    (void)n;
+    return cm_fail(g, "tensor parallelism needs NCCL");
+#endif
+}
+
+/* A row-parallel output projection (o_proj without bias, GDN out_proj, down_proj) into the
+ * residual stream, then the ranks' sum. */
+static int cm_out_proj(struct cuda_model *g, const struct cm_mat *w, const void *x,
+                       int64_t x_stride, int64_t n)
+{
+    CM_TRY(cm_matmul1(g, w, x, x_stride, n, g->buf[CM_X], g->cfg.hidden, g->rank == 0));
+    return cm_allreduce(g, n);
 }
 
 /* y (bf16 [rows, H]) = N(x) with weight w. */
@@ -1285,13 +1699,13 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
         };
         CM_TRY(cm_kernel(g, cuda_gate_store(&gs, g->stream), "cuda_gate_store"));
     }
-    CM_TRY(cm_matmul1(g, &ly->wo, attb, q_dim, n, g->buf[CM_X], c->hidden, true));
-    if (ly->bo) {
-        cm_mark(g, CUDA_MODEL_OP_OTHER);
-        CM_TRY(cm_kernel(g, cuda_add_bias(g->buf[CM_X], c->hidden, ly->bo, n, c->hidden, g->stream),
-                         "cuda_add_bias"));
-    }
-    return 0;
+    if (!ly->bo)
+        return cm_out_proj(g, &ly->wo, attb, q_dim, n);
+    CM_TRY(cm_matmul1(g, &ly->wo, attb, q_dim, n, g->buf[CM_X], c->hidden, g->rank == 0));
+    cm_mark(g, CUDA_MODEL_OP_OTHER);
+    CM_TRY(cm_kernel(g, cuda_add_bias(g->buf[CM_X], c->hidden, ly->bo, n, c->hidden, g->stream),
+                     "cuda_add_bias"));
+    return cm_allreduce(g, n);
 }
 
 /* The state-dependent part of a GDN prefill (conv, recurrence) for sequences [i0, i0 + cnt)
@@ -1417,7 +1831,7 @@ static int cm_block_gdn(struct cuda_model *g, int l, const struct cm_batch *b)
                 .slots = b->d_seqslot,
         };
         CM_TRY(cm_kernel(g, cuda_gdn_decode(&dd, g->stream), "cuda_gdn_decode"));
-        return cm_matmul1(g, &ly->out, g->buf[CM_COREB], vdim, n, g->buf[CM_X], c->hidden, true);
+        return cm_out_proj(g, &ly->out, g->buf[CM_COREB], vdim, n);
     }
     struct cuda_gdn_gates gt = {
             .a = aa,
@@ -1454,7 +1868,7 @@ static int cm_block_gdn(struct cuda_model *g, int l, const struct cm_batch *b)
             .eps = c->rms_eps,
     };
     CM_TRY(cm_kernel(g, cuda_gdn_gated_norm(&gn, g->stream), "cuda_gdn_gated_norm"));
-    return cm_matmul1(g, &ly->out, g->buf[CM_COREB], vdim, n, g->buf[CM_X], c->hidden, true);
+    return cm_out_proj(g, &ly->out, g->buf[CM_COREB], vdim, n);
 }
 
 static int cm_block_mlp(struct cuda_model *g, int l, int64_t n)
@@ -1478,7 +1892,7 @@ static int cm_block_mlp(struct cuda_model *g, int l, int64_t n)
                                     .out = g->buf[CM_GU],
                                     .out_stride = I};
         CM_TRY(cm_kernel(g, cuda_matvec_rms(&a, g->stream), "cuda_matvec_rms (swiglu)"));
-        return cm_matmul1(g, &ly->down, g->buf[CM_GU], I, n, g->buf[CM_X], c->hidden, true);
+        return cm_out_proj(g, &ly->down, g->buf[CM_GU], I, n);
     }
     const struct cm_mat *w[2] = {&ly->gate, &ly->up};
     float *y[2] = {g->buf[CM_G], g->buf[CM_U]};
@@ -1497,7 +1911,7 @@ static int cm_block_mlp(struct cuda_model *g, int l, int64_t n)
             .n = I,
     };
     CM_TRY(cm_kernel(g, cuda_silu_mul(&sm, g->stream), "cuda_silu_mul"));
-    return cm_matmul1(g, &ly->down, g->buf[CM_GU], I, n, g->buf[CM_X], c->hidden, true);
+    return cm_out_proj(g, &ly->down, g->buf[CM_GU], I, n);
 }
 
 /* Everything between the upload of the ids and the logits on the GPU: the part a decode graph
@@ -1512,7 +1926,7 @@ static int cm_run(struct cuda_model *g, const struct cm_batch *b, enum model_log
     struct cuda_embed e = {
             .table_type = DTYPE_BF16,
             .table = g->embed,
-            .vocab = c->vocab_size,
+            .vocab = g->full.vocab_size, /* replicated on every rank */
             .dim = H,
             .ids = b->d_ids,
             .n_tok = b->n,
@@ -1624,15 +2038,45 @@ static int cm_forward(struct cuda_model *g, const int *slots, const int64_t *n_p
         CM_TRY(cm_run_graph(g, &b, n_out));
     else
         CM_TRY(cm_run(g, &b, which, n_out));
-    if (logits)
+    if (logits && g->tp <= 1)
         CM_TRY(cm_cuda(g,
                        cudaMemcpyAsync(logits, g->logits,
                                        sizeof(float) * (size_t)(n_out * c->vocab_size),
                                        cudaMemcpyDeviceToHost, g->stream),
                        "cudaMemcpyAsync (logits)"));
+    if (logits && g->tp > 1) /* this rank's vocabulary columns of every row */
+        CM_TRY(cm_cuda(g,
+                       cudaMemcpy2DAsync(logits + g->vocab_off,
+                                         sizeof(float) * (size_t)g->full.vocab_size, g->logits,
+                                         sizeof(float) * (size_t)c->vocab_size,
+                                         sizeof(float) * (size_t)c->vocab_size, (size_t)n_out,
+                                         cudaMemcpyDeviceToHost, g->stream),
+                       "cudaMemcpy2DAsync (logits)"));
     CM_TRY(cm_cuda(g, cudaStreamSynchronize(g->stream), "forward"));
     cm_marks_collect(g);
     return 0;
+}
+
+/* A forward call's arguments, shared by the ranks (each keeps its own row offsets). */
+struct cm_fwd {
+    const int *slots;
+    const int64_t *n_past;
+    const int32_t *const *tokens;
+    const int64_t *n_tokens;
+    int n_seqs;
+    enum model_logits which;
+    float *logits;
+};
+
+static int cm_forward_job(struct cuda_model *g, void *arg)
+{
+    const struct cm_fwd *f = arg;
+    int64_t *row0 = xmalloc(sizeof(int64_t) * (size_t)f->n_seqs);
+    int rc = cm_forward(g, f->slots, f->n_past, f->tokens, f->n_tokens, f->n_seqs, f->which,
+                        f->logits, row0);
+    free(row0);
+    g->n_marks = 0;
+    return rc;
 }
 
 int cuda_model_forward(struct cuda_model *g, const int *slots, const int64_t *n_past,
@@ -1644,11 +2088,8 @@ int cuda_model_forward(struct cuda_model *g, const int *slots, const int64_t *n_
         return cm_report(g, err, errlen);
     }
     cudaSetDevice(g->device);
-    int64_t *row0 = xmalloc(sizeof(int64_t) * (size_t)n_seqs);
-    int rc = cm_forward(g, slots, n_past, tokens, n_tokens, n_seqs, which, logits, row0);
-    free(row0);
-    g->n_marks = 0;
-    if (rc)
+    struct cm_fwd f = {slots, n_past, tokens, n_tokens, n_seqs, which, logits};
+    if (cm_on_ranks(g, cm_forward_job, &f))
         return cm_report(g, err, errlen);
     return 0;
 }

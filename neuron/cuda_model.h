@@ -22,8 +22,17 @@
  * of single tokens (a decode step) runs the whole model as one CUDA graph, captured once per
  * batch size and replayed with the step's token ids, positions and slots read from device
  * memory (graphs are recaptured after the pool or the scratch buffers move).
+ * Tensor parallelism (options tp > 1, built with NCCL): the model spans devices[0 .. tp) of
+ * one host as tp ranks, one NCCL communicator among them. Column-parallel q/k/v, gate/up and
+ * GDN in_proj_qkv/z/b/a, row-parallel o_proj, down_proj and GDN out_proj each followed by one
+ * fp32 all-reduce of the residual stream; attention split by KV heads (GQA groups whole), GDN
+ * by key heads with their value heads (conv, gates, recurrence, gated norm stay local), the
+ * lm_head by vocabulary rows (each rank copies its logits columns to the host), the embedding
+ * replicated. Each rank uploads only its share. Every call runs all ranks at once, ranks 1..
+ * on threads of their own; each rank captures its own decode graphs, all-reduces included.
+ * tp must divide the KV heads, the linear key and value heads and the intermediate size.
  * Thread safety: one call at a time per model; the calling thread's current device is set to
- * the model's GPU by every entry point.
+ * the model's (first) GPU by every entry point.
  * Errors: -1 with a message in err naming the model and the failing CUDA call or argument.
  */
 #ifndef CORTEX_NEURON_CUDA_MODEL_H
@@ -38,8 +47,12 @@
 
 struct cuda_model;
 
+#define CUDA_MODEL_MAX_TP 8
+
 struct cuda_model_options {
-    int device;          /* CUDA ordinal */
+    int device; /* CUDA ordinal (tp <= 1) */
+    int tp;     /* tensor-parallel degree; > 1: the model spans devices[0 .. tp) */
+    int devices[CUDA_MODEL_MAX_TP];
     int64_t max_context; /* tokens per sequence; < 1: the model's own (4096 when unknown) */
     bool no_graphs;      /* run decode steps launch by launch (tests compare both) */
     bool no_fusion;      /* separate norm and SwiGLU launches around the products of small
@@ -60,9 +73,11 @@ int cuda_model_create_random(const struct model_config *cfg, const char *name, u
 void cuda_model_destroy(struct cuda_model *g);
 
 int64_t cuda_model_max_context(const struct cuda_model *g);
-/* Bytes of weights on the GPU. */
+/* Bytes of weights on the GPUs (all ranks). */
 uint64_t cuda_model_weight_bytes(const struct cuda_model *g);
-/* Bytes one slot's state occupies at the pool's current cache length. */
+/* The tensor-parallel degree (1: one GPU). */
+int cuda_model_tp(const struct cuda_model *g);
+/* Bytes one slot's state occupies at the pool's current cache length (all ranks). */
 uint64_t cuda_model_slot_bytes(const struct cuda_model *g);
 
 /* A free slot with zeroed state into *slot (the pool grows when all are taken). */
@@ -93,6 +108,7 @@ enum cuda_model_op {
     CUDA_MODEL_OP_ATTENTION, /* q/k norms, RoPE, KV store, attention, output gate */
     CUDA_MODEL_OP_GDN,       /* conv, gates, recurrence, gated norm */
     CUDA_MODEL_OP_OTHER,     /* embedding, RMSNorms, SiLU-mul, biases */
+    CUDA_MODEL_OP_COMM,      /* tensor-parallel all-reduces (with the wait for the other ranks) */
     CUDA_MODEL_OP_COUNT
 };
 /* Profiling on: forward calls run without graphs and time each kernel class with CUDA events
@@ -100,7 +116,7 @@ enum cuda_model_op {
  * resets them. Off: graphs again. */
 void cuda_model_profile(struct cuda_model *g, bool on);
 void cuda_model_profile_read(struct cuda_model *g, double ms[CUDA_MODEL_OP_COUNT]);
-/* "matmul", "attention", "gdn", "other". */
+/* "matmul", "attention", "gdn", "other", "allreduce". */
 const char *cuda_model_op_name(enum cuda_model_op op);
 
 #endif

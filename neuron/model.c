@@ -167,32 +167,52 @@ int model_bind_mlp(struct model *m, int l, char *err, size_t errlen)
     return 0;
 }
 
-/* The CUDA ordinal a device name picks: -1 for the CPU ("cpu" or NULL), -2 when malformed. */
-static int model_parse_device(const char *device)
+#define MODEL_MAX_GPUS 8 /* CUDA_MODEL_MAX_TP */
+
+/* The CUDA ordinals a device name picks into ord[]: "cuda:N" one GPU, "cuda:N,M,..." a
+ * tensor-parallel model over those GPUs (distinct, at most MODEL_MAX_GPUS). Returns their
+ * count, 0 for the CPU ("cpu" or NULL), -1 when malformed. */
+static int model_parse_device(const char *device, int ord[MODEL_MAX_GPUS])
 {
     if (!device || strcmp(device, "cpu") == 0)
-        return -1;
+        return 0;
     if (strncmp(device, "cuda:", 5) != 0)
-        return -2;
-    char *end = NULL;
-    long n = strtol(device + 5, &end, 10);
-    if (end == device + 5 || *end != '\0' || n < 0 || n > 1023)
-        return -2;
-    return (int)n;
+        return -1;
+    const char *s = device + 5;
+    int n = 0;
+    for (;;) {
+        char *end = NULL;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0 || v > 1023 || n == MODEL_MAX_GPUS || (*end != '\0' && *end != ','))
+            return -1;
+        for (int i = 0; i < n; i++)
+            if (ord[i] == v)
+                return -1;
+        ord[n++] = (int)v;
+        if (*end == '\0')
+            return n;
+        s = end + 1;
+    }
 }
 
-/* model_create() for a GPU: the CUDA backend owns the weights and the sequence state. */
-static int model_create_gpu(struct model *m, int ordinal, const struct model_options *opt,
-                            char *err, size_t errlen)
+/* model_create() for GPUs: the CUDA backend owns the weights and the sequence state. */
+static int model_create_gpu(struct model *m, const int *ord, int n_gpus,
+                            const struct model_options *opt, char *err, size_t errlen)
 {
 #ifdef CORTEX_HAVE_CUDA
-    struct cuda_model_options co = {.device = ordinal, .max_context = opt->max_context};
+    struct cuda_model_options co = {.device = ord[0], .max_context = opt->max_context};
+    if (n_gpus > 1) {
+        co.tp = n_gpus;
+        for (int i = 0; i < n_gpus; i++)
+            co.devices[i] = ord[i];
+    }
     if (cuda_model_create(m->mf, &co, &m->gpu, err, errlen))
         return -1;
     m->max_context = cuda_model_max_context(m->gpu);
     return 0;
 #else
-    (void)ordinal;
+    (void)ord;
+    (void)n_gpus;
     (void)opt;
     return model_fail(m, err, errlen, "device %s: this build has no CUDA backend", m->device);
 #endif
@@ -206,15 +226,17 @@ int model_create(const struct model_file *mf, const struct model_options *opt, s
     m->mf = mf;
     m->cfg = mf->config;
     const struct model_config *c = &m->cfg;
-    int ordinal = model_parse_device(opt ? opt->device : NULL);
-    if (ordinal == -2) {
-        model_fail(m, err, errlen, "unknown device '%s' (expected \"cpu\" or \"cuda:N\")",
+    int ord[MODEL_MAX_GPUS];
+    int n_gpus = model_parse_device(opt ? opt->device : NULL, ord);
+    if (n_gpus < 0) {
+        model_fail(m, err, errlen,
+                   "unknown device '%s' (expected \"cpu\", \"cuda:N\" or \"cuda:N,M,...\")",
                    opt->device);
         goto fail;
     }
-    if (ordinal >= 0) {
-        snprintf(m->device, sizeof(m->device), "cuda:%d", ordinal);
-        if (model_create_gpu(m, ordinal, opt, err, errlen))
+    if (n_gpus > 0) {
+        snprintf(m->device, sizeof(m->device), "%s", opt->device);
+        if (model_create_gpu(m, ord, n_gpus, opt, err, errlen))
             goto fail;
         *out = m;
         return 0;

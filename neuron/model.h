@@ -34,7 +34,8 @@ struct model_seq;
 struct model_options {
     int threads;         /* threads for the pool, the caller included; < 1: all online CPUs */
     int64_t max_context; /* tokens per sequence; < 1: the model's own max_context */
-    const char *device;  /* NULL or "cpu": the CPU; "cuda:N": CUDA device N (CUDA builds) */
+    const char *device;  /* NULL or "cpu": the CPU; "cuda:N": CUDA device N; "cuda:N,M,...":
+                            tensor parallelism over those devices (CUDA builds with NCCL) */
 };
 
 enum model_logits {
@@ -54,7 +55,7 @@ const struct model_config *model_config(const struct model *m);
 int64_t model_max_context(const struct model *m);
 /* Threads of the model's pool (1 on a GPU). */
 int model_threads(const struct model *m);
-/* The device the model runs on: "cpu" or "cuda:N". */
+/* The device the model runs on: "cpu", "cuda:N" or "cuda:N,M,...". */
 const char *model_device(const struct model *m);
 /* Bytes of weights the model holds on its GPU (0 on the CPU, where they stay mapped). */
 uint64_t model_device_weight_bytes(const struct model *m);

@@ -73,7 +73,7 @@ struct model {
     const struct model_file *mf;
     struct cuda_model *gpu; /* the CUDA backend when the model runs on a GPU; then only mf,
                                cfg and max_context below are used */
-    char device[32];        /* "cpu" or "cuda:N" */
+    char device[64];        /* "cpu", "cuda:N" or "cuda:N,M,..." */
     struct model_config cfg;
     struct threadpool *tp;
     int64_t max_context;

@@ -1,6 +1,6 @@
 /*
- * neuron/neuron_bench.c — neuron-bench: the GPU forward pass timed on one GPU, against the
- * device's own copy bandwidth measured in the same run. Needs only CUDA (no database, no HTTP).
+ * neuron/neuron_bench.c — neuron-bench: the GPU forward pass timed on one GPU (or N, --tp),
+ * against the device's own copy bandwidth measured in the same run. Needs only CUDA (no database, no HTTP).
  *
  * The model comes from a config JSON (an HF config.json; bench/configs/ holds the Qwen3.6-27B
  * shape and small ones) with random bf16 weights drawn on the GPU, or from real files (-m).
@@ -12,7 +12,9 @@
  *     (weights, KV cache, GDN state read and written) over the step time as GB/s and as a share
  *     of the copy bandwidth;
  *   - one profiling pass per decode shape (no graph, CUDA events around each kernel class):
- *     milliseconds per step in matmul, attention, GDN and the rest.
+ *     milliseconds per step in matmul, attention, GDN, the rest and (--tp) the all-reduces.
+ * With --tp N the model spans devices 0 .. N-1 (tensor parallelism, cuda_model.h); GB/s then
+ * count every GPU's bytes and the copy share is of N times device 0's copy bandwidth.
  * The logits stay on the GPU (no device-to-host copy is timed). --json prints one JSON object.
  */
 #include "cuda_model.h"
@@ -31,6 +33,7 @@
 struct bench_opts {
     const char *config, *model;
     int device, repeats, steps;
+    int tp; /* tensor-parallel degree: devices 0 .. tp-1 */
     int64_t prefill[BENCH_MAX_LIST], context[BENCH_MAX_LIST];
     int batch[BENCH_MAX_LIST];
     int n_prefill, n_context, n_batch;
@@ -50,6 +53,8 @@ static void bench_usage(FILE *f)
             "  -c, --config FILE    HF config.json of the shape to build with random bf16 weights\n"
             "  -m, --model PATH     a real model (.gguf file or HF directory) instead\n"
             "  -d, --device N       CUDA device (default 0)\n"
+            "      --tp N           tensor parallelism over devices 0 .. N-1 (NCCL); copy\n"
+            "                       shares are then of N times device 0's copy bandwidth\n"
             "  -p, --prefill LIST   prompt lengths, comma-separated (default 512,4096; 0: none)\n"
             "  -b, --batch LIST     decode batch sizes (default 1,8,32)\n"
             "  -x, --context LIST   tokens each decoding sequence holds (default 1024,8192)\n"
@@ -86,18 +91,25 @@ static int bench_parse_list(const char *s, int64_t *out, int *n)
 
 static int bench_parse(int argc, char **argv, struct bench_opts *o)
 {
-    *o = (struct bench_opts){.repeats = 5, .steps = 16, .seed = 1};
+    *o = (struct bench_opts){.repeats = 5, .steps = 16, .seed = 1, .tp = 1};
     o->prefill[0] = 512, o->prefill[1] = 4096, o->n_prefill = 2;
     o->context[0] = 1024, o->context[1] = 8192, o->n_context = 2;
     o->batch[0] = 1, o->batch[1] = 8, o->batch[2] = 32, o->n_batch = 3;
-    static const struct option longs[] = {
-            {"config", required_argument, NULL, 'c'}, {"model", required_argument, NULL, 'm'},
-            {"device", required_argument, NULL, 'd'}, {"prefill", required_argument, NULL, 'p'},
-            {"batch", required_argument, NULL, 'b'},  {"context", required_argument, NULL, 'x'},
-            {"steps", required_argument, NULL, 's'},  {"repeats", required_argument, NULL, 'r'},
-            {"seed", required_argument, NULL, 'S'},   {"no-graphs", no_argument, NULL, 'G'},
-            {"no-fusion", no_argument, NULL, 'F'},    {"json", required_argument, NULL, 'J'},
-            {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const struct option longs[] = {{"config", required_argument, NULL, 'c'},
+                                          {"model", required_argument, NULL, 'm'},
+                                          {"device", required_argument, NULL, 'd'},
+                                          {"prefill", required_argument, NULL, 'p'},
+                                          {"batch", required_argument, NULL, 'b'},
+                                          {"context", required_argument, NULL, 'x'},
+                                          {"steps", required_argument, NULL, 's'},
+                                          {"repeats", required_argument, NULL, 'r'},
+                                          {"seed", required_argument, NULL, 'S'},
+                                          {"no-graphs", no_argument, NULL, 'G'},
+                                          {"no-fusion", no_argument, NULL, 'F'},
+                                          {"json", required_argument, NULL, 'J'},
+                                          {"tp", required_argument, NULL, 'T'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
     int ch;
     int64_t list[BENCH_MAX_LIST];
     int n;
@@ -111,6 +123,11 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
             break;
         case 'd':
             o->device = atoi(optarg);
+            break;
+        case 'T':
+            o->tp = atoi(optarg);
+            if (o->tp < 1 || o->tp > CUDA_MODEL_MAX_TP)
+                goto bad;
             break;
         case 'p':
             if (bench_parse_list(optarg, o->prefill, &o->n_prefill))
@@ -220,13 +237,14 @@ static int32_t bench_token(int64_t vocab)
 
 /* Bytes a decode step of batch sequences holding ctx tokens must move: every weight but the
  * embedding table (of which only batch rows are read; tied models read it whole as lm_head),
- * the KV cache read, and the GDN state read and written. */
+ * the KV cache read, and the GDN state read and written. Over tp GPUs the embedding is
+ * replicated on each and the lm_head split (cuda_model.h). */
 static double bench_step_bytes(const struct model_config *c, uint64_t weights, int batch,
-                               int64_t ctx)
+                               int64_t ctx, int tp)
 {
     double w = (double)weights;
-    if (!c->tie_embeddings)
-        w -= 2.0 * (double)c->vocab_size * (double)c->hidden;
+    if (!c->tie_embeddings || tp > 1)
+        w -= 2.0 * tp * (double)c->vocab_size * (double)c->hidden;
     double kv = 0.0, gdn = 0.0;
     for (int l = 0; l < c->n_layers; l++)
         if (c->arch == MODEL_ARCH_QWEN3_5 && c->layer_kinds[l] == LAYER_KIND_LINEAR_ATTENTION)
@@ -333,11 +351,12 @@ static json_t *bench_run(const struct bench_opts *o, struct cuda_model *g,
                 continue;
             }
             double step = bench_median(t, o->repeats);
-            double bytes = bench_step_bytes(c, cuda_model_weight_bytes(g), B, ctx);
+            double bytes = bench_step_bytes(c, cuda_model_weight_bytes(g), B, ctx, o->tp);
             json_object_set_new(row, "step_ms", json_real(step * 1e3));
             json_object_set_new(row, "tok_s", json_real((double)B / step));
             json_object_set_new(row, "gb_s", json_real(bytes / step / 1e9));
-            json_object_set_new(row, "copy_share", json_real(bytes / step / 1e9 / copy_gbs));
+            json_object_set_new(row, "copy_share",
+                                json_real(bytes / step / 1e9 / (copy_gbs * o->tp)));
             /* profiling pass: kernel classes, launch by launch */
             double ms[CUDA_MODEL_OP_COUNT];
             cuda_model_profile(g, true);
@@ -363,14 +382,16 @@ out:
 
 static void bench_print(const json_t *r)
 {
-    printf("neuron-bench: %s on %s, copy %.0f GB/s, weights %.2f GB\n",
+    printf("neuron-bench: %s on %lld x %s, copy %.0f GB/s (one GPU), weights %.2f GB\n",
            json_string_value(json_object_get(r, "model")),
+           (long long)json_integer_value(json_object_get(r, "tp")),
            json_string_value(json_object_get(r, "device")),
            json_real_value(json_object_get(r, "copy_gb_s")),
            json_real_value(json_object_get(r, "weight_gb")));
     size_t i;
     json_t *e;
-    printf("\nprefill   tokens      ms     tok/s | profile ms: matmul attention gdn other\n");
+    printf("\nprefill   tokens      ms     tok/s | profile ms: matmul attention gdn other "
+           "allreduce\n");
     json_array_foreach(json_object_get(r, "prefill"), i, e)
     {
         if (json_object_get(e, "error"))
@@ -379,18 +400,19 @@ static void bench_print(const json_t *r)
                    json_string_value(json_object_get(e, "error")));
         else {
             json_t *p = json_object_get(e, "profile_ms");
-            printf("          %6lld %7.1f %9.0f | %7.1f %7.1f %7.1f %7.1f\n",
+            printf("          %6lld %7.1f %9.0f | %7.1f %7.1f %7.1f %7.1f %7.1f\n",
                    (long long)json_integer_value(json_object_get(e, "tokens")),
                    json_real_value(json_object_get(e, "ms")),
                    json_real_value(json_object_get(e, "tok_s")),
                    json_real_value(json_object_get(p, "matmul")),
                    json_real_value(json_object_get(p, "attention")),
                    json_real_value(json_object_get(p, "gdn")),
-                   json_real_value(json_object_get(p, "other")));
+                   json_real_value(json_object_get(p, "other")),
+                   json_real_value(json_object_get(p, "allreduce")));
         }
     }
     printf("\ndecode  batch context  ms/step    tok/s    GB/s  of copy | profile ms/step: matmul "
-           "attention gdn other\n");
+           "attention gdn other allreduce\n");
     json_array_foreach(json_object_get(r, "decode"), i, e)
     {
         int b = (int)json_integer_value(json_object_get(e, "batch"));
@@ -401,15 +423,16 @@ static void bench_print(const json_t *r)
             continue;
         }
         json_t *p = json_object_get(e, "profile_ms");
-        printf("        %5d %7lld %8.2f %8.1f %7.0f %6.1f%% | %6.2f %6.2f %6.2f %6.2f\n", b, x,
-               json_real_value(json_object_get(e, "step_ms")),
+        printf("        %5d %7lld %8.2f %8.1f %7.0f %6.1f%% | %6.2f %6.2f %6.2f %6.2f %6.2f\n", b,
+               x, json_real_value(json_object_get(e, "step_ms")),
                json_real_value(json_object_get(e, "tok_s")),
                json_real_value(json_object_get(e, "gb_s")),
                100.0 * json_real_value(json_object_get(e, "copy_share")),
                json_real_value(json_object_get(p, "matmul")),
                json_real_value(json_object_get(p, "attention")),
                json_real_value(json_object_get(p, "gdn")),
-               json_real_value(json_object_get(p, "other")));
+               json_real_value(json_object_get(p, "other")),
+               json_real_value(json_object_get(p, "allreduce")));
     }
 }
 
@@ -442,7 +465,10 @@ int main(int argc, char **argv)
     struct cuda_model_options co = {.device = o.device,
                                     .max_context = max_ctx,
                                     .no_graphs = o.no_graphs,
-                                    .no_fusion = o.no_fusion};
+                                    .no_fusion = o.no_fusion,
+                                    .tp = o.tp};
+    for (int i = 0; i < o.tp; i++)
+        co.devices[i] = i;
     double t0 = bench_now();
     if (o.model) {
         if (model_file_open(o.model, &mf, err, sizeof(err)))
@@ -471,6 +497,7 @@ int main(int argc, char **argv)
     json_object_set_new(res, "model", json_string(o.model ? o.model : o.config));
     json_object_set_new(res, "device", json_string(prop.name));
     json_object_set_new(res, "copy_gb_s", json_real(copy));
+    json_object_set_new(res, "tp", json_integer(o.tp));
     json_object_set_new(res, "weight_gb", json_real((double)cuda_model_weight_bytes(g) / 1e9));
     json_object_set_new(res, "load_s", json_real(load_s));
     json_object_set_new(res, "graphs", json_boolean(!o.no_graphs));

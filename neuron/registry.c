@@ -331,13 +331,14 @@ static void registry_load_model(struct registry_model *m)
     registry_notify(r, m, REGISTRY_STATE_LOADING, NULL);
     if (!registry_preread(m))
         goto out;
-    /* the forward pass runs on the first GPU the model was placed on (one GPU per model for
-     * now: a placement over several GPUs runs on the first), else on the CPU */
-    char device[32] = "cpu";
-    for (size_t i = 0; i < r->n_devices; i++)
+    /* the forward pass runs on the GPUs the model was placed on ("cuda:0,1": tensor
+     * parallelism over them, cuda_model.h), else on the CPU */
+    char device[64] = "cpu";
+    for (size_t i = 0, n = 0; i < r->n_devices; i++)
         if (m->dev_bytes[i] > 0 && r->devices[i].kind == DEVICE_KIND_CUDA) {
-            device_label(&r->devices[i], device, sizeof device);
-            break;
+            size_t at = n ? strlen(device) : 0;
+            snprintf(device + at, sizeof device - at, n ? ",%d" : "cuda:%d", r->devices[i].ordinal);
+            n++;
         }
     struct engine_options eo = {
             .threads = r->opt.threads,

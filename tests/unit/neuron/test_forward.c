@@ -335,7 +335,9 @@ START_TEST(test_bad_requests)
     ck_assert_str_eq(model_device(ld.m), "cpu");
     ck_assert_int_eq(model_device_weight_bytes(ld.m), 0);
     struct model *m2 = NULL;
-    const char *bad_devices[] = {"gpu", "cuda:", "cuda:x", "cuda:-1", "CPU"};
+    const char *bad_devices[] = {"gpu",      "cuda:",    "cuda:x",
+                                 "cuda:-1",  "CPU",      "cuda:0,",
+                                 "cuda:0,0", "cuda:0;1", "cuda:0,1,2,3,4,5,6,7,8"};
     for (size_t i = 0; i < sizeof(bad_devices) / sizeof(bad_devices[0]); i++) {
         struct model_options opt = {.threads = 1, .device = bad_devices[i]};
         ck_assert_int_eq(model_create(ld.mf, &opt, &m2, err, sizeof(err)), -1);
@@ -345,6 +347,9 @@ START_TEST(test_bad_requests)
 #ifndef CORTEX_HAVE_CUDA
     struct model_options gpu = {.threads = 1, .device = "cuda:0"};
     ck_assert_int_eq(model_create(ld.mf, &gpu, &m2, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "no CUDA backend") != NULL, "%s", err);
+    struct model_options tp = {.threads = 1, .device = "cuda:0,1"}; /* tensor parallelism */
+    ck_assert_int_eq(model_create(ld.mf, &tp, &m2, err, sizeof(err)), -1);
     ck_assert_msg(strstr(err, "no CUDA backend") != NULL, "%s", err);
 #endif
     struct model_options cpu = {.threads = 1, .device = "cpu"};

@@ -1,0 +1,331 @@
+/*
+ * tests/kernels/test_cuda_tp.c — tensor parallelism of the CUDA backend (neuron/cuda_model.c
+ * with options tp = 2 over devices 0 and 1) against the same model on one GPU.
+ *
+ * Models: the tiny fixtures of tests/fixtures whose head counts divide by 2 (llama 4/2 heads,
+ * qwen2 with tied embeddings, qwen3_5 with 4/2 attention and 2/4 linear heads), uploaded from
+ * their files (each rank converts only its share), and a random-weight qwen3_5 model of a
+ * larger TP-compatible shape (8/2 heads of 64, 4/8 linear heads of 64, I 512, an odd vocabulary
+ * of 1001 split 501 + 500) built with cuda_model_create_random, whose ranks draw the same
+ * tensors as the one-GPU model and keep their shares. For each: the prefill logits of every
+ * position (an 80-token prompt on the random model: past one chunk of the chunked GDN prefill),
+ * token-by-token decode through the decode graphs, four sequences of different lengths decoded
+ * together (the cuBLASLt path), and greedy ids over 24 steps. TP-2 must equal TP-1 within
+ * BOUND_TP; the fixtures' TP-2 prefill is also checked against HF's golden logits. Greedy steps
+ * may differ only at near ties (the two tokens' TP-1 logits within NEAR_TIE of the row's largest
+ * |logit|); TP-1's choice is then fed to both. The fixtures also open through model.h with
+ * device "cuda:0,1" (as the neuron does) against HF. Exits 77 with fewer than two GPUs.
+ * CORTEX_SOURCE_DIR (default: the current directory) locates tests/fixtures.
+ */
+#include "cuda_device.h"
+#include "cuda_model.h"
+#include "ktest.h"
+#include "model.h"
+#include "model_file.h"
+#include "xalloc.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Two GPUs against one: the row-parallel products sum their halves in another order (fp32)
+ * and the bf16 activations may round differently after that; the same bound as batched
+ * against single-sequence decode in test_cuda_model.c. */
+#define BOUND_TP     1.5e-2
+#define BOUND_GOLDEN 2e-2 /* test_cuda_model.c's bound against HF's fp32 */
+#define NEAR_TIE     1e-2
+#define NB           4
+#define GREEDY_STEPS 24
+
+static const char *source_dir(void)
+{
+    const char *s = getenv("CORTEX_SOURCE_DIR");
+    return s ? s : ".";
+}
+
+static int fwd(struct cuda_model *g, int slot, int64_t past, const int32_t *tok, int64_t n,
+               enum model_logits which, float *logits)
+{
+    char err[512];
+    const int32_t *toks[1] = {tok};
+    int rc = cuda_model_forward(g, &slot, &past, toks, &n, 1, which, logits, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "cuda_model_forward: %s\n", err);
+    return rc;
+}
+
+static int64_t argmax(const float *x, int64_t n)
+{
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+static float max_abs(const float *x, int64_t n)
+{
+    float m = 0.0f;
+    for (int64_t i = 0; i < n; i++)
+        m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
+    return m;
+}
+
+/* Prompts of the test: deterministic ids below vocab. */
+static int32_t *make_ids(int64_t n, int64_t vocab, int64_t salt)
+{
+    int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++)
+        ids[i] = (int32_t)((i * 7919 + salt * 104729 + 13) % vocab);
+    return ids;
+}
+
+/* m[0] on one GPU, m[1] over two: prefill, decode, batched decode, greedy. golden: HF's
+ * prefill logits of prompt (or NULL). */
+static void compare(struct cuda_model *const m[2], const char *name, int64_t V,
+                    const int32_t *prompt, int64_t np, const float *golden)
+{
+    char shape[128], err[512];
+    int slot[2] = {-1, -1}, rc = 0;
+    float *out[2], *dec[2];
+    int64_t n_dec = 8;
+    int32_t *dtok = make_ids(n_dec, V, 3);
+    for (int k = 0; k < 2; k++) {
+        out[k] = xmalloc(sizeof(float) * (size_t)(np * V));
+        dec[k] = xmalloc(sizeof(float) * (size_t)(n_dec * V));
+        if (cuda_model_slot_acquire(m[k], &slot[k], err, sizeof(err))) {
+            fprintf(stderr, "slot: %s\n", err);
+            rc = -1;
+        }
+        if (rc == 0)
+            rc = fwd(m[k], slot[k], 0, prompt, np, MODEL_LOGITS_ALL, out[k]);
+        for (int64_t t = 0; t < n_dec && rc == 0; t++)
+            rc = fwd(m[k], slot[k], np + t, &dtok[t], 1, MODEL_LOGITS_LAST, dec[k] + t * V);
+    }
+    snprintf(shape, sizeof(shape), "%s prefill %lld tok", name, (long long)np);
+    ktest_check("tp2 prefill vs tp1", shape, rc, out[1], out[0], (size_t)(np * V), BOUND_TP);
+    if (golden)
+        ktest_check("tp2 prefill vs HF", shape, rc, out[1], golden, (size_t)(np * V), BOUND_GOLDEN);
+    snprintf(shape, sizeof(shape), "%s decode %lld steps", name, (long long)n_dec);
+    ktest_check("tp2 decode vs tp1 (graph)", shape, rc, dec[1], dec[0], (size_t)(n_dec * V),
+                BOUND_TP);
+
+    /* NB sequences of different prompt lengths, then 4 decode steps of all of them at once */
+    int bslot[2][NB];
+    float *bout[2];
+    int64_t steps = 4;
+    for (int k = 0; k < 2; k++) {
+        bout[k] = xmalloc(sizeof(float) * (size_t)(steps * NB * V));
+        int64_t past[NB], ones[NB];
+        int32_t tok[NB];
+        const int32_t *toks[NB];
+        for (int i = 0; i < NB && rc == 0; i++) {
+            rc = cuda_model_slot_acquire(m[k], &bslot[k][i], err, sizeof(err));
+            past[i] = np / (i + 1);
+            ones[i] = 1;
+            toks[i] = &tok[i];
+            if (rc == 0)
+                rc = fwd(m[k], bslot[k][i], 0, prompt, past[i], MODEL_LOGITS_LAST,
+                         bout[k]); /* overwritten below */
+        }
+        for (int64_t s = 0; s < steps && rc == 0; s++) {
+            for (int i = 0; i < NB; i++)
+                tok[i] = dtok[(s + i) % n_dec];
+            rc = cuda_model_forward(m[k], bslot[k], past, toks, ones, NB, MODEL_LOGITS_LAST,
+                                    bout[k] + s * NB * V, err, sizeof(err));
+            for (int i = 0; i < NB; i++)
+                past[i]++;
+        }
+        for (int i = 0; i < NB; i++)
+            cuda_model_slot_release(m[k], bslot[k][i]);
+    }
+    snprintf(shape, sizeof(shape), "%s %d seqs x %lld steps", name, NB, (long long)steps);
+    ktest_check("tp2 batched decode vs tp1", shape, rc, bout[1], bout[0], (size_t)(steps * NB * V),
+                BOUND_TP);
+
+    /* greedy from the prompt, both fed TP-1's choice */
+    float *gl[2] = {xmalloc(sizeof(float) * (size_t)V), xmalloc(sizeof(float) * (size_t)V)};
+    float ids[2][GREEDY_STEPS] = {{0}};
+    int ties = 0;
+    for (int k = 0; k < 2 && rc == 0; k++)
+        rc = cuda_model_slot_reset(m[k], slot[k], err, sizeof(err));
+    for (int k = 0; k < 2 && rc == 0; k++)
+        rc = fwd(m[k], slot[k], 0, prompt, np, MODEL_LOGITS_LAST, gl[k]);
+    for (int s = 0; s < GREEDY_STEPS && rc == 0; s++) {
+        int64_t a = argmax(gl[0], V), b = argmax(gl[1], V);
+        ids[0][s] = (float)a, ids[1][s] = (float)b;
+        if (a != b && fabsf(gl[0][a] - gl[0][b]) <= NEAR_TIE * max_abs(gl[0], V)) {
+            ties++;
+            ids[1][s] = (float)a;
+        }
+        int32_t next = (int32_t)a;
+        for (int k = 0; k < 2 && rc == 0; k++)
+            rc = fwd(m[k], slot[k], np + s, &next, 1, MODEL_LOGITS_LAST, gl[k]);
+    }
+    snprintf(shape, sizeof(shape), "%s %d steps (%d near ties)", name, GREEDY_STEPS, ties);
+    if (rc == 0 && memcmp(ids[0], ids[1], sizeof(ids[0])) != 0)
+        for (int s = 0; s < GREEDY_STEPS; s++)
+            if (ids[0][s] != ids[1][s])
+                fprintf(stderr, "greedy step %d: tp1 %g tp2 %g\n", s, ids[0][s], ids[1][s]);
+    ktest_check("tp2 greedy ids = tp1", shape, rc, ids[1], ids[0], GREEDY_STEPS, 0.0);
+
+    for (int k = 0; k < 2; k++) {
+        cuda_model_slot_release(m[k], slot[k]);
+        free(out[k]);
+        free(dec[k]);
+        free(bout[k]);
+        free(gl[k]);
+    }
+    free(dtok);
+}
+
+static void record_failure(const char *what, const char *name, const char *err)
+{
+    fprintf(stderr, "FAIL %s(%s): %s\n", what, name, err);
+    float zero = 0.0f;
+    ktest_check(what, name, -1, &zero, &zero, 1, 1.0);
+}
+
+static int create_pair(const struct model_file *mf, const struct model_config *cfg,
+                       const char *name, struct cuda_model *m[2])
+{
+    char err[512];
+    m[0] = m[1] = NULL;
+    for (int k = 0; k < 2; k++) {
+        struct cuda_model_options o = {
+                .device = 0, .max_context = 512, .tp = k ? 2 : 1, .devices = {0, 1}};
+        int rc = mf ? cuda_model_create(mf, &o, &m[k], err, sizeof(err))
+                    : cuda_model_create_random(cfg, name, 7, &o, &m[k], err, sizeof(err));
+        if (rc) {
+            record_failure(k ? "create tp2" : "create tp1", name, err);
+            cuda_model_destroy(m[0]);
+            return -1;
+        }
+    }
+    if (cuda_model_tp(m[1]) != 2) {
+        record_failure("cuda_model_tp", name, "not 2");
+        return -1;
+    }
+    return 0;
+}
+
+static void run_fixture(const char *name)
+{
+    char dir[1024], path[1200], err[512];
+    snprintf(dir, sizeof(dir), "%s/tests/fixtures/%s", source_dir(), name);
+    struct model_file *mf = NULL;
+    if (model_file_open(dir, &mf, err, sizeof(err))) {
+        record_failure("model_file_open", name, err);
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/golden.json", dir);
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    json_t *pt = j ? json_object_get(j, "prefill_tokens") : NULL;
+    int64_t np = (int64_t)json_array_size(pt), V = mf->config.vocab_size;
+    int32_t *prompt = xmalloc(sizeof(int32_t) * (size_t)(np ? np : 1));
+    for (int64_t i = 0; i < np; i++)
+        prompt[i] = (int32_t)json_integer_value(json_array_get(pt, (size_t)i));
+    float *golden = NULL;
+    snprintf(path, sizeof(path), "%s/prefill_logits.bin", dir);
+    FILE *f = fopen(path, "rb");
+    if (f && np > 0) {
+        golden = xmalloc(sizeof(float) * (size_t)(np * V));
+        if (fread(golden, sizeof(float), (size_t)(np * V), f) != (size_t)(np * V)) {
+            free(golden);
+            golden = NULL;
+        }
+    }
+    if (f)
+        fclose(f);
+    struct cuda_model *m[2];
+    if (np > 0 && create_pair(mf, NULL, name, m) == 0) {
+        compare(m, name, V, prompt, np, golden);
+        cuda_model_destroy(m[0]);
+        cuda_model_destroy(m[1]);
+    } else if (np == 0) {
+        record_failure("golden.json", name, "no prefill tokens");
+    }
+    /* the way the neuron opens it: model.h with device "cuda:0,1" */
+    struct model_options mo = {.threads = 1, .max_context = 256, .device = "cuda:0,1"};
+    struct model *mm = NULL;
+    if (golden && model_create(mf, &mo, &mm, err, sizeof(err)) == 0) {
+        float *out = xmalloc(sizeof(float) * (size_t)(np * V));
+        struct model_seq *sq = model_seq_create(mm);
+        struct model_seq *seqs[1] = {sq};
+        const int32_t *toks[1] = {prompt};
+        int rc = model_forward(mm, seqs, toks, &np, 1, MODEL_LOGITS_ALL, out, err, sizeof(err));
+        if (rc)
+            fprintf(stderr, "model_forward: %s\n", err);
+        snprintf(path, sizeof(path), "%s prefill %lld tok", name, (long long)np);
+        ktest_check("model.h cuda:0,1 vs HF", path, rc, out, golden, (size_t)(np * V),
+                    BOUND_GOLDEN);
+        model_seq_destroy(sq);
+        model_destroy(mm);
+        free(out);
+    } else if (golden) {
+        record_failure("model_create cuda:0,1", name, err);
+    }
+    free(golden);
+    free(prompt);
+    json_decref(j);
+    model_file_close(mf);
+}
+
+/* The qwen3_5 fixture's configuration at a larger shape, random weights. */
+static void run_random(void)
+{
+    char path[1200], err[512];
+    snprintf(path, sizeof(path), "%s/tests/fixtures/qwen3_5/config.json", source_dir());
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    if (!j) {
+        record_failure("config", "random qwen3_5", jerr.text);
+        return;
+    }
+    json_t *t = json_object_get(j, "text_config");
+    json_object_set_new(t, "hidden_size", json_integer(256));
+    json_object_set_new(t, "head_dim", json_integer(64));
+    json_object_set_new(t, "num_attention_heads", json_integer(8));
+    json_object_set_new(t, "num_key_value_heads", json_integer(2));
+    json_object_set_new(t, "linear_num_key_heads", json_integer(4));
+    json_object_set_new(t, "linear_num_value_heads", json_integer(8));
+    json_object_set_new(t, "linear_key_head_dim", json_integer(64));
+    json_object_set_new(t, "linear_value_head_dim", json_integer(64));
+    json_object_set_new(t, "intermediate_size", json_integer(512));
+    json_object_set_new(t, "vocab_size", json_integer(1001));
+    json_object_set_new(t, "max_position_embeddings", json_integer(512));
+    struct model_config cfg;
+    int rc = model_file_config_from_json(j, "random qwen3_5", &cfg, err, sizeof(err));
+    json_decref(j);
+    if (rc) {
+        record_failure("config", "random qwen3_5", err);
+        return;
+    }
+    struct cuda_model *m[2];
+    if (create_pair(NULL, &cfg, "random qwen3_5", m))
+        return;
+    int64_t np = 80;
+    int32_t *prompt = make_ids(np, cfg.vocab_size, 1);
+    compare(m, "random qwen3_5 H256", cfg.vocab_size, prompt, np, NULL);
+    free(prompt);
+    cuda_model_destroy(m[0]);
+    cuda_model_destroy(m[1]);
+}
+
+int main(void)
+{
+    ktest_init("test_cuda_tp");
+    int n = 0;
+    if (cuda_device_count(&n) != 0 || n < 2) {
+        printf("test_cuda_tp: %d CUDA device(s), tensor parallelism needs 2: skipped\n", n);
+        return 77;
+    }
+    run_fixture("llama");
+    run_fixture("qwen2");
+    run_fixture("qwen3_5");
+    run_random();
+    return ktest_finish();
+}
