@@ -223,9 +223,21 @@ def test_tokens_per_minute_across_gateways(fleet3):
         assert int(charged) == spent, (charged, spent)
     assert statuses[-1] == 429 and len(statuses) <= 3, statuses
     assert spent >= 40, spent
+    # Every gateway refuses the key once its sync thread has read the minute's total (every
+    # 100 ms here; a loaded CI machine may run it late, so allow a few seconds, and count what
+    # slips through meanwhile: tokens are charged after the fact, so a little overshoot is
+    # inherent, but not a whole minute of it).
     for gw in gws:
-        status, body, headers = chat(gw.api, secret, 8, anthropic=True)
-        assert status == 429, body
+        deadline = time.monotonic() + 5
+        admitted = 0
+        while True:
+            status, body, headers = chat(gw.api, secret, 1, anthropic=True)
+            if status == 429:
+                break
+            assert status == 200, body
+            admitted += 1
+            assert time.monotonic() < deadline and admitted <= 3, (admitted, body)
+            time.sleep(0.05)
         assert json.loads(body)["error"]["type"] == "rate_limit_error", body
 
 
