@@ -334,7 +334,7 @@ static void registry_load_model(struct registry_model *m)
     /* the forward pass runs on the GPUs the model was placed on ("cuda:0,1": tensor
      * parallelism over them, cuda_model.h), else on the CPU */
     char device[64] = "cpu";
-    for (size_t i = 0, n = 0; i < r->n_devices; i++)
+    for (size_t i = 0, n = 0; i < r->n_devices && !r->opt.compute_on_cpu; i++)
         if (m->dev_bytes[i] > 0 && r->devices[i].kind == DEVICE_KIND_CUDA) {
             size_t at = n ? strlen(device) : 0;
             snprintf(device + at, sizeof device - at, n ? ",%d" : "cuda:%d", r->devices[i].ordinal);

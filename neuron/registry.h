@@ -77,6 +77,9 @@ struct registry_options {
     size_t n_devices;
     const char *chat_template; /* template text used instead of every model's own (copied);
                                   NULL: each model's own */
+    bool compute_on_cpu;       /* run every forward pass on the CPU, whatever devices a model is
+                            accounted on (tests that make up GPU devices to check the
+                            accounting); false: on the GPUs it is placed on */
     registry_observer_fn observer;
     void *observer_ud;
 };

@@ -88,6 +88,7 @@ static struct registry *make(const struct device *devices, size_t n, struct seen
             .memory_budget = 1,
             .devices = devices,
             .n_devices = n,
+            .compute_on_cpu = true, /* the GPUs below are made up: accounting only */
             .observer = seen_observe,
             .observer_ud = s,
     };
