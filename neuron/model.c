@@ -454,7 +454,7 @@ uint64_t model_seq_memory_bytes(const struct model_seq *s)
     const struct model_config *c = &s->m->cfg;
 #ifdef CORTEX_HAVE_CUDA
     if (s->m->gpu)
-        return cuda_model_slot_bytes(s->m->gpu);
+        return cuda_model_slot_bytes(s->m->gpu, s->gpu_slot);
 #endif
     uint64_t kv_row = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float);
     uint64_t conv = (uint64_t)((c->lin_conv_kernel - 1) * model_conv_dim(c)) * sizeof(float);
