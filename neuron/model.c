@@ -200,7 +200,8 @@ static int model_create_gpu(struct model *m, const int *ord, int n_gpus,
                             const struct model_options *opt, char *err, size_t errlen)
 {
 #ifdef CORTEX_HAVE_CUDA
-    struct cuda_model_options co = {.device = ord[0], .max_context = opt->max_context};
+    struct cuda_model_options co = {
+            .device = ord[0], .max_context = opt->max_context, .cache_bytes = opt->kv_cache_bytes};
     if (n_gpus > 1) {
         co.tp = n_gpus;
         for (int i = 0; i < n_gpus; i++)
