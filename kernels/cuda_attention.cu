@@ -91,14 +91,18 @@ template <typename TKV, int DL> __global__ void attn_decode_kernel(struct attn_d
     const int64_t base = table ? 0 : slot * a.seq_stride;
     const TKV *kb = (const TKV *)a.k + base + (int64_t)kvh * hd + lane;
     const TKV *vb = (const TKV *)a.v + base + (int64_t)kvh * hd + lane;
+    /* the next position's row is looked up while this one's scores are computed, so the
+     * table read does not sit in front of every K/V load */
+    int64_t row = start + warp < end ? cuda_kv_row(table, a.block_size, start + warp) : 0;
     for (int64_t p = start + warp; p < end; p += ATTN_WARPS) {
         float kk[DL], vv[DL];
-        const int64_t at = cuda_kv_row(table, a.block_size, p) * a.kv_stride;
+        const int64_t at = row * a.kv_stride;
 #pragma unroll
         for (int i = 0; i < DL; i++) {
             kk[i] = cuda_to_f32(kb[at + 32 * i]);
             vv[i] = cuda_to_f32(vb[at + 32 * i]);
         }
+        row = p + ATTN_WARPS < end ? cuda_kv_row(table, a.block_size, p + ATTN_WARPS) : 0;
 #pragma unroll
         for (int j = 0; j < ATTN_MAX_GROUP; j++) {
             if (j >= a.block_heads)

@@ -109,14 +109,20 @@ static __device__ __forceinline__ void tc_load_tile(__nv_bfloat16 *tile, const _
                                                     int64_t t0, int64_t n_ctx, int64_t stride,
                                                     const int32_t *table, int block_size)
 {
-    constexpr int CH = D / 8, LD = D + 8;
+    constexpr int CH = D / 8, LD = D + 8, N = BN * CH / TC_THREADS;
+    /* every row looked up before the first copy is queued: the copies' asm (a memory clobber)
+     * would otherwise hold each table read in front of its copy, one at a time */
+    int32_t rows[N]; /* pool rows fit: 2^31 rows of a 27B layer would be 4 TB */
 #pragma unroll
-    for (int i = 0; i < BN * CH / TC_THREADS; i++) {
+    for (int i = 0; i < N; i++) {
+        int64_t p = t0 + (threadIdx.x + i * TC_THREADS) / CH;
+        rows[i] = p < n_ctx ? (int32_t)cuda_kv_row(table, block_size, p) : 0;
+    }
+#pragma unroll
+    for (int i = 0; i < N; i++) {
         int c = threadIdx.x + i * TC_THREADS, r = c / CH, cc = c % CH;
-        int64_t p = t0 + r;
-        bool ok = p < n_ctx;
-        int64_t row = ok ? cuda_kv_row(table, block_size, p) : 0;
-        tc_cp16(tc_smem(tile + r * LD + cc * 8), src + row * stride + cc * 8, ok);
+        tc_cp16(tc_smem(tile + r * LD + cc * 8), src + (int64_t)rows[i] * stride + cc * 8,
+                t0 + r < n_ctx);
     }
 }
 
