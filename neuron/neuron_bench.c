@@ -79,7 +79,8 @@ static void bench_usage(FILE *f)
             "                       output tok/s and time to first token p50 / p99\n"
             "      --prompt N       their prompt tokens (default 1024)\n"
             "      --gen N          tokens each generates (default 128)\n"
-            "      --chunk N        prompt tokens per sequence per step (default 512)\n"
+            "      --chunk N        prompt tokens per sequence per step (default 256,\n"
+            "                       the neuron's prefill-chunk)\n"
             "      --json FILE      also write the results as one JSON object to FILE ('-':\n"
             "                       to stdout instead of the table)\n"
             "  -h, --help           this text\n");
