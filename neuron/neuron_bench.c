@@ -114,7 +114,7 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
                              .tp = 1,
                              .prompt = 1024,
                              .gen = 128,
-                             .chunk = 512};
+                             .chunk = 256};
     o->prefill[0] = 512, o->prefill[1] = 4096, o->n_prefill = 2;
     o->context[0] = 1024, o->context[1] = 8192, o->n_context = 2;
     o->batch[0] = 1, o->batch[1] = 8, o->batch[2] = 32, o->n_batch = 3;
