@@ -5,7 +5,7 @@
  * -> embedding rows (x, fp32 [n, H]) -> per layer: RMSNorm + products (fp32 out; one
  * norm-fused launch for up to 3 rows, else the norm to bf16 then the products; the norms'
  * weights are folded into the matrices at upload) -> attention (q/k norms, RoPE and KV store
- * into the slot's bf16 cache in one pass, attention, output gate to bf16) or Gated DeltaNet
+ * into the paged bf16 cache in one pass, attention, output gate to bf16) or Gated DeltaNet
  * (conv, then gates + recurrence + gated norm to bf16: one fused kernel at decode, chunked
  * for long prompts) -> out projection accumulated into x -> RMSNorm + gate/up + SiLU-mul to
  * bf16 (one launch for small batches) -> down accumulated into x -> final norm of the rows
@@ -18,6 +18,13 @@
  * holds its share of the heads, the intermediate size and the lm_head rows, so the pass above
  * runs unchanged on each; the row-parallel products write their partial sums into the residual
  * stream and cm_allreduce() sums them across the ranks.
+ *
+ * Paged KV cache (cuda_model.h): each attention layer's k_cache / v_cache is a pool of blocks
+ * of kv_block positions; block ids are the same in every layer, so one host-side free list and
+ * one block table ([slots][table_cap] int32, copied to the GPU when it changed, before the
+ * step's kernels) serve them all. A forward call first gives each sequence the blocks its new
+ * length needs (cm_seq_blocks); decode graphs capture the table's device pointer, which moves
+ * only when the table grows (graphs are dropped then, as when the pools move).
  *
  * Shapes as in model_internal.h: H hidden, hd head dim, Nq / Nkv heads, Nk / Nv linear key /
  * value heads, Dk / Dv their dims, I intermediate, Kc conv kernel, n rows of the batch.
