@@ -54,8 +54,9 @@ struct attn_decode_args {
     const void *q, *k, *v;
     void *out;
     float *work;
-    const int32_t *lens, *slots;
-    int64_t q_stride, kv_stride, seq_stride, out_stride, max_len;
+    const int32_t *lens, *slots, *table;
+    int64_t q_stride, kv_stride, seq_stride, out_stride, max_len, table_stride;
+    int block_size;
     int n_heads, group, block_heads, n_splits;
     float scale;
     bool q_bf16, out_bf16;
@@ -86,15 +87,22 @@ template <typename TKV, int DL> __global__ void attn_decode_kernel(struct attn_d
         }
     }
     const int64_t slot = a.slots ? (int64_t)a.slots[seq] : (int64_t)seq;
-    const TKV *kb = (const TKV *)a.k + slot * a.seq_stride + (int64_t)kvh * hd + lane;
-    const TKV *vb = (const TKV *)a.v + slot * a.seq_stride + (int64_t)kvh * hd + lane;
+    const int32_t *table = a.table ? a.table + slot * a.table_stride : NULL;
+    const int64_t base = table ? 0 : slot * a.seq_stride;
+    const TKV *kb = (const TKV *)a.k + base + (int64_t)kvh * hd + lane;
+    const TKV *vb = (const TKV *)a.v + base + (int64_t)kvh * hd + lane;
+    /* the next position's row is looked up while this one's scores are computed, so the
+     * table read does not sit in front of every K/V load */
+    int64_t row = start + warp < end ? cuda_kv_row(table, a.block_size, start + warp) : 0;
     for (int64_t p = start + warp; p < end; p += ATTN_WARPS) {
         float kk[DL], vv[DL];
+        const int64_t at = row * a.kv_stride;
 #pragma unroll
         for (int i = 0; i < DL; i++) {
-            kk[i] = cuda_to_f32(kb[p * a.kv_stride + 32 * i]);
-            vv[i] = cuda_to_f32(vb[p * a.kv_stride + 32 * i]);
+            kk[i] = cuda_to_f32(kb[at + 32 * i]);
+            vv[i] = cuda_to_f32(vb[at + 32 * i]);
         }
+        row = p + ATTN_WARPS < end ? cuda_kv_row(table, a.block_size, p + ATTN_WARPS) : 0;
 #pragma unroll
         for (int j = 0; j < ATTN_MAX_GROUP; j++) {
             if (j >= a.block_heads)
@@ -216,16 +224,19 @@ extern "C" int cuda_attention_decode(const struct cuda_attention_decode *a, cuda
         a->n_heads % a->n_kv_heads || a->n_seqs < 0 || a->n_seqs > 65535 || a->max_len < 0 ||
         a->n_splits < 0 || a->n_splits > 65535 || a->kv_stride < kv_row ||
         (a->n_seqs > 1 && (a->q_stride < row || a->out_stride < row)) || !a->q || !a->k || !a->v ||
-        !a->lens || !a->out || !a->work)
+        !a->lens || !a->out || !a->work ||
+        (a->block_table && (a->block_size < 1 || a->table_stride * a->block_size < a->max_len)))
         return cuda_fail_args("cuda_attention_decode",
                               "types f32/bf16, head_dim 32/64/128/256, n_kv_heads divides "
-                              "n_heads, strides cover a row, every pointer set");
+                              "n_heads, strides cover a row, every pointer set, a block table "
+                              "covering max_len");
     if (a->n_seqs == 0)
         return 0;
     struct attn_decode_args d;
     d.q = a->q, d.k = a->k, d.v = a->v, d.out = a->out, d.work = (float *)a->work;
     d.lens = a->lens, d.slots = a->slots, d.q_stride = a->q_stride, d.kv_stride = a->kv_stride;
     d.seq_stride = a->seq_stride, d.out_stride = a->out_stride;
+    d.table = a->block_table, d.table_stride = a->table_stride, d.block_size = a->block_size;
     d.max_len = a->max_len > 0 ? a->max_len : 1;
     d.n_heads = a->n_heads, d.group = a->n_heads / a->n_kv_heads;
     d.block_heads = attn_block_heads(d.group);
@@ -243,6 +254,8 @@ extern "C" int cuda_attention_decode(const struct cuda_attention_decode *a, cuda
 struct attn_prefill_args {
     const void *q, *k, *v;
     void *out;
+    const int32_t *table;
+    int block_size;
     int64_t q_stride, kv_stride, out_stride, n_q, pos0;
     int group;
     float scale;
@@ -281,8 +294,9 @@ template <typename TKV, int DL> __global__ void attn_prefill_kernel(struct attn_
         for (int e = threadIdx.x; e < ATTN_TILE * hd; e += blockDim.x) {
             int pp = e / hd, d = e % hd;
             int64_t p = t0 + pp;
-            ks[pp][d] = p < n_ctx ? cuda_to_f32(kb[p * a.kv_stride + d]) : 0.0f;
-            vs[pp][d] = p < n_ctx ? cuda_to_f32(vb[p * a.kv_stride + d]) : 0.0f;
+            int64_t at = p < n_ctx ? cuda_kv_row(a.table, a.block_size, p) * a.kv_stride + d : 0;
+            ks[pp][d] = p < n_ctx ? cuda_to_f32(kb[at]) : 0.0f;
+            vs[pp][d] = p < n_ctx ? cuda_to_f32(vb[at]) : 0.0f;
         }
         __syncthreads();
         int n_tile = (int)min((int64_t)ATTN_TILE, n_ctx - t0);
@@ -365,10 +379,11 @@ extern "C" int cuda_attention_prefill(const struct cuda_attention_prefill *a, cu
         a->n_heads % a->n_kv_heads || a->n_heads > 65535 || a->n_q < 0 || a->pos0 < 0 ||
         a->kv_stride < kv_row || (a->n_q > 1 && (a->q_stride < row || a->out_stride < row)) ||
         !a->q || !a->k || !a->v || !a->out || a->impl < CUDA_ATTENTION_IMPL_AUTO ||
-        a->impl > CUDA_ATTENTION_IMPL_TENSOR)
+        a->impl > CUDA_ATTENTION_IMPL_TENSOR || (a->block_table && a->block_size < 1))
         return cuda_fail_args("cuda_attention_prefill",
                               "types f32/bf16, head_dim 32/64/128/256, n_kv_heads divides "
-                              "n_heads, strides cover a row, every pointer set, a known impl");
+                              "n_heads, strides cover a row, every pointer set, a known impl, "
+                              "block_size >= 1 with a block table");
     bool tensor = a->impl != CUDA_ATTENTION_IMPL_TILED && cuda_attention_prefill_tensor_ok(a);
     if (a->impl == CUDA_ATTENTION_IMPL_TENSOR && !tensor)
         return cuda_fail_args("cuda_attention_prefill",
@@ -380,6 +395,7 @@ extern "C" int cuda_attention_prefill(const struct cuda_attention_prefill *a, cu
         return cuda_attention_tc_prefill(a, stream);
     struct attn_prefill_args p;
     p.q = a->q, p.k = a->k, p.v = a->v, p.out = a->out;
+    p.table = a->block_table, p.block_size = a->block_size;
     p.q_stride = a->q_stride, p.kv_stride = a->kv_stride, p.out_stride = a->out_stride;
     p.n_q = a->n_q, p.pos0 = a->pos0, p.group = a->n_heads / a->n_kv_heads;
     p.scale = a->scale, p.q_bf16 = a->q_type == DTYPE_BF16, p.out_bf16 = a->out_type == DTYPE_BF16;

@@ -12,6 +12,11 @@
  * A row of q / out holds n_heads heads of head_dim elements (head h at h * head_dim); position p
  * of a cache starts at p * kv_stride elements and holds n_kv_heads heads of head_dim. All
  * pointers are device memory; the work is queued on stream; nothing is allocated.
+ *
+ * Paged caches: with a block table (block_table non-NULL) k and v are a pool of blocks of
+ * block_size positions (block b's position i at row b * block_size + i, rows kv_stride apart)
+ * and a sequence's position p lives in block table[p / block_size] of its table row: any
+ * blocks, in any order, so sequences share one pool without contiguous reservations.
  */
 #ifndef CORTEX_KERNELS_CUDA_ATTENTION_H
 #define CORTEX_KERNELS_CUDA_ATTENTION_H
@@ -49,6 +54,12 @@ struct cuda_attention_decode {
     void *work;
     const int32_t *slots; /* NULL, or [n_seqs] device array: sequence s's cache starts at
                              k + slots[s] * seq_stride (the engine's slot pool) */
+    /* Paged cache (see the contract): NULL, or a device array of rows table_stride apart;
+     * sequence s uses row slots[s] (row s without slots), and seq_stride is ignored. The table
+     * must cover max_len positions. */
+    const int32_t *block_table;
+    int64_t table_stride;
+    int block_size;
 };
 
 /* Splits the context into this many pieces for the shape (>= 1): enough blocks for the GPU of
@@ -84,6 +95,10 @@ struct cuda_attention_prefill {
     int n_heads, n_kv_heads, head_dim;
     float scale;
     enum cuda_attention_impl impl;
+    /* Paged cache (see the contract): NULL, or this sequence's block table (device memory)
+     * covering positions 0 .. pos0 + n_q - 1. */
+    const int32_t *block_table;
+    int block_size;
 };
 
 /* 1 when the tensor-core kernel can run the call on the current device: a bf16 cache whose

@@ -31,6 +31,8 @@ struct attn_tc_args {
     const void *q;
     const __nv_bfloat16 *k, *v;
     void *out;
+    const int32_t *table; /* paged cache: the sequence's block table, or NULL */
+    int block_size;
     int64_t q_stride, kv_stride, out_stride, n_q, pos0;
     int group;
     float scale_log2; /* scale * log2(e): scores go straight into exp2 */
@@ -100,18 +102,27 @@ static __device__ __forceinline__ float tc_exp2(float x)
 }
 
 /* Queues the copy of positions t0 .. t0 + BN - 1 of one KV head into a tile (rows of D + 8
- * elements); positions at or past n_ctx become zeros. */
+ * elements); positions at or past n_ctx become zeros. A paged cache maps each position to its
+ * row through the block table (rows stay 16-byte aligned: kv_stride is a multiple of 8). */
 template <int D, int BN>
 static __device__ __forceinline__ void tc_load_tile(__nv_bfloat16 *tile, const __nv_bfloat16 *src,
-                                                    int64_t t0, int64_t n_ctx, int64_t stride)
+                                                    int64_t t0, int64_t n_ctx, int64_t stride,
+                                                    const int32_t *table, int block_size)
 {
-    constexpr int CH = D / 8, LD = D + 8;
+    constexpr int CH = D / 8, LD = D + 8, N = BN * CH / TC_THREADS;
+    /* every row looked up before the first copy is queued: the copies' asm (a memory clobber)
+     * would otherwise hold each table read in front of its copy, one at a time */
+    int32_t rows[N]; /* pool rows fit: 2^31 rows of a 27B layer would be 4 TB */
 #pragma unroll
-    for (int i = 0; i < BN * CH / TC_THREADS; i++) {
+    for (int i = 0; i < N; i++) {
+        int64_t p = t0 + (threadIdx.x + i * TC_THREADS) / CH;
+        rows[i] = p < n_ctx ? (int32_t)cuda_kv_row(table, block_size, p) : 0;
+    }
+#pragma unroll
+    for (int i = 0; i < N; i++) {
         int c = threadIdx.x + i * TC_THREADS, r = c / CH, cc = c % CH;
-        int64_t p = t0 + r;
-        bool ok = p < n_ctx;
-        tc_cp16(tc_smem(tile + r * LD + cc * 8), src + (ok ? p : 0) * stride + cc * 8, ok);
+        tc_cp16(tc_smem(tile + r * LD + cc * 8), src + (int64_t)rows[i] * stride + cc * 8,
+                t0 + r < n_ctx);
     }
 }
 
@@ -181,7 +192,7 @@ __global__ void __launch_bounds__(TC_THREADS) attn_tc_kernel(struct attn_tc_args
         int r = c / CH, cc = c % CH;
         *(uint4 *)(qs + r * LD + cc * 8) = tc_load_q8<D>(a, m0 + r, h, cc);
     }
-    tc_load_tile<D, BN>(ks, kb, 0, n_ctx, a.kv_stride);
+    tc_load_tile<D, BN>(ks, kb, 0, n_ctx, a.kv_stride, a.table, a.block_size);
     tc_commit();
 
     /* ldmatrix row addresses of this lane: A from Q (rows 0-15, k halves), B from K (two
@@ -203,7 +214,7 @@ __global__ void __launch_bounds__(TC_THREADS) attn_tc_kernel(struct attn_tc_args
     for (int j = 0; j < n_tiles; j++) {
         const int64_t t0 = (int64_t)j * BN;
         __syncthreads(); /* every warp is done with V(j - 1) */
-        tc_load_tile<D, BN>(vs, vb, t0, n_ctx, a.kv_stride);
+        tc_load_tile<D, BN>(vs, vb, t0, n_ctx, a.kv_stride, a.table, a.block_size);
         tc_commit();
         tc_wait<1>();    /* K(j) (and Q) have landed for this thread ... */
         __syncthreads(); /* ... and for every thread */
@@ -231,7 +242,7 @@ __global__ void __launch_bounds__(TC_THREADS) attn_tc_kernel(struct attn_tc_args
         }
         __syncthreads(); /* every warp is done with K(j) */
         if (j + 1 < n_tiles)
-            tc_load_tile<D, BN>(ks, kb, t0 + BN, n_ctx, a.kv_stride);
+            tc_load_tile<D, BN>(ks, kb, t0 + BN, n_ctx, a.kv_stride, a.table, a.block_size);
         tc_commit(); /* possibly empty: keeps the group count the waits assume */
 
         /* mask and online softmax (scores already in log2 units); this lane holds columns
@@ -375,6 +386,7 @@ int cuda_attention_tc_prefill(const struct cuda_attention_prefill *a, cudaStream
     struct attn_tc_args p;
     p.q = a->q, p.k = (const __nv_bfloat16 *)a->k, p.v = (const __nv_bfloat16 *)a->v;
     p.out = a->out;
+    p.table = a->block_table, p.block_size = a->block_size;
     p.q_stride = a->q_stride, p.kv_stride = a->kv_stride, p.out_stride = a->out_stride;
     p.n_q = a->n_q, p.pos0 = a->pos0, p.group = a->n_heads / a->n_kv_heads;
     p.scale_log2 = a->scale * 1.4426950408889634f;

@@ -72,8 +72,13 @@ __global__ void __launch_bounds__(AP_WARPS * 32) attn_prep_kernel(struct cuda_at
             dst[i] = x[i];
     } else {
         __nv_bfloat16 *cache = (__nv_bfloat16 *)(kind == 1 ? p.k_cache : p.v_cache);
-        __nv_bfloat16 *dst = cache + (int64_t)p.slot[r] * p.slot_stride +
-                             (int64_t)pos * p.n_kv_heads * hp + (int64_t)h * hp;
+        int64_t slot = p.slot[r], row_elems = (int64_t)p.n_kv_heads * hp;
+        __nv_bfloat16 *dst = p.block_table
+                                     ? cache + cuda_kv_row(p.block_table + slot * p.table_stride,
+                                                           p.block_size, pos) *
+                                                       row_elems
+                                     : cache + slot * p.slot_stride + (int64_t)pos * row_elems;
+        dst += (int64_t)h * hp;
         for (int i = lane; i < hp; i += 32)
             dst[i] = __float2bfloat16_rn(x[i]);
     }
@@ -91,10 +96,11 @@ extern "C" int cuda_attn_prep(const struct cuda_attn_prep *a, cudaStream_t strea
         a->head_pad > CUDA_ATTN_PREP_MAX_HEAD || a->q_head_stride < hd || a->rot_dim < 0 ||
         a->rot_dim % 2 || a->rot_dim > hd || !rows_ok || !(a->eps >= 0.0f) || !a->q || !a->k ||
         !a->v || (a->rot_dim > 0 && !a->inv_freq) || !a->pos || !a->q_out || !a->k_cache ||
-        !a->v_cache || !a->slot)
+        !a->v_cache || !a->slot || (a->block_table && (a->block_size < 1 || a->table_stride < 1)))
         return cuda_fail_args("cuda_attn_prep",
                               "head_dim <= head_pad <= 256, q_head_stride >= head_dim, even "
-                              "rot_dim <= head_dim, strides that hold a row");
+                              "rot_dim <= head_dim, strides that hold a row, a block table with "
+                              "block_size >= 1");
     int64_t warps = a->rows * (a->n_heads + 2 * a->n_kv_heads);
     if (warps == 0)
         return 0;

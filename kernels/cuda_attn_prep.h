@@ -13,7 +13,10 @@
  * head_pad >= head_dim with zeros: queries go to q_out + r * q_out_stride + h * head_pad
  * (fp32), keys and values as bf16 to k_cache / v_cache + slot[r] * slot_stride +
  * pos[r] * (n_kv_heads * head_pad) + h * head_pad. pos and slot are [rows] device arrays (a
- * captured graph replays with new positions). head_pad <= CUDA_ATTN_PREP_MAX_HEAD. All pointers
+ * captured graph replays with new positions). A paged cache (block_table non-NULL; see
+ * cuda_attention.h) takes position pos[r] from row slot[r] of the block table instead:
+ * cache row table[slot[r] * table_stride + pos[r] / block_size] * block_size +
+ * pos[r] % block_size, rows n_kv_heads * head_pad apart (slot_stride is ignored). head_pad <= CUDA_ATTN_PREP_MAX_HEAD. All pointers
  * are device memory; the work is queued on stream; nothing is allocated.
  *
  * Why: unfused this was up to eight launches per attention layer (two norms, two RoPEs, three
@@ -48,9 +51,12 @@ struct cuda_attn_prep {
     const int32_t *pos;    /* [rows] */
     float *q_out;
     int64_t q_out_stride;
-    void *k_cache, *v_cache; /* bf16 */
-    int64_t slot_stride;     /* elements between slots */
-    const int32_t *slot;     /* [rows] */
+    void *k_cache, *v_cache;    /* bf16 */
+    int64_t slot_stride;        /* elements between slots */
+    const int32_t *slot;        /* [rows] */
+    const int32_t *block_table; /* paged cache, or NULL */
+    int64_t table_stride;
+    int block_size;
 };
 
 /* Queues the work; -1 (reason in cuda_last_error()) for bad shapes or a launch error. */

@@ -74,7 +74,12 @@ __global__ void kv_store_kernel(struct cuda_kv_store a)
     if (id >= a.rows * a.kv_dim)
         return;
     int64_t r = id / a.kv_dim, i = id % a.kv_dim;
-    int64_t dst = (int64_t)a.slot[r] * a.slot_stride + (int64_t)a.pos[r] * a.kv_dim + i;
+    int64_t slot = a.slot[r];
+    int64_t dst = a.block_table ? cuda_kv_row(a.block_table + slot * a.table_stride, a.block_size,
+                                              a.pos[r]) *
+                                                  a.kv_dim +
+                                          i
+                                : slot * a.slot_stride + (int64_t)a.pos[r] * a.kv_dim + i;
     ((__nv_bfloat16 *)a.k_cache)[dst] = __float2bfloat16(a.k[r * a.k_stride + i]);
     ((__nv_bfloat16 *)a.v_cache)[dst] = __float2bfloat16(a.v[r * a.v_stride + i]);
 }
@@ -82,7 +87,8 @@ __global__ void kv_store_kernel(struct cuda_kv_store a)
 extern "C" int cuda_kv_store(const struct cuda_kv_store *a, cudaStream_t stream)
 {
     if (!a->k || !a->v || !a->k_cache || !a->v_cache || !a->pos || !a->slot || a->rows < 0 ||
-        a->kv_dim < 1 || a->slot_stride < a->kv_dim ||
+        a->kv_dim < 1 || (!a->block_table && a->slot_stride < a->kv_dim) ||
+        (a->block_table && (a->block_size < 1 || a->table_stride < 1)) ||
         (a->rows > 1 && (a->k_stride < a->kv_dim || a->v_stride < a->kv_dim)))
         return cuda_fail_args("cuda_kv_store", "every pointer set, kv_dim >= 1, strides >= kv_dim");
     if (a->rows == 0)

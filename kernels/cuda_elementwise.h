@@ -44,7 +44,9 @@ int cuda_gate_store(const struct cuda_gate_store *a, cudaStream_t stream)
 /* For each of rows rows: its kv_dim keys and values (fp32, k + r * k_stride, v + r * v_stride)
  * go to cache position pos[r] of slot slot[r], as bf16: k_cache + slot[r] * slot_stride +
  * pos[r] * kv_dim (v_cache likewise). pos and slot are [rows] device arrays, so a captured
- * graph replays with new positions. */
+ * graph replays with new positions. A paged cache (block_table non-NULL, cuda_attention.h)
+ * puts it at row table[slot[r] * table_stride + pos[r] / block_size] * block_size +
+ * pos[r] % block_size of kv_dim elements instead (slot_stride ignored). */
 struct cuda_kv_store {
     const float *k, *v;
     int64_t k_stride, v_stride;
@@ -53,6 +55,9 @@ struct cuda_kv_store {
     const int32_t *pos, *slot;
     int64_t rows;
     int kv_dim;
+    const int32_t *block_table; /* paged cache, or NULL */
+    int64_t table_stride;
+    int block_size;
 };
 int cuda_kv_store(const struct cuda_kv_store *a, cudaStream_t stream)
         __attribute__((warn_unused_result));

@@ -68,6 +68,17 @@ __device__ __forceinline__ float cuda_silu(float x)
     return x / (1.0f + expf(-x));
 }
 
+/* The row of a KV cache that holds position p of a sequence: p itself in a contiguous cache,
+ * else through the sequence's block table (table[i] is the pool block of positions
+ * i * block_size .. (i + 1) * block_size - 1; rows of a block are consecutive). */
+__device__ __forceinline__ int64_t cuda_kv_row(const int32_t *table, int block_size, int64_t p)
+{
+    if (!table)
+        return p;
+    unsigned bs = (unsigned)block_size, pp = (unsigned)p;
+    return (int64_t)table[pp / bs] * block_size + (int64_t)(pp % bs);
+}
+
 /* Blocks for n items at threads per block, as the grid's x size (n > 0). */
 static inline unsigned cuda_blocks(int64_t n, int threads)
 {

@@ -5,7 +5,7 @@
  * -> embedding rows (x, fp32 [n, H]) -> per layer: RMSNorm + products (fp32 out; one
  * norm-fused launch for up to 3 rows, else the norm to bf16 then the products; the norms'
  * weights are folded into the matrices at upload) -> attention (q/k norms, RoPE and KV store
- * into the slot's bf16 cache in one pass, attention, output gate to bf16) or Gated DeltaNet
+ * into the paged bf16 cache in one pass, attention, output gate to bf16) or Gated DeltaNet
  * (conv, then gates + recurrence + gated norm to bf16: one fused kernel at decode, chunked
  * for long prompts) -> out projection accumulated into x -> RMSNorm + gate/up + SiLU-mul to
  * bf16 (one launch for small batches) -> down accumulated into x -> final norm of the rows
@@ -18,6 +18,13 @@
  * holds its share of the heads, the intermediate size and the lm_head rows, so the pass above
  * runs unchanged on each; the row-parallel products write their partial sums into the residual
  * stream and cm_allreduce() sums them across the ranks.
+ *
+ * Paged KV cache (cuda_model.h): each attention layer's k_cache / v_cache is a pool of blocks
+ * of kv_block positions; block ids are the same in every layer, so one host-side free list and
+ * one block table ([slots][table_cap] int32, copied to the GPU when it changed, before the
+ * step's kernels) serve them all. A forward call first gives each sequence the blocks its new
+ * length needs (cm_seq_blocks); decode graphs capture the table's device pointer, which moves
+ * only when the table grows (graphs are dropped then, as when the pools move).
  *
  * Shapes as in model_internal.h: H hidden, hd head dim, Nq / Nkv heads, Nk / Nv linear key /
  * value heads, Dk / Dv their dims, I intermediate, Kc conv kernel, n rows of the batch.
@@ -58,7 +65,9 @@
 #define CM_STAGE_BYTES   (16u << 20) /* each of the two pinned upload buffers */
 #define CM_MAX_GRAPH     256         /* decode batch sizes that get a graph */
 #define CM_MAX_MARKS     8192        /* profiling events per forward */
-#define CM_FIRST_CONTEXT 256         /* positions a fresh pool caches */
+#define CM_FIRST_CONTEXT 256         /* positions a fresh block table covers */
+#define CM_KV_BLOCK      32          /* positions per KV cache block (options.kv_block 0) */
+#define CM_FIRST_BLOCKS  64          /* blocks of a fresh growable pool */
 /* Rows up to which products use the matrix-vector kernel rather than cuBLASLt (cuda_gemm.h:
  * the grouped kernel wins up to 3 tokens on an H100, cuBLASLt from 4 on). */
 #define CM_MATVEC_MAX_ROWS CUDA_GEMM_MATVEC_MAX_N
@@ -93,8 +102,8 @@ struct cm_layer {
     float *lin_norm;                 /* [Dv] */
     /* MLP */
     struct cm_mat gate, up, down; /* [I, H] x2, [H, I] */
-    /* slot pool of this layer */
-    void *k_cache, *v_cache; /* bf16 [slots][ctx][Nkv*hd] */
+    /* KV block pool and GDN slot pool of this layer */
+    void *k_cache, *v_cache; /* bf16 [blocks][kv_block][Nkv*hp] */
     float *conv_state;       /* [slots][(Kc-1) * conv] */
     float *ssm_state;        /* [slots][Nv][Dk][Dv] */
 };
@@ -165,10 +174,23 @@ struct cuda_model {
     cudaEvent_t stage_done[2];
     float *row_tmp;
 
-    /* slot pool */
+    /* Slot pool: a slot is a sequence; its GDN state sits at its index in each layer's
+     * conv/ssm arrays, its KV positions in blocks of the attention layers' shared block pool,
+     * found through its row of the block table (the same block id in every attention layer). */
     int slots_cap;
-    int64_t ctx_cap;
+    int64_t ctx_cap; /* positions a block-table row covers: table_cap * kv_block */
     bool *slot_used;
+    int kv_block;         /* positions per block */
+    int64_t table_cap;    /* blocks per table row */
+    int32_t *table;       /* host [slots_cap][table_cap]: block of each slot's i-th block */
+    int32_t *table_dev;   /* its device copy, read by the attention kernels */
+    bool table_dirty;     /* table changed since the last copy */
+    int64_t *slot_blocks; /* [slots_cap] blocks each slot holds */
+    int64_t blocks_cap;   /* blocks in each attention layer's pool */
+    int32_t *free_blocks; /* [blocks_cap] stack of free block ids (lowest on top) */
+    int64_t n_free;
+    bool blocks_fixed;     /* reserved at load (options.cache_bytes): never grows */
+    uint64_t block_allocs; /* blocks handed out since load */
 
     /* scratch */
     void *buf[CM_BUF_COUNT];
@@ -840,6 +862,9 @@ static int cm_check_config(struct cuda_model *g)
     return 0;
 }
 
+static uint64_t cm_block_bytes(const struct cuda_model *g);
+static int cm_blocks_grow(struct cuda_model *g, int64_t blocks);
+
 static int cm_start(struct cuda_model *g, const struct cuda_model_options *opt)
 {
     g->no_graphs = opt && opt->no_graphs;
@@ -847,6 +872,7 @@ static int cm_start(struct cuda_model *g, const struct cuda_model_options *opt)
     g->max_context = opt && opt->max_context > 0 ? opt->max_context : g->cfg.max_context;
     if (g->max_context < 1)
         g->max_context = 4096;
+    g->kv_block = opt && opt->kv_block > 0 ? opt->kv_block : CM_KV_BLOCK;
     CM_TRY(cm_check_config(g));
     CM_TRY(cm_cuda(g, cudaSetDevice(g->device), "cudaSetDevice"));
     CM_TRY(cm_cuda(g, cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking),
@@ -871,6 +897,18 @@ static int cm_start(struct cuda_model *g, const struct cuda_model_options *opt)
     }
     free(g->row_tmp);
     g->row_tmp = NULL;
+    /* the KV block pool reserved once (every rank holds the same block ids, each its share) */
+    uint64_t block = cm_block_bytes(g) * (uint64_t)g->tp;
+    if (opt && opt->cache_bytes > 0 && block > 0) {
+        int64_t blocks = (int64_t)(opt->cache_bytes / block);
+        if (blocks < 1)
+            return cm_fail(g, "a KV cache of %llu bytes holds no block of %d positions",
+                           (unsigned long long)opt->cache_bytes, g->kv_block);
+        if (blocks > INT32_MAX)
+            blocks = INT32_MAX;
+        CM_TRY(cm_blocks_grow(g, blocks));
+        g->blocks_fixed = true;
+    }
     return 0;
 }
 
@@ -1085,6 +1123,10 @@ void cuda_model_destroy(struct cuda_model *g)
             cudaEventDestroy(g->marks[i]);
     free(g->row_tmp);
     free(g->slot_used);
+    free(g->table);
+    cudaFree(g->table_dev);
+    free(g->slot_blocks);
+    free(g->free_blocks);
     cuda_gemm_ctx_destroy(g->gemm);
 #ifdef CORTEX_HAVE_NCCL
     if (g->comm)
@@ -1132,23 +1174,44 @@ static int64_t cm_ssm_elems(const struct model_config *c)
     return (int64_t)c->lin_v_heads * c->lin_k_dim * c->lin_v_dim;
 }
 
-static uint64_t cm_slot_bytes(const struct cuda_model *g)
+/* Bytes of one KV block over every attention layer (keys and values, bf16). */
+static uint64_t cm_block_bytes(const struct cuda_model *g)
 {
     uint64_t bytes = 0;
     for (int l = 0; l < g->cfg.n_layers; l++)
         if (g->layers[l].kind == LAYER_KIND_ATTENTION)
-            bytes += 2 * 2 * (uint64_t)g->ctx_cap * (uint64_t)cm_kv_dim(g);
-        else
-            bytes += 4 * (uint64_t)(cm_conv_elems(&g->cfg) + cm_ssm_elems(&g->cfg));
+            bytes += 2 * 2 * (uint64_t)g->kv_block * (uint64_t)cm_kv_dim(g);
     return bytes;
 }
 
-uint64_t cuda_model_slot_bytes(const struct cuda_model *g)
+static uint64_t cm_slot_bytes(const struct cuda_model *g, int slot)
 {
-    uint64_t bytes = cm_slot_bytes(g);
-    for (int r = 1; g->ranks && r < g->tp; r++)
-        bytes += cm_slot_bytes(g->ranks[r]);
+    uint64_t bytes = 0;
+    for (int l = 0; l < g->cfg.n_layers; l++)
+        if (g->layers[l].kind == LAYER_KIND_LINEAR_ATTENTION)
+            bytes += 4 * (uint64_t)(cm_conv_elems(&g->cfg) + cm_ssm_elems(&g->cfg));
+    if (slot >= 0 && slot < g->slots_cap)
+        bytes += (uint64_t)g->slot_blocks[slot] * cm_block_bytes(g);
     return bytes;
+}
+
+uint64_t cuda_model_slot_bytes(const struct cuda_model *g, int slot)
+{
+    uint64_t bytes = cm_slot_bytes(g, slot);
+    for (int r = 1; g->ranks && r < g->tp; r++)
+        bytes += cm_slot_bytes(g->ranks[r], slot);
+    return bytes;
+}
+
+void cuda_model_cache_stats(const struct cuda_model *g, struct cuda_model_cache_stats *out)
+{
+    out->block_size = g->kv_block;
+    out->blocks = g->blocks_cap;
+    out->blocks_free = g->n_free;
+    out->block_allocs = g->block_allocs;
+    out->block_bytes = 0;
+    for (int r = 0; r < g->tp; r++)
+        out->block_bytes += cm_block_bytes(g->ranks ? g->ranks[r] : g);
 }
 
 /* ---- slot pool --------------------------------------------------------------------------- */
@@ -1179,8 +1242,35 @@ static int cm_regrow(struct cuda_model *g, void **p, size_t elem, int old_slots,
     return 0;
 }
 
-/* Makes room for slots slots of ctx positions: doubling (so growing a token at a time stays
- * cheap), or exactly (benchmarks that reserve their whole need up front). */
+/* Grows every attention layer's block pool to blocks blocks (contents kept) and puts the new
+ * ids on the free list, lowest on top. */
+static int cm_blocks_grow(struct cuda_model *g, int64_t blocks)
+{
+    if (blocks <= g->blocks_cap)
+        return 0;
+    int64_t row = (int64_t)g->kv_block * cm_kv_dim(g);
+    cm_graphs_drop(g); /* they hold the old pointers */
+    for (int l = 0; l < g->cfg.n_layers; l++) {
+        struct cm_layer *ly = &g->layers[l];
+        if (ly->kind != LAYER_KIND_ATTENTION)
+            continue;
+        CM_TRY(cm_regrow(g, &ly->k_cache, 2, 1, g->blocks_cap * row, 1, blocks * row));
+        CM_TRY(cm_regrow(g, &ly->v_cache, 2, 1, g->blocks_cap * row, 1, blocks * row));
+    }
+    g->free_blocks = xrealloc(g->free_blocks, sizeof(int32_t) * (size_t)blocks);
+    /* the stack's top is its end: new ids go below the free ones already there */
+    int64_t added = blocks - g->blocks_cap;
+    memmove(g->free_blocks + added, g->free_blocks, sizeof(int32_t) * (size_t)g->n_free);
+    for (int64_t i = 0; i < added; i++)
+        g->free_blocks[i] = (int32_t)(blocks - 1 - i);
+    g->n_free += added;
+    g->blocks_cap = blocks;
+    return 0;
+}
+
+/* Makes room for slots slots (GDN state, table rows) whose table rows cover ctx positions:
+ * doubling (so growing a token at a time stays cheap), or exactly (benchmarks that reserve
+ * their whole need up front). KV blocks are not part of it (cm_seq_blocks). */
 static int cm_pool_grow(struct cuda_model *g, int slots, int64_t ctx, bool exact)
 {
     const struct model_config *c = &g->cfg;
@@ -1202,28 +1292,89 @@ static int cm_pool_grow(struct cuda_model *g, int slots, int64_t ctx, bool exact
         new_ctx *= 2;
     if (new_ctx > g->max_context)
         new_ctx = g->max_context;
+    int64_t new_tcap = (new_ctx + g->kv_block - 1) / g->kv_block;
+    if (new_tcap < g->table_cap)
+        new_tcap = g->table_cap;
     cm_graphs_drop(g); /* they hold the old pointers */
-    for (int l = 0; l < c->n_layers; l++) {
+    for (int l = 0; l < c->n_layers && new_slots > g->slots_cap; l++) {
         struct cm_layer *ly = &g->layers[l];
-        if (ly->kind == LAYER_KIND_ATTENTION) {
-            int64_t kv = cm_kv_dim(g);
-            CM_TRY(cm_regrow(g, &ly->k_cache, 2, g->slots_cap, g->ctx_cap * kv, new_slots,
-                             new_ctx * kv));
-            CM_TRY(cm_regrow(g, &ly->v_cache, 2, g->slots_cap, g->ctx_cap * kv, new_slots,
-                             new_ctx * kv));
-        } else if (new_slots > g->slots_cap) {
-            CM_TRY(cm_regrow(g, (void **)&ly->conv_state, 4, g->slots_cap, cm_conv_elems(c),
-                             new_slots, cm_conv_elems(c)));
-            CM_TRY(cm_regrow(g, (void **)&ly->ssm_state, 4, g->slots_cap, cm_ssm_elems(c),
-                             new_slots, cm_ssm_elems(c)));
-        }
+        if (ly->kind != LAYER_KIND_LINEAR_ATTENTION)
+            continue;
+        CM_TRY(cm_regrow(g, (void **)&ly->conv_state, 4, g->slots_cap, cm_conv_elems(c), new_slots,
+                         cm_conv_elems(c)));
+        CM_TRY(cm_regrow(g, (void **)&ly->ssm_state, 4, g->slots_cap, cm_ssm_elems(c), new_slots,
+                         cm_ssm_elems(c)));
     }
+    /* the block table: old rows kept, new entries -1 (no block) */
+    size_t entries = (size_t)new_slots * (size_t)new_tcap;
+    int32_t *t = xmalloc(sizeof(int32_t) * entries);
+    for (size_t i = 0; i < entries; i++)
+        t[i] = -1;
+    for (int s = 0; s < g->slots_cap; s++)
+        memcpy(t + (size_t)s * (size_t)new_tcap, g->table + (size_t)s * (size_t)g->table_cap,
+               sizeof(int32_t) * (size_t)g->table_cap);
+    int32_t *td = NULL;
+    if (cm_cuda(g, cudaMalloc((void **)&td, sizeof(int32_t) * entries),
+                "cudaMalloc (block table)")) {
+        free(t);
+        return -1;
+    }
+    free(g->table);
+    cudaFree(g->table_dev);
+    g->table = t, g->table_dev = td, g->table_dirty = true;
     g->slot_used = xrealloc(g->slot_used, sizeof(bool) * (size_t)new_slots);
+    g->slot_blocks = xrealloc(g->slot_blocks, sizeof(int64_t) * (size_t)new_slots);
     for (int i = g->slots_cap; i < new_slots; i++)
-        g->slot_used[i] = false;
+        g->slot_used[i] = false, g->slot_blocks[i] = 0;
     g->slots_cap = new_slots;
-    g->ctx_cap = new_ctx;
+    g->table_cap = new_tcap;
+    g->ctx_cap = new_tcap * g->kv_block;
     return 0;
+}
+
+/* Gives slot blocks for its first positions positions from the free list (the pool doubles
+ * when it runs dry, unless reserved at load: then -1, the cache is full). */
+static int cm_seq_blocks(struct cuda_model *g, int slot, int64_t positions)
+{
+    int64_t need = (positions + g->kv_block - 1) / g->kv_block;
+    int64_t missing = need - g->slot_blocks[slot];
+    if (missing <= 0)
+        return 0;
+    if (missing > g->n_free) {
+        if (g->blocks_fixed)
+            return cm_fail(g,
+                           "the KV cache is full: %lld more blocks of %d positions wanted, "
+                           "%lld of %lld free",
+                           (long long)missing, g->kv_block, (long long)g->n_free,
+                           (long long)g->blocks_cap);
+        int64_t blocks = g->blocks_cap ? g->blocks_cap : CM_FIRST_BLOCKS;
+        while (blocks - g->blocks_cap + g->n_free < missing)
+            blocks *= 2;
+        CM_TRY(cm_blocks_grow(g, blocks));
+    }
+    int32_t *row = g->table + (size_t)slot * (size_t)g->table_cap;
+    for (int64_t i = g->slot_blocks[slot]; i < need; i++)
+        row[i] = g->free_blocks[--g->n_free];
+    g->block_allocs += (uint64_t)missing;
+    g->slot_blocks[slot] = need;
+    g->table_dirty = true;
+    return 0;
+}
+
+/* Returns slot's blocks to the free list (last-allocated first, so a sequence that comes back
+ * at once gets the same blocks). */
+static void cm_seq_free(struct cuda_model *g, int slot)
+{
+    if (slot < 0 || slot >= g->slots_cap)
+        return;
+    int32_t *row = g->table + (size_t)slot * (size_t)g->table_cap;
+    for (int64_t i = g->slot_blocks[slot] - 1; i >= 0; i--) {
+        g->free_blocks[g->n_free++] = row[i];
+        row[i] = -1;
+    }
+    if (g->slot_blocks[slot])
+        g->table_dirty = true;
+    g->slot_blocks[slot] = 0;
 }
 
 /* The slot calls run rank by rank: every rank holds the same slots (its share of each
@@ -1238,13 +1389,17 @@ static int cm_reserve(struct cuda_model *g, int n_slots, int64_t positions)
     cudaSetDevice(g->device);
     if (positions > g->max_context)
         positions = g->max_context;
-    return cm_pool_grow(g, n_slots, positions, true);
+    CM_TRY(cm_pool_grow(g, n_slots, positions, true));
+    if (g->blocks_fixed)
+        return 0;
+    return cm_blocks_grow(g, (int64_t)n_slots * ((positions + g->kv_block - 1) / g->kv_block));
 }
 
 static int cm_slot_reset(struct cuda_model *g, int slot)
 {
     const struct model_config *c = &g->cfg;
     cudaSetDevice(g->device);
+    cm_seq_free(g, slot);
     for (int l = 0; l < c->n_layers; l++) {
         struct cm_layer *ly = &g->layers[l];
         if (ly->kind != LAYER_KIND_LINEAR_ATTENTION)
@@ -1325,8 +1480,10 @@ void cuda_model_slot_release(struct cuda_model *g, int slot)
 {
     for (int r = 0; r < g->tp; r++) {
         struct cuda_model *m = cm_rank(g, r);
-        if (slot >= 0 && slot < m->slots_cap)
+        if (slot >= 0 && slot < m->slots_cap) {
             m->slot_used[slot] = false;
+            cm_seq_free(m, slot);
+        }
     }
 }
 
@@ -1593,7 +1750,6 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
     int64_t hp = g->head_pad, q_pad = (int64_t)c->n_heads * hp, kv_pad = cm_kv_dim(g);
     bool pad = hp != hd;
     float *qa = g->buf[CM_QP];
-    int64_t slot_stride = g->ctx_cap * kv_pad;
     struct cuda_attn_prep ap = {
             .rows = n,
             .n_heads = c->n_heads,
@@ -1619,8 +1775,10 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
             .q_out_stride = q_pad,
             .k_cache = ly->k_cache,
             .v_cache = ly->v_cache,
-            .slot_stride = slot_stride,
             .slot = b->d_rowslot,
+            .block_table = g->table_dev,
+            .table_stride = g->table_cap,
+            .block_size = g->kv_block,
     };
     CM_TRY(cm_kernel(g, cuda_attn_prep(&ap, g->stream), "cuda_attn_prep"));
 
@@ -1646,7 +1804,6 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
                     .k = ly->k_cache,
                     .v = ly->v_cache,
                     .kv_stride = kv_pad,
-                    .seq_stride = slot_stride,
                     .lens = b->d_lens + i,
                     .max_len = g->ctx_cap,
                     .out = (char *)out + out_off,
@@ -1659,18 +1816,20 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
                     .n_splits = 0,
                     .work = g->attn_work,
                     .slots = b->d_seqslot + i,
+                    .block_table = g->table_dev,
+                    .table_stride = g->table_cap,
+                    .block_size = g->kv_block,
             };
             CM_TRY(cm_kernel(g, cuda_attention_decode(&d, g->stream), "cuda_attention_decode"));
         } else {
-            size_t cache_off = (size_t)b->slots[i] * (size_t)slot_stride * 2;
             struct cuda_attention_prefill p = {
                     .q_type = DTYPE_F32,
                     .kv_type = DTYPE_BF16,
                     .out_type = out_type,
                     .q = qa + r0 * q_pad,
                     .q_stride = q_pad,
-                    .k = (char *)ly->k_cache + cache_off,
-                    .v = (char *)ly->v_cache + cache_off,
+                    .k = ly->k_cache,
+                    .v = ly->v_cache,
                     .kv_stride = kv_pad,
                     .out = (char *)out + out_off,
                     .out_stride = q_pad,
@@ -1680,6 +1839,8 @@ static int cm_block_attention(struct cuda_model *g, int l, const struct cm_batch
                     .n_kv_heads = c->n_kv_heads,
                     .head_dim = (int)hp,
                     .scale = scale,
+                    .block_table = g->table_dev + (size_t)b->slots[i] * (size_t)g->table_cap,
+                    .block_size = g->kv_block,
             };
             CM_TRY(cm_kernel(g, cuda_attention_prefill(&p, g->stream), "cuda_attention_prefill"));
         }
@@ -1999,6 +2160,17 @@ static int cm_forward(struct cuda_model *g, const int *slots, const int64_t *n_p
     }
     int64_t n_out = which == MODEL_LOGITS_ALL ? n : n_seqs;
     CM_TRY(cm_pool_grow(g, 0, need, false));
+    for (int i = 0; i < n_seqs; i++)
+        CM_TRY(cm_seq_blocks(g, slots[i], n_past[i] + n_tokens[i]));
+    if (g->table_dirty) {
+        CM_TRY(cm_cuda(
+                g,
+                cudaMemcpyAsync(g->table_dev, g->table,
+                                sizeof(int32_t) * (size_t)g->slots_cap * (size_t)g->table_cap,
+                                cudaMemcpyHostToDevice, g->stream),
+                "cudaMemcpyAsync (block table)"));
+        g->table_dirty = false;
+    }
     CM_TRY(cm_scratch(g, n));
     CM_TRY(cm_logits_room(g, n_out));
     CM_TRY(cm_attn_work(g, decode ? n_seqs : 1));

@@ -9,11 +9,19 @@
  * alone, with random weights generated on the GPU (benchmarks). The model_file must outlive
  * the model only during cuda_model_create(): nothing on the host points into it afterwards.
  *
- * Sequences live in slots: each slot owns, on the GPU, a bf16 KV cache per attention layer and
- * the fp32 conv and recurrent state per Gated DeltaNet layer. The slot pool grows on demand (in
- * slots and in cached positions, up to max_context), so a batch of sequences is any set of
- * slots; the kernels find each sequence's state through a device array of slot numbers.
- * Sequence lengths are the caller's (model.c keeps them in struct model_seq).
+ * Sequences live in slots: each slot owns, on the GPU, the fp32 conv and recurrent state per
+ * Gated DeltaNet layer and a row of the block table. The attention layers' bf16 KV caches are
+ * paged: one pool of blocks of kv_block positions (the same block id in every attention layer),
+ * a free list, and per slot a table of the blocks that hold its positions 0, kv_block, ... in
+ * any order. A forward call takes blocks from the free list as its sequences grow; releasing
+ * or resetting a slot puts its blocks back, so many short sequences and a few long ones share
+ * the memory. With options.cache_bytes the pool is reserved once at load and never grows (a
+ * forward call that needs more blocks than are free fails: the cache is full); without, it
+ * doubles when it runs dry. The slot pool grows on demand (in slots and in the positions a
+ * table row covers, up to max_context), so a batch of sequences is any set of slots; the
+ * kernels find each sequence's state through a device array of slot numbers, and its KV
+ * positions through the device copy of the block table. Sequence lengths are the caller's
+ * (model.c keeps them in struct model_seq).
  *
  * cuda_model_forward() runs a batch as model_forward() does (model.h): all rows go through each
  * weight matrix together — the bf16 matrix-vector kernels for 1-3 rows (where they beat
@@ -53,10 +61,12 @@ struct cuda_model_options {
     int device; /* CUDA ordinal (tp <= 1) */
     int tp;     /* tensor-parallel degree; > 1: the model spans devices[0 .. tp) */
     int devices[CUDA_MODEL_MAX_TP];
-    int64_t max_context; /* tokens per sequence; < 1: the model's own (4096 when unknown) */
-    bool no_graphs;      /* run decode steps launch by launch (tests compare both) */
-    bool no_fusion;      /* separate norm and SwiGLU launches around the products of small
+    int64_t max_context;  /* tokens per sequence; < 1: the model's own (4096 when unknown) */
+    bool no_graphs;       /* run decode steps launch by launch (tests compare both) */
+    bool no_fusion;       /* separate norm and SwiGLU launches around the products of small
                             batches instead of cuda_matvec_rms (benchmarks compare both) */
+    int kv_block;         /* positions per KV cache block; < 1: 32 */
+    uint64_t cache_bytes; /* > 0: the KV block pool reserved at load, all ranks together */
 };
 
 /* Uploads mf's weights to the GPU. On success *out is the caller's, freed with
@@ -77,19 +87,31 @@ int64_t cuda_model_max_context(const struct cuda_model *g);
 uint64_t cuda_model_weight_bytes(const struct cuda_model *g);
 /* The tensor-parallel degree (1: one GPU). */
 int cuda_model_tp(const struct cuda_model *g);
-/* Bytes one slot's state occupies at the pool's current cache length (all ranks). */
-uint64_t cuda_model_slot_bytes(const struct cuda_model *g);
+/* Bytes slot's state occupies now: its GDN state plus the KV blocks it holds (all ranks). */
+uint64_t cuda_model_slot_bytes(const struct cuda_model *g, int slot);
 
-/* A free slot with zeroed state into *slot (the pool grows when all are taken). */
+/* The KV block pool (rank 0's; every rank holds the same block ids). */
+struct cuda_model_cache_stats {
+    int block_size;        /* positions per block */
+    int64_t blocks;        /* blocks in the pool */
+    int64_t blocks_free;   /* on the free list */
+    uint64_t block_allocs; /* blocks handed out since load (a reused block counts again) */
+    uint64_t block_bytes;  /* one block over every attention layer and rank */
+};
+void cuda_model_cache_stats(const struct cuda_model *g, struct cuda_model_cache_stats *out);
+
+/* A free slot with zeroed state and no KV blocks into *slot (the pool grows when all are
+ * taken). */
 int cuda_model_slot_acquire(struct cuda_model *g, int *slot, char *err, size_t errlen)
         __attribute__((warn_unused_result));
-/* Returns a slot to the pool; ignores -1. */
+/* Returns a slot and its KV blocks to the pools; ignores -1. */
 void cuda_model_slot_release(struct cuda_model *g, int slot);
-/* Zeroes the slot's GDN state (KV positions are overwritten as a sequence grows). */
+/* Zeroes the slot's GDN state and returns its KV blocks (the sequence starts over). */
 int cuda_model_slot_reset(struct cuda_model *g, int slot, char *err, size_t errlen)
         __attribute__((warn_unused_result));
-/* Makes room for at least n_slots slots of positions cached positions each (benchmarks
- * reserve up front; forward calls grow the pool themselves). */
+/* Makes room for at least n_slots slots of positions cached positions each, KV blocks
+ * included unless the pool was reserved at load (benchmarks reserve up front; forward calls
+ * grow the pools themselves). */
 int cuda_model_reserve(struct cuda_model *g, int n_slots, int64_t positions, char *err,
                        size_t errlen) __attribute__((warn_unused_result));
 

@@ -70,7 +70,8 @@ int engine_open(const char *path, const struct engine_options *opt, struct engin
         goto fail;
     struct model_options mo = {.threads = opt ? opt->threads : 0,
                                .max_context = opt ? opt->max_context : 0,
-                               .device = opt ? opt->device : NULL};
+                               .device = opt ? opt->device : NULL,
+                               .kv_cache_bytes = opt ? opt->kv_cache_bytes : 0};
     if (model_create(e->file, &mo, &e->model, err, errlen) != 0)
         goto fail;
     bool given = opt && opt->chat_template;

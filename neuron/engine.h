@@ -27,6 +27,7 @@ struct engine_options {
     const char *chat_template; /* Jinja text used instead of the model's own template (borrowed
                                   for the call); NULL: the model's own */
     const char *device;        /* "cpu" (or NULL) or "cuda:N": where the forward pass runs */
+    uint64_t kv_cache_bytes;   /* > 0: on a GPU, the paged KV cache reserved at load */
 };
 
 struct engine {

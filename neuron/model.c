@@ -200,7 +200,8 @@ static int model_create_gpu(struct model *m, const int *ord, int n_gpus,
                             const struct model_options *opt, char *err, size_t errlen)
 {
 #ifdef CORTEX_HAVE_CUDA
-    struct cuda_model_options co = {.device = ord[0], .max_context = opt->max_context};
+    struct cuda_model_options co = {
+            .device = ord[0], .max_context = opt->max_context, .cache_bytes = opt->kv_cache_bytes};
     if (n_gpus > 1) {
         co.tp = n_gpus;
         for (int i = 0; i < n_gpus; i++)
@@ -454,7 +455,7 @@ uint64_t model_seq_memory_bytes(const struct model_seq *s)
     const struct model_config *c = &s->m->cfg;
 #ifdef CORTEX_HAVE_CUDA
     if (s->m->gpu)
-        return cuda_model_slot_bytes(s->m->gpu);
+        return cuda_model_slot_bytes(s->m->gpu, s->gpu_slot);
 #endif
     uint64_t kv_row = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float);
     uint64_t conv = (uint64_t)((c->lin_conv_kernel - 1) * model_conv_dim(c)) * sizeof(float);

@@ -32,10 +32,12 @@ struct model;
 struct model_seq;
 
 struct model_options {
-    int threads;         /* threads for the pool, the caller included; < 1: all online CPUs */
-    int64_t max_context; /* tokens per sequence; < 1: the model's own max_context */
-    const char *device;  /* NULL or "cpu": the CPU; "cuda:N": CUDA device N; "cuda:N,M,...":
+    int threads;             /* threads for the pool, the caller included; < 1: all online CPUs */
+    int64_t max_context;     /* tokens per sequence; < 1: the model's own max_context */
+    const char *device;      /* NULL or "cpu": the CPU; "cuda:N": CUDA device N; "cuda:N,M,...":
                             tensor parallelism over those devices (CUDA builds with NCCL) */
+    uint64_t kv_cache_bytes; /* > 0, on a GPU: the paged KV cache's pool, reserved at load
+                                (cuda_model.h); 0: it grows on demand. The CPU ignores it. */
 };
 
 enum model_logits {

@@ -16,6 +16,13 @@
  * With --tp N the model spans devices 0 .. N-1 (tensor parallelism, cuda_model.h); GB/s then
  * count every GPU's bytes and the copy share is of N times device 0's copy bandwidth.
  * The logits stay on the GPU (no device-to-host copy is timed). --json prints one JSON object.
+ * Serving mode (--streams N): N sequences arrive together with --prompt-token prompts and each
+ * generates --gen tokens, stepped as the batcher does (neuron/batcher.h): every call carries the
+ * next --chunk prompt tokens of each sequence still reading its prompt and one token of each
+ * decoding one; reported are the output tokens per second over the whole run and the time to
+ * first token (the end of the call that read a sequence's last prompt token) at p50 and p99,
+ * after one untimed warm-up run of the same shape. Token ids are random (no sampling: the
+ * logits stay on the GPU), so the numbers are the engine's, not a tokenizer's or sampler's.
  */
 #include "cuda_model.h"
 #include "model_file.h"
@@ -40,6 +47,10 @@ struct bench_opts {
     const char *json; /* NULL, a file, or "-" (stdout, instead of the table) */
     bool no_graphs, no_fusion;
     uint64_t seed;
+    int streams;    /* serving mode: sequences arriving together (0: off) */
+    int64_t prompt; /* their prompt tokens */
+    int64_t gen;    /* tokens each generates */
+    int64_t chunk;  /* prompt tokens per sequence per call */
 };
 
 static void bench_usage(FILE *f)
@@ -64,6 +75,12 @@ static void bench_usage(FILE *f)
             "      --no-graphs      decode launch by launch instead of CUDA graphs\n"
             "      --no-fusion      separate norm and SwiGLU launches around the decode\n"
             "                       products (the unfused path, for comparison)\n"
+            "      --streams N      serving mode: N sequences arrive together; reports\n"
+            "                       output tok/s and time to first token p50 / p99\n"
+            "      --prompt N       their prompt tokens (default 1024)\n"
+            "      --gen N          tokens each generates (default 128)\n"
+            "      --chunk N        prompt tokens per sequence per step (default 256,\n"
+            "                       the neuron's prefill-chunk)\n"
             "      --json FILE      also write the results as one JSON object to FILE ('-':\n"
             "                       to stdout instead of the table)\n"
             "  -h, --help           this text\n");
@@ -91,7 +108,13 @@ static int bench_parse_list(const char *s, int64_t *out, int *n)
 
 static int bench_parse(int argc, char **argv, struct bench_opts *o)
 {
-    *o = (struct bench_opts){.repeats = 5, .steps = 16, .seed = 1, .tp = 1};
+    *o = (struct bench_opts){.repeats = 5,
+                             .steps = 16,
+                             .seed = 1,
+                             .tp = 1,
+                             .prompt = 1024,
+                             .gen = 128,
+                             .chunk = 256};
     o->prefill[0] = 512, o->prefill[1] = 4096, o->n_prefill = 2;
     o->context[0] = 1024, o->context[1] = 8192, o->n_context = 2;
     o->batch[0] = 1, o->batch[1] = 8, o->batch[2] = 32, o->n_batch = 3;
@@ -108,6 +131,10 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
                                           {"no-fusion", no_argument, NULL, 'F'},
                                           {"json", required_argument, NULL, 'J'},
                                           {"tp", required_argument, NULL, 'T'},
+                                          {"streams", required_argument, NULL, 'N'},
+                                          {"prompt", required_argument, NULL, 'P'},
+                                          {"gen", required_argument, NULL, 'g'},
+                                          {"chunk", required_argument, NULL, 'C'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
     int ch;
@@ -162,6 +189,18 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
         case 'J':
             o->json = optarg;
             break;
+        case 'N':
+            o->streams = atoi(optarg);
+            break;
+        case 'P':
+            o->prompt = atoll(optarg);
+            break;
+        case 'g':
+            o->gen = atoll(optarg);
+            break;
+        case 'C':
+            o->chunk = atoll(optarg);
+            break;
         case 'h':
             bench_usage(stdout);
             exit(0);
@@ -169,7 +208,8 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
             goto bad;
         }
     }
-    if ((!o->config) == (!o->model) || o->steps < 1 || o->repeats < 1 || optind != argc)
+    if ((!o->config) == (!o->model) || o->steps < 1 || o->repeats < 1 || optind != argc ||
+        o->streams < 0 || o->prompt < 1 || o->gen < 1 || o->chunk < 1)
         goto bad;
     return 0;
 bad:
@@ -380,6 +420,123 @@ out:
     return res;
 }
 
+/* One serving run (see the file comment): *out_s the wall time, ttft[i] stream i's time to
+ * first token. 0, or -1 with err set. */
+static int bench_streams_once(const struct bench_opts *o, struct cuda_model *g, int64_t vocab,
+                              double *out_s, double *ttft, uint64_t *steps, char *err,
+                              size_t errlen)
+{
+    int n = o->streams, rc = 0;
+    int *slots = calloc((size_t)n, sizeof(int)), *ss = calloc((size_t)n, sizeof(int));
+    int64_t *read = calloc((size_t)n, sizeof(int64_t)), *made = calloc((size_t)n, sizeof(int64_t));
+    int64_t *past = calloc((size_t)n, sizeof(int64_t)), *cnt = calloc((size_t)n, sizeof(int64_t));
+    int32_t *prompts = malloc(sizeof(int32_t) * (size_t)(n * o->prompt));
+    int32_t *next = calloc((size_t)n, sizeof(int32_t));
+    const int32_t **toks = calloc((size_t)n, sizeof(int32_t *));
+    int *idx = calloc((size_t)n, sizeof(int));
+    for (int64_t i = 0; i < n * o->prompt; i++)
+        prompts[i] = bench_token(vocab);
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = cuda_model_slot_acquire(g, &slots[i], err, errlen);
+    *steps = 0;
+    double t0 = bench_now();
+    for (int left = n; left > 0 && rc == 0;) {
+        int b = 0;
+        for (int i = 0; i < n; i++) {
+            if (made[i] >= o->gen)
+                continue;
+            idx[b] = i, ss[b] = slots[i], past[b] = read[i] + (made[i] ? made[i] - 1 : 0);
+            if (read[i] < o->prompt) {
+                cnt[b] = o->prompt - read[i] < o->chunk ? o->prompt - read[i] : o->chunk;
+                toks[b] = prompts + i * o->prompt + read[i];
+            } else {
+                next[i] = bench_token(vocab);
+                cnt[b] = 1, toks[b] = &next[i];
+            }
+            b++;
+        }
+        rc = cuda_model_forward(g, ss, past, toks, cnt, b, MODEL_LOGITS_LAST, NULL, err, errlen);
+        double now = bench_now();
+        (*steps)++;
+        for (int k = 0; k < b && rc == 0; k++) {
+            int i = idx[k];
+            if (read[i] < o->prompt) {
+                read[i] += cnt[k];
+                if (read[i] < o->prompt)
+                    continue;
+                ttft[i] = now - t0; /* the prompt's last row gives the first token */
+            }
+            if (++made[i] == o->gen)
+                left--;
+        }
+    }
+    *out_s = bench_now() - t0;
+    for (int i = 0; i < n; i++)
+        cuda_model_slot_release(g, slots[i]);
+    free(slots), free(ss), free(read), free(made), free(past), free(cnt), free(prompts);
+    free(next), free(toks), free(idx);
+    return rc;
+}
+
+static double bench_quantile(double *v, int n, double q)
+{
+    qsort(v, (size_t)n, sizeof(double), bench_cmp);
+    int i = (int)(q * (double)(n - 1) + 0.5);
+    return v[i < n ? i : n - 1];
+}
+
+static json_t *bench_streams(const struct bench_opts *o, struct cuda_model *g,
+                             const struct model_config *c)
+{
+    char err[512];
+    double s = 0.0, *ttft = calloc((size_t)o->streams, sizeof(double));
+    uint64_t steps = 0;
+    json_t *row =
+            json_pack("{s:i,s:I,s:I,s:I}", "streams", o->streams, "prompt", (json_int_t)o->prompt,
+                      "gen", (json_int_t)o->gen, "chunk", (json_int_t)o->chunk);
+    int rc = bench_streams_once(o, g, c->vocab_size, &s, ttft, &steps, err, sizeof(err));
+    if (rc == 0) /* the warm-up above captured the graphs and sized the scratch */
+        rc = bench_streams_once(o, g, c->vocab_size, &s, ttft, &steps, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "neuron-bench: streams: %s\n", err);
+        json_object_set_new(row, "error", json_string(err));
+    } else {
+        struct cuda_model_cache_stats st;
+        cuda_model_cache_stats(g, &st);
+        json_object_set_new(row, "s", json_real(s));
+        json_object_set_new(row, "steps", json_integer((json_int_t)steps));
+        json_object_set_new(row, "out_tok_s", json_real((double)o->streams * (double)o->gen / s));
+        json_object_set_new(row, "ttft_p50_ms",
+                            json_real(1e3 * bench_quantile(ttft, o->streams, 0.5)));
+        json_object_set_new(row, "ttft_p99_ms",
+                            json_real(1e3 * bench_quantile(ttft, o->streams, 0.99)));
+        json_object_set_new(row, "kv_blocks", json_integer(st.blocks));
+        json_object_set_new(row, "kv_block_tokens", json_integer(st.block_size));
+    }
+    free(ttft);
+    return row;
+}
+
+static void bench_print_streams(const json_t *e)
+{
+    printf("\nstreams prompt   gen chunk  steps      s  out tok/s  TTFT p50 ms  TTFT p99 ms\n");
+    long long n = (long long)json_integer_value(json_object_get(e, "streams"));
+    long long p = (long long)json_integer_value(json_object_get(e, "prompt"));
+    long long g = (long long)json_integer_value(json_object_get(e, "gen"));
+    long long c = (long long)json_integer_value(json_object_get(e, "chunk"));
+    if (json_object_get(e, "error")) {
+        printf("%7lld %6lld %5lld %5lld  error: %s\n", n, p, g, c,
+               json_string_value(json_object_get(e, "error")));
+        return;
+    }
+    printf("%7lld %6lld %5lld %5lld %6lld %6.2f %10.1f %12.1f %12.1f\n", n, p, g, c,
+           (long long)json_integer_value(json_object_get(e, "steps")),
+           json_real_value(json_object_get(e, "s")),
+           json_real_value(json_object_get(e, "out_tok_s")),
+           json_real_value(json_object_get(e, "ttft_p50_ms")),
+           json_real_value(json_object_get(e, "ttft_p99_ms")));
+}
+
 static void bench_print(const json_t *r)
 {
     printf("neuron-bench: %s on %lld x %s, copy %.0f GB/s (one GPU), weights %.2f GB\n",
@@ -390,6 +547,10 @@ static void bench_print(const json_t *r)
            json_real_value(json_object_get(r, "weight_gb")));
     size_t i;
     json_t *e;
+    if (json_object_get(r, "serving")) {
+        bench_print_streams(json_object_get(r, "serving"));
+        return;
+    }
     printf("\nprefill   tokens      ms     tok/s | profile ms: matmul attention gdn other "
            "allreduce\n");
     json_array_foreach(json_object_get(r, "prefill"), i, e)
@@ -462,6 +623,10 @@ int main(int argc, char **argv)
         max_ctx = o.context[i] > max_ctx ? o.context[i] : max_ctx;
     for (int i = 0; i < o.n_batch; i++)
         max_batch = o.batch[i] > max_batch ? o.batch[i] : max_batch;
+    if (o.streams > 0) { /* serving mode only */
+        max_ctx = o.prompt + o.gen;
+        max_batch = o.streams;
+    }
     struct cuda_model_options co = {.device = o.device,
                                     .max_context = max_ctx,
                                     .no_graphs = o.no_graphs,
@@ -493,7 +658,12 @@ int main(int argc, char **argv)
     if (cuda_model_reserve(g, (int)max_batch, max_ctx, err, sizeof(err)))
         goto fail;
 
-    res = bench_run(&o, g, &cfg, copy);
+    if (o.streams > 0) {
+        res = json_object();
+        json_object_set_new(res, "serving", bench_streams(&o, g, &cfg));
+    } else {
+        res = bench_run(&o, g, &cfg, copy);
+    }
     json_object_set_new(res, "model", json_string(o.model ? o.model : o.config));
     json_object_set_new(res, "device", json_string(prop.name));
     json_object_set_new(res, "copy_gb_s", json_real(copy));

@@ -36,6 +36,7 @@ struct registry_model {
     uint64_t memory_bytes; /* reserved estimate */
     uint64_t *dev_bytes;   /* [r->n_devices]: memory_bytes split over the chosen devices */
     uint64_t cache_budget; /* the part of memory_bytes that is cache */
+    uint64_t kv_budget;    /* its attention KV part: a GPU model's paged cache, reserved at load */
     int64_t ctx;
     pthread_t thread;
     atomic_uint_fast64_t bytes_read;
@@ -85,6 +86,16 @@ const char *registry_state_name(enum registry_state s)
         return "gone";
     }
     return "unknown";
+}
+
+uint64_t registry_estimate_kv_bytes(const struct model_config *c, int64_t ctx, int max_batch)
+{
+    uint64_t per_seq = 0;
+    for (int l = 0; l < c->n_layers && l < MODEL_MAX_LAYERS; l++)
+        if (!(c->arch == MODEL_ARCH_QWEN3_5 && c->layer_kinds[l] == LAYER_KIND_LINEAR_ATTENTION))
+            per_seq += 2 * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * (uint64_t)ctx *
+                       sizeof(float);
+    return (uint64_t)max_batch * per_seq;
 }
 
 uint64_t registry_estimate_memory(const struct model_config *c, uint64_t weights_bytes, int64_t ctx,
@@ -209,6 +220,7 @@ int registry_scan(struct registry *r, char *err, size_t errlen)
         f->ctx = registry_ctx_for(r, &mf->config);
         f->estimate_bytes =
                 registry_estimate_memory(&mf->config, mf->total_bytes, f->ctx, r->opt.max_batch);
+        f->kv_bytes = registry_estimate_kv_bytes(&mf->config, f->ctx, r->opt.max_batch);
         model_file_close(mf);
     }
     closedir(d);
@@ -345,6 +357,7 @@ static void registry_load_model(struct registry_model *m)
             .max_context = m->ctx,
             .chat_template = r->chat_template,
             .device = device,
+            .kv_cache_bytes = m->kv_budget,
     };
     if (engine_open(m->path, &eo, &e, err, sizeof err) != 0) {
         LOG_ERROR("model %s: load failed: %s", m->name, err);
@@ -663,6 +676,7 @@ int registry_load(struct registry *r, const char *name, const json_t *devices, i
     m->placement_id = placement_id;
     m->memory_bytes = f->estimate_bytes;
     m->cache_budget = f->estimate_bytes - f->weights_bytes;
+    m->kv_budget = f->kv_bytes;
     m->dev_bytes = dev_bytes;
     dev_bytes = NULL;
     m->ctx = f->ctx;

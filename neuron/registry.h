@@ -94,6 +94,7 @@ struct registry_file {
     uint64_t weights_bytes;  /* tensor bytes */
     int64_t ctx;             /* context a load would use */
     uint64_t estimate_bytes; /* weights + cache budget */
+    uint64_t kv_bytes;       /* the cache budget's attention KV part */
 };
 
 /* Totals for heartbeats and /metrics (memory summed over the devices). */
@@ -124,6 +125,10 @@ int registry_scan(struct registry *r, char *err, size_t errlen) __attribute__((w
  * sequences of ctx tokens (fp32), plus its logits rows. */
 uint64_t registry_estimate_memory(const struct model_config *c, uint64_t weights_bytes, int64_t ctx,
                                   int max_batch);
+/* The attention layers' KV part of that estimate (fp32 keys and values of max_batch sequences
+ * of ctx tokens): what a GPU model reserves for its paged KV cache at load (cuda_model.h; it
+ * stores bf16, so the reservation holds twice the positions the estimate counts). */
+uint64_t registry_estimate_kv_bytes(const struct model_config *c, int64_t ctx, int max_batch);
 
 /* Starts loading name. devices may be NULL (the device with the most free memory is chosen), or
  * a JSON array naming devices as device_find() reads them ("cpu", "cuda:N" or an ordinal); the

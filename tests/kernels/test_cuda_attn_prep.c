@@ -4,8 +4,9 @@
  * and interleaved pairs, partial rotary), then the zero padding and the bf16 cast of keys and
  * values. Shapes: qwen3_5 27B's gated q projection (heads of 256, rotary 64), a llama layer
  * (heads of 128, full rotary, no norms), the tiny fixtures' heads of 16 padded to 32, odd sizes;
- * rows at random distinct (slot, position) pairs of a pool. Checks the queries with their pad
- * columns and every written cache row.
+ * rows at random distinct (slot, position) pairs of a pool, contiguous per slot or paged (each
+ * slot a row of a block table of shuffled blocks, block sizes 16 and 5). Checks the queries
+ * with their pad columns and every written cache row.
  */
 #include "cpu_ops.h"
 #include "cuda_attn_prep.h"
@@ -24,6 +25,7 @@ struct prep_case {
     int64_t rows;
     int nq, nkv, hd, hp, rot;
     int gated, norm, zero_centred, neox;
+    int block; /* > 0: a paged cache of blocks of this many positions */
 };
 
 static void prep_run(const struct prep_case *c)
@@ -59,7 +61,23 @@ static void prep_run(const struct prep_case *c)
     int32_t *dpos = ktest_dev_upload(pos, sizeof(int32_t) * (size_t)rows);
     int32_t *dslot = ktest_dev_upload(slot, sizeof(int32_t) * (size_t)rows);
     float *dqo = ktest_dev_alloc(F(rows * qos));
-    size_t cache_bytes = 2 * (size_t)(slots_n * slot_stride);
+    /* paged: every slot's blocks are a shuffle of the pool's, two spare blocks never used */
+    int64_t tcap = c->block ? (ctx + c->block - 1) / c->block : 0;
+    int64_t n_blocks = slots_n * tcap + 2;
+    int32_t *table = xmalloc(sizeof(int32_t) * (size_t)(n_blocks + 1));
+    for (int64_t i = 0; i < n_blocks; i++)
+        table[i] = (int32_t)i;
+    for (int64_t i = n_blocks - 1; i > 0; i--) {
+        int64_t j = ktest_below(i + 1);
+        int32_t t = table[i];
+        table[i] = table[j], table[j] = t;
+    }
+    int32_t *dtable = ktest_dev_upload(table, sizeof(int32_t) * (size_t)(n_blocks + 1));
+    if (c->block)
+        slot_stride = 0;
+    size_t cache_elems =
+            c->block ? (size_t)(n_blocks * c->block * kvd) : (size_t)(slots_n * slot_stride);
+    size_t cache_bytes = 2 * cache_elems;
     void *dkc = ktest_dev_alloc(cache_bytes), *dvc = ktest_dev_alloc(cache_bytes);
     struct cuda_attn_prep a = {.rows = rows,
                                .n_heads = c->nq,
@@ -86,11 +104,14 @@ static void prep_run(const struct prep_case *c)
                                .k_cache = dkc,
                                .v_cache = dvc,
                                .slot_stride = slot_stride,
-                               .slot = dslot};
+                               .slot = dslot,
+                               .block_table = c->block ? dtable : NULL,
+                               .table_stride = tcap,
+                               .block_size = c->block};
     int rc = cuda_attn_prep(&a, NULL);
     float *gq = ktest_download_f32(dqo, (size_t)(rows * qos), 0);
-    float *gk = ktest_download_f32(dkc, (size_t)(slots_n * slot_stride), 1);
-    float *gv = ktest_download_f32(dvc, (size_t)(slots_n * slot_stride), 1);
+    float *gk = ktest_download_f32(dkc, cache_elems, 1);
+    float *gv = ktest_download_f32(dvc, cache_elems, 1);
 
     /* the twins on contiguous heads, then the layout of the outputs */
     int64_t qrow = (int64_t)c->nq * c->hp;
@@ -122,23 +143,27 @@ static void prep_run(const struct prep_case *c)
             memcpy(rv + r * kvd + (int64_t)h * c->hp, v + r * vs + (int64_t)h * c->hd, F(c->hd));
         }
         memcpy(gqc + r * qrow, gq + r * qos, F(qrow));
-        int64_t at = slot[r] * slot_stride + pos[r] * kvd;
+        int64_t at = c->block ? ((int64_t)table[slot[r] * tcap + pos[r] / c->block] * c->block +
+                                 pos[r] % c->block) *
+                                        kvd
+                              : slot[r] * slot_stride + pos[r] * kvd;
         memcpy(gkc + r * kvd, gk + at, F(kvd));
         memcpy(gvc + r * kvd, gv + at, F(kvd));
     }
     ktest_round_bf16(rk, (size_t)(rows * kvd));
     ktest_round_bf16(rv, (size_t)(rows * kvd));
     char shape[96];
-    snprintf(shape, sizeof shape, "rows=%lld heads=%d/%d hd=%d pad=%d rot=%d%s%s%s%s",
+    snprintf(shape, sizeof shape, "rows=%lld heads=%d/%d hd=%d pad=%d rot=%d%s%s%s%s%s",
              (long long)rows, c->nq, c->nkv, c->hd, c->hp, c->rot, c->gated ? " gated" : "",
              c->norm ? (c->zero_centred ? " norm(1+w)" : " norm") : "", c->neox ? " neox" : "",
-             c->rot ? "" : " no-rope");
+             c->rot ? "" : " no-rope", c->block ? " paged" : "");
     ktest_check("attn_prep q", shape, rc, gqc, rq, (size_t)(rows * qrow), KTEST_BOUND_F32);
     ktest_check("attn_prep k cache", shape, rc, gkc, rk, (size_t)(rows * kvd), KTEST_BOUND_BF16);
     ktest_check("attn_prep v cache", shape, rc, gvc, rv, (size_t)(rows * kvd), KTEST_BOUND_BF16);
     free(q), free(k), free(v), free(qn), free(kn), free(inv), free(pos), free(slot), free(gq);
     free(gk), free(gv), free(rq), free(gqc), free(rk), free(gkc), free(rv), free(gvc), free(qh);
-    free(kh);
+    free(kh), free(table);
+    ktest_dev_free(dtable);
     ktest_dev_free(dq), ktest_dev_free(dk), ktest_dev_free(dv), ktest_dev_free(dqn);
     ktest_dev_free(dkn), ktest_dev_free(dinv), ktest_dev_free(dpos), ktest_dev_free(dslot);
     ktest_dev_free(dqo), ktest_dev_free(dkc), ktest_dev_free(dvc);
@@ -148,13 +173,15 @@ int main(void)
 {
     ktest_init("test_cuda_attn_prep");
     const struct prep_case cases[] = {
-            {1, 24, 4, 256, 256, 64, 1, 1, 1, 1},  /* qwen3_5 27B decode */
-            {37, 24, 4, 256, 256, 64, 1, 1, 1, 1}, /* its prefill */
-            {5, 32, 8, 128, 128, 128, 0, 0, 0, 1}, /* llama, full rotary, no norms */
-            {6, 32, 8, 128, 128, 128, 0, 1, 0, 0}, /* interleaved pairs, plain norm */
-            {9, 4, 2, 16, 32, 16, 1, 1, 1, 1},     /* tiny fixtures: heads of 16 padded to 32 */
-            {4, 6, 3, 40, 64, 10, 0, 1, 0, 1},     /* odd head, partial rotary */
-            {3, 3, 1, 200, 256, 0, 0, 1, 1, 0},    /* no RoPE, padded */
+            {1, 24, 4, 256, 256, 64, 1, 1, 1, 1, 0},   /* qwen3_5 27B decode */
+            {37, 24, 4, 256, 256, 64, 1, 1, 1, 1, 0},  /* its prefill */
+            {5, 32, 8, 128, 128, 128, 0, 0, 0, 1, 0},  /* llama, full rotary, no norms */
+            {6, 32, 8, 128, 128, 128, 0, 1, 0, 0, 0},  /* interleaved pairs, plain norm */
+            {9, 4, 2, 16, 32, 16, 1, 1, 1, 1, 0},      /* tiny fixtures: heads of 16 padded to 32 */
+            {4, 6, 3, 40, 64, 10, 0, 1, 0, 1, 0},      /* odd head, partial rotary */
+            {3, 3, 1, 200, 256, 0, 0, 1, 1, 0, 0},     /* no RoPE, padded */
+            {37, 24, 4, 256, 256, 64, 1, 1, 1, 1, 16}, /* 27B prefill into a paged cache */
+            {9, 4, 2, 16, 32, 16, 1, 1, 1, 1, 5},      /* tiny heads, odd block size */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         prep_run(&cases[i]);
