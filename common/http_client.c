@@ -11,7 +11,10 @@
  * each, and the calling thread waits on its transfer's mailbox and runs its callbacks from
  * there: libcurl 7.88 gives every multi handle a socketpair for curl_multi_wakeup, so a process
  * holding thousands of transfers on their own threads would spend two descriptors per transfer
- * on it; with the loops it spends two per loop.
+ * on it; with the loops it spends four per loop (that socketpair, an epoll set, an eventfd). A
+ * loop drives its multi with curl_multi_socket_action over epoll, so each wake-up costs the
+ * sockets that are ready, not every transfer it holds; its connection cache keeps the
+ * connections of all its callers.
  *
  * The easy and multi handles belong to the calling thread and are kept for its next call (freed
  * when the thread exits): the multi handle's connection cache then keeps connections to the
@@ -30,6 +33,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -327,17 +333,19 @@ static size_t http_client_on_data(char *data, size_t size, size_t n, void *ud)
 /* See http_client_set_loops. The loop thread owns its multi and the transfers on `active`; it
  * runs libcurl's callbacks, which hand headers and data to the calling thread through the
  * transfer's mailbox (struct http_client_mail). Protocol: a caller puts its transfer on
- * `incoming` (under mu) and wakes the multi; the loop adds it, and when libcurl is done with it
+ * `incoming` (under mu) and wakes the loop (evfd); the loop adds it, and when libcurl is done with it
  * (or it is cancelled, aborted or idle) removes it and sets mail.done, after which it never
  * touches the transfer again. Requests from the caller to the loop (abort, resume a paused
  * transfer) and cancellations set the transfer's flag, then `check` (under mu), then wake the
- * multi: the loop then looks at every active transfer's flags. */
+ * loop: the loop then looks at every active transfer's flags. */
 struct http_client_loop {
     pthread_mutex_t mu;
     struct http_client_xfer *incoming; /* under mu */
     bool check;                        /* under mu */
     CURLM *multi;
+    int epfd, evfd;   /* the loop's epoll set, and the eventfd in it that wakes the loop */
     atomic_uint load; /* transfers submitted and not yet done: the least loaded loop is chosen */
+    uint64_t timer_at_ms;            /* loop thread only: libcurl's timer (UINT64_MAX: none) */
     struct http_client_xfer *active; /* loop thread only */
     uint64_t next_idle_check_ms;     /* loop thread only: no idle transfer before this */
 };
@@ -434,9 +442,46 @@ static uint64_t http_client_loop_idle(struct http_client_loop *loop, uint64_t no
     return next;
 }
 
+/* CURLMOPT_SOCKETFUNCTION: the loop's epoll set follows the sockets libcurl wants watched. */
+static int http_client_loop_socket(CURL *easy, curl_socket_t s, int what, void *ud, void *sockp)
+{
+    struct http_client_loop *loop = ud;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, s, NULL); /* may be closed already: ignore */
+        return 0;
+    }
+    struct epoll_event ev = {.data.fd = s};
+    if (what & CURL_POLL_IN)
+        ev.events |= EPOLLIN;
+    if (what & CURL_POLL_OUT)
+        ev.events |= EPOLLOUT;
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, s, &ev) != 0 && errno == ENOENT)
+        epoll_ctl(loop->epfd, EPOLL_CTL_ADD, s, &ev);
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: when libcurl wants to be called with CURL_SOCKET_TIMEOUT. */
+static int http_client_loop_timer(CURLM *multi, long timeout_ms, void *ud)
+{
+    struct http_client_loop *loop = ud;
+    loop->timer_at_ms = timeout_ms < 0 ? UINT64_MAX : timing_now_ms() + (uint64_t)timeout_ms;
+    return 0;
+}
+
+static void http_client_loop_wake(struct http_client_loop *loop)
+{
+    uint64_t one = 1;
+    if (write(loop->evfd, &one, sizeof one) < 0) {
+        /* EAGAIN: the counter is full, so a wake-up is pending anyway */
+    }
+}
+
+/* The loop thread: epoll over the sockets of all its transfers (curl_multi_socket_action), so
+ * a wake-up costs what is ready, not what is held. */
 static void *http_client_loop_run(void *arg)
 {
     struct http_client_loop *loop = arg;
+    struct epoll_event evs[64];
     for (;;) {
         uint64_t now = timing_now_ms();
         http_client_loop_take_incoming(loop, now);
@@ -446,8 +491,39 @@ static void *http_client_loop_run(void *arg)
         pthread_mutex_unlock(&loop->mu);
         if (check)
             http_client_loop_check(loop);
+
+        now = timing_now_ms();
+        uint64_t until = loop->timer_at_ms < loop->next_idle_check_ms ? loop->timer_at_ms
+                                                                      : loop->next_idle_check_ms;
+        int wait = HTTP_CLIENT_MAX_WAIT_MS;
+        if (until <= now)
+            wait = 0;
+        else if (until - now < (uint64_t)wait)
+            wait = (int)(until - now);
+        int n = epoll_wait(loop->epfd, evs, (int)(sizeof evs / sizeof *evs), wait);
         int running = 0;
-        curl_multi_perform(loop->multi, &running);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd == loop->evfd) {
+                uint64_t count;
+                if (read(loop->evfd, &count, sizeof count) < 0) {
+                    /* EAGAIN: another wake-up took it */
+                }
+                continue;
+            }
+            int mask = 0;
+            if (evs[i].events & (EPOLLIN | EPOLLHUP))
+                mask |= CURL_CSELECT_IN;
+            if (evs[i].events & EPOLLOUT)
+                mask |= CURL_CSELECT_OUT;
+            if (evs[i].events & EPOLLERR)
+                mask |= CURL_CSELECT_ERR;
+            curl_multi_socket_action(loop->multi, evs[i].data.fd, mask, &running);
+        }
+        now = timing_now_ms();
+        if (loop->timer_at_ms <= now) {
+            loop->timer_at_ms = UINT64_MAX; /* libcurl sets the next one */
+            curl_multi_socket_action(loop->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
         CURLMsg *msg;
         int left;
         while ((msg = curl_multi_info_read(loop->multi, &left)) != NULL) {
@@ -461,16 +537,12 @@ static void *http_client_loop_run(void *arg)
         now = timing_now_ms();
         if (now >= loop->next_idle_check_ms)
             loop->next_idle_check_ms = http_client_loop_idle(loop, now);
-        uint64_t wait = HTTP_CLIENT_MAX_WAIT_MS;
-        if (loop->next_idle_check_ms - now < wait)
-            wait = loop->next_idle_check_ms - now;
-        curl_multi_poll(loop->multi, NULL, 0, (int)wait, NULL);
     }
     return NULL;
 }
 
-/* Starts the loops http_client_set_loops asked for, once per process. A loop whose multi or
- * thread cannot be made leaves the process on per-thread multis. */
+/* Starts the loops http_client_set_loops asked for, once per process. A loop that cannot be
+ * made leaves the process on per-thread multis. */
 static void http_client_loops_start(void)
 {
     int n = atomic_load(&http_client_loops_wanted);
@@ -478,16 +550,30 @@ static void http_client_loops_start(void)
         return;
     struct http_client_loop *loops = xcalloc((size_t)n, sizeof *loops);
     for (int i = 0; i < n; i++) {
-        pthread_mutex_init(&loops[i].mu, NULL);
-        atomic_init(&loops[i].load, 0);
-        loops[i].next_idle_check_ms = UINT64_MAX;
-        loops[i].multi = curl_multi_init();
+        struct http_client_loop *loop = &loops[i];
+        pthread_mutex_init(&loop->mu, NULL);
+        atomic_init(&loop->load, 0);
+        loop->next_idle_check_ms = UINT64_MAX;
+        loop->timer_at_ms = UINT64_MAX;
+        loop->multi = curl_multi_init();
+        loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+        loop->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = loop->evfd};
         pthread_t t;
-        if (loops[i].multi == NULL ||
-            pthread_create(&t, NULL, http_client_loop_run, &loops[i]) != 0) {
-            fprintf(stderr, "http_client: cannot start transfer loop %d; using per-thread ones\n",
+        if (loop->multi == NULL || loop->epfd < 0 || loop->evfd < 0 ||
+            epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->evfd, &ev) != 0) {
+            fprintf(stderr, "http_client: cannot set transfer loop %d up; using per-thread ones\n",
                     i);
             return; /* the started loops idle on; their memory stays reachable */
+        }
+        curl_multi_setopt(loop->multi, CURLMOPT_SOCKETFUNCTION, http_client_loop_socket);
+        curl_multi_setopt(loop->multi, CURLMOPT_SOCKETDATA, loop);
+        curl_multi_setopt(loop->multi, CURLMOPT_TIMERFUNCTION, http_client_loop_timer);
+        curl_multi_setopt(loop->multi, CURLMOPT_TIMERDATA, loop);
+        if (pthread_create(&t, NULL, http_client_loop_run, loop) != 0) {
+            fprintf(stderr, "http_client: cannot start transfer loop %d; using per-thread ones\n",
+                    i);
+            return;
         }
         pthread_detach(t);
     }
@@ -514,7 +600,7 @@ static void http_client_loop_poke(struct http_client_loop *loop)
     pthread_mutex_lock(&loop->mu);
     loop->check = true;
     pthread_mutex_unlock(&loop->mu);
-    curl_multi_wakeup(loop->multi);
+    http_client_loop_wake(loop);
 }
 
 /* ---- the transfer ----------------------------------------------------------------------- */
@@ -679,7 +765,7 @@ static http_client_result_t http_client_run(struct http_client_xfer *x)
             x->next_active = loop->incoming;
             loop->incoming = x;
             pthread_mutex_unlock(&loop->mu);
-            curl_multi_wakeup(loop->multi);
+            http_client_loop_wake(loop);
             http_client_loop_wait(x, loop, &code, &idle);
         }
         pthread_cond_destroy(&mail.cond);
