@@ -83,6 +83,9 @@ struct http_client_xfer {
     CURL *easy;
     struct http_client_mail *mail;                      /* NULL: driven by the calling thread */
     struct http_client_xfer *prev_active, *next_active; /* on a loop's incoming / active list */
+    struct http_client_loop *loop;                      /* the loop carrying it, or NULL */
+    struct http_client_xfer *next_wake;                 /* on loop->to_wake (loop thread only) */
+    bool wake_pending;                                  /* on loop->to_wake (loop thread only) */
     http_client_response_t *resp;
     http_client_headers_fn on_headers;
     http_client_data_fn on_data;
@@ -220,6 +223,11 @@ const char *http_client_response_header(const http_client_response_t *resp, cons
 
 /* ---- libcurl callbacks ------------------------------------------------------------------ */
 
+/* Mail for a caller is not signalled from inside libcurl's callbacks but once per loop
+ * iteration (http_client_loop_wake_callers): a socket read that decodes into many pieces (a
+ * chunked SSE answer: one per event) then costs the caller one wake-up, not one per piece. */
+static void http_client_loop_note(struct http_client_xfer *x);
+
 /* Hands status and headers to on_headers once, for the final (non-1xx) response. */
 static bool http_client_deliver_headers(struct http_client_xfer *x)
 {
@@ -234,8 +242,8 @@ static bool http_client_deliver_headers(struct http_client_xfer *x)
     if (x->mail && x->on_headers) { /* the caller runs on_headers */
         pthread_mutex_lock(&x->mail->mu);
         x->mail->headers = true;
-        pthread_cond_signal(&x->mail->cond);
         pthread_mutex_unlock(&x->mail->mu);
+        http_client_loop_note(x);
         return true;
     }
     if (x->on_headers && x->on_headers(x->resp, x->ud) != 0) {
@@ -294,9 +302,10 @@ static size_t http_client_post_data(struct http_client_xfer *x, const char *data
         }
         memcpy(m->data + m->len, data, n);
         m->len += n;
-        pthread_cond_signal(&m->cond);
     }
     pthread_mutex_unlock(&m->mu);
+    if (rc == n)
+        http_client_loop_note(x);
     return rc;
 }
 
@@ -345,9 +354,10 @@ struct http_client_loop {
     CURLM *multi;
     int epfd, evfd;   /* the loop's epoll set, and the eventfd in it that wakes the loop */
     atomic_uint load; /* transfers submitted and not yet done: the least loaded loop is chosen */
-    uint64_t timer_at_ms;            /* loop thread only: libcurl's timer (UINT64_MAX: none) */
-    struct http_client_xfer *active; /* loop thread only */
-    uint64_t next_idle_check_ms;     /* loop thread only: no idle transfer before this */
+    uint64_t timer_at_ms;             /* loop thread only: libcurl's timer (UINT64_MAX: none) */
+    struct http_client_xfer *active;  /* loop thread only */
+    struct http_client_xfer *to_wake; /* loop thread only: callers with new mail to wake */
+    uint64_t next_idle_check_ms;      /* loop thread only: no idle transfer before this */
 };
 
 static atomic_int http_client_loops_wanted;
@@ -360,10 +370,34 @@ void http_client_set_loops(int n_loops)
     atomic_store(&http_client_loops_wanted, n_loops > 0 ? n_loops : 0);
 }
 
-/* The loop thread has handed the transfer back: wakes its caller. The last touch of x. */
+static void http_client_loop_note(struct http_client_xfer *x)
+{
+    if (x->wake_pending)
+        return;
+    x->wake_pending = true;
+    x->next_wake = x->loop->to_wake;
+    x->loop->to_wake = x;
+}
+
+/* Signals every caller that got mail since the last call (see http_client_loop_note). */
+static void http_client_loop_wake_callers(struct http_client_loop *loop)
+{
+    while (loop->to_wake) {
+        struct http_client_xfer *x = loop->to_wake;
+        loop->to_wake = x->next_wake;
+        x->wake_pending = false;
+        pthread_mutex_lock(&x->mail->mu);
+        pthread_cond_signal(&x->mail->cond);
+        pthread_mutex_unlock(&x->mail->mu);
+    }
+}
+
+/* The loop thread has handed the transfer back: wakes its caller. The last touch of x (which
+ * is why pending wake-ups go out first: x may be freed as soon as mail.done is set). */
 static void http_client_loop_finish(struct http_client_loop *loop, struct http_client_xfer *x,
                                     CURLcode code, bool idle)
 {
+    http_client_loop_wake_callers(loop);
     if (x->prev_active)
         x->prev_active->next_active = x->next_active;
     else
@@ -491,6 +525,7 @@ static void *http_client_loop_run(void *arg)
         pthread_mutex_unlock(&loop->mu);
         if (check)
             http_client_loop_check(loop);
+        http_client_loop_wake_callers(loop); /* mail of resumed transfers */
 
         now = timing_now_ms();
         uint64_t until = loop->timer_at_ms < loop->next_idle_check_ms ? loop->timer_at_ms
@@ -524,6 +559,7 @@ static void *http_client_loop_run(void *arg)
             loop->timer_at_ms = UINT64_MAX; /* libcurl sets the next one */
             curl_multi_socket_action(loop->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         }
+        http_client_loop_wake_callers(loop);
         CURLMsg *msg;
         int left;
         while ((msg = curl_multi_info_read(loop->multi, &left)) != NULL) {
@@ -756,6 +792,7 @@ static http_client_result_t http_client_run(struct http_client_xfer *x)
         pthread_mutex_init(&mail.mu, NULL);
         pthread_cond_init(&mail.cond, NULL);
         x->mail = &mail;
+        x->loop = loop;
         http_client_cancel_attach(req->cancel, NULL, loop);
         if (req->cancel && http_client_cancel_fired(req->cancel)) {
             code = CURLE_ABORTED_BY_CALLBACK;
