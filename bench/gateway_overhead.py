@@ -17,9 +17,9 @@ gateway in --upstream mode, --open, default logging to a file):
 
 Usage: gateway_overhead.py --gateway BIN --upstream BIN [--runs 5] [--duration 10]
        [--streams 6000] [--json OUT]. --runs 0 skips latency and throughput, --streams 0 the
-streams. Needs wrk on PATH and `ulimit -n` above 4 x streams: a held stream costs the gateway 4
-descriptors (client socket, neuron socket, and the socketpair libcurl 7.88's multi handle keeps
-for wake-ups). gateway_overhead.sh sets both up. Prints the results as JSON (each phase also to
+streams. Needs wrk on PATH and `ulimit -n` above 2 x streams: a held stream costs the gateway 2
+descriptors (client socket, neuron socket; its libcurl transfers share a few loops, see
+common/http_client.h). gateway_overhead.sh sets both up. Prints the results as JSON (each phase also to
 stderr as it ends) and, with --json, writes them.
 """
 import argparse

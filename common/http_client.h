@@ -4,7 +4,10 @@
  * Contract: every call is blocking on the calling thread (libcurl's global initialisation
  * happens once, thread-safely, on first use). Any number of threads may make calls at the same
  * time. Each thread keeps its libcurl handles, and with them its open connections, for its next
- * call (keep-alive per thread; released when the thread exits).
+ * call (keep-alive per thread; released when the thread exits). A process that holds many
+ * transfers at once asks for shared loops instead (http_client_set_loops): then the transfers
+ * run on a few loop threads that keep the connections (keep-alive per loop), while the calls
+ * still block their callers and callbacks still run on the calling thread.
  *
  * Results: HTTP_CLIENT_OK means an HTTP response arrived — whatever its status (check
  * resp->status). Anything else is a transport failure, classified so callers can act on it:
@@ -94,6 +97,15 @@ void http_client_cancel_destroy(http_client_cancel_t *cancel);
  * HTTP_CLIENT_ERR_ABORTED as soon as possible. Safe to call from an http_stream on_gone. */
 void http_client_cancel_fire(http_client_cancel_t *cancel);
 bool http_client_cancel_fired(const http_client_cancel_t *cancel);
+
+/* Asks that every transfer of this process run on one of n_loops threads, each driving one
+ * libcurl multi handle for all the transfers it carries (n_loops <= 0: each calling thread
+ * drives its own, the default). Costs two descriptors per loop instead of two per calling
+ * thread (libcurl 7.88 keeps a socketpair per multi handle), and a hand-off per piece of
+ * data. Call before the first request: the loops start with it, once per process (so a process
+ * that forks before its first request gets its own in each child); later calls change nothing.
+ * A body piece the caller has not taken yet holds its transfer paused at 1 MiB. */
+void http_client_set_loops(int n_loops);
 
 /* Initialises libcurl once (thread-safe); the calls above do it themselves. */
 void http_client_global_init(void);

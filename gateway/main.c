@@ -11,6 +11,7 @@
 
 #include "api.h"
 #include "config.h"
+#include "http_client.h"
 #include "log.h"
 #include "xalloc.h"
 
@@ -29,6 +30,7 @@ struct gateway_settings {
     int64_t header_timeout_ms;
     int64_t idle_timeout_ms;
     int64_t threads;
+    int64_t upstream_loops;
     int64_t upstream_connect_timeout_ms;
     int64_t upstream_idle_timeout_ms;
     int64_t ping_interval_ms;
@@ -99,6 +101,10 @@ static const struct config_entry gateway_table[] = {
     {.name = "threads", .env = "CORTEX_GATEWAY_THREADS", .type = CONFIG_TYPE_INT, .def = "2",
      .min = "1", .max = "256", .unit = "threads", .help = "HTTP polling threads",
      .target = &settings.threads},
+    {.name = "upstream-loops", .env = "CORTEX_GATEWAY_UPSTREAM_LOOPS", .type = CONFIG_TYPE_INT,
+     .def = "2", .min = "1", .max = "64", .unit = "threads",
+     .help = "threads that carry every neuron transfer (one libcurl multi handle each)",
+     .target = &settings.upstream_loops},
     {.name = "upstream-connect-timeout", .env = "CORTEX_GATEWAY_UPSTREAM_CONNECT_TIMEOUT",
      .type = CONFIG_TYPE_DURATION, .def = "5s", .min = "100ms", .max = "5m",
      .help = "connecting to a neuron (then the next one is tried)",
@@ -232,6 +238,8 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* Shared loops: a held stream then costs its two sockets, not also a socketpair. */
+    http_client_set_loops((int)settings.upstream_loops);
     size_t n_upstreams;
     char **upstreams = gateway_split(settings.upstream, &n_upstreams);
     struct api_config cfg = {

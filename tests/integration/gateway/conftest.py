@@ -5,6 +5,7 @@ shared/API.md: GET /v1/models lists "tiny"; POST /v1/chat/completions answers by
 message: a tool turn gets "It is sunny."; a user text containing "weather" gets a tool call to
 get_weather (streamed in fragments); "STOPSEQ" finishes on the stop string "3" (reported in
 stop_reason, as the neuron does); "SLOWSTART" sends only keep-alive comments for a while first;
+"HOLD" sends the role chunk, then keep-alive comments until the client hangs up;
 anything else gets "Hello there!". Usage is always 21 prompt + 5 completion tokens. POST
 /tokenize counts one token per message and per tool. Every request body is recorded for the
 tests to inspect.
@@ -103,6 +104,16 @@ class FakeNeuron(BaseHTTPRequestHandler):
         self.send_header("X-Prompt-Tokens", str(USAGE["prompt_tokens"]))
         self.send_header("Connection", "close")
         self.end_headers()
+        if "HOLD" in text:
+            # A stream that stays open: the role chunk, then keep-alives until the client goes.
+            try:
+                self.wfile.write(_chunk({"role": "assistant", "content": ""}).encode())
+                while True:
+                    self.wfile.flush()
+                    time.sleep(0.25)
+                    self.wfile.write(b": keep-alive\n\n")
+            except OSError:
+                return
         if "SLOWSTART" in text:
             for _ in range(6):
                 self.wfile.write(b": keep-alive\n\n")

@@ -8,6 +8,8 @@
 # Hardening: a client that trickles its headers is dropped at the header deadline although it
 # never goes quiet; connections beyond --max-connections are closed at once and the gateway
 # serves again once they are gone; an oversized body gets 413, oversized headers 431.
+# Held streams: each costs the gateway its two sockets (client, neuron) and no more descriptors
+# (libcurl's per-multi socketpair is per transfer loop, not per stream).
 import json
 import os
 import re
@@ -223,3 +225,34 @@ def test_connection_limit_and_body_limit(neuron, tmp_path):
         assert json.loads(body)["error"]["type"] == "invalid_request_error", body
     finally:
         stop_gateway(proc, log)
+
+
+def test_held_streams_cost_two_descriptors(neuron, tmp_path):
+    proc, log, base, _ = start_gateway(neuron, tmp_path)
+    n = 40
+    socks = []
+    try:
+        before = len(os.listdir("/proc/%d/fd" % proc.pid))
+        body = json.dumps({"model": "tiny", "stream": True,
+                           "messages": [{"role": "user", "content": "HOLD"}]}).encode()
+        port = int(base.rsplit(":", 1)[1])
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(body), body))
+            socks.append(s)
+        for s in socks:  # every stream has begun: headers and the role chunk are through
+            got = b""
+            while b"assistant" not in got:
+                piece = s.recv(65536)
+                assert piece, "stream closed early: %r" % got
+                got += piece
+        during = len(os.listdir("/proc/%d/fd" % proc.pid))
+        # A socketpair per stream (libcurl 7.88's multi handle on each worker) would be 4 each.
+        assert during - before <= 2 * n + 6, "%d descriptors for %d held streams" % (
+            during - before, n)
+    finally:
+        for s in socks:
+            s.close()
+    stop_gateway(proc, log)

@@ -6,10 +6,13 @@
  * timeout; refused and timed-out connects; the body size cap; streaming delivered piece by
  * piece (parsed with common/sse); aborting from the data callback; cancelling from another
  * thread while idle; the idle timeout; a thread's connection kept for its next call, and a
- * fresh one when the server closed it.
+ * fresh one when the server closed it. All of it again on shared loops (http_client_set_loops),
+ * plus what the loops are for: held transfers cost no descriptors beyond their sockets, and a
+ * slow reader pauses its transfer without losing data.
  */
 #include <arpa/inet.h>
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -36,6 +39,7 @@ static struct {
     int n_streams;
     http_request_t *hanging;
     int n_hanging;
+    int n_held, held_gone;
     int gone;
 } shared = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
@@ -92,6 +96,19 @@ static void h_hang(http_request_t *req, void *ud)
     shared_signal(&shared.n_hanging);
 }
 
+static void on_held_gone(void *ud)
+{
+    http_request_reply_text(ud, 503, "gone"); /* releases the request */
+    shared_signal(&shared.held_gone);
+}
+
+/* Never answered: the request is released when the client goes away. */
+static void h_held(http_request_t *req, void *ud)
+{
+    http_request_defer(req, on_held_gone, req);
+    shared_signal(&shared.n_held);
+}
+
 static void h_sse(http_request_t *req, void *ud)
 {
     http_stream_t *st = http_stream_start(req, 200, "text/event-stream", on_gone, NULL);
@@ -113,7 +130,7 @@ static void h_big(http_request_t *req, void *ud)
 static const http_route_t routes[] = {
         {"GET", "/hello", h_hello},     {"POST", "/echo", h_echo}, {"PUT", "/echo", h_echo},
         {"GET", "/status/*", h_status}, {"GET", "/hang", h_hang},  {"GET", "/sse", h_sse},
-        {"GET", "/big", h_big},
+        {"GET", "/big", h_big},         {"GET", "/held", h_held},
 };
 
 static http_server_t *server;
@@ -127,7 +144,7 @@ static void server_up(void)
     pthread_mutex_lock(&shared.mu);
     shared.stream = NULL;
     shared.hanging = NULL;
-    shared.n_streams = shared.n_hanging = shared.gone = 0;
+    shared.n_streams = shared.n_hanging = shared.gone = shared.n_held = shared.held_gone = 0;
     pthread_mutex_unlock(&shared.mu);
 }
 
@@ -526,10 +543,104 @@ START_TEST(test_connection_kept_per_thread)
 }
 END_TEST
 
-int main(void)
+/* ---- shared loops ------------------------------------------------------------------------ */
+
+static int open_descriptors(void)
 {
-    Suite *suite = suite_create("http_client");
-    TCase *tc = tcase_create("http_client");
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    ck_assert_ptr_nonnull(d);
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n;
+}
+
+struct held {
+    pthread_t thread;
+    http_client_request_t rq;
+    http_client_response_t resp;
+    http_client_result_t rc;
+};
+
+static void *held_run(void *arg)
+{
+    struct held *h = arg;
+    h->rc = http_client_request(&h->rq, &h->resp);
+    return NULL;
+}
+
+/* Transfers held open at once on shared loops cost their sockets only: libcurl's per-multi
+ * socketpair is paid per loop, not per calling thread (which would be 2 more per transfer). */
+START_TEST(test_loops_held_transfers_descriptors)
+{
+    enum { N = 24 };
+    char *u = url("/hello"), *held_url = url("/held");
+    http_client_request_t rq = {.url = u, .timeout_ms = 10000};
+    http_client_response_t resp;
+    ck_assert_int_eq(http_client_request(&rq, &resp), HTTP_CLIENT_OK); /* the loops start */
+    http_client_response_free(&resp);
+    int before = open_descriptors();
+
+    struct held *h = xcalloc(N, sizeof *h);
+    for (int i = 0; i < N; i++) {
+        h[i].rq = (http_client_request_t){.url = held_url, .cancel = http_client_cancel_create()};
+        ck_assert_int_eq(pthread_create(&h[i].thread, NULL, held_run, &h[i]), 0);
+    }
+    shared_wait(&shared.n_held, N);
+    int during = open_descriptors();
+    /* Each held transfer: its client socket and the server's socket here, nothing else. */
+    ck_assert_msg(during - before <= 2 * N + 2, "%d descriptors for %d held transfers",
+                  during - before, N);
+    for (int i = 0; i < N; i++)
+        http_client_cancel_fire(h[i].rq.cancel);
+    for (int i = 0; i < N; i++) {
+        pthread_join(h[i].thread, NULL);
+        ck_assert_int_eq(h[i].rc, HTTP_CLIENT_ERR_ABORTED);
+        http_client_response_free(&h[i].resp);
+        http_client_cancel_destroy(h[i].rq.cancel);
+    }
+    shared_wait(&shared.held_gone, N);
+    free(h);
+    free(u);
+    free(held_url);
+}
+END_TEST
+
+static int slow_on_data(const char *data, size_t len, void *ud)
+{
+    size_t *got = ud;
+    if (*got == 0)
+        usleep(300 * 1000); /* a slow reader: the loop fills the mailbox and pauses meanwhile */
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] != 'z')
+            return 1; /* the transfer then fails, and so does the test */
+    }
+    *got += len;
+    return 0;
+}
+
+/* A stream larger than the mailbox, read slowly: paused, resumed, delivered whole. */
+START_TEST(test_loops_slow_reader)
+{
+    char *u = url("/big");
+    http_client_request_t rq = {.url = u, .timeout_ms = 20000};
+    http_client_response_t resp;
+    size_t got = 0;
+    ck_assert_int_eq(http_client_stream(&rq, NULL, slow_on_data, &got, &resp), HTTP_CLIENT_OK);
+    ck_assert_int_eq(resp.status, 200);
+    ck_assert_uint_eq(got, 2u << 20);
+    http_client_response_free(&resp);
+    free(u);
+}
+END_TEST
+
+/* The same cases twice: each calling thread on its own multi handle, then on shared loops
+ * (Check forks a child per test, and the loops start in the child with its first request). */
+static Suite *http_client_suite(const char *name, bool loops)
+{
+    Suite *suite = suite_create(name);
+    TCase *tc = tcase_create(name);
     tcase_add_checked_fixture(tc, server_up, server_down);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_request_basic);
@@ -541,6 +652,18 @@ int main(void)
     tcase_add_test(tc, test_stream_cancel_from_other_thread);
     tcase_add_test(tc, test_stream_idle_timeout);
     tcase_add_test(tc, test_connection_kept_per_thread);
+    if (loops) {
+        tcase_add_test(tc, test_loops_held_transfers_descriptors);
+        tcase_add_test(tc, test_loops_slow_reader);
+    }
     suite_add_tcase(suite, tc);
-    return test_util_run_suite(suite);
+    return suite;
+}
+
+int main(void)
+{
+    int failed = test_util_run_suite(http_client_suite("http_client", false));
+    http_client_set_loops(2);
+    failed |= test_util_run_suite(http_client_suite("http_client_loops", true));
+    return failed;
 }

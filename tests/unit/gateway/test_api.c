@@ -857,5 +857,7 @@ static Suite *api_suite(void)
 
 int main(void)
 {
+    /* As cortex-gateway runs: every transfer on shared loops (http_client_set_loops). */
+    http_client_set_loops(2);
     return test_util_run_suite(api_suite());
 }
