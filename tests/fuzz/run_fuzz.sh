@@ -42,7 +42,7 @@ echo "== building fuzz_translate with $cc"
 seeds="$work/seeds"
 rm -rf "$seeds"
 mkdir -p "$seeds"
-cp "$src"/tests/fuzz/seeds/* "$seeds"/ 2>/dev/null || true
+find "$src/tests/fuzz/seeds" -maxdepth 1 -type f ! -name README.md -exec cp {} "$seeds"/ \;
 if command -v python3 >/dev/null; then
     python3 - "$src/tests/unit/gateway/cases" "$seeds" <<'PY'
 import json, os, sys
@@ -54,6 +54,8 @@ def put(mode, payload):
     with open(os.path.join(out, "case-%04d" % n), "wb") as f:
         f.write(bytes([mode]) + (payload if isinstance(payload, bytes) else payload.encode()))
 for name in sorted(os.listdir(cases)):
+    if not name.endswith(".json"):  # the folder's README
+        continue
     for c in json.load(open(os.path.join(cases, name))):
         if name.endswith("_request.json"):
             put(0, json.dumps(c["input"]))
