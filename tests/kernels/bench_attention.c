@@ -14,6 +14,7 @@
  * 4. argmax and sampling over bf16 logits at batch 1 and 32.
  * Timings are medians of graph replays measured with events, after warm-up. Not a test.
  */
+#include "kbench.h"
 #include "cuda_attention.h"
 #include "cuda_device.h"
 #include "cuda_random.h"
@@ -25,34 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CK(x)                                                                                      \
-    do {                                                                                           \
-        cudaError_t e_ = (x);                                                                      \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));     \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define KC(x)                                                                                      \
-    do {                                                                                           \
-        if ((x) != 0) {                                                                            \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cuda_last_error());          \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
 #define NH    24
 #define NKV   4
 #define HD    256
 #define VOCAB 248320
 
 static cudaStream_t stream;
-
-static int cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
 
 /* Median milliseconds of reps timed replays of the graph captured so far by the caller. */
 static float bench_capture_end(int reps)
@@ -79,8 +58,7 @@ static float bench_capture_end(int reps)
     CK(cudaEventDestroy(e1));
     CK(cudaGraphExecDestroy(g));
     CK(cudaGraphDestroy(graph));
-    qsort(t, (size_t)reps, sizeof t[0], cmp_float);
-    return t[reps / 2];
+    return kbench_median(t, reps);
 }
 
 static double bench_copy(void)
@@ -102,12 +80,12 @@ static double bench_copy(void)
         if (i >= 0)
             CK(cudaEventElapsedTime(&t[i], e0, e1));
     }
-    qsort(t, 15, sizeof t[0], cmp_float);
+    float med = kbench_median(t, 15);
     CK(cudaEventDestroy(e0));
     CK(cudaEventDestroy(e1));
     CK(cudaFree(a));
     CK(cudaFree(b));
-    return 2.0 * (double)bytes / (t[7] * 1e-3) / 1e9;
+    return 2.0 * (double)bytes / (med * 1e-3) / 1e9;
 }
 
 static void bench_decode(double copy_gbs)

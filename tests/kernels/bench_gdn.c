@@ -8,6 +8,7 @@
  * the previous one left (the kernels' speed does not depend on the values). Timings are
  * medians of event-timed runs after a warm-up.
  */
+#include "kbench.h"
 #include "cuda_device.h"
 #include "cuda_gdn_chunked.h"
 #include "cuda_random.h"
@@ -15,28 +16,6 @@
 #include <cuda_runtime_api.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-#define CK(x)                                                                                      \
-    do {                                                                                           \
-        cudaError_t e_ = (x);                                                                      \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));     \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define KC(x)                                                                                      \
-    do {                                                                                           \
-        if ((x) != 0) {                                                                            \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cuda_last_error());          \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
-static int cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
 
 /* Median ms of `reps` runs on a: the recurrence (variant -1) or cuda_gdn_chunked_variant(). */
 static float time_gdn(const struct cuda_gdn_recurrent *a, int variant, int reps, cudaStream_t st)
@@ -55,8 +34,7 @@ static float time_gdn(const struct cuda_gdn_recurrent *a, int variant, int reps,
     }
     CK(cudaEventDestroy(e0));
     CK(cudaEventDestroy(e1));
-    qsort(t, (size_t)reps, sizeof t[0], cmp_float);
-    return t[reps / 2];
+    return kbench_median(t, reps);
 }
 
 int main(void)

@@ -19,6 +19,7 @@
  *    bytes: the values do not change the speed).
  * Timings are medians of graph replays measured with events, after warm-up.
  */
+#include "kbench.h"
 #include "cuda_device.h"
 #include "cuda_matvec.h"
 #include "cuda_random.h"
@@ -30,14 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CK(x)                                                                                      \
-    do {                                                                                           \
-        cudaError_t e_ = (x);                                                                      \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));     \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 #define CB(x)                                                                                      \
     do {                                                                                           \
         cublasStatus_t s_ = (x);                                                                   \
@@ -46,45 +39,14 @@
             exit(1);                                                                               \
         }                                                                                          \
     } while (0)
-#define KC(x)                                                                                      \
-    do {                                                                                           \
-        if ((x) != 0) {                                                                            \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cuda_last_error());          \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static cudaStream_t stream;
 static cublasHandle_t blas;
 
-static int cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
 /* Median milliseconds per replay of graph g (warm-up first). */
 static float bench_graph(cudaGraphExec_t g, int reps)
 {
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 3; i++)
-        CK(cudaGraphLaunch(g, stream));
-    float t[64];
-    if (reps > 64)
-        reps = 64;
-    for (int i = 0; i < reps; i++) {
-        CK(cudaEventRecord(e0, stream));
-        CK(cudaGraphLaunch(g, stream));
-        CK(cudaEventRecord(e1, stream));
-        CK(cudaEventSynchronize(e1));
-        CK(cudaEventElapsedTime(&t[i], e0, e1));
-    }
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
-    qsort(t, (size_t)reps, sizeof t[0], cmp_float);
-    return t[reps / 2];
+    return kbench_graph(g, stream, 3, reps);
 }
 
 /* GB/s (read + write) of 1 GiB device-to-device copies: one by one (median of single copies
@@ -108,8 +70,8 @@ static void bench_copy(double *single, double *graphed)
         if (i >= 0)
             CK(cudaEventElapsedTime(&t[i], e0, e1));
     }
-    qsort(t, 15, sizeof t[0], cmp_float);
-    *single = 2.0 * (double)bytes / (t[7] * 1e-3) / 1e9;
+    float med = kbench_median(t, 15);
+    *single = 2.0 * (double)bytes / (med * 1e-3) / 1e9;
     CK(cudaEventDestroy(e0));
     CK(cudaEventDestroy(e1));
     cudaGraph_t graph;
