@@ -40,25 +40,10 @@ static float bench_capture_end(int reps)
     cudaGraphExec_t g;
     CK(cudaStreamEndCapture(stream, &graph));
     CK(cudaGraphInstantiate(&g, graph, 0));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 3; i++)
-        CK(cudaGraphLaunch(g, stream));
-    float t[64];
-    reps = reps > 64 ? 64 : reps;
-    for (int i = 0; i < reps; i++) {
-        CK(cudaEventRecord(e0, stream));
-        CK(cudaGraphLaunch(g, stream));
-        CK(cudaEventRecord(e1, stream));
-        CK(cudaEventSynchronize(e1));
-        CK(cudaEventElapsedTime(&t[i], e0, e1));
-    }
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
+    float ms = kbench_graph(g, stream, 3, reps);
     CK(cudaGraphExecDestroy(g));
     CK(cudaGraphDestroy(graph));
-    return kbench_median(t, reps);
+    return ms;
 }
 
 static double bench_copy(void)
