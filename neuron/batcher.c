@@ -196,6 +196,10 @@ static void *batcher_worker(void *arg)
             admitted_tail = &j->next;
             room--;
         }
+        /* Count admitted jobs as active before unlocking: their first tokens can reach the
+         * client before this step ends, and a submit in between must not see a free slot. */
+        if (!stopping)
+            b->stats.active = cap - room;
         char *reason = stopping && b->reason ? xstrdup(b->reason) : NULL;
         pthread_mutex_unlock(&b->mu);
 
