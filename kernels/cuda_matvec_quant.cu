@@ -310,6 +310,59 @@ __device__ __forceinline__ void mvq_store(void *y, int64_t i, float v, bool y_bf
 
 /* ---- the kernels ------------------------------------------------------------------------- */
 
+/* The matrix m and first row row0 of global warp gw, and the addresses of its MVQ_ROWS rows
+ * (rows past the end re-read the last one; mvq_finish never stores them). false past the last
+ * matrix's warps. */
+__device__ __forceinline__ bool mvq_warp_rows(const struct mvq_group &g, int64_t gw, int *m,
+                                              int64_t *row0, const uint8_t *wr[MVQ_ROWS])
+{
+    if (gw >= g.warp_end[g.n - 1])
+        return false;
+    int k = 0;
+    while (k + 1 < g.n && gw >= g.warp_end[k])
+        k++;
+    *m = k;
+    *row0 = (gw - (k ? g.warp_end[k - 1] : 0)) * MVQ_ROWS;
+#pragma unroll
+    for (int r = 0; r < MVQ_ROWS; r++)
+        wr[r] = g.w[k] + min(*row0 + r, g.rows[k] - 1) * g.row_bytes;
+    return true;
+}
+
+/* Starts the copies of step k (STEP bytes of each row) into one stage's row buffers, then
+ * commits a group: one per step, empty past the last step, so that waiting for all but the
+ * newest STAGES - 1 groups always means "step k has landed". */
+template <int BUF>
+__device__ __forceinline__ void mvq_stage_rows(uint8_t (*stage)[BUF],
+                                               const uint8_t *const wr[MVQ_ROWS], int64_t k,
+                                               int step, int64_t steps, int64_t row_bytes, int lane)
+{
+    if (k < steps)
+#pragma unroll
+        for (int r = 0; r < MVQ_ROWS; r++)
+            mvq_stage(stage[r], wr[r] + k * step, (int)min((int64_t)step, row_bytes - k * step),
+                      lane);
+    mvq_cp_commit();
+}
+
+/* Sums each token's and row's partial sums over the warp; lane 0 stores the rows that exist. */
+__device__ __forceinline__ void mvq_finish(const struct mvq_group &g,
+                                           float (&acc)[CUDA_MATVEC_MAX_BATCH][MVQ_ROWS], int m,
+                                           int64_t row0, int lane)
+{
+#pragma unroll
+    for (int b = 0; b < CUDA_MATVEC_MAX_BATCH; b++) {
+        if (b >= g.batch)
+            break;
+#pragma unroll
+        for (int r = 0; r < MVQ_ROWS; r++) {
+            float s = cuda_warp_sum(acc[b][r]);
+            if (lane == 0 && row0 + r < g.rows[m])
+                mvq_store(g.y[m], b * g.y_stride[m] + row0 + r, s, g.y_bf16[m], g.accumulate[m]);
+        }
+    }
+}
+
 /* The quantised types: lane l takes piece l % PPB of block l / PPB of the step. */
 template <enum dtype T, typename TX>
 __global__ void __launch_bounds__(MVQ_THREADS) mvq_kernel(const struct mvq_group g)
@@ -320,22 +373,14 @@ __global__ void __launch_bounds__(MVQ_THREADS) mvq_kernel(const struct mvq_group
     __shared__ __align__(16) uint8_t smem[MVQ_WARPS][P::STAGES][MVQ_ROWS][BUF];
 
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int64_t gw = (int64_t)blockIdx.x * MVQ_WARPS + warp;
-    if (gw >= g.warp_end[g.n - 1])
-        return;
-    int m = 0;
-    while (m + 1 < g.n && gw >= g.warp_end[m])
-        m++;
-    int64_t row0 = (gw - (m ? g.warp_end[m - 1] : 0)) * MVQ_ROWS, rows = g.rows[m];
+    int m;
+    int64_t row0;
     const uint8_t *wr[MVQ_ROWS];
-#pragma unroll
-    for (int r = 0; r < MVQ_ROWS; r++) /* rows past the end re-read the last one; never stored */
-        wr[r] = g.w[m] + min(row0 + r, rows - 1) * g.row_bytes;
+    if (!mvq_warp_rows(g, (int64_t)blockIdx.x * MVQ_WARPS + warp, &m, &row0, wr))
+        return;
     int64_t steps = (g.row_bytes + STEP - 1) / STEP;
 
-    /* Partial sums per token and row. Step k's bytes go to stage k % STAGES; one commit group
-     * per step, empty or not, so that waiting for all but the STAGES - 1 newest groups means
-     * "step k has landed" */
+    /* Partial sums per token and row; step k's bytes go to stage k % STAGES (mvq_stage_rows). */
     float acc[CUDA_MATVEC_MAX_BATCH][MVQ_ROWS];
 #pragma unroll
     for (int b = 0; b < CUDA_MATVEC_MAX_BATCH; b++)
@@ -344,23 +389,12 @@ __global__ void __launch_bounds__(MVQ_THREADS) mvq_kernel(const struct mvq_group
             acc[b][r] = 0.0f;
 
 #pragma unroll
-    for (int k = 0; k < P::STAGES - 1; k++) {
-        if (k < steps)
-#pragma unroll
-            for (int r = 0; r < MVQ_ROWS; r++)
-                mvq_stage(smem[warp][k][r], wr[r] + (int64_t)k * STEP,
-                          (int)min((int64_t)STEP, g.row_bytes - (int64_t)k * STEP), lane);
-        mvq_cp_commit();
-    }
+    for (int k = 0; k < P::STAGES - 1; k++)
+        mvq_stage_rows<BUF>(smem[warp][k], wr, k, STEP, steps, g.row_bytes, lane);
     int pp = lane % P::PPB;
     for (int64_t k = 0; k < steps; k++) {
         int64_t kn = k + P::STAGES - 1;
-        if (kn < steps)
-#pragma unroll
-            for (int r = 0; r < MVQ_ROWS; r++)
-                mvq_stage(smem[warp][kn % P::STAGES][r], wr[r] + kn * STEP,
-                          (int)min((int64_t)STEP, g.row_bytes - kn * STEP), lane);
-        mvq_cp_commit();
+        mvq_stage_rows<BUF>(smem[warp][kn % P::STAGES], wr, kn, STEP, steps, g.row_bytes, lane);
         mvq_cp_wait<P::STAGES - 1>();
         __syncwarp();
 
@@ -410,17 +444,7 @@ __global__ void __launch_bounds__(MVQ_THREADS) mvq_kernel(const struct mvq_group
         }
         __syncwarp(); /* the next step's copies overwrite this stage */
     }
-#pragma unroll
-    for (int b = 0; b < CUDA_MATVEC_MAX_BATCH; b++) {
-        if (b >= g.batch)
-            break;
-#pragma unroll
-        for (int r = 0; r < MVQ_ROWS; r++) {
-            float s = cuda_warp_sum(acc[b][r]);
-            if (lane == 0 && row0 + r < rows)
-                mvq_store(g.y[m], b * g.y_stride[m] + row0 + r, s, g.y_bf16[m], g.accumulate[m]);
-        }
-    }
+    mvq_finish(g, acc, m, row0, lane);
 }
 
 /* F16 (rows of any length): lane l takes the runs of mvq_f16. */
@@ -433,22 +457,14 @@ __global__ void __launch_bounds__(MVQ_THREADS, 4) mvq_f16_kernel(const struct mv
     __shared__ __align__(16) uint8_t smem[MVQ_WARPS][S][MVQ_ROWS][BUF];
 
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int64_t gw = (int64_t)blockIdx.x * MVQ_WARPS + warp;
-    if (gw >= g.warp_end[g.n - 1])
-        return;
-    int m = 0;
-    while (m + 1 < g.n && gw >= g.warp_end[m])
-        m++;
-    int64_t row0 = (gw - (m ? g.warp_end[m - 1] : 0)) * MVQ_ROWS, rows = g.rows[m];
+    int m;
+    int64_t row0;
     const uint8_t *wr[MVQ_ROWS];
-#pragma unroll
-    for (int r = 0; r < MVQ_ROWS; r++) /* rows past the end re-read the last one; never stored */
-        wr[r] = g.w[m] + min(row0 + r, rows - 1) * g.row_bytes;
+    if (!mvq_warp_rows(g, (int64_t)blockIdx.x * MVQ_WARPS + warp, &m, &row0, wr))
+        return;
     int64_t steps = (g.row_bytes + STEP - 1) / STEP;
 
-    /* Partial sums per token and row. Step k's bytes go to stage k % S; one commit group per
-     * step, empty or not, so that waiting for all but the S - 1 newest groups means "step k has
-     * landed" */
+    /* Partial sums per token and row; step k's bytes go to stage k % S (mvq_stage_rows). */
     float acc[CUDA_MATVEC_MAX_BATCH][MVQ_ROWS];
 #pragma unroll
     for (int b = 0; b < CUDA_MATVEC_MAX_BATCH; b++)
@@ -457,22 +473,11 @@ __global__ void __launch_bounds__(MVQ_THREADS, 4) mvq_f16_kernel(const struct mv
             acc[b][r] = 0.0f;
 
 #pragma unroll
-    for (int k = 0; k < S - 1; k++) {
-        if (k < steps)
-#pragma unroll
-            for (int r = 0; r < MVQ_ROWS; r++)
-                mvq_stage(smem[warp][k][r], wr[r] + (int64_t)k * STEP,
-                          (int)min((int64_t)STEP, g.row_bytes - (int64_t)k * STEP), lane);
-        mvq_cp_commit();
-    }
+    for (int k = 0; k < S - 1; k++)
+        mvq_stage_rows<BUF>(smem[warp][k], wr, k, STEP, steps, g.row_bytes, lane);
     for (int64_t k = 0; k < steps; k++) {
         int64_t kn = k + S - 1;
-        if (kn < steps)
-#pragma unroll
-            for (int r = 0; r < MVQ_ROWS; r++)
-                mvq_stage(smem[warp][kn % S][r], wr[r] + kn * STEP,
-                          (int)min((int64_t)STEP, g.row_bytes - kn * STEP), lane);
-        mvq_cp_commit();
+        mvq_stage_rows<BUF>(smem[warp][kn % S], wr, kn, STEP, steps, g.row_bytes, lane);
         mvq_cp_wait<S - 1>();
         __syncwarp();
 
@@ -539,17 +544,7 @@ __global__ void __launch_bounds__(MVQ_THREADS, 4) mvq_f16_kernel(const struct mv
         }
         __syncwarp(); /* the next step's copies overwrite this stage */
     }
-#pragma unroll
-    for (int b = 0; b < CUDA_MATVEC_MAX_BATCH; b++) {
-        if (b >= g.batch)
-            break;
-#pragma unroll
-        for (int r = 0; r < MVQ_ROWS; r++) {
-            float s = cuda_warp_sum(acc[b][r]);
-            if (lane == 0 && row0 + r < rows)
-                mvq_store(g.y[m], b * g.y_stride[m] + row0 + r, s, g.y_bf16[m], g.accumulate[m]);
-        }
-    }
+    mvq_finish(g, acc, m, row0, lane);
 }
 
 static cudaError_t mvq_launch_f16(struct mvq_group *g, bool x_f32, cudaStream_t stream)
