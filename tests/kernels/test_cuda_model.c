@@ -26,6 +26,7 @@
 #include "model_file.h"
 #include "xalloc.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -469,22 +470,30 @@ static void write_smollm2_gguf(const char *path)
     free(t);
 }
 
-static void run_smollm2_shape(void)
+/* Makes a file from the mkstemp template path (rewritten in place), fills it with write() and
+ * opens it; exits on failure. The caller closes the model_file and unlinks path. */
+static struct model_file *open_written_gguf(char *path, void (*write)(const char *path))
 {
-    char path[] = "/tmp/cortex-smollm2-shape-XXXXXX";
     int fd = mkstemp(path);
     if (fd < 0) {
-        fprintf(stderr, "FAIL mkstemp\n");
+        fprintf(stderr, "FAIL mkstemp %s: %s\n", path, strerror(errno));
         exit(1);
     }
     close(fd);
-    write_smollm2_gguf(path);
+    write(path);
     char err[512];
     struct model_file *mf = NULL;
     if (model_file_open(path, &mf, err, sizeof(err))) {
         fprintf(stderr, "FAIL model_file_open: %s\n", err);
         exit(1);
     }
+    return mf;
+}
+
+static void run_smollm2_shape(void)
+{
+    char path[] = "/tmp/cortex-smollm2-shape-XXXXXX";
+    struct model_file *mf = open_written_gguf(path, write_smollm2_gguf);
     struct model *gpu = open_model(mf, "cuda:0", "smollm2-shape");
     struct model *cpu = open_model(mf, "cpu", "smollm2-shape");
     int32_t prompt[12];
@@ -682,19 +691,7 @@ static void write_qwen35_gguf(const char *path)
 static void run_qwen35_gguf(void)
 {
     char path[] = "/tmp/cortex-qwen35-tiled-XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0) {
-        fprintf(stderr, "FAIL mkstemp\n");
-        exit(1);
-    }
-    close(fd);
-    write_qwen35_gguf(path);
-    char err[512];
-    struct model_file *mf = NULL;
-    if (model_file_open(path, &mf, err, sizeof(err))) {
-        fprintf(stderr, "FAIL model_file_open: %s\n", err);
-        exit(1);
-    }
+    struct model_file *mf = open_written_gguf(path, write_qwen35_gguf);
     struct model *gpu = open_model(mf, "cuda:0", "qwen35-tiled");
     struct model *cpu = open_model(mf, "cpu", "qwen35-tiled");
     enum { N = 80 }; /* past one chunk of the chunked GDN prefill */
