@@ -182,9 +182,17 @@ def test_connection_limit_and_body_limit(neuron, tmp_path):
     try:
         host, port = "127.0.0.1", int(base.rsplit(":", 1)[1])
         held = [socket.create_connection((host, port), timeout=5) for _ in range(3)]
-        for h in held:  # each is accepted and counted (one full request line keeps it open)
+        for h in held:
+            # An answered request proves the connection was accepted and counted; the start of
+            # a second one (headers unfinished) keeps it open.
+            h.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = h.recv(4096)
+                assert chunk, "a held connection was closed: %r" % answer
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer
             h.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-        time.sleep(0.3)
         extra = socket.create_connection((host, port), timeout=5)
         extra.settimeout(5)
         try:
