@@ -24,9 +24,9 @@
  * (model.c keeps them in struct model_seq).
  *
  * Prefix caching: a block is held by reference (each table row that lists it, each saved prefix
- * that lists it) and returns to the free list when the last reference goes. cuda_model_prefix_
- * save() keeps a slot's first length (block-aligned) positions: references to their blocks, no
- * copy, plus a device copy of the slot's GDN conv and recurrent state (fp32, every linear
+ * that lists it) and returns to the free list when the last reference goes. Saving a prefix
+ * keeps a slot's first length (block-aligned) positions: references to their blocks, no copy,
+ * plus a device copy of the slot's GDN conv and recurrent state (fp32, every linear
  * layer; 0 bytes for attention-only models). cuda_model_prefix_restore() points another slot's
  * table row at those blocks and copies the state back, so the slot continues as if it had read
  * the prefix itself; its next positions take fresh blocks, so shared blocks are never written
@@ -103,7 +103,8 @@ int64_t cuda_model_max_context(const struct cuda_model *g);
 uint64_t cuda_model_weight_bytes(const struct cuda_model *g);
 /* The tensor-parallel degree (1: one GPU). */
 int cuda_model_tp(const struct cuda_model *g);
-/* Bytes slot's state occupies now: its GDN state plus the KV blocks it holds (all ranks). */
+/* Bytes slot's state occupies now: its GDN state plus the KV blocks it holds, shared ones
+ * included (all ranks). */
 uint64_t cuda_model_slot_bytes(const struct cuda_model *g, int slot);
 
 /* The KV block pool (rank 0's; every rank holds the same block ids). */
