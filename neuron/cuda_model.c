@@ -25,6 +25,13 @@
  * step's kernels) serve them all. A forward call first gives each sequence the blocks its new
  * length needs (cm_seq_blocks); decode graphs capture the table's device pointer, which moves
  * only when the table grows (graphs are dropped then, as when the pools move).
+ * Blocks carry reference counts (block_refs): a table row holding a block is one reference, a
+ * saved prefix another; a block goes back to the free list when its count reaches 0. A saved
+ * prefix (cm_prefix) is the list of its blocks plus a device copy of the slot's GDN state;
+ * restoring it writes the blocks into a slot's row (marking the table dirty, so the next call
+ * uploads it before any kernel or graph reads it) and copies the state back. Prefixes are
+ * block-aligned, so a restored sequence's next token lands in a fresh block of its own and a
+ * shared block is never written.
  *
  * Shapes as in model_internal.h: H hidden, hd head dim, Nq / Nkv heads, Nk / Nv linear key /
  * value heads, Dk / Dv their dims, I intermediate, Kc conv kernel, n rows of the batch.
@@ -135,6 +142,17 @@ enum cm_buf {
     CM_BUF_COUNT
 };
 
+/* A saved prefix: references to the KV blocks of its first length positions and a copy of the
+ * GDN state after them. */
+struct cm_prefix {
+    bool used;
+    int64_t length;
+    int64_t n_blocks;
+    int32_t *blocks; /* host [n_blocks] */
+    float *state;    /* device: each GDN layer's conv state then recurrent state, in order */
+    size_t state_bytes;
+};
+
 struct cuda_model {
     char name[256];
     struct model_config cfg; /* this rank's share of the heads, I and the lm_head rows */
@@ -189,8 +207,15 @@ struct cuda_model {
     int64_t blocks_cap;   /* blocks in each attention layer's pool */
     int32_t *free_blocks; /* [blocks_cap] stack of free block ids (lowest on top) */
     int64_t n_free;
+    int32_t *block_refs;   /* [blocks_cap] table rows and prefixes holding each block */
+    int64_t blocks_shared; /* blocks with more than one reference */
     bool blocks_fixed;     /* reserved at load (options.cache_bytes): never grows */
     uint64_t block_allocs; /* blocks handed out since load */
+
+    /* Saved prefixes (cuda_model_prefix_save): handles index this table, the same on every
+     * rank; each rank keeps its own snapshot of its share of the GDN state. */
+    struct cm_prefix *prefixes;
+    int prefixes_cap;
 
     /* scratch */
     void *buf[CM_BUF_COUNT];
@@ -1127,6 +1152,12 @@ void cuda_model_destroy(struct cuda_model *g)
     cudaFree(g->table_dev);
     free(g->slot_blocks);
     free(g->free_blocks);
+    free(g->block_refs);
+    for (int p = 0; p < g->prefixes_cap; p++) {
+        free(g->prefixes[p].blocks);
+        cudaFree(g->prefixes[p].state);
+    }
+    free(g->prefixes);
     cuda_gemm_ctx_destroy(g->gemm);
 #ifdef CORTEX_HAVE_NCCL
     if (g->comm)
@@ -1209,6 +1240,7 @@ void cuda_model_cache_stats(const struct cuda_model *g, struct cuda_model_cache_
     out->blocks = g->blocks_cap;
     out->blocks_free = g->n_free;
     out->block_allocs = g->block_allocs;
+    out->blocks_shared = g->blocks_shared;
     out->block_bytes = 0;
     for (int r = 0; r < g->tp; r++)
         out->block_bytes += cm_block_bytes(g->ranks ? g->ranks[r] : g);
@@ -1258,6 +1290,8 @@ static int cm_blocks_grow(struct cuda_model *g, int64_t blocks)
         CM_TRY(cm_regrow(g, &ly->v_cache, 2, 1, g->blocks_cap * row, 1, blocks * row));
     }
     g->free_blocks = xrealloc(g->free_blocks, sizeof(int32_t) * (size_t)blocks);
+    g->block_refs = xrealloc(g->block_refs, sizeof(int32_t) * (size_t)blocks);
+    memset(g->block_refs + g->blocks_cap, 0, sizeof(int32_t) * (size_t)(blocks - g->blocks_cap));
     /* the stack's top is its end: new ids go below the free ones already there */
     int64_t added = blocks - g->blocks_cap;
     memmove(g->free_blocks + added, g->free_blocks, sizeof(int32_t) * (size_t)g->n_free);
@@ -1353,23 +1387,43 @@ static int cm_seq_blocks(struct cuda_model *g, int slot, int64_t positions)
         CM_TRY(cm_blocks_grow(g, blocks));
     }
     int32_t *row = g->table + (size_t)slot * (size_t)g->table_cap;
-    for (int64_t i = g->slot_blocks[slot]; i < need; i++)
+    for (int64_t i = g->slot_blocks[slot]; i < need; i++) {
         row[i] = g->free_blocks[--g->n_free];
+        g->block_refs[row[i]] = 1;
+    }
     g->block_allocs += (uint64_t)missing;
     g->slot_blocks[slot] = need;
     g->table_dirty = true;
     return 0;
 }
 
-/* Returns slot's blocks to the free list (last-allocated first, so a sequence that comes back
- * at once gets the same blocks). */
+/* One more reference to a block already held (a prefix, or a table row restoring one). */
+static void cm_block_ref(struct cuda_model *g, int32_t b)
+{
+    if (++g->block_refs[b] == 2)
+        g->blocks_shared++;
+}
+
+/* Drops a reference; the block goes back on the free list when none is left. */
+static void cm_block_unref(struct cuda_model *g, int32_t b)
+{
+    int32_t left = --g->block_refs[b];
+    if (left == 1)
+        g->blocks_shared--;
+    else if (left == 0)
+        g->free_blocks[g->n_free++] = b;
+}
+
+/* Drops slot's references to its blocks, which go back to the free list when no prefix or
+ * other slot holds them (last-allocated first, so a sequence that comes back at once gets the
+ * same blocks). */
 static void cm_seq_free(struct cuda_model *g, int slot)
 {
     if (slot < 0 || slot >= g->slots_cap)
         return;
     int32_t *row = g->table + (size_t)slot * (size_t)g->table_cap;
     for (int64_t i = g->slot_blocks[slot] - 1; i >= 0; i--) {
-        g->free_blocks[g->n_free++] = row[i];
+        cm_block_unref(g, row[i]);
         row[i] = -1;
     }
     if (g->slot_blocks[slot])
@@ -1485,6 +1539,217 @@ void cuda_model_slot_release(struct cuda_model *g, int slot)
             cm_seq_free(m, slot);
         }
     }
+}
+
+/* ---- saved prefixes ---------------------------------------------------------------------- */
+
+/* Copies slot's GDN state (every linear-attention layer's conv then recurrent state) to or from
+ * a prefix snapshot, device to device, and waits for it. */
+static int cm_state_copy(struct cuda_model *g, int slot, float *snap, bool to_snap)
+{
+    const struct model_config *c = &g->cfg;
+    int64_t ce = cm_conv_elems(c), se = cm_ssm_elems(c);
+    size_t off = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        struct cm_layer *ly = &g->layers[l];
+        if (ly->kind != LAYER_KIND_LINEAR_ATTENTION)
+            continue;
+        float *conv = ly->conv_state + (size_t)slot * (size_t)ce;
+        float *ssm = ly->ssm_state + (size_t)slot * (size_t)se;
+        float *sc = snap + off, *ss = snap + off + (size_t)ce;
+        CM_TRY(cm_cuda(g,
+                       cudaMemcpyAsync(to_snap ? sc : conv, to_snap ? conv : sc,
+                                       sizeof(float) * (size_t)ce, cudaMemcpyDeviceToDevice,
+                                       g->stream),
+                       "cudaMemcpyAsync (conv state snapshot)"));
+        CM_TRY(cm_cuda(g,
+                       cudaMemcpyAsync(to_snap ? ss : ssm, to_snap ? ssm : ss,
+                                       sizeof(float) * (size_t)se, cudaMemcpyDeviceToDevice,
+                                       g->stream),
+                       "cudaMemcpyAsync (recurrent state snapshot)"));
+        off += (size_t)(ce + se);
+    }
+    return cm_cuda(g, cudaStreamSynchronize(g->stream), "cudaStreamSynchronize");
+}
+
+/* Bytes of one GDN snapshot (0 for models without linear attention). */
+static size_t cm_state_bytes(const struct cuda_model *g)
+{
+    size_t n = 0;
+    for (int l = 0; l < g->cfg.n_layers; l++)
+        if (g->layers[l].kind == LAYER_KIND_LINEAR_ATTENTION)
+            n += sizeof(float) * (size_t)(cm_conv_elems(&g->cfg) + cm_ssm_elems(&g->cfg));
+    return n;
+}
+
+static bool cm_slot_valid(const struct cuda_model *g, int slot)
+{
+    return slot >= 0 && slot < g->slots_cap && g->slot_used[slot];
+}
+
+static bool cm_prefix_valid(const struct cuda_model *g, int prefix)
+{
+    return prefix >= 0 && prefix < g->prefixes_cap && g->prefixes[prefix].used;
+}
+
+static int cm_prefix_save(struct cuda_model *g, int slot, int64_t length, int *prefix)
+{
+    cudaSetDevice(g->device);
+    if (!cm_slot_valid(g, slot))
+        return cm_fail(g, "prefix save: slot %d is not in use", slot);
+    if (length < 1 || length % g->kv_block != 0)
+        return cm_fail(g, "prefix save: length %lld is not a positive multiple of the block (%d)",
+                       (long long)length, g->kv_block);
+    int64_t nb = length / g->kv_block;
+    /* a slot holding more than length tokens has more blocks (and a later GDN state) */
+    if (g->slot_blocks[slot] != nb)
+        return cm_fail(g, "prefix save: slot %d holds %lld blocks, a prefix of %lld tokens %lld",
+                       slot, (long long)g->slot_blocks[slot], (long long)length, (long long)nb);
+    int p = 0;
+    while (p < g->prefixes_cap && g->prefixes[p].used)
+        p++;
+    if (p == g->prefixes_cap) {
+        int cap = g->prefixes_cap ? 2 * g->prefixes_cap : 8;
+        g->prefixes = xrealloc(g->prefixes, sizeof(struct cm_prefix) * (size_t)cap);
+        memset(g->prefixes + g->prefixes_cap, 0,
+               sizeof(struct cm_prefix) * (size_t)(cap - g->prefixes_cap));
+        g->prefixes_cap = cap;
+    }
+    struct cm_prefix *x = &g->prefixes[p];
+    x->state_bytes = cm_state_bytes(g);
+    x->state = NULL;
+    if (x->state_bytes) {
+        CM_TRY(cm_cuda(g, cudaMalloc((void **)&x->state, x->state_bytes),
+                       "cudaMalloc (prefix GDN snapshot)"));
+        if (cm_state_copy(g, slot, x->state, true)) {
+            cudaFree(x->state);
+            x->state = NULL;
+            return -1;
+        }
+    }
+    const int32_t *row = g->table + (size_t)slot * (size_t)g->table_cap;
+    x->blocks = xmalloc(sizeof(int32_t) * (size_t)nb);
+    for (int64_t i = 0; i < nb; i++) {
+        x->blocks[i] = row[i];
+        cm_block_ref(g, row[i]);
+    }
+    x->n_blocks = nb;
+    x->length = length;
+    x->used = true;
+    *prefix = p;
+    return 0;
+}
+
+static int cm_prefix_restore(struct cuda_model *g, int prefix, int slot)
+{
+    cudaSetDevice(g->device);
+    if (!cm_prefix_valid(g, prefix))
+        return cm_fail(g, "prefix restore: no prefix %d", prefix);
+    if (!cm_slot_valid(g, slot))
+        return cm_fail(g, "prefix restore: slot %d is not in use", slot);
+    const struct cm_prefix *x = &g->prefixes[prefix];
+    /* the table only grows, so a row is as wide as the one the prefix came from */
+    if (x->n_blocks > g->table_cap)
+        return cm_fail(g, "prefix restore: %lld blocks exceed a table row of %lld",
+                       (long long)x->n_blocks, (long long)g->table_cap);
+    cm_seq_free(g, slot);
+    if (x->state)
+        CM_TRY(cm_state_copy(g, slot, x->state, false));
+    int32_t *row = g->table + (size_t)slot * (size_t)g->table_cap;
+    for (int64_t i = 0; i < x->n_blocks; i++) {
+        row[i] = x->blocks[i];
+        cm_block_ref(g, row[i]);
+    }
+    g->slot_blocks[slot] = x->n_blocks;
+    /* the next forward call uploads the row before its kernels (graphs read it from there) */
+    g->table_dirty = true;
+    return 0;
+}
+
+static void cm_prefix_release(struct cuda_model *g, int prefix)
+{
+    if (!cm_prefix_valid(g, prefix))
+        return;
+    cudaSetDevice(g->device);
+    struct cm_prefix *x = &g->prefixes[prefix];
+    for (int64_t i = 0; i < x->n_blocks; i++)
+        cm_block_unref(g, x->blocks[i]);
+    free(x->blocks);
+    cudaFree(x->state);
+    *x = (struct cm_prefix){0};
+}
+
+static uint64_t cm_prefix_bytes(const struct cuda_model *g, int prefix)
+{
+    if (!cm_prefix_valid(g, prefix))
+        return 0;
+    const struct cm_prefix *x = &g->prefixes[prefix];
+    uint64_t bytes = x->state_bytes, block = cm_block_bytes(g);
+    for (int64_t i = 0; i < x->n_blocks; i++)
+        if (g->block_refs[x->blocks[i]] == 1)
+            bytes += block;
+    return bytes;
+}
+
+int cuda_model_kv_block(const struct cuda_model *g)
+{
+    return g->kv_block;
+}
+
+int cuda_model_prefix_save(struct cuda_model *g, int slot, int64_t length, int *prefix, char *err,
+                           size_t errlen)
+{
+    *prefix = -1;
+    for (int r = 0; r < g->tp; r++) {
+        int p = -1;
+        if (cm_prefix_save(cm_rank(g, r), slot, length, &p)) {
+            for (int q = 0; q < r; q++) /* undo the ranks that saved it */
+                cm_prefix_release(cm_rank(g, q), *prefix);
+            *prefix = -1;
+            cm_report_rank(g, r, err, errlen);
+            cudaSetDevice(g->device);
+            return -1;
+        }
+        if (r > 0 && p != *prefix) {
+            cm_prefix_release(cm_rank(g, r), p);
+            for (int q = 0; q < r; q++)
+                cm_prefix_release(cm_rank(g, q), *prefix);
+            cm_fail(g, "ranks disagree on the prefix handle (%d vs %d)", *prefix, p);
+            *prefix = -1;
+            cudaSetDevice(g->device);
+            return cm_report(g, err, errlen);
+        }
+        *prefix = p;
+    }
+    cudaSetDevice(g->device);
+    return 0;
+}
+
+int cuda_model_prefix_restore(struct cuda_model *g, int prefix, int slot, char *err, size_t errlen)
+{
+    for (int r = 0; r < g->tp; r++)
+        if (cm_prefix_restore(cm_rank(g, r), prefix, slot)) {
+            cm_report_rank(g, r, err, errlen);
+            cudaSetDevice(g->device);
+            return -1;
+        }
+    cudaSetDevice(g->device);
+    return 0;
+}
+
+void cuda_model_prefix_release(struct cuda_model *g, int prefix)
+{
+    for (int r = 0; r < g->tp; r++)
+        cm_prefix_release(cm_rank(g, r), prefix);
+    cudaSetDevice(g->device);
+}
+
+uint64_t cuda_model_prefix_bytes(const struct cuda_model *g, int prefix)
+{
+    uint64_t bytes = 0;
+    for (int r = 0; r < g->tp; r++)
+        bytes += cm_prefix_bytes(g->ranks ? g->ranks[r] : g, prefix);
+    return bytes;
 }
 
 /* ---- scratch ----------------------------------------------------------------------------- */

@@ -23,6 +23,22 @@
  * positions through the device copy of the block table. Sequence lengths are the caller's
  * (model.c keeps them in struct model_seq).
  *
+ * Prefix caching: a block is held by reference (each table row that lists it, each saved prefix
+ * that lists it) and returns to the free list when the last reference goes. Saving a prefix
+ * keeps a slot's first length (block-aligned) positions: references to their blocks, no copy,
+ * plus a device copy of the slot's GDN conv and recurrent state (fp32, every linear
+ * layer; 0 bytes for attention-only models). cuda_model_prefix_restore() points another slot's
+ * table row at those blocks and copies the state back, so the slot continues as if it had read
+ * the prefix itself; its next positions take fresh blocks, so shared blocks are never written
+ * and any number of slots may restore one prefix at once. A restore marks the device copy of
+ * the table stale: the next forward call uploads it before the kernels and graphs that read
+ * it (graphs keep working: no pointer moves). Blocks held only by prefixes count as used: with
+ * a reserved pool (cache_bytes), a forward call that finds too few free blocks fails as before
+ * ("the KV cache is full"), and it is the caller's job to release prefixes (least recently
+ * used first) and retry; a growable pool grows instead. Tensor parallelism: every rank does the
+ * same bookkeeping (the same block ids and prefix handles), each keeping a snapshot of its own
+ * share of the GDN state.
+ *
  * cuda_model_forward() runs a batch as model_forward() does (model.h): all rows go through each
  * weight matrix together — the bf16 matrix-vector kernels for 1-3 rows (where they beat
  * cuBLASLt; the block's RMSNorm and the MLP's SwiGLU fused in), cuBLASLt (kernels/cuda_gemm)
@@ -87,7 +103,8 @@ int64_t cuda_model_max_context(const struct cuda_model *g);
 uint64_t cuda_model_weight_bytes(const struct cuda_model *g);
 /* The tensor-parallel degree (1: one GPU). */
 int cuda_model_tp(const struct cuda_model *g);
-/* Bytes slot's state occupies now: its GDN state plus the KV blocks it holds (all ranks). */
+/* Bytes slot's state occupies now: its GDN state plus the KV blocks it holds, shared ones
+ * included (all ranks). */
 uint64_t cuda_model_slot_bytes(const struct cuda_model *g, int slot);
 
 /* The KV block pool (rank 0's; every rank holds the same block ids). */
@@ -97,6 +114,7 @@ struct cuda_model_cache_stats {
     int64_t blocks_free;   /* on the free list */
     uint64_t block_allocs; /* blocks handed out since load (a reused block counts again) */
     uint64_t block_bytes;  /* one block over every attention layer and rank */
+    int64_t blocks_shared; /* blocks with more than one reference (slots and prefixes) */
 };
 void cuda_model_cache_stats(const struct cuda_model *g, struct cuda_model_cache_stats *out);
 
@@ -104,9 +122,10 @@ void cuda_model_cache_stats(const struct cuda_model *g, struct cuda_model_cache_
  * taken). */
 int cuda_model_slot_acquire(struct cuda_model *g, int *slot, char *err, size_t errlen)
         __attribute__((warn_unused_result));
-/* Returns a slot and its KV blocks to the pools; ignores -1. */
+/* Returns a slot to the pool and drops its references to its KV blocks; ignores -1. */
 void cuda_model_slot_release(struct cuda_model *g, int slot);
-/* Zeroes the slot's GDN state and returns its KV blocks (the sequence starts over). */
+/* Zeroes the slot's GDN state and drops its references to its KV blocks (the sequence starts
+ * over). */
 int cuda_model_slot_reset(struct cuda_model *g, int slot, char *err, size_t errlen)
         __attribute__((warn_unused_result));
 /* Makes room for at least n_slots slots of positions cached positions each, KV blocks
@@ -114,6 +133,31 @@ int cuda_model_slot_reset(struct cuda_model *g, int slot, char *err, size_t errl
  * grow the pools themselves). */
 int cuda_model_reserve(struct cuda_model *g, int n_slots, int64_t positions, char *err,
                        size_t errlen) __attribute__((warn_unused_result));
+
+/* Positions per KV block: the granule at which saved prefixes share memory. */
+int cuda_model_kv_block(const struct cuda_model *g);
+/* Saves the first length tokens of the sequence in slot as a prefix: references to the KV
+ * blocks of positions [0, length) (no copy) and a device copy of its GDN conv and recurrent
+ * state. length must equal the slot's current length (the caller's n_past; checked as far as
+ * the blocks the slot holds allow) and be a multiple of cuda_model_kv_block(). *prefix receives
+ * a handle >= 0, freed with cuda_model_prefix_release(). -1 with a message (and *prefix -1)
+ * when out of GPU memory or when the arguments are wrong; nothing is kept then. */
+int cuda_model_prefix_save(struct cuda_model *g, int slot, int64_t length, int *prefix, char *err,
+                           size_t errlen) __attribute__((warn_unused_result));
+/* Makes the acquired slot (its previous tokens dropped, as by a reset) hold the prefix: its
+ * block-table row points at the prefix's blocks (references taken) and its GDN state is a copy
+ * of the snapshot. The caller then treats the sequence as holding the prefix's length tokens.
+ * -1 with a message for an unknown prefix or slot, or a failed copy (then reset the slot
+ * before using it again). */
+int cuda_model_prefix_restore(struct cuda_model *g, int prefix, int slot, char *err, size_t errlen)
+        __attribute__((warn_unused_result));
+/* Drops the prefix's references and frees its snapshot; blocks no slot references go back to
+ * the free list, while slots that restored it keep theirs and stay correct. Ignores -1 and
+ * unknown handles. */
+void cuda_model_prefix_release(struct cuda_model *g, int prefix);
+/* Bytes the prefix keeps alive (all ranks): its GDN snapshot plus the KV blocks only it
+ * references; 0 for an unknown handle. */
+uint64_t cuda_model_prefix_bytes(const struct cuda_model *g, int prefix);
 
 /* Appends tokens[i][0 .. n_tokens[i]) to the sequence in slots[i], which holds n_past[i]
  * tokens, for n_seqs distinct slots, and writes fp32 logits (vocab floats per row, rows as

@@ -16,12 +16,17 @@
  * With --tp N the model spans devices 0 .. N-1 (tensor parallelism, cuda_model.h); GB/s then
  * count every GPU's bytes and the copy share is of N times device 0's copy bandwidth.
  * The logits stay on the GPU (no device-to-host copy is timed). --json prints one JSON object.
- * Serving mode (--streams N): N sequences arrive together with --prompt-token prompts and each
- * generates --gen tokens, stepped as the batcher does (neuron/batcher.h): every call carries the
- * next --chunk prompt tokens of each sequence still reading its prompt and one token of each
- * decoding one; reported are the output tokens per second over the whole run and the time to
- * first token (the end of the call that read a sequence's last prompt token) at p50 and p99,
- * after one untimed warm-up run of the same shape. Token ids are random (no sampling: the
+ * Serving mode (--streams N,...): for each N, N sequences arrive together with --prompt-token
+ * prompts and each generates --gen tokens, stepped as the batcher does (neuron/batcher.h): every
+ * call carries one token of each decoding sequence and the next --chunk prompt tokens of each
+ * one still reading its prompt (with --step-tokens, only as many prompt rows as fit under that
+ * cap, oldest sequence first); reported are the output tokens per second over the whole run and
+ * the time to first token (the end of the call that read a sequence's last prompt token) at p50
+ * and p99, after one untimed warm-up run of the same shape. --shared-prefix S puts the same S
+ * tokens before every prompt and runs each N twice: cold (every sequence reads all S + prompt
+ * tokens) and warm (a first request read the S tokens and saved them with
+ * cuda_model_prefix_save(); every sequence restores that prefix when the run starts, inside the
+ * timed run, and reads only its own tokens), with the speed-ups of warm over cold. Token ids are random (no sampling: the
  * logits stay on the GPU), so the numbers are the engine's, not a tokenizer's or sampler's.
  */
 #include "cuda_model.h"
@@ -47,10 +52,13 @@ struct bench_opts {
     const char *json; /* NULL, a file, or "-" (stdout, instead of the table) */
     bool no_graphs, no_fusion;
     uint64_t seed;
-    int streams;    /* serving mode: sequences arriving together (0: off) */
-    int64_t prompt; /* their prompt tokens */
-    int64_t gen;    /* tokens each generates */
-    int64_t chunk;  /* prompt tokens per sequence per call */
+    int streams[BENCH_MAX_LIST]; /* serving mode: sequences arriving together, per run */
+    int n_streams;               /* 0: serving mode off */
+    int64_t step_tokens;         /* serving: rows per forward call at most (0: no cap) */
+    int64_t shared;              /* serving: shared prefix tokens before each prompt (0: none) */
+    int64_t prompt;              /* their own prompt tokens */
+    int64_t gen;                 /* tokens each generates */
+    int64_t chunk;               /* prompt tokens per sequence per call */
 };
 
 static void bench_usage(FILE *f)
@@ -75,9 +83,18 @@ static void bench_usage(FILE *f)
             "      --no-graphs      decode launch by launch instead of CUDA graphs\n"
             "      --no-fusion      separate norm and SwiGLU launches around the decode\n"
             "                       products (the unfused path, for comparison)\n"
-            "      --streams N      serving mode: N sequences arrive together; reports\n"
-            "                       output tok/s and time to first token p50 / p99\n"
+            "      --streams LIST   serving mode: N sequences arrive together, a run for each\n"
+            "                       N of the list; reports output tok/s and time to first\n"
+            "                       token p50 / p99\n"
             "      --prompt N       their prompt tokens (default 1024)\n"
+            "      --step-tokens N  rows of one forward call at most: decode tokens first,\n"
+            "                       then prompt chunks in arrival order (default 0: no cap;\n"
+            "                       the scratch grows with the rows of a call)\n"
+            "      --shared-prefix N  every prompt starts with the same N tokens (a system\n"
+            "                       prompt; a multiple of the KV block); each N of --streams\n"
+            "                       runs cold (every stream reads it) and warm (a first\n"
+            "                       request saved it; every stream restores it and reads\n"
+            "                       only its own --prompt tokens)\n"
             "      --gen N          tokens each generates (default 128)\n"
             "      --chunk N        prompt tokens per sequence per step (default 256,\n"
             "                       the neuron's prefill-chunk)\n"
@@ -135,6 +152,8 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
                                           {"prompt", required_argument, NULL, 'P'},
                                           {"gen", required_argument, NULL, 'g'},
                                           {"chunk", required_argument, NULL, 'C'},
+                                          {"step-tokens", required_argument, NULL, 'K'},
+                                          {"shared-prefix", required_argument, NULL, 'H'},
                                           {"help", no_argument, NULL, 'h'},
                                           {NULL, 0, NULL, 0}};
     int ch;
@@ -190,7 +209,17 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
             o->json = optarg;
             break;
         case 'N':
-            o->streams = atoi(optarg);
+            if (bench_parse_list(optarg, list, &n) || n == 0)
+                goto bad;
+            for (int i = 0; i < n; i++)
+                o->streams[i] = (int)list[i];
+            o->n_streams = n;
+            break;
+        case 'K':
+            o->step_tokens = atoll(optarg);
+            break;
+        case 'H':
+            o->shared = atoll(optarg);
             break;
         case 'P':
             o->prompt = atoll(optarg);
@@ -209,7 +238,8 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
         }
     }
     if ((!o->config) == (!o->model) || o->steps < 1 || o->repeats < 1 || optind != argc ||
-        o->streams < 0 || o->prompt < 1 || o->gen < 1 || o->chunk < 1)
+        o->prompt < 1 || o->gen < 1 || o->chunk < 1 || o->step_tokens < 0 || o->shared < 0 ||
+        (o->shared > 0 && o->n_streams == 0))
         goto bad;
     return 0;
 bad:
@@ -420,49 +450,63 @@ out:
     return res;
 }
 
-/* One serving run (see the file comment): *out_s the wall time, ttft[i] stream i's time to
- * first token. 0, or -1 with err set. */
+/* One serving run (see the file comment) of n streams whose prompts are shared[0 .. o->shared)
+ * then their own o->prompt tokens. prefix >= 0 (warm): every stream's slot restores that saved
+ * prefix when the run starts (timed) and reads only its own tokens. *out_s the wall time,
+ * ttft[i] stream i's time to first token. 0, or -1 with err set. */
 static int bench_streams_once(const struct bench_opts *o, struct cuda_model *g, int64_t vocab,
-                              double *out_s, double *ttft, uint64_t *steps, char *err,
-                              size_t errlen)
+                              int n, const int32_t *shared, int prefix, double *out_s, double *ttft,
+                              uint64_t *steps, char *err, size_t errlen)
 {
-    int n = o->streams, rc = 0;
+    int rc = 0;
+    int64_t total = o->shared + o->prompt; /* every stream's whole prompt */
     int *slots = calloc((size_t)n, sizeof(int)), *ss = calloc((size_t)n, sizeof(int));
     int64_t *read = calloc((size_t)n, sizeof(int64_t)), *made = calloc((size_t)n, sizeof(int64_t));
     int64_t *past = calloc((size_t)n, sizeof(int64_t)), *cnt = calloc((size_t)n, sizeof(int64_t));
-    int32_t *prompts = malloc(sizeof(int32_t) * (size_t)(n * o->prompt));
+    int32_t *prompts = malloc(sizeof(int32_t) * (size_t)(n * total));
     int32_t *next = calloc((size_t)n, sizeof(int32_t));
     const int32_t **toks = calloc((size_t)n, sizeof(int32_t *));
     int *idx = calloc((size_t)n, sizeof(int));
-    for (int64_t i = 0; i < n * o->prompt; i++)
-        prompts[i] = bench_token(vocab);
+    for (int i = 0; i < n; i++)
+        for (int64_t j = 0; j < total; j++)
+            prompts[i * total + j] = j < o->shared ? shared[j] : bench_token(vocab);
+    for (int i = 0; i < n; i++)
+        slots[i] = -1;
     for (int i = 0; i < n && rc == 0; i++)
         rc = cuda_model_slot_acquire(g, &slots[i], err, errlen);
     *steps = 0;
     double t0 = bench_now();
+    for (int i = 0; i < n && rc == 0 && prefix >= 0; i++) {
+        rc = cuda_model_prefix_restore(g, prefix, slots[i], err, errlen);
+        read[i] = o->shared;
+    }
     for (int left = n; left > 0 && rc == 0;) {
         int b = 0;
-        for (int i = 0; i < n; i++) {
-            if (made[i] >= o->gen)
-                continue;
-            idx[b] = i, ss[b] = slots[i], past[b] = read[i] + (made[i] ? made[i] - 1 : 0);
-            if (read[i] < o->prompt) {
-                cnt[b] = o->prompt - read[i] < o->chunk ? o->prompt - read[i] : o->chunk;
-                toks[b] = prompts + i * o->prompt + read[i];
-            } else {
+        int64_t rows = 0, cap = o->step_tokens > 0 ? o->step_tokens : INT64_MAX;
+        for (int i = 0; i < n; i++) /* the decoding streams first: one row each */
+            if (made[i] < o->gen && read[i] >= total) {
+                idx[b] = i, ss[b] = slots[i], past[b] = read[i] + made[i] - 1;
                 next[i] = bench_token(vocab);
                 cnt[b] = 1, toks[b] = &next[i];
+                b++, rows++;
             }
-            b++;
-        }
+        for (int i = 0; i < n && rows < cap; i++) /* then prompt chunks, oldest stream first */
+            if (read[i] < total) {
+                int64_t c = total - read[i] < o->chunk ? total - read[i] : o->chunk;
+                if (c > cap - rows)
+                    c = cap - rows;
+                idx[b] = i, ss[b] = slots[i], past[b] = read[i];
+                cnt[b] = c, toks[b] = prompts + i * total + read[i];
+                b++, rows += c;
+            }
         rc = cuda_model_forward(g, ss, past, toks, cnt, b, MODEL_LOGITS_LAST, NULL, err, errlen);
         double now = bench_now();
         (*steps)++;
         for (int k = 0; k < b && rc == 0; k++) {
             int i = idx[k];
-            if (read[i] < o->prompt) {
+            if (read[i] < total) {
                 read[i] += cnt[k];
-                if (read[i] < o->prompt)
+                if (read[i] < total)
                     continue;
                 ttft[i] = now - t0; /* the prompt's last row gives the first token */
             }
@@ -478,6 +522,28 @@ static int bench_streams_once(const struct bench_opts *o, struct cuda_model *g, 
     return rc;
 }
 
+/* The warm runs' first request: one stream reads the shared prefix (--chunk tokens per call)
+ * and saves it. *prefix the handle, *out_s the time. 0, or -1 with err set. */
+static int bench_prefix_make(const struct bench_opts *o, struct cuda_model *g,
+                             const int32_t *shared, int *prefix, double *out_s, char *err,
+                             size_t errlen)
+{
+    int slot = -1;
+    *prefix = -1;
+    double t0 = bench_now();
+    int rc = cuda_model_slot_acquire(g, &slot, err, errlen);
+    for (int64_t done = 0; rc == 0 && done < o->shared; done += o->chunk) {
+        int64_t c = o->shared - done < o->chunk ? o->shared - done : o->chunk;
+        const int32_t *t = shared + done;
+        rc = cuda_model_forward(g, &slot, &done, &t, &c, 1, MODEL_LOGITS_LAST, NULL, err, errlen);
+    }
+    if (rc == 0)
+        rc = cuda_model_prefix_save(g, slot, o->shared, prefix, err, errlen);
+    cuda_model_slot_release(g, slot);
+    *out_s = bench_now() - t0;
+    return rc;
+}
+
 static double bench_quantile(double *v, int n, double q)
 {
     qsort(v, (size_t)n, sizeof(double), bench_cmp);
@@ -485,18 +551,27 @@ static double bench_quantile(double *v, int n, double q)
     return v[i < n ? i : n - 1];
 }
 
-static json_t *bench_streams(const struct bench_opts *o, struct cuda_model *g,
-                             const struct model_config *c)
+/* One row of the serving table: n streams, cold or warm (prefix >= 0), after one untimed
+ * warm-up run of the same shape (graphs captured, scratch sized). */
+static json_t *bench_streams_row(const struct bench_opts *o, struct cuda_model *g,
+                                 const struct model_config *c, int n, const int32_t *shared,
+                                 int prefix)
 {
     char err[512];
-    double s = 0.0, *ttft = calloc((size_t)o->streams, sizeof(double));
+    double s = 0.0, *ttft = calloc((size_t)n, sizeof(double));
     uint64_t steps = 0;
-    json_t *row =
-            json_pack("{s:i,s:I,s:I,s:I}", "streams", o->streams, "prompt", (json_int_t)o->prompt,
-                      "gen", (json_int_t)o->gen, "chunk", (json_int_t)o->chunk);
-    int rc = bench_streams_once(o, g, c->vocab_size, &s, ttft, &steps, err, sizeof(err));
-    if (rc == 0) /* the warm-up above captured the graphs and sized the scratch */
-        rc = bench_streams_once(o, g, c->vocab_size, &s, ttft, &steps, err, sizeof(err));
+    json_t *row = json_pack("{s:i,s:I,s:I,s:I,s:I,s:I,s:s}", "streams", n, "shared",
+                            (json_int_t)o->shared, "prompt", (json_int_t)o->prompt, "gen",
+                            (json_int_t)o->gen, "chunk", (json_int_t)o->chunk, "step_tokens",
+                            (json_int_t)o->step_tokens, "prefix",
+                            o->shared == 0 ? "none"
+                            : prefix >= 0  ? "warm"
+                                           : "cold");
+    int rc = bench_streams_once(o, g, c->vocab_size, n, shared, prefix, &s, ttft, &steps, err,
+                                sizeof(err));
+    if (rc == 0)
+        rc = bench_streams_once(o, g, c->vocab_size, n, shared, prefix, &s, ttft, &steps, err,
+                                sizeof(err));
     if (rc) {
         fprintf(stderr, "neuron-bench: streams: %s\n", err);
         json_object_set_new(row, "error", json_string(err));
@@ -505,11 +580,9 @@ static json_t *bench_streams(const struct bench_opts *o, struct cuda_model *g,
         cuda_model_cache_stats(g, &st);
         json_object_set_new(row, "s", json_real(s));
         json_object_set_new(row, "steps", json_integer((json_int_t)steps));
-        json_object_set_new(row, "out_tok_s", json_real((double)o->streams * (double)o->gen / s));
-        json_object_set_new(row, "ttft_p50_ms",
-                            json_real(1e3 * bench_quantile(ttft, o->streams, 0.5)));
-        json_object_set_new(row, "ttft_p99_ms",
-                            json_real(1e3 * bench_quantile(ttft, o->streams, 0.99)));
+        json_object_set_new(row, "out_tok_s", json_real((double)n * (double)o->gen / s));
+        json_object_set_new(row, "ttft_p50_ms", json_real(1e3 * bench_quantile(ttft, n, 0.5)));
+        json_object_set_new(row, "ttft_p99_ms", json_real(1e3 * bench_quantile(ttft, n, 0.99)));
         json_object_set_new(row, "kv_blocks", json_integer(st.blocks));
         json_object_set_new(row, "kv_block_tokens", json_integer(st.block_size));
     }
@@ -517,24 +590,88 @@ static json_t *bench_streams(const struct bench_opts *o, struct cuda_model *g,
     return row;
 }
 
-static void bench_print_streams(const json_t *e)
+/* Every --streams count; with --shared-prefix each cold, then warm from a prefix saved once. */
+static json_t *bench_streams(const struct bench_opts *o, struct cuda_model *g,
+                             const struct model_config *c)
 {
-    printf("\nstreams prompt   gen chunk  steps      s  out tok/s  TTFT p50 ms  TTFT p99 ms\n");
-    long long n = (long long)json_integer_value(json_object_get(e, "streams"));
-    long long p = (long long)json_integer_value(json_object_get(e, "prompt"));
-    long long g = (long long)json_integer_value(json_object_get(e, "gen"));
-    long long c = (long long)json_integer_value(json_object_get(e, "chunk"));
-    if (json_object_get(e, "error")) {
-        printf("%7lld %6lld %5lld %5lld  error: %s\n", n, p, g, c,
-               json_string_value(json_object_get(e, "error")));
-        return;
+    json_t *rows = json_array();
+    int32_t *shared = malloc(sizeof(int32_t) * (size_t)(o->shared ? o->shared : 1));
+    for (int64_t j = 0; j < o->shared; j++)
+        shared[j] = bench_token(c->vocab_size);
+    int prefix = -1;
+    double save_s = 0.0;
+    if (o->shared > 0) {
+        char err[512];
+        int rc = bench_prefix_make(o, g, shared, &prefix, &save_s, err, sizeof(err));
+        if (rc == 0) { /* the first time captured graphs and sized the scratch: time again */
+            cuda_model_prefix_release(g, prefix);
+            rc = bench_prefix_make(o, g, shared, &prefix, &save_s, err, sizeof(err));
+        }
+        if (rc) {
+            fprintf(stderr, "neuron-bench: shared prefix: %s\n", err);
+            json_array_append_new(rows, json_pack("{s:s}", "error", err));
+            free(shared);
+            return rows;
+        }
     }
-    printf("%7lld %6lld %5lld %5lld %6lld %6.2f %10.1f %12.1f %12.1f\n", n, p, g, c,
-           (long long)json_integer_value(json_object_get(e, "steps")),
-           json_real_value(json_object_get(e, "s")),
-           json_real_value(json_object_get(e, "out_tok_s")),
-           json_real_value(json_object_get(e, "ttft_p50_ms")),
-           json_real_value(json_object_get(e, "ttft_p99_ms")));
+    for (int k = 0; k < o->n_streams; k++) {
+        json_t *cold = bench_streams_row(o, g, c, o->streams[k], shared, -1);
+        json_array_append_new(rows, cold);
+        if (o->shared == 0)
+            continue;
+        json_t *warm = bench_streams_row(o, g, c, o->streams[k], shared, prefix);
+        json_object_set_new(warm, "prefix_save_s", json_real(save_s));
+        json_object_set_new(warm, "prefix_bytes",
+                            json_integer((json_int_t)cuda_model_prefix_bytes(g, prefix)));
+        double a = json_real_value(json_object_get(cold, "out_tok_s"));
+        double b = json_real_value(json_object_get(warm, "out_tok_s"));
+        double ta = json_real_value(json_object_get(cold, "ttft_p50_ms"));
+        double tb = json_real_value(json_object_get(warm, "ttft_p50_ms"));
+        if (a > 0 && b > 0 && ta > 0 && tb > 0) {
+            json_object_set_new(warm, "out_tok_s_speedup", json_real(b / a));
+            json_object_set_new(warm, "ttft_p50_speedup", json_real(ta / tb));
+        }
+        json_array_append_new(rows, warm);
+    }
+    cuda_model_prefix_release(g, prefix);
+    free(shared);
+    return rows;
+}
+
+static void bench_print_streams(const json_t *rows)
+{
+    printf("\nstreams shared prompt   gen chunk  cap prefix  steps      s  out tok/s  TTFT p50 ms  "
+           "TTFT p99 ms  speed-up tok/s, TTFT p50\n");
+    size_t i;
+    json_t *e;
+    json_array_foreach(rows, i, e)
+    {
+        long long n = (long long)json_integer_value(json_object_get(e, "streams"));
+        long long sh = (long long)json_integer_value(json_object_get(e, "shared"));
+        long long p = (long long)json_integer_value(json_object_get(e, "prompt"));
+        long long g = (long long)json_integer_value(json_object_get(e, "gen"));
+        long long c = (long long)json_integer_value(json_object_get(e, "chunk"));
+        long long cap = (long long)json_integer_value(json_object_get(e, "step_tokens"));
+        const char *px = json_string_value(json_object_get(e, "prefix"));
+        if (json_object_get(e, "error")) {
+            printf("%7lld %6lld %6lld %5lld %5lld %4lld %6s  error: %s\n", n, sh, p, g, c, cap,
+                   px ? px : "-", json_string_value(json_object_get(e, "error")));
+            continue;
+        }
+        printf("%7lld %6lld %6lld %5lld %5lld %4lld %6s %6lld %6.2f %10.1f %12.1f %12.1f", n, sh, p,
+               g, c, cap, px, (long long)json_integer_value(json_object_get(e, "steps")),
+               json_real_value(json_object_get(e, "s")),
+               json_real_value(json_object_get(e, "out_tok_s")),
+               json_real_value(json_object_get(e, "ttft_p50_ms")),
+               json_real_value(json_object_get(e, "ttft_p99_ms")));
+        if (json_object_get(e, "out_tok_s_speedup"))
+            printf("  %.2fx, %.2fx (prefix saved in %.0f ms, %.0f MB)",
+                   json_real_value(json_object_get(e, "out_tok_s_speedup")),
+                   json_real_value(json_object_get(e, "ttft_p50_speedup")),
+                   1e3 * json_real_value(json_object_get(e, "prefix_save_s")),
+                   (double)json_integer_value(json_object_get(e, "prefix_bytes")) / 1e6);
+        printf("\n");
+    }
 }
 
 static void bench_print(const json_t *r)
@@ -623,9 +760,12 @@ int main(int argc, char **argv)
         max_ctx = o.context[i] > max_ctx ? o.context[i] : max_ctx;
     for (int i = 0; i < o.n_batch; i++)
         max_batch = o.batch[i] > max_batch ? o.batch[i] : max_batch;
-    if (o.streams > 0) { /* serving mode only */
-        max_ctx = o.prompt + o.gen;
-        max_batch = o.streams;
+    if (o.n_streams > 0) { /* serving mode only: the streams and a first request */
+        max_ctx = o.shared + o.prompt + o.gen;
+        max_batch = 0;
+        for (int i = 0; i < o.n_streams; i++)
+            max_batch = o.streams[i] > max_batch ? o.streams[i] : max_batch;
+        max_batch += o.shared > 0;
     }
     struct cuda_model_options co = {.device = o.device,
                                     .max_context = max_ctx,
@@ -658,7 +798,7 @@ int main(int argc, char **argv)
     if (cuda_model_reserve(g, (int)max_batch, max_ctx, err, sizeof(err)))
         goto fail;
 
-    if (o.streams > 0) {
+    if (o.n_streams > 0) {
         res = json_object();
         json_object_set_new(res, "serving", bench_streams(&o, g, &cfg));
     } else {

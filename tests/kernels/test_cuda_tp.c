@@ -10,7 +10,10 @@
  * tensors as the one-GPU model and keep their shares. For each: the prefill logits of every
  * position (an 80-token prompt on the random model: past one chunk of the chunked GDN prefill),
  * token-by-token decode through the decode graphs, four sequences of different lengths decoded
- * together (the cuBLASLt path), and greedy ids over 24 steps. TP-2 must equal TP-1 within
+ * together (the cuBLASLt path), greedy ids over 24 steps, and (prompts of a KV block or more)
+ * a saved prefix: the prompt's first whole blocks saved, restored into another slot, the rest
+ * of the prompt and decode steps read there (every rank keeps its share of the GDN snapshot
+ * and the same block ids). TP-2 must equal TP-1 within
  * BOUND_TP; the fixtures' TP-2 prefill is also checked against HF's golden logits. Greedy steps
  * may differ only at near ties (the two tokens' TP-1 logits within NEAR_TIE of the row's largest
  * |logit|); TP-1's choice is then fed to both. The fixtures also open through model.h with
@@ -181,6 +184,53 @@ static void compare(struct cuda_model *const m[2], const char *name, int64_t V,
     free(dtok);
 }
 
+/* The prompt's first whole KV blocks saved as a prefix, restored into a fresh slot that reads
+ * the rest and decodes 3 steps, on m[0] and m[1]: the same logits, the same prefix bytes (the
+ * ranks' shares add up to the whole), every block free once slot and prefix are gone. */
+static void compare_prefix(struct cuda_model *const m[2], const char *name, int64_t V,
+                           const int32_t *prompt, int64_t np)
+{
+    char shape[128], err[512];
+    int64_t blk = cuda_model_kv_block(m[0]), lp = (np - 1) / blk * blk, n_dec = 3;
+    if (lp < blk)
+        return;
+    int32_t *dtok = make_ids(n_dec, V, 5);
+    float *out[2], bytes[2] = {0, 0}, left[2] = {0, 0}, all[2] = {0, 0};
+    int rc = 0;
+    for (int k = 0; k < 2; k++) {
+        out[k] = xcalloc((size_t)((1 + n_dec) * V), sizeof(float));
+        int a = -1, b = -1, p = -1;
+        if (rc == 0 && (rc = cuda_model_slot_acquire(m[k], &a, err, sizeof(err))) != 0)
+            fprintf(stderr, "slot: %s\n", err);
+        if (rc == 0)
+            rc = fwd(m[k], a, 0, prompt, lp, MODEL_LOGITS_LAST, out[k]);
+        if (rc == 0 && (rc = cuda_model_prefix_save(m[k], a, lp, &p, err, sizeof(err))) != 0)
+            fprintf(stderr, "prefix save: %s\n", err);
+        cuda_model_slot_release(m[k], a);
+        bytes[k] = (float)cuda_model_prefix_bytes(m[k], p);
+        if (rc == 0 && (rc = cuda_model_slot_acquire(m[k], &b, err, sizeof(err))) != 0)
+            fprintf(stderr, "slot: %s\n", err);
+        if (rc == 0 && (rc = cuda_model_prefix_restore(m[k], p, b, err, sizeof(err))) != 0)
+            fprintf(stderr, "prefix restore: %s\n", err);
+        if (rc == 0)
+            rc = fwd(m[k], b, lp, prompt + lp, np - lp, MODEL_LOGITS_LAST, out[k]);
+        for (int64_t t = 0; t < n_dec && rc == 0; t++)
+            rc = fwd(m[k], b, np + t, &dtok[t], 1, MODEL_LOGITS_LAST, out[k] + (1 + t) * V);
+        cuda_model_prefix_release(m[k], p);
+        cuda_model_slot_release(m[k], b);
+        struct cuda_model_cache_stats st;
+        cuda_model_cache_stats(m[k], &st);
+        left[k] = (float)st.blocks_free, all[k] = (float)st.blocks;
+    }
+    snprintf(shape, sizeof(shape), "%s prefix %lld + %lld tok, %lld steps", name, (long long)lp,
+             (long long)(np - lp), (long long)n_dec);
+    ktest_check("tp2 restored prefix vs tp1", shape, rc, out[1], out[0], (size_t)((1 + n_dec) * V),
+                BOUND_TP);
+    ktest_check("tp2 prefix bytes = tp1", shape, rc, &bytes[1], &bytes[0], 1, 1e-6);
+    ktest_check("tp2 every block free after", shape, rc, left, all, 2, 0.0);
+    free(out[0]), free(out[1]), free(dtok);
+}
+
 static void record_failure(const char *what, const char *name, const char *err)
 {
     fprintf(stderr, "FAIL %s(%s): %s\n", what, name, err);
@@ -243,6 +293,7 @@ static void run_fixture(const char *name)
     struct cuda_model *m[2];
     if (np > 0 && create_pair(mf, NULL, name, m) == 0) {
         compare(m, name, V, prompt, np, golden);
+        compare_prefix(m, name, V, prompt, np);
         cuda_model_destroy(m[0]);
         cuda_model_destroy(m[1]);
     } else if (np == 0) {
@@ -310,6 +361,7 @@ static void run_random(void)
     int64_t np = 80;
     int32_t *prompt = make_ids(np, cfg.vocab_size, 1);
     compare(m, "random qwen3_5 H256", cfg.vocab_size, prompt, np, NULL);
+    compare_prefix(m, "random qwen3_5 H256", cfg.vocab_size, prompt, np);
     free(prompt);
     cuda_model_destroy(m[0]);
     cuda_model_destroy(m[1]);
