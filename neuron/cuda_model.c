@@ -93,12 +93,16 @@
 #define CM_AR_MAX_BYTES (1u << 20)
 /* A tensor-parallel step still running after this long counts as a failed rank. */
 #define CM_TP_STEP_LIMIT_S 600.0
+/* After a rank's failure, how long a rank's stream may take to finish by itself before the
+ * rank counts as stuck in a collective and aborts its communicator. */
+#define CM_TP_DRAIN_S 2.0
 
 /* Where a rank is in a forward call under tensor parallelism (cm_tp_agree). */
 enum cm_tp_stage {
     CM_TP_PREPARING, /* host work only: a failure here is reported at the agreement */
     CM_TP_REFUSED,   /* a rank failed before queueing: nothing queued anywhere */
     CM_TP_QUEUED,    /* GPU work is being queued: a failure now strands the peers */
+    CM_TP_ABORTED,   /* this rank took part in aborting the group (cm_tp_fail) */
 };
 
 /* What the ranks of a tensor-parallel model share; rank 0's destroy frees it. */
@@ -2247,25 +2251,61 @@ static double cm_now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* A rank failed after queueing work (this one, or a peer that raised the group's flag): every
- * rank's collectives are released (the peer-memory kernels by the group's abort flag, NCCL's by
- * aborting this rank's communicator; each rank aborts its own), then this rank's stream drains.
- * The model is broken from here on (cuda_model_forward refuses). Idempotent. A thread never
- * aborts another rank's communicator: that rank's thread may be queueing work on it. */
+/* True when the stream went idle (or reports an error) within limit_s seconds. */
+static bool cm_stream_idle_within(cudaStream_t s, double limit_s)
+{
+    double t0 = cm_now();
+    while (cudaStreamQuery(s) == cudaErrorNotReady)
+        if (cm_now() - t0 > limit_s)
+            return false;
+    return true;
+}
+
+/* A rank failed after queueing work (this one, or a peer that raised the group's flag). The
+ * peer-memory kernels are released through the group's abort flag. The failing rank's own
+ * queued collectives all have partners (its peers queued at least as far), so its stream
+ * drains by itself; a rank still waiting after CM_TP_DRAIN_S is stuck in an NCCL collective
+ * whose partner never comes and aborts its own communicator (never another rank's: that rank's
+ * thread may be queueing work on it, and a peer's kernels may still read its buffers).
+ * cuda_model_forward() aborts the remaining communicators once every rank's thread is done.
+ * The model is broken from here on. Once per rank and call. */
 static void cm_tp_fail(struct cuda_model *g)
 {
+    if (g->tp_stage == CM_TP_ABORTED)
+        return;
+    g->tp_stage = CM_TP_ABORTED;
     __atomic_store_n(&g->grp->failed, 1, __ATOMIC_RELEASE);
     cuda_allreduce_abort(g->grp->ar);
+    bool drained = cm_stream_idle_within(g->stream, CM_TP_DRAIN_S);
 #ifdef CORTEX_HAVE_NCCL
-    if (g->comm) {
+    if (!drained && g->comm) {
         ncclCommAbort(g->comm);
         g->comm = NULL;
     }
+#else
+    (void)drained;
 #endif
     cudaStreamSynchronize(g->stream);
-    /* The decode graphs are leaked, not destroyed: NCCL releases a captured collective's plan
-     * through its communicator when the graph goes, and that communicator is gone. */
-    memset(g->graphs, 0, sizeof(g->graphs));
+}
+
+/* After a failed call of a broken group, every rank's thread done and its stream idle: the
+ * communicators still standing are aborted (ncclCommDestroy would wait for the others), and
+ * the decode graphs leaked rather than destroyed (NCCL releases a captured collective's plan
+ * through its communicator, which is gone). */
+static void cm_tp_abort_all(struct cuda_model *g)
+{
+    for (int r = 0; r < g->tp; r++) {
+        struct cuda_model *m = g->ranks[r];
+        cudaSetDevice(m->device);
+#ifdef CORTEX_HAVE_NCCL
+        if (m->comm) {
+            ncclCommAbort(m->comm);
+            m->comm = NULL;
+        }
+#endif
+        memset(m->graphs, 0, sizeof(m->graphs));
+    }
+    cudaSetDevice(g->device);
 }
 
 /* The end of a forward call: waits for this rank's stream like cudaStreamSynchronize, but
@@ -2428,7 +2468,10 @@ int cuda_model_forward(struct cuda_model *g, const int *slots, const int64_t *n_
     }
     cudaSetDevice(g->device);
     struct cm_fwd f = {slots, n_past, tokens, n_tokens, n_seqs, which, logits};
-    if (cm_on_ranks(g, cm_forward_job, &f))
+    if (cm_on_ranks(g, cm_forward_job, &f)) {
+        if (g->grp && __atomic_load_n(&g->grp->failed, __ATOMIC_ACQUIRE))
+            cm_tp_abort_all(g);
         return cm_report(g, err, errlen);
+    }
     return 0;
 }

@@ -20,7 +20,7 @@
  * rank 1: a failure before the step is queued fails the call on both ranks with rank 1's reason
  * and leaves the model usable (the retried step equals an unfaulted one bit for bit); a failure
  * at the first all-reduce, after rank 0 queued its step (a fresh decode graph, and a prefill),
- * must make the call fail rather than hang (an alarm fails the program after 120 s), later
+ * must make the call fail rather than hang (an alarm fails the program after 45 s), later
  * calls fail at once, and the model is destroyed. Exits 77 with fewer than two GPUs.
  * CORTEX_SOURCE_DIR (default: the current directory) locates tests/fixtures.
  */
@@ -382,7 +382,7 @@ static void run_faults(bool nccl_only)
     rc = rc ? rc : fwd(g, sa, np, &next, 1, MODEL_LOGITS_LAST, ref);
     rc = rc ? rc : fwd(g, sb, 0, prompt, np, MODEL_LOGITS_LAST, got);
     snprintf(shape, sizeof(shape), "%s, prepare fault", mode);
-    alarm(120);
+    alarm(45);
     if (rc == 0 && cuda_model_inject_fault(g, 1, CUDA_MODEL_FAULT_PREPARE) == 0) {
         int64_t past = np;
         const int32_t *toks[1] = {&next};
@@ -422,7 +422,7 @@ static void run_faults(bool nccl_only)
             g = NULL;
             continue;
         }
-        alarm(120);
+        alarm(45);
         int frc;
         float *two = xmalloc(sizeof(float) * (size_t)(2 * V));
         if (k == 0) {
@@ -471,9 +471,10 @@ int main(void)
     run_random(false);
     run_random(true);
     signal(SIGALRM, on_alarm);
+    /* after each mode's aborts the GPUs must still be usable: a new model runs and matches */
     run_faults(false);
-    run_faults(true);
-    /* the GPUs are still usable after the aborts: a new model runs */
     run_random(false);
+    run_faults(true);
+    run_random(true);
     return ktest_finish();
 }
