@@ -1069,6 +1069,12 @@ static int cm_create(const struct model_config *cfg, const char *name, const str
     if (tp > 1) {
 #ifdef CORTEX_HAVE_NCCL
         ncclComm_t comms[CUDA_MODEL_MAX_TP];
+        /* Every connection at init (unless the environment says otherwise): NCCL's default
+         * connects an algorithm and protocol at its first use, with a handshake between the
+         * ranks inside the enqueue call, which then happens during a decode graph's capture and
+         * blocks a rank's host thread for good when its peer failed before that collective
+         * (cm_tp_wait could not abort it). */
+        setenv("NCCL_RUNTIME_CONNECT", "0", 0);
         ncclResult_t nr = ncclCommInitAll(comms, tp, opt->devices);
         if (nr != ncclSuccess) {
             cm_fail(g, "ncclCommInitAll over %d devices: %s", tp, ncclGetErrorString(nr));

@@ -51,7 +51,8 @@
  * they wait for their streams, every rank then aborts (ncclCommAbort on its communicator and
  * the peer-memory kernels released), the call fails, and the model is broken: later calls
  * fail at once and the model can only be destroyed. A step that runs longer than 10 minutes
- * is treated as such a failure. Not covered: a rank whose host thread blocks in a kernel
+ * is treated as such a failure. NCCL_RUNTIME_CONNECT is set to 0 (all NCCL connections at
+ * create) unless the environment sets it, so no NCCL call blocks on a peer's host thread. Not covered: a rank whose host thread blocks in a kernel
  * launch (a long prefill's launch queue full) while its peers already failed.
  * Thread safety: one call at a time per model; the calling thread's current device is set to
  * the model's (first) GPU by every entry point.

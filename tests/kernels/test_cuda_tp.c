@@ -340,11 +340,14 @@ static void run_random(bool nccl_only)
     cuda_model_destroy(m[1]);
 }
 
+static const char *volatile current_case = "";
+
 static void on_alarm(int sig)
 {
     (void)sig;
-    static const char msg[] = "FAIL: a tensor-parallel call hung after a rank failed (alarm)\n";
-    if (write(2, msg, sizeof(msg) - 1) < 0)
+    static const char msg[] = "FAIL: a tensor-parallel call hung after a rank failed (alarm): ";
+    if (write(2, msg, sizeof(msg) - 1) < 0 || write(2, current_case, strlen(current_case)) < 0 ||
+        write(2, "\n", 1) < 0)
         _exit(1);
     _exit(1);
 }
@@ -382,6 +385,8 @@ static void run_faults(bool nccl_only)
     rc = rc ? rc : fwd(g, sa, np, &next, 1, MODEL_LOGITS_LAST, ref);
     rc = rc ? rc : fwd(g, sb, 0, prompt, np, MODEL_LOGITS_LAST, got);
     snprintf(shape, sizeof(shape), "%s, prepare fault", mode);
+    current_case = shape;
+    printf("case: %s\n", shape);
     alarm(45);
     if (rc == 0 && cuda_model_inject_fault(g, 1, CUDA_MODEL_FAULT_PREPARE) == 0) {
         int64_t past = np;
@@ -422,6 +427,8 @@ static void run_faults(bool nccl_only)
             g = NULL;
             continue;
         }
+        current_case = shape;
+        printf("case: %s\n", shape);
         alarm(45);
         int frc;
         float *two = xmalloc(sizeof(float) * (size_t)(2 * V));
@@ -452,6 +459,7 @@ static void run_faults(bool nccl_only)
         free(two);
     }
 out:
+    current_case = "";
     free(prompt);
     free(ref);
     free(got);
@@ -459,6 +467,7 @@ out:
 
 int main(void)
 {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* an alarm's _exit keeps what was printed */
     ktest_init("test_cuda_tp");
     int n = 0;
     if (cuda_device_count(&n) != 0 || n < 2) {
