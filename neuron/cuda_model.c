@@ -17,7 +17,10 @@
  * Tensor parallelism (cuda_model.h): every rank is a struct cuda_model of its own whose cfg
  * holds its share of the heads, the intermediate size and the lm_head rows, so the pass above
  * runs unchanged on each; the row-parallel products write their partial sums into the residual
- * stream and cm_allreduce() sums them across the ranks.
+ * stream and cm_allreduce() sums them across the ranks: the peer-memory kernel
+ * (kernels/cuda_allreduce) up to CM_AR_MAX_BYTES, NCCL above. A forward call's ranks meet once
+ * before they queue GPU work (cm_tp_agree) and, when a rank fails after that, abort the
+ * collectives instead of waiting for it (cm_tp_wait, cm_tp_fail).
  *
  * Paged KV cache (cuda_model.h): each attention layer's k_cache / v_cache is a pool of blocks
  * of kv_block positions; block ids are the same in every layer, so one host-side free list and
@@ -39,6 +42,7 @@
 #include "cuda_model.h"
 
 #include "cpu_ops.h"
+#include "cuda_allreduce.h"
 #include "cuda_attention.h"
 #include "cuda_attn_prep.h"
 #include "cuda_device.h"
@@ -65,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #ifdef CORTEX_HAVE_NCCL
 #include <nccl.h>
 #endif
@@ -88,6 +93,33 @@
  * per head keep more loads in flight (neuron-bench, 27B shape, H200: GDN per step 0.70 vs
  * 0.88 ms at batch 1, 1.55 vs 1.53 at 8, 5.38 vs 4.05 at 32). */
 #define CM_GDN_FUSED_MAX_SEQS 8
+/* Tensor parallelism: all-reduces up to this size take the one-shot peer-memory kernel, larger
+ * ones NCCL. A decode step's message is batch x hidden fp32 (20 KB per sequence at hidden
+ * 5120): NCCL's ~11 us per call is latency, not bandwidth (docs/BENCHMARKS.md), and the
+ * one-shot kernel reads the peers' whole partials, which stops paying for prefill-sized ones. */
+#define CM_AR_MAX_BYTES (1u << 20)
+/* A tensor-parallel step still running after this long counts as a failed rank. */
+#define CM_TP_STEP_LIMIT_S 600.0
+/* After a rank's failure, how long a rank's stream may take to finish by itself before the
+ * rank counts as stuck in a collective and aborts its communicator. */
+#define CM_TP_DRAIN_S 2.0
+
+/* Where a rank is in a forward call under tensor parallelism (cm_tp_agree). */
+enum cm_tp_stage {
+    CM_TP_PREPARING, /* host work only: a failure here is reported at the agreement */
+    CM_TP_REFUSED,   /* a rank failed before queueing: nothing queued anywhere */
+    CM_TP_QUEUED,    /* GPU work is being queued: a failure now strands the peers */
+    CM_TP_ABORTED,   /* this rank took part in aborting the group (cm_tp_fail) */
+};
+
+/* What the ranks of a tensor-parallel model share; rank 0's destroy frees it. */
+struct cm_tp_group {
+    pthread_barrier_t agree;        /* the ranks meet before queueing a call's GPU work */
+    int prep_rc[CUDA_MODEL_MAX_TP]; /* each rank's word at the agreement */
+    int failed;                     /* atomic: a rank failed after queueing: abort */
+    struct cuda_allreduce *ar;      /* the peer-memory all-reduce, or NULL (NCCL only) */
+    struct cuda_model **ranks;      /* rank 0's array */
+};
 
 /* A bf16 weight matrix [rows, cols] on the GPU, rows contiguous (nn.Linear's [out, in]). */
 struct cm_mat {
@@ -165,8 +197,11 @@ struct cuda_model {
     int64_t vocab_off;
     struct cuda_model **ranks;
 #ifdef CORTEX_HAVE_NCCL
-    ncclComm_t comm;
+    ncclComm_t comm; /* NULL once aborted */
 #endif
+    struct cm_tp_group *grp;     /* tp > 1 */
+    enum cm_tp_stage tp_stage;   /* of the call in progress */
+    enum cuda_model_fault fault; /* injected by a test */
     int head_pad; /* head_dim rounded up to a size the attention kernels take (zero pad) */
     int64_t max_context;
     bool no_graphs, no_fusion;
@@ -1059,6 +1094,12 @@ static int cm_create(const struct model_config *cfg, const char *name, const str
     if (tp > 1) {
 #ifdef CORTEX_HAVE_NCCL
         ncclComm_t comms[CUDA_MODEL_MAX_TP];
+        /* Every connection at init (unless the environment says otherwise): NCCL's default
+         * connects an algorithm and protocol at its first use, with a handshake between the
+         * ranks inside the enqueue call, which then happens during a decode graph's capture and
+         * blocks a rank's host thread for good when its peer failed before that collective
+         * (cm_tp_wait could not abort it). */
+        setenv("NCCL_RUNTIME_CONNECT", "0", 0);
         ncclResult_t nr = ncclCommInitAll(comms, tp, opt->devices);
         if (nr != ncclSuccess) {
             cm_fail(g, "ncclCommInitAll over %d devices: %s", tp, ncclGetErrorString(nr));
@@ -1066,6 +1107,15 @@ static int cm_create(const struct model_config *cfg, const char *name, const str
         }
         for (int r = 0; r < tp; r++)
             g->ranks[r]->comm = comms[r];
+        struct cm_tp_group *grp = xcalloc(1, sizeof(*grp));
+        pthread_barrier_init(&grp->agree, NULL, (unsigned)tp);
+        grp->ranks = g->ranks;
+        /* without peer access between the GPUs the group is not made: NCCL does it all */
+        if (!opt->no_custom_allreduce &&
+            cuda_allreduce_create(tp, opt->devices, CM_AR_MAX_BYTES / sizeof(float), &grp->ar))
+            grp->ar = NULL;
+        for (int r = 0; r < tp; r++)
+            g->ranks[r]->grp = grp;
 #else
         cm_fail(g, "tensor parallelism needs NCCL, which this build lacks");
         goto fail;
@@ -1159,6 +1209,11 @@ void cuda_model_destroy(struct cuda_model *g)
     }
     free(g->prefixes);
     cuda_gemm_ctx_destroy(g->gemm);
+    if (g->grp && g->rank == 0) { /* the other ranks are gone, their streams idle */
+        cuda_allreduce_destroy(g->grp->ar);
+        pthread_barrier_destroy(&g->grp->agree);
+        free(g->grp);
+    }
 #ifdef CORTEX_HAVE_NCCL
     if (g->comm)
         ncclCommDestroy(g->comm);
@@ -1184,6 +1239,21 @@ uint64_t cuda_model_weight_bytes(const struct cuda_model *g)
 int cuda_model_tp(const struct cuda_model *g)
 {
     return g->tp;
+}
+
+const char *cuda_model_allreduce_name(const struct cuda_model *g)
+{
+    if (g->tp <= 1)
+        return "none";
+    return g->grp && g->grp->ar ? "peer" : "nccl";
+}
+
+int cuda_model_inject_fault(struct cuda_model *g, int rank, enum cuda_model_fault f)
+{
+    if (rank < 0 || rank >= g->tp)
+        return -1;
+    (g->ranks ? g->ranks[rank] : g)->fault = f;
+    return 0;
 }
 
 static int64_t cm_conv_dim(const struct model_config *c)
@@ -1913,15 +1983,23 @@ static int cm_allreduce(struct cuda_model *g, int64_t n)
 {
     if (g->tp <= 1)
         return 0;
-#ifdef CORTEX_HAVE_NCCL
+    if (g->fault == CUDA_MODEL_FAULT_COLLECTIVE) {
+        g->fault = CUDA_MODEL_FAULT_NONE;
+        return cm_fail(g, "injected fault at an all-reduce (test)");
+    }
     cm_mark(g, CUDA_MODEL_OP_COMM);
-    ncclResult_t r = ncclAllReduce(g->buf[CM_X], g->buf[CM_X], (size_t)(n * g->cfg.hidden),
-                                   ncclFloat, ncclSum, g->comm, g->stream);
+    int64_t elems = n * g->cfg.hidden;
+    struct cuda_allreduce *ar = g->grp->ar;
+    if (ar && elems <= cuda_allreduce_max_elems(ar))
+        return cm_kernel(g, cuda_allreduce_sum(ar, g->rank, g->buf[CM_X], elems, g->stream),
+                         "cuda_allreduce_sum");
+#ifdef CORTEX_HAVE_NCCL
+    ncclResult_t r = ncclAllReduce(g->buf[CM_X], g->buf[CM_X], (size_t)elems, ncclFloat, ncclSum,
+                                   g->comm, g->stream);
     if (r != ncclSuccess)
         return cm_fail(g, "ncclAllReduce: %s", ncclGetErrorString(r));
     return 0;
 #else
-    (void)n;
     return cm_fail(g, "tensor parallelism needs NCCL");
 #endif
 }
@@ -2406,6 +2484,130 @@ static int cm_run_graph(struct cuda_model *g, const struct cm_batch *b, int64_t 
     return cm_cuda(g, cudaGraphLaunch(*exec, g->stream), "cudaGraphLaunch");
 }
 
+/* ---- tensor-parallel agreement and failure ------------------------------------------------ */
+
+/* The ranks' meeting before a call's GPU work is queued: rc is this rank's word (0 ready, -1
+ * failed, its reason in its error). Returns 0 when every rank is ready; else -1, a peer's
+ * reason in this rank's error, and no rank queues anything. Every rank of a forward call
+ * passes here exactly once (cm_forward_job makes a rank that failed earlier come). */
+static int cm_tp_agree(struct cuda_model *g, int rc)
+{
+    if (g->fault == CUDA_MODEL_FAULT_PREPARE) {
+        g->fault = CUDA_MODEL_FAULT_NONE;
+        rc = cm_fail(g, "injected fault before the step was queued (test)");
+    }
+    if (g->tp <= 1)
+        return rc;
+    struct cm_tp_group *grp = g->grp;
+    grp->prep_rc[g->rank] = rc;
+    g->tp_stage = CM_TP_REFUSED;
+    pthread_barrier_wait(&grp->agree); /* also orders the failing rank's error text */
+    for (int r = 0; r < g->tp; r++)
+        if (grp->prep_rc[r]) {
+            if (rc == 0)
+                snprintf(g->errbuf, sizeof(g->errbuf), "rank %d: %.480s", r, grp->ranks[r]->errbuf);
+            /* only the table and id uploads may be queued: let them finish before the next
+             * call rewrites their pinned source */
+            cudaStreamSynchronize(g->stream);
+            return -1;
+        }
+    g->tp_stage = CM_TP_QUEUED;
+    return 0;
+}
+
+static double cm_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* True when the stream went idle (or reports an error) within limit_s seconds. */
+static bool cm_stream_idle_within(cudaStream_t s, double limit_s)
+{
+    double t0 = cm_now();
+    while (cudaStreamQuery(s) == cudaErrorNotReady)
+        if (cm_now() - t0 > limit_s)
+            return false;
+    return true;
+}
+
+/* A rank failed after queueing work (this one, or a peer that raised the group's flag). The
+ * peer-memory kernels are released through the group's abort flag. The failing rank's own
+ * queued collectives all have partners (its peers queued at least as far), so its stream
+ * drains by itself; a rank still waiting after CM_TP_DRAIN_S is stuck in an NCCL collective
+ * whose partner never comes and aborts its own communicator (never another rank's: that rank's
+ * thread may be queueing work on it, and a peer's kernels may still read its buffers).
+ * cuda_model_forward() aborts the remaining communicators once every rank's thread is done.
+ * The model is broken from here on. Once per rank and call. */
+static void cm_tp_fail(struct cuda_model *g)
+{
+    if (g->tp_stage == CM_TP_ABORTED)
+        return;
+    g->tp_stage = CM_TP_ABORTED;
+    __atomic_store_n(&g->grp->failed, 1, __ATOMIC_RELEASE);
+    cuda_allreduce_abort(g->grp->ar);
+    bool drained = cm_stream_idle_within(g->stream, CM_TP_DRAIN_S);
+#ifdef CORTEX_HAVE_NCCL
+    if (!drained && g->comm) {
+        ncclCommAbort(g->comm);
+        g->comm = NULL;
+    }
+#else
+    (void)drained;
+#endif
+    cudaStreamSynchronize(g->stream);
+}
+
+/* After a failed call of a broken group, every rank's thread done and its stream idle: the
+ * communicators still standing are aborted (ncclCommDestroy would wait for the others), and
+ * the decode graphs leaked rather than destroyed (NCCL releases a captured collective's plan
+ * through its communicator, which is gone). */
+static void cm_tp_abort_all(struct cuda_model *g)
+{
+    for (int r = 0; r < g->tp; r++) {
+        struct cuda_model *m = g->ranks[r];
+        cudaSetDevice(m->device);
+#ifdef CORTEX_HAVE_NCCL
+        if (m->comm) {
+            ncclCommAbort(m->comm);
+            m->comm = NULL;
+        }
+#endif
+        memset(m->graphs, 0, sizeof(m->graphs));
+    }
+    cudaSetDevice(g->device);
+}
+
+/* The end of a forward call: waits for this rank's stream like cudaStreamSynchronize, but
+ * under tensor parallelism gives up (and aborts the collectives) when a peer has failed, the
+ * stream reports an error, or the step outlives CM_TP_STEP_LIMIT_S. */
+static int cm_tp_wait(struct cuda_model *g)
+{
+    if (g->tp <= 1)
+        return cm_cuda(g, cudaStreamSynchronize(g->stream), "forward");
+    double t0 = cm_now();
+    for (unsigned it = 1;; it++) {
+        cudaError_t e = cudaStreamQuery(g->stream);
+        if (e == cudaSuccess)
+            return 0;
+        if (e != cudaErrorNotReady) {
+            cm_cuda(g, e, "forward");
+            cm_tp_fail(g);
+            return -1;
+        }
+        if (__atomic_load_n(&g->grp->failed, __ATOMIC_ACQUIRE)) {
+            cm_tp_fail(g);
+            return cm_fail(g, "another rank failed during the step: collectives aborted");
+        }
+        if (it % 1024 == 0 && cm_now() - t0 > CM_TP_STEP_LIMIT_S) {
+            cm_fail(g, "step still running after %.0f s: collectives aborted", CM_TP_STEP_LIMIT_S);
+            cm_tp_fail(g);
+            return -1;
+        }
+    }
+}
+
 static int cm_forward(struct cuda_model *g, const int *slots, const int64_t *n_past,
                       const int32_t *const *tokens, const int64_t *n_tokens, int n_seqs,
                       enum model_logits which, float *logits, int64_t *row0)
@@ -2471,6 +2673,7 @@ static int cm_forward(struct cuda_model *g, const int *slots, const int64_t *n_p
             .d_seqslot = d + 3 * cap,
             .d_lens = d + 4 * cap,
     };
+    CM_TRY(cm_tp_agree(g, 0));
     if (decode && !g->no_graphs && !g->profiling && n_seqs <= CM_MAX_GRAPH)
         CM_TRY(cm_run_graph(g, &b, n_out));
     else
@@ -2489,7 +2692,7 @@ static int cm_forward(struct cuda_model *g, const int *slots, const int64_t *n_p
                                          sizeof(float) * (size_t)c->vocab_size, (size_t)n_out,
                                          cudaMemcpyDeviceToHost, g->stream),
                        "cudaMemcpy2DAsync (logits)"));
-    CM_TRY(cm_cuda(g, cudaStreamSynchronize(g->stream), "forward"));
+    CM_TRY(cm_tp_wait(g));
     cm_marks_collect(g);
     return 0;
 }
@@ -2509,8 +2712,13 @@ static int cm_forward_job(struct cuda_model *g, void *arg)
 {
     const struct cm_fwd *f = arg;
     int64_t *row0 = xmalloc(sizeof(int64_t) * (size_t)f->n_seqs);
+    g->tp_stage = CM_TP_PREPARING;
     int rc = cm_forward(g, f->slots, f->n_past, f->tokens, f->n_tokens, f->n_seqs, f->which,
                         f->logits, row0);
+    if (rc && g->tp > 1 && g->tp_stage == CM_TP_PREPARING)
+        (void)cm_tp_agree(g, -1); /* the peers wait there for this rank's word */
+    else if (rc && g->tp > 1 && g->tp_stage == CM_TP_QUEUED)
+        cm_tp_fail(g);
     free(row0);
     g->n_marks = 0;
     return rc;
@@ -2524,9 +2732,17 @@ int cuda_model_forward(struct cuda_model *g, const int *slots, const int64_t *n_
         cm_fail(g, "no sequence to run");
         return cm_report(g, err, errlen);
     }
+    if (g->grp && __atomic_load_n(&g->grp->failed, __ATOMIC_ACQUIRE)) {
+        cm_fail(g, "a rank failed in an earlier call and the collectives were aborted: the "
+                   "model can only be destroyed");
+        return cm_report(g, err, errlen);
+    }
     cudaSetDevice(g->device);
     struct cm_fwd f = {slots, n_past, tokens, n_tokens, n_seqs, which, logits};
-    if (cm_on_ranks(g, cm_forward_job, &f))
+    if (cm_on_ranks(g, cm_forward_job, &f)) {
+        if (g->grp && __atomic_load_n(&g->grp->failed, __ATOMIC_ACQUIRE))
+            cm_tp_abort_all(g);
         return cm_report(g, err, errlen);
+    }
     return 0;
 }

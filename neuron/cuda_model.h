@@ -54,7 +54,22 @@
  * lm_head by vocabulary rows (each rank copies its logits columns to the host), the embedding
  * replicated. Each rank uploads only its share. Every call runs all ranks at once, ranks 1..
  * on threads of their own; each rank captures its own decode graphs, all-reduces included.
+ * All-reduces of up to 1 MiB (a decode step's [batch, hidden] fp32 up to batch 51 at hidden
+ * 5120) take a one-shot kernel over NVLink peer memory (kernels/cuda_allreduce.h: one launch,
+ * each rank reads the others' partials and adds them in rank order, so the ranks stay
+ * bit-identical), larger ones (prefill) NCCL; without peer access between the GPUs, or with
+ * options.no_custom_allreduce, every all-reduce is NCCL's.
  * tp must divide the KV heads, the linear key and value heads and the intermediate size.
+ * Failures under tensor parallelism: the ranks agree before they queue a call's GPU work, so
+ * a rank that fails before that (an allocation, a full KV pool) fails the call on every rank
+ * with its message, nothing is queued, and the model stays usable. A rank that fails after
+ * (a launch error, a GPU fault) leaves its peers waiting in a collective: they notice while
+ * they wait for their streams, every rank then aborts (ncclCommAbort on its communicator and
+ * the peer-memory kernels released), the call fails, and the model is broken: later calls
+ * fail at once and the model can only be destroyed. A step that runs longer than 10 minutes
+ * is treated as such a failure. NCCL_RUNTIME_CONNECT is set to 0 (all NCCL connections at
+ * create) unless the environment sets it, so no NCCL call blocks on a peer's host thread. Not covered: a rank whose host thread blocks in a kernel
+ * launch (a long prefill's launch queue full) while its peers already failed.
  * Thread safety: one call at a time per model; the calling thread's current device is set to
  * the model's (first) GPU by every entry point.
  * Errors: -1 with a message in err naming the model and the failing CUDA call or argument.
@@ -77,12 +92,13 @@ struct cuda_model_options {
     int device; /* CUDA ordinal (tp <= 1) */
     int tp;     /* tensor-parallel degree; > 1: the model spans devices[0 .. tp) */
     int devices[CUDA_MODEL_MAX_TP];
-    int64_t max_context;  /* tokens per sequence; < 1: the model's own (4096 when unknown) */
-    bool no_graphs;       /* run decode steps launch by launch (tests compare both) */
-    bool no_fusion;       /* separate norm and SwiGLU launches around the products of small
+    int64_t max_context;      /* tokens per sequence; < 1: the model's own (4096 when unknown) */
+    bool no_graphs;           /* run decode steps launch by launch (tests compare both) */
+    bool no_fusion;           /* separate norm and SwiGLU launches around the products of small
                             batches instead of cuda_matvec_rms (benchmarks compare both) */
-    int kv_block;         /* positions per KV cache block; < 1: 32 */
-    uint64_t cache_bytes; /* > 0: the KV block pool reserved at load, all ranks together */
+    int kv_block;             /* positions per KV cache block; < 1: 32 */
+    uint64_t cache_bytes;     /* > 0: the KV block pool reserved at load, all ranks together */
+    bool no_custom_allreduce; /* tp > 1: every all-reduce through NCCL (benchmarks compare) */
 };
 
 /* Uploads mf's weights to the GPU. On success *out is the caller's, freed with
@@ -103,6 +119,20 @@ int64_t cuda_model_max_context(const struct cuda_model *g);
 uint64_t cuda_model_weight_bytes(const struct cuda_model *g);
 /* The tensor-parallel degree (1: one GPU). */
 int cuda_model_tp(const struct cuda_model *g);
+/* How small all-reduces run: "peer" (the peer-memory kernel, NCCL above 1 MiB), "nccl", or
+ * "none" (one GPU). */
+const char *cuda_model_allreduce_name(const struct cuda_model *g);
+
+/* Tests of the failure path only: rank's next forward call fails where f says, as a failed
+ * allocation (before the call's GPU work is queued) or a failed launch (at its first
+ * all-reduce, with the peers' work already queued) would. -1 for a rank outside the model. */
+enum cuda_model_fault {
+    CUDA_MODEL_FAULT_NONE,
+    CUDA_MODEL_FAULT_PREPARE,
+    CUDA_MODEL_FAULT_COLLECTIVE,
+};
+int cuda_model_inject_fault(struct cuda_model *g, int rank, enum cuda_model_fault f)
+        __attribute__((warn_unused_result));
 /* Bytes slot's state occupies now: its GDN state plus the KV blocks it holds, shared ones
  * included (all ranks). */
 uint64_t cuda_model_slot_bytes(const struct cuda_model *g, int slot);

@@ -14,7 +14,8 @@
  *   - one profiling pass per decode shape (no graph, CUDA events around each kernel class):
  *     milliseconds per step in matmul, attention, GDN, the rest and (--tp) the all-reduces.
  * With --tp N the model spans devices 0 .. N-1 (tensor parallelism, cuda_model.h); GB/s then
- * count every GPU's bytes and the copy share is of N times device 0's copy bandwidth.
+ * count every GPU's bytes and the copy share is of N times device 0's copy bandwidth;
+ * --no-custom-allreduce sends every all-reduce through NCCL (the peer-memory kernel's baseline).
  * The logits stay on the GPU (no device-to-host copy is timed). --json prints one JSON object.
  * Serving mode (--streams N,...): for each N, N sequences arrive together with --prompt-token
  * prompts and each generates --gen tokens, stepped as the batcher does (neuron/batcher.h): every
@@ -51,6 +52,7 @@ struct bench_opts {
     int n_prefill, n_context, n_batch;
     const char *json; /* NULL, a file, or "-" (stdout, instead of the table) */
     bool no_graphs, no_fusion;
+    bool no_custom_allreduce; /* --tp: NCCL for every all-reduce */
     uint64_t seed;
     int streams[BENCH_MAX_LIST]; /* serving mode: sequences arriving together, per run */
     int n_streams;               /* 0: serving mode off */
@@ -74,6 +76,8 @@ static void bench_usage(FILE *f)
             "  -d, --device N       CUDA device (default 0)\n"
             "      --tp N           tensor parallelism over devices 0 .. N-1 (NCCL); copy\n"
             "                       shares are then of N times device 0's copy bandwidth\n"
+            "      --no-custom-allreduce  (--tp) NCCL for every all-reduce instead of the\n"
+            "                       one-shot peer-memory kernel for small messages\n"
             "  -p, --prefill LIST   prompt lengths, comma-separated (default 512,4096; 0: none)\n"
             "  -b, --batch LIST     decode batch sizes (default 1,8,32)\n"
             "  -x, --context LIST   tokens each decoding sequence holds (default 1024,8192)\n"
@@ -148,6 +152,7 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
                                           {"no-fusion", no_argument, NULL, 'F'},
                                           {"json", required_argument, NULL, 'J'},
                                           {"tp", required_argument, NULL, 'T'},
+                                          {"no-custom-allreduce", no_argument, NULL, 'A'},
                                           {"streams", required_argument, NULL, 'N'},
                                           {"prompt", required_argument, NULL, 'P'},
                                           {"gen", required_argument, NULL, 'g'},
@@ -204,6 +209,9 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
             break;
         case 'F':
             o->no_fusion = true;
+            break;
+        case 'A':
+            o->no_custom_allreduce = true;
             break;
         case 'J':
             o->json = optarg;
@@ -676,12 +684,14 @@ static void bench_print_streams(const json_t *rows)
 
 static void bench_print(const json_t *r)
 {
-    printf("neuron-bench: %s on %lld x %s, copy %.0f GB/s (one GPU), weights %.2f GB\n",
+    printf("neuron-bench: %s on %lld x %s, copy %.0f GB/s (one GPU), weights %.2f GB, "
+           "all-reduce %s\n",
            json_string_value(json_object_get(r, "model")),
            (long long)json_integer_value(json_object_get(r, "tp")),
            json_string_value(json_object_get(r, "device")),
            json_real_value(json_object_get(r, "copy_gb_s")),
-           json_real_value(json_object_get(r, "weight_gb")));
+           json_real_value(json_object_get(r, "weight_gb")),
+           json_string_value(json_object_get(r, "allreduce")));
     size_t i;
     json_t *e;
     if (json_object_get(r, "serving")) {
@@ -771,6 +781,7 @@ int main(int argc, char **argv)
                                     .max_context = max_ctx,
                                     .no_graphs = o.no_graphs,
                                     .no_fusion = o.no_fusion,
+                                    .no_custom_allreduce = o.no_custom_allreduce,
                                     .tp = o.tp};
     for (int i = 0; i < o.tp; i++)
         co.devices[i] = i;
@@ -808,6 +819,7 @@ int main(int argc, char **argv)
     json_object_set_new(res, "device", json_string(prop.name));
     json_object_set_new(res, "copy_gb_s", json_real(copy));
     json_object_set_new(res, "tp", json_integer(o.tp));
+    json_object_set_new(res, "allreduce", json_string(cuda_model_allreduce_name(g)));
     json_object_set_new(res, "weight_gb", json_real((double)cuda_model_weight_bytes(g) / 1e9));
     json_object_set_new(res, "load_s", json_real(load_s));
     json_object_set_new(res, "graphs", json_boolean(!o.no_graphs));

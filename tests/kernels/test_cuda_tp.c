@@ -17,7 +17,14 @@
  * BOUND_TP; the fixtures' TP-2 prefill is also checked against HF's golden logits. Greedy steps
  * may differ only at near ties (the two tokens' TP-1 logits within NEAR_TIE of the row's largest
  * |logit|); TP-1's choice is then fed to both. The fixtures also open through model.h with
- * device "cuda:0,1" (as the neuron does) against HF. Exits 77 with fewer than two GPUs.
+ * device "cuda:0,1" (as the neuron does) against HF. The random model runs twice: with the
+ * peer-memory all-reduce for small messages (the default) and with NCCL for all
+ * (no_custom_allreduce). Failure path (cuda_model.h), in both modes, with faults injected on
+ * rank 1: a failure before the step is queued fails the call on both ranks with rank 1's reason
+ * and leaves the model usable (the retried step equals an unfaulted one bit for bit); a failure
+ * at the first all-reduce, after rank 0 queued its step (a fresh decode graph, and a prefill),
+ * must make the call fail rather than hang (an alarm fails the program after 45 s), later
+ * calls fail at once, and the model is destroyed. Exits 77 with fewer than two GPUs.
  * CORTEX_SOURCE_DIR (default: the current directory) locates tests/fixtures.
  */
 #include "cuda_device.h"
@@ -27,11 +34,14 @@
 #include "model_file.h"
 #include "xalloc.h"
 
+#include <cuda_runtime_api.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Two GPUs against one: the row-parallel products sum their halves in another order (fp32)
  * and the bf16 activations may round differently after that; the same bound as batched
@@ -239,13 +249,16 @@ static void record_failure(const char *what, const char *name, const char *err)
 }
 
 static int create_pair(const struct model_file *mf, const struct model_config *cfg,
-                       const char *name, struct cuda_model *m[2])
+                       const char *name, bool nccl_only, struct cuda_model *m[2])
 {
     char err[512];
     m[0] = m[1] = NULL;
     for (int k = 0; k < 2; k++) {
-        struct cuda_model_options o = {
-                .device = 0, .max_context = 512, .tp = k ? 2 : 1, .devices = {0, 1}};
+        struct cuda_model_options o = {.device = 0,
+                                       .max_context = 512,
+                                       .tp = k ? 2 : 1,
+                                       .devices = {0, 1},
+                                       .no_custom_allreduce = nccl_only};
         int rc = mf ? cuda_model_create(mf, &o, &m[k], err, sizeof(err))
                     : cuda_model_create_random(cfg, name, 7, &o, &m[k], err, sizeof(err));
         if (rc) {
@@ -258,6 +271,12 @@ static int create_pair(const struct model_file *mf, const struct model_config *c
         record_failure("cuda_model_tp", name, "not 2");
         return -1;
     }
+    int peer = 0;
+    cudaDeviceCanAccessPeer(&peer, 0, 1);
+    const char *want = nccl_only || !peer ? "nccl" : "peer";
+    if (strcmp(cuda_model_allreduce_name(m[1]), want) != 0)
+        record_failure("cuda_model_allreduce_name", name, cuda_model_allreduce_name(m[1]));
+    printf("%s: all-reduce %s\n", name, cuda_model_allreduce_name(m[1]));
     return 0;
 }
 
@@ -291,7 +310,7 @@ static void run_fixture(const char *name)
     if (f)
         fclose(f);
     struct cuda_model *m[2];
-    if (np > 0 && create_pair(mf, NULL, name, m) == 0) {
+    if (np > 0 && create_pair(mf, NULL, name, false, m) == 0) {
         compare(m, name, V, prompt, np, golden);
         compare_prefix(m, name, V, prompt, np);
         cuda_model_destroy(m[0]);
@@ -325,8 +344,8 @@ static void run_fixture(const char *name)
     model_file_close(mf);
 }
 
-/* The qwen3_5 fixture's configuration at a larger shape, random weights. */
-static void run_random(void)
+/* The qwen3_5 fixture's configuration at a larger shape (random weights), or -1. */
+static int random_config(struct model_config *cfg)
 {
     char path[1200], err[512];
     snprintf(path, sizeof(path), "%s/tests/fixtures/qwen3_5/config.json", source_dir());
@@ -334,7 +353,7 @@ static void run_random(void)
     json_t *j = json_load_file(path, 0, &jerr);
     if (!j) {
         record_failure("config", "random qwen3_5", jerr.text);
-        return;
+        return -1;
     }
     json_t *t = json_object_get(j, "text_config");
     json_object_set_new(t, "hidden_size", json_integer(256));
@@ -348,27 +367,159 @@ static void run_random(void)
     json_object_set_new(t, "intermediate_size", json_integer(512));
     json_object_set_new(t, "vocab_size", json_integer(1001));
     json_object_set_new(t, "max_position_embeddings", json_integer(512));
-    struct model_config cfg;
-    int rc = model_file_config_from_json(j, "random qwen3_5", &cfg, err, sizeof(err));
+    int rc = model_file_config_from_json(j, "random qwen3_5", cfg, err, sizeof(err));
     json_decref(j);
-    if (rc) {
+    if (rc)
         record_failure("config", "random qwen3_5", err);
+    return rc;
+}
+
+static void run_random(bool nccl_only)
+{
+    struct model_config cfg;
+    if (random_config(&cfg))
         return;
-    }
+    const char *name = nccl_only ? "random qwen3_5 H256 nccl" : "random qwen3_5 H256";
     struct cuda_model *m[2];
-    if (create_pair(NULL, &cfg, "random qwen3_5", m))
+    if (create_pair(NULL, &cfg, name, nccl_only, m))
         return;
     int64_t np = 80;
     int32_t *prompt = make_ids(np, cfg.vocab_size, 1);
-    compare(m, "random qwen3_5 H256", cfg.vocab_size, prompt, np, NULL);
-    compare_prefix(m, "random qwen3_5 H256", cfg.vocab_size, prompt, np);
+    compare(m, name, cfg.vocab_size, prompt, np, NULL);
+    compare_prefix(m, name, cfg.vocab_size, prompt, np);
     free(prompt);
     cuda_model_destroy(m[0]);
     cuda_model_destroy(m[1]);
 }
 
+static const char *volatile current_case = "";
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "FAIL: a tensor-parallel call hung after a rank failed (alarm): ";
+    if (write(2, msg, sizeof(msg) - 1) < 0 || write(2, current_case, strlen(current_case)) < 0 ||
+        write(2, "\n", 1) < 0)
+        _exit(1);
+    _exit(1);
+}
+
+static void check_true(const char *what, const char *shape, bool ok)
+{
+    float got = ok ? 1.0f : 0.0f, one = 1.0f;
+    ktest_check(what, shape, 0, &got, &one, 1, 0.0);
+}
+
+/* Faults on rank 1 of a TP-2 random model (see the file comment). */
+static void run_faults(bool nccl_only)
+{
+    struct model_config cfg;
+    if (random_config(&cfg))
+        return;
+    char err[512], shape[96];
+    const char *mode = nccl_only ? "nccl" : "default all-reduce";
+    struct cuda_model_options o = {
+            .max_context = 256, .tp = 2, .devices = {0, 1}, .no_custom_allreduce = nccl_only};
+    int64_t V = cfg.vocab_size, np = 24;
+    int32_t *prompt = make_ids(np, V, 5), next = 17;
+    float *ref = xmalloc(sizeof(float) * (size_t)V), *got = xmalloc(sizeof(float) * (size_t)V);
+
+    /* before queueing: the call fails everywhere with rank 1's reason; the retry works */
+    struct cuda_model *g = NULL;
+    if (cuda_model_create_random(&cfg, "faults", 7, &o, &g, err, sizeof(err))) {
+        record_failure("create tp2", mode, err);
+        goto out;
+    }
+    int sa = -1, sb = -1;
+    int rc = cuda_model_slot_acquire(g, &sa, err, sizeof(err));
+    rc = rc ? rc : cuda_model_slot_acquire(g, &sb, err, sizeof(err));
+    rc = rc ? rc : fwd(g, sa, 0, prompt, np, MODEL_LOGITS_LAST, got);
+    rc = rc ? rc : fwd(g, sa, np, &next, 1, MODEL_LOGITS_LAST, ref);
+    rc = rc ? rc : fwd(g, sb, 0, prompt, np, MODEL_LOGITS_LAST, got);
+    snprintf(shape, sizeof(shape), "%s, prepare fault", mode);
+    current_case = shape;
+    printf("case: %s\n", shape);
+    alarm(45);
+    if (rc == 0 && cuda_model_inject_fault(g, 1, CUDA_MODEL_FAULT_PREPARE) == 0) {
+        int64_t past = np;
+        const int32_t *toks[1] = {&next};
+        int64_t one = 1;
+        int frc = cuda_model_forward(g, &sb, &past, toks, &one, 1, MODEL_LOGITS_LAST, got, err,
+                                     sizeof(err));
+        check_true("faulted call fails", shape, frc != 0);
+        check_true("error names rank 1", shape, frc != 0 && strstr(err, "rank 1") != NULL);
+        if (frc)
+            printf("%s: %s\n", shape, err);
+        rc = fwd(g, sb, np, &next, 1, MODEL_LOGITS_LAST, got);
+        ktest_check("retried step = unfaulted step", shape, rc, got, ref, (size_t)V, 0.0);
+    } else {
+        record_failure("setup", shape, err);
+    }
+    alarm(0);
+    cuda_model_destroy(g);
+    g = NULL;
+
+    /* after rank 0 queued: a fresh decode graph (batch 2), then a prefill (no graph) */
+    for (int k = 0; k < 2; k++) {
+        snprintf(shape, sizeof(shape), "%s, all-reduce fault in %s", mode,
+                 k ? "prefill" : "decode graph");
+        if (cuda_model_create_random(&cfg, "faults", 7, &o, &g, err, sizeof(err))) {
+            record_failure("create tp2", shape, err);
+            goto out;
+        }
+        int s2[2] = {-1, -1};
+        rc = cuda_model_slot_acquire(g, &s2[0], err, sizeof(err));
+        rc = rc ? rc : cuda_model_slot_acquire(g, &s2[1], err, sizeof(err));
+        for (int i = 0; i < 2 && rc == 0; i++)
+            rc = fwd(g, s2[i], 0, prompt, np, MODEL_LOGITS_LAST, got);
+        rc = rc ? rc : cuda_model_inject_fault(g, 1, CUDA_MODEL_FAULT_COLLECTIVE);
+        if (rc) {
+            record_failure("setup", shape, err);
+            cuda_model_destroy(g);
+            g = NULL;
+            continue;
+        }
+        current_case = shape;
+        printf("case: %s\n", shape);
+        alarm(45);
+        int frc;
+        float *two = xmalloc(sizeof(float) * (size_t)(2 * V));
+        if (k == 0) {
+            int64_t past[2] = {np, np}, ones[2] = {1, 1};
+            int32_t t2[2] = {next, next + 1};
+            const int32_t *toks[2] = {&t2[0], &t2[1]};
+            frc = cuda_model_forward(g, s2, past, toks, ones, 2, MODEL_LOGITS_LAST, two, err,
+                                     sizeof(err));
+        } else {
+            int64_t past = np, n = np;
+            const int32_t *toks[1] = {prompt};
+            frc = cuda_model_forward(g, &s2[0], &past, toks, &n, 1, MODEL_LOGITS_LAST, two, err,
+                                     sizeof(err));
+        }
+        check_true("faulted call returns an error", shape, frc != 0);
+        if (frc)
+            printf("%s: %s\n", shape, err);
+        int64_t past = np + 1;
+        int later = cuda_model_forward(g, &s2[0], &past, (const int32_t *const[]){&next},
+                                       (const int64_t[]){1}, 1, MODEL_LOGITS_LAST, got, err,
+                                       sizeof(err));
+        check_true("later call refused", shape, later != 0);
+        cuda_model_destroy(g);
+        g = NULL;
+        alarm(0);
+        check_true("destroyed without hanging", shape, true);
+        free(two);
+    }
+out:
+    current_case = "";
+    free(prompt);
+    free(ref);
+    free(got);
+}
+
 int main(void)
 {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* an alarm's _exit keeps what was printed */
     ktest_init("test_cuda_tp");
     int n = 0;
     if (cuda_device_count(&n) != 0 || n < 2) {
@@ -378,6 +529,13 @@ int main(void)
     run_fixture("llama");
     run_fixture("qwen2");
     run_fixture("qwen3_5");
-    run_random();
+    run_random(false);
+    run_random(true);
+    signal(SIGALRM, on_alarm);
+    /* after each mode's aborts the GPUs must still be usable: a new model runs and matches */
+    run_faults(false);
+    run_random(false);
+    run_faults(true);
+    run_random(true);
     return ktest_finish();
 }
