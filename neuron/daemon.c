@@ -136,7 +136,13 @@ struct daemon *daemon_create(const struct neuron_config *cfg, char *err, size_t 
         free(d);
         return NULL;
     }
-    device_discover(&d->devices, (uint64_t)cfg->memory_budget);
+    if (cfg->test_gpus > 0) {
+        device_list_init_made_up(&d->devices, (size_t)cfg->test_gpus, (uint64_t)cfg->memory_budget);
+        LOG_WARN("--test-gpus %lld: offering made-up GPUs, every model runs on the CPU",
+                 (long long)cfg->test_gpus);
+    } else {
+        device_discover(&d->devices, (uint64_t)cfg->memory_budget);
+    }
     d->metrics = metrics_create();
     struct registry_options ro = {
             .models_dir = cfg->models_dir,
@@ -149,6 +155,7 @@ struct daemon *daemon_create(const struct neuron_config *cfg, char *err, size_t 
             .devices = d->devices.v,
             .n_devices = d->devices.n,
             .chat_template = tmpl,
+            .compute_on_cpu = cfg->test_gpus > 0,
     };
     d->registry = registry_create(&ro);
     free(tmpl);
@@ -200,7 +207,8 @@ struct daemon *daemon_create(const struct neuron_config *cfg, char *err, size_t 
     LOG_INFO("neuron %s listening on %s (port %u), advertised as %s; models in %s; devices %s; "
              "inference on %s%s%s",
              cfg->name, cfg->listen, (unsigned)http_server_port(d->server), cfg->advertise,
-             cfg->models_dir, devices, gpus ? "the GPU each model is placed on" : "the CPU",
+             cfg->models_dir, devices,
+             gpus && cfg->test_gpus == 0 ? "the GPU each model is placed on" : "the CPU",
              cfg->chat_template ? "; chat template " : "",
              cfg->chat_template ? cfg->chat_template : "");
     return d;

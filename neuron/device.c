@@ -28,6 +28,23 @@ void device_list_init_cpu(struct device_list *out, uint64_t cpu_budget)
     d->budget = cpu_budget;
 }
 
+void device_list_init_made_up(struct device_list *out, size_t n, uint64_t budget)
+{
+    out->v = xcalloc(n, sizeof *out->v);
+    out->n = n;
+    for (size_t i = 0; i < n; i++) {
+        struct device *d = &out->v[i];
+        d->kind = DEVICE_KIND_CUDA;
+        d->ordinal = (int)i;
+        snprintf(d->name, sizeof d->name, "made-up GPU");
+        snprintf(d->uuid, sizeof d->uuid, "GPU-made-up-%zu", i);
+        snprintf(d->compute_capability, sizeof d->compute_capability, "0.0");
+        d->memory_total = budget / n;
+        d->budget = budget / n;
+        d->made_up = true;
+    }
+}
+
 #ifdef CORTEX_HAVE_CUDA
 /* The GPUs the runtime sees, into *out; false when there are none or the runtime failed. */
 static bool device_discover_cuda(struct device_list *out)
@@ -129,7 +146,7 @@ int device_find(const struct device *v, size_t n, const json_t *ref)
 int device_query_free(const struct device *d, uint64_t *free_bytes)
 {
     *free_bytes = 0;
-    if (d->kind != DEVICE_KIND_CUDA)
+    if (d->kind != DEVICE_KIND_CUDA || d->made_up)
         return -1;
 #ifdef CORTEX_HAVE_CUDA
     struct cuda_device_info info;

@@ -19,6 +19,7 @@
 #define CORTEX_NEURON_DEVICE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,7 @@ struct device {
     uint64_t memory_total;       /* bytes: the GPU's memory, or the CPU memory budget */
     uint64_t budget;             /* bytes models may reserve: the GPU's free memory when it
                                     was discovered, or the CPU memory budget */
+    bool made_up;                /* device_list_init_made_up(): no such GPU exists */
 };
 
 struct device_list {
@@ -48,6 +50,11 @@ struct device_list {
 void device_discover(struct device_list *out, uint64_t cpu_budget);
 /* Fills *out with the one CPU device of cpu_budget bytes. */
 void device_list_init_cpu(struct device_list *out, uint64_t cpu_budget);
+/* Fills *out with n >= 1 made-up GPUs (cuda:0 .. cuda:n-1, name "made-up GPU", UUID
+ * "GPU-made-up-N") sharing budget bytes evenly: for tests that exercise placement over several
+ * GPUs on a host without any. Nothing runs on them (the registry's compute_on_cpu) and their
+ * driver is never asked (device_query_free answers -1). */
+void device_list_init_made_up(struct device_list *out, size_t n, uint64_t budget);
 /* Releases the list's array; accepts an empty list. */
 void device_list_free(struct device_list *l);
 

@@ -148,6 +148,17 @@ static size_t neuron_config_table(struct neuron_config *c, struct config_entry *
              .help = "a stream with nothing to send for this long (queued, long prefill) gets a "
                      "': keep-alive' comment, so clients and gateways see it is alive",
              .target = &c->ping_ms},
+            {.name = "test-gpus",
+             .env = "CORTEX_NEURON_TEST_GPUS",
+             .type = CONFIG_TYPE_INT,
+             .def = "0",
+             .min = "0",
+             .max = "64",
+             .unit = "GPUs",
+             .help = "testing only: offer N made-up GPUs (cuda:0 .. cuda:N-1) sharing the memory "
+                     "budget, every forward pass on the CPU, so placement over several GPUs can be "
+                     "exercised without any; 0: the host's real devices",
+             .target = &c->test_gpus},
     };
     _Static_assert(sizeof t / sizeof t[0] <= NEURON_CONFIG_MAX, "NEURON_CONFIG_MAX too small");
     memcpy(table, t, sizeof t);

@@ -33,6 +33,7 @@ struct neuron_config {
     int64_t max_body;      /* largest request body, bytes */
     int64_t http_threads;  /* HTTP polling threads (they also render and tokenise prompts) */
     int64_t ping_ms;       /* a quiet stream gets ": keep-alive" after this long */
+    int64_t test_gpus;     /* > 0: that many made-up GPUs, computed on the CPU (tests only) */
 };
 
 /* Result of neuron_config_parse() when --help was asked for (the help text is printed). */

@@ -5,7 +5,8 @@
  * memory is the budget; a CUDA build on a GPU host lists exactly the GPUs nvidia-smi lists, with
  * the same names, UUIDs and total memory, and a budget no larger than the total; device names
  * from load requests ("cpu", "cuda:N", ordinals) resolve as docs/neuron.md says, on a CPU host
- * and on a made-up two-GPU host.
+ * and on a made-up two-GPU host; device_list_init_made_up (the neuron's --test-gpus) lists N
+ * CUDA devices sharing the budget whose driver is never asked.
  */
 #include "device.h"
 
@@ -171,6 +172,35 @@ START_TEST(test_find_on_a_gpu_host)
 }
 END_TEST
 
+START_TEST(test_made_up_gpus)
+{
+    struct device_list l;
+    device_list_init_made_up(&l, 2, BUDGET + 1); /* an odd budget: each gets the floor half */
+    ck_assert_uint_eq(l.n, 2);
+    for (int i = 0; i < 2; i++) {
+        const struct device *d = &l.v[i];
+        ck_assert_int_eq(d->kind, DEVICE_KIND_CUDA);
+        ck_assert_int_eq(d->ordinal, i);
+        ck_assert(d->made_up);
+        ck_assert_uint_eq(d->budget, BUDGET / 2);
+        ck_assert_uint_eq(d->memory_total, BUDGET / 2);
+        char label[32], want[32];
+        device_label(d, label, sizeof label);
+        snprintf(want, sizeof want, "cuda:%d", i);
+        ck_assert_str_eq(label, want);
+        ck_assert_str_ne(d->uuid, "");
+        /* even in a CUDA build on a GPU host, a made-up device's driver is never asked */
+        uint64_t free_bytes = 1;
+        ck_assert_int_eq(device_query_free(d, &free_bytes), -1);
+        ck_assert_uint_eq(free_bytes, 0);
+    }
+    ck_assert_str_ne(l.v[0].uuid, l.v[1].uuid);
+    ck_assert_int_eq(find(l.v, l.n, json_string("cuda:1")), 1);
+    ck_assert_int_eq(find(l.v, l.n, json_string("cpu")), -1);
+    device_list_free(&l);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("device");
@@ -179,6 +209,7 @@ int main(void)
     tcase_add_test(tc, test_discover);
     tcase_add_test(tc, test_find_on_a_cpu_host);
     tcase_add_test(tc, test_find_on_a_gpu_host);
+    tcase_add_test(tc, test_made_up_gpus);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
