@@ -115,6 +115,27 @@ int cuda_model_slot_reset(struct cuda_model *g, int slot, char *err, size_t errl
 int cuda_model_reserve(struct cuda_model *g, int n_slots, int64_t positions, char *err,
                        size_t errlen) __attribute__((warn_unused_result));
 
+/* Positions per KV block (the granule at which saved prefixes share memory). */
+int cuda_model_kv_block(const struct cuda_model *g);
+/* Saves the first `length` tokens of the sequence in `slot` as a prefix: its KV blocks for
+ * positions [0, length) are shared (reference counts, no copy) and its GDN conv + recurrent
+ * state is copied into a snapshot on the GPU. length must equal the slot's current length
+ * (the caller's n_past) and be a multiple of cuda_model_kv_block(). *prefix receives a
+ * handle >= 0. -1 with a message when out of GPU memory or arguments are wrong. */
+int cuda_model_prefix_save(struct cuda_model *g, int slot, int64_t length, int *prefix, char *err,
+                           size_t errlen) __attribute__((warn_unused_result));
+/* Makes `slot` (reset first) hold the prefix: its block-table row points at the prefix's
+ * blocks (references taken) and its GDN state is a copy of the snapshot. The caller then
+ * treats the sequence as holding prefix-length tokens. New tokens go to fresh blocks
+ * (length is block-aligned), so shared blocks are never written. */
+int cuda_model_prefix_restore(struct cuda_model *g, int prefix, int slot, char *err, size_t errlen)
+        __attribute__((warn_unused_result));
+/* Drops the prefix's references and snapshot; blocks no one references go back to the free
+ * list. Ignores -1. */
+void cuda_model_prefix_release(struct cuda_model *g, int prefix);
+/* Bytes the prefix keeps alive: its GDN snapshot plus the KV blocks only it references. */
+uint64_t cuda_model_prefix_bytes(const struct cuda_model *g, int prefix);
+
 /* Appends tokens[i][0 .. n_tokens[i]) to the sequence in slots[i], which holds n_past[i]
  * tokens, for n_seqs distinct slots, and writes fp32 logits (vocab floats per row, rows as
  * `which` says) to the host array logits; logits NULL leaves them on the GPU (benchmarks).
