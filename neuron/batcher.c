@@ -248,6 +248,7 @@ static void *batcher_worker(void *arg)
             step_err = ERR_INTERNAL;
         }
         int kept = 0;
+        bool retired = false;
         uint64_t cache_bytes = 0;
         for (int i = 0; i < n_active; i++) {
             struct batcher_job *j = active[i];
@@ -261,6 +262,7 @@ static void *batcher_worker(void *arg)
             }
             if (generation_finish(j->gen) != GEN_FINISH_NONE) {
                 batcher_finish_job(b, j, step_err, step_err ? err : NULL);
+                retired = true;
                 continue;
             }
             batcher_drain(j);
@@ -270,7 +272,9 @@ static void *batcher_worker(void *arg)
         n_active = kept;
         struct prefix_cache_stats ps = {0};
         if (b->pc) {
-            prefix_cache_trim(b->pc);
+            /* a GPU prefix's bytes grow when the sequences sharing its blocks end */
+            if (retired)
+                prefix_cache_trim(b->pc);
             prefix_cache_stats(b->pc, &ps);
         }
         struct model_cache_stats kv;
