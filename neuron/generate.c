@@ -301,6 +301,7 @@ static void generation_sample(struct generation *g, float *logits, int n_vocab)
 static void generation_snapshot(struct generation *g)
 {
     if (!g->pc || g->n_fed % (size_t)prefix_cache_interval(g->pc) != 0 ||
+        !prefix_cache_fits(g->pc, model_prefix_save_bytes(g->seq), (int64_t)g->n_fed) ||
         prefix_cache_contains(g->pc, g->prompt, (int64_t)g->n_fed))
         return;
     char err[256];

@@ -829,6 +829,23 @@ int model_prefix_restore(struct model_seq *s, const struct model_prefix *p, char
     return 0;
 }
 
+uint64_t model_prefix_save_bytes(const struct model_seq *s)
+{
+    const struct model_config *c = &s->m->cfg;
+    if (s->m->gpu)
+        return 0;
+    uint64_t bytes = 0;
+    uint64_t rows =
+            (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float) * (uint64_t)s->n_past;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (s->layers[l].k)
+            bytes += 2 * rows;
+        if (s->layers[l].conv)
+            bytes += model_gdn_conv_bytes(c) + model_gdn_ssm_bytes(c);
+    }
+    return bytes;
+}
+
 int64_t model_prefix_length(const struct model_prefix *p)
 {
     return p->length;

@@ -104,6 +104,9 @@ struct model_prefix *model_prefix_save(struct model_seq *s, char *err, size_t er
 int model_prefix_restore(struct model_seq *s, const struct model_prefix *p, char *err,
                          size_t errlen) __attribute__((warn_unused_result));
 int64_t model_prefix_length(const struct model_prefix *p);
+/* Bytes model_prefix_save(s) would copy now (CPU), so that callers can skip a save their budget
+ * cannot hold before paying for it; 0 on a GPU, where saving shares the KV blocks. */
+uint64_t model_prefix_save_bytes(const struct model_seq *s);
 /* Bytes the prefix keeps alive (CPU: its copies; GPU: its GDN snapshot plus the KV blocks only
  * it references, which changes as sequences sharing its blocks come and go). */
 uint64_t model_prefix_bytes(const struct model_prefix *p);

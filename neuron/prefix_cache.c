@@ -48,6 +48,11 @@ int64_t prefix_cache_interval(const struct prefix_cache *pc)
     return pc->opt.interval;
 }
 
+bool prefix_cache_fits(const struct prefix_cache *pc, uint64_t value_bytes, int64_t length)
+{
+    return value_bytes + (uint64_t)length * sizeof(int32_t) <= pc->opt.budget_bytes;
+}
+
 /* The previous hash, then each token, mixed FNV-1a style per 32-bit token, finished with the
  * splitmix64 finaliser so that spans differing in one token spread over all 64 bits. */
 uint64_t prefix_cache_hash_span(uint64_t prev, const int32_t *span, int64_t n)

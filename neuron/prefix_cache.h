@@ -49,6 +49,8 @@ struct prefix_cache *prefix_cache_create(const struct prefix_cache_options *opt)
 /* Frees every entry's value and the cache; accepts NULL. */
 void prefix_cache_destroy(struct prefix_cache *pc);
 int64_t prefix_cache_interval(const struct prefix_cache *pc);
+/* Whether an entry of value_bytes for a prefix of length tokens could be held at all. */
+bool prefix_cache_fits(const struct prefix_cache *pc, uint64_t value_bytes, int64_t length);
 
 /* The longest saved prefix of tokens[0 .. n) no longer than max_len tokens: its value (still
  * the cache's) with *length set, and the entry becomes the most recently used; NULL (and

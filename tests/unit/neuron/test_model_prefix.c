@@ -158,6 +158,7 @@ START_TEST(test_restore_equals_cold)
 
         struct model_seq *saver = model_seq_create(f.m);
         feed(&f, saver, f.prompt, L, NULL);
+        ck_assert_uint_eq(model_prefix_save_bytes(saver), expected_bytes(c, L));
         struct model_prefix *p = model_prefix_save(saver, err, sizeof err);
         ck_assert_msg(p != NULL, "save: %s", err);
         ck_assert_int_eq(model_prefix_length(p), L);

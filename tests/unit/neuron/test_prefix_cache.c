@@ -195,6 +195,8 @@ START_TEST(test_refusals_and_trim)
 {
     struct prefix_cache *pc = make(1000, 4, 0);
     int32_t t[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    ck_assert(prefix_cache_fits(pc, 1000 - 8 * sizeof(int32_t), 8));
+    ck_assert(!prefix_cache_fits(pc, 1001 - 8 * sizeof(int32_t), 8));
     struct value *v = value_new(1, 10);
     ck_assert_int_eq(prefix_cache_insert(pc, t, 6, v), -1); /* not a multiple of 4 */
     ck_assert_int_eq(prefix_cache_insert(pc, t, 0, v), -1);
