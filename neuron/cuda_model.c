@@ -2265,3 +2265,47 @@ int cuda_model_forward(struct cuda_model *g, const int *slots, const int64_t *n_
         return cm_report(g, err, errlen);
     return 0;
 }
+
+/* PREFIX-STUBS: replaced by branch prefixgpu */
+/* Until the GPU side of prefix caching lands, saving refuses (so nothing is ever saved and no
+ * restore is attempted) and the block size comes from the pool's public counters. */
+int cuda_model_kv_block(const struct cuda_model *g)
+{
+    struct cuda_model_cache_stats cs;
+    cuda_model_cache_stats(g, &cs);
+    return cs.block_size > 0 ? cs.block_size : 1;
+}
+
+int cuda_model_prefix_save(struct cuda_model *g, int slot, int64_t length, int *prefix, char *err,
+                           size_t errlen)
+{
+    (void)g;
+    (void)slot;
+    (void)length;
+    *prefix = -1;
+    snprintf(err, errlen, "saving a prefix on the GPU: not implemented");
+    return -1;
+}
+
+int cuda_model_prefix_restore(struct cuda_model *g, int prefix, int slot, char *err, size_t errlen)
+{
+    (void)g;
+    (void)prefix;
+    (void)slot;
+    snprintf(err, errlen, "restoring a prefix on the GPU: not implemented");
+    return -1;
+}
+
+void cuda_model_prefix_release(struct cuda_model *g, int prefix)
+{
+    (void)g;
+    (void)prefix;
+}
+
+uint64_t cuda_model_prefix_bytes(const struct cuda_model *g, int prefix)
+{
+    (void)g;
+    (void)prefix;
+    return 0;
+}
+/* end PREFIX-STUBS */
