@@ -46,6 +46,7 @@ struct batcher {
     bool stopping;
     char *reason;
     struct batcher_stats stats; /* counters; active/queued refreshed under mu */
+    struct prefix_cache *pc;    /* the worker's alone; NULL without prefix caching */
 };
 
 struct batcher_job *batcher_job_create(const int32_t *prompt, size_t n_prompt,
@@ -141,6 +142,9 @@ static bool batcher_admit(struct batcher *b, struct batcher_job *j)
         batcher_finish_job(b, j, ERR_INVALID_REQUEST, err);
         return false;
     }
+    if (generation_use_prefix_cache(j->gen, b->pc, err, sizeof err) < 0)
+        LOG_WARN("model %s: saved prefix not restored, reading the whole prompt: %s", b->model,
+                 err);
     return true;
 }
 
@@ -244,16 +248,21 @@ static void *batcher_worker(void *arg)
             step_err = ERR_INTERNAL;
         }
         int kept = 0;
+        bool retired = false;
         uint64_t cache_bytes = 0;
         for (int i = 0; i < n_active; i++) {
             struct batcher_job *j = active[i];
             size_t after;
             generation_tokens(gens[i], &after);
             generated += after - n_before[i];
-            if (reading_prompt[i] && generation_prompt_done(gens[i]))
-                prompt_tokens += j->n_prompt;
+            if (reading_prompt[i] && generation_prompt_done(gens[i])) {
+                struct gen_stats gs;
+                generation_stats(gens[i], &gs);
+                prompt_tokens += (uint64_t)(gs.prompt_tokens - gs.cached_tokens);
+            }
             if (generation_finish(j->gen) != GEN_FINISH_NONE) {
                 batcher_finish_job(b, j, step_err, step_err ? err : NULL);
+                retired = true;
                 continue;
             }
             batcher_drain(j);
@@ -261,8 +270,19 @@ static void *batcher_worker(void *arg)
             active[kept++] = j;
         }
         n_active = kept;
+        struct prefix_cache_stats ps = {0};
+        if (b->pc) {
+            /* a GPU prefix's bytes grow when the sequences sharing its blocks end */
+            if (retired)
+                prefix_cache_trim(b->pc);
+            prefix_cache_stats(b->pc, &ps);
+        }
+        struct model_cache_stats kv;
+        model_cache_stats(b->e->model, &kv);
 
         pthread_mutex_lock(&b->mu);
+        b->stats.prefix = ps;
+        b->stats.kv = kv;
         if (n_step > 0) {
             b->stats.steps++;
             b->stats.step_sequences += (uint64_t)n_step;
@@ -277,6 +297,8 @@ static void *batcher_worker(void *arg)
     b->stats.queued = 0;
     b->stats.cache_bytes = 0;
     pthread_mutex_unlock(&b->mu);
+    prefix_cache_destroy(b->pc);
+    b->pc = NULL;
     free(active);
     free(gens);
     free(n_before);
@@ -297,6 +319,7 @@ struct batcher *batcher_create(struct engine *e, const struct batcher_options *o
     b->opt.model = b->model;
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cond, NULL);
+    b->pc = generation_prefix_cache_create(e, opt->prefix_cache_bytes, opt->prefix_interval);
     if (pthread_create(&b->worker, NULL, batcher_worker, b) != 0) {
         LOG_ERROR("model %s: cannot start the batch worker thread", b->model);
         abort();

@@ -9,7 +9,9 @@
  * steps the worker admits queued jobs while fewer than max_batch run, creates their
  * generations, and retires finished ones, so sequences join and leave without waiting for each
  * other; a long prompt is read prefill_chunk tokens per step, interleaved with the others'
- * decoding.
+ * decoding. With prefix_cache_bytes > 0 the worker owns a prefix cache (prefix_cache.h): an
+ * admitted job starts from the longest saved prefix of its prompt, and prompts being read are
+ * saved every prefix_interval tokens (generate.h, generation_use_prefix_cache).
  *
  * Callbacks run on the worker thread, in this order, for each submitted job:
  *   output()  zero or more times, after a step that produced output for the job;
@@ -28,16 +30,19 @@
 #include "engine.h"
 #include "error.h"
 #include "generate.h"
+#include "prefix_cache.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct batcher_options {
-    int max_batch;         /* generations stepped together; >= 1 */
-    int queue_depth;       /* jobs waiting beyond max_batch; >= 0 */
-    int64_t prefill_chunk; /* prompt tokens per generation per step; < 1: whole prompts */
-    const char *model;     /* name for log lines (copied) */
+    int max_batch;               /* generations stepped together; >= 1 */
+    int queue_depth;             /* jobs waiting beyond max_batch; >= 0 */
+    int64_t prefill_chunk;       /* prompt tokens per generation per step; < 1: whole prompts */
+    uint64_t prefix_cache_bytes; /* saved prompt prefixes kept at most; 0: no prefix caching */
+    int64_t prefix_interval;     /* prompt tokens between saved prefixes (generate.h) */
+    const char *model;           /* name for log lines (copied) */
 };
 
 /* How a job ended, handed to done(). Borrowed for the duration of the callback. */
@@ -68,6 +73,8 @@ struct batcher_stats {
     uint64_t jobs_done;        /* jobs that got done() */
     uint64_t jobs_cancelled;   /* of which cancelled */
     uint64_t cache_bytes;      /* bytes the running generations' caches occupy (after a step) */
+    struct prefix_cache_stats prefix; /* the prefix cache (all zero when disabled) */
+    struct model_cache_stats kv;      /* the GPU's KV block pool (all zero on the CPU) */
 };
 
 enum batcher_submit_result {

@@ -151,6 +151,8 @@ struct daemon *daemon_create(const struct neuron_config *cfg, char *err, size_t 
             .max_batch = (int)cfg->max_batch,
             .queue_depth = (int)cfg->queue_depth,
             .prefill_chunk = cfg->prefill_chunk,
+            .prefix_cache_bytes = (uint64_t)cfg->prefix_cache_bytes,
+            .prefix_interval = cfg->prefix_interval,
             .memory_budget = (uint64_t)cfg->memory_budget,
             .devices = d->devices.v,
             .n_devices = d->devices.n,

@@ -5,6 +5,7 @@
 #include "generate.h"
 
 #include "buf.h"
+#include "prefix_cache.h"
 #include "stop.h"
 #include "timing.h"
 #include "xalloc.h"
@@ -17,8 +18,10 @@ struct generation {
     struct engine *e;
     struct model_seq *seq; /* freed as soon as the generation finishes */
     int32_t *prompt;
-    size_t n_prompt, n_fed; /* prompt tokens, and how many the model has read */
-    int32_t *tokens;        /* sampled tokens; the last one is the next the model reads */
+    size_t n_prompt, n_fed;  /* prompt tokens, and how many the model has read */
+    size_t n_cached;         /* of which came from a saved prefix */
+    struct prefix_cache *pc; /* borrowed; NULL: no prefix caching */
+    int32_t *tokens;         /* sampled tokens; the last one is the next the model reads */
     size_t n_tokens, cap_tokens;
     int64_t max_tokens;
     bool ignore_eos;
@@ -120,6 +123,53 @@ int generation_create(struct engine *e, const int32_t *prompt, size_t n_prompt,
     buf_init(&g->text);
     *out = g;
     return 0;
+}
+
+static void generation_prefix_free(void *value)
+{
+    model_prefix_destroy(value);
+}
+
+static uint64_t generation_prefix_bytes(const void *value)
+{
+    return model_prefix_bytes(value);
+}
+
+struct prefix_cache *generation_prefix_cache_create(struct engine *e, uint64_t budget_bytes,
+                                                    int64_t interval)
+{
+    if (budget_bytes == 0)
+        return NULL;
+    int64_t granule = model_prefix_granule(e->model);
+    if (interval < granule)
+        interval = granule;
+    interval = (interval + granule - 1) / granule * granule;
+    struct prefix_cache_options o = {
+            .budget_bytes = budget_bytes,
+            .interval = interval,
+            .free_value = generation_prefix_free,
+            .value_bytes = generation_prefix_bytes,
+    };
+    return prefix_cache_create(&o);
+}
+
+int64_t generation_use_prefix_cache(struct generation *g, struct prefix_cache *pc, char *err,
+                                    size_t errlen)
+{
+    g->pc = pc;
+    if (!pc || g->n_fed > 0 || g->finish != GEN_FINISH_NONE)
+        return 0;
+    int64_t length;
+    const struct model_prefix *p = prefix_cache_lookup(pc, g->prompt, (int64_t)g->n_prompt,
+                                                       (int64_t)g->n_prompt - 1, &length);
+    if (!p)
+        return 0;
+    if (model_prefix_restore(g->seq, p, err, errlen) != 0) {
+        model_seq_reset(g->seq);
+        return -1;
+    }
+    g->n_fed = g->n_cached = (size_t)length;
+    return length;
 }
 
 static void generation_clear_calls(struct generation *g)
@@ -246,6 +296,42 @@ static void generation_sample(struct generation *g, float *logits, int n_vocab)
         generation_end(g, GEN_FINISH_LENGTH);
 }
 
+/* Saves the state of a generation that has just read its prompt up to a multiple of the
+ * interval, unless that prefix is saved already. Failures only cost the saving. */
+static void generation_snapshot(struct generation *g)
+{
+    if (!g->pc || g->n_fed % (size_t)prefix_cache_interval(g->pc) != 0 ||
+        !prefix_cache_fits(g->pc, model_prefix_save_bytes(g->seq), (int64_t)g->n_fed) ||
+        prefix_cache_contains(g->pc, g->prompt, (int64_t)g->n_fed))
+        return;
+    char err[256];
+    struct model_prefix *p = model_prefix_save(g->seq, err, sizeof err);
+    if (p && prefix_cache_insert(g->pc, g->prompt, (int64_t)g->n_fed, p) != 0)
+        model_prefix_destroy(p);
+}
+
+/* On a GPU whose KV blocks run short, saved prefixes give back the blocks they pin before the
+ * pass needs them (at most one block per chunk of block-size tokens, plus one partly filled). */
+static void generation_make_room(struct engine *e, struct generation *const *active,
+                                 const int64_t *counts, int k)
+{
+    struct prefix_cache *pc = NULL;
+    for (int i = 0; i < k && !pc; i++)
+        pc = active[i]->pc;
+    if (!pc)
+        return;
+    struct model *m = e->model;
+    struct model_cache_stats cs;
+    model_cache_stats(m, &cs);
+    if (cs.blocks == 0 || cs.block_size < 1)
+        return;
+    int64_t need = 0;
+    for (int i = 0; i < k; i++)
+        need += counts[i] / cs.block_size + 1;
+    while (cs.blocks_free < need && prefix_cache_evict_lru(pc))
+        model_cache_stats(m, &cs);
+}
+
 int generation_step(struct engine *e, struct generation *const *gens, int n, int64_t prefill_chunk,
                     char *err, size_t errlen)
 {
@@ -263,6 +349,13 @@ int generation_step(struct engine *e, struct generation *const *gens, int n, int
             size_t left = g->n_prompt - g->n_fed;
             if (prefill_chunk > 0 && (size_t)prefill_chunk < left)
                 left = (size_t)prefill_chunk;
+            if (g->pc) {
+                /* every multiple of the interval ends a chunk, so its state can be saved */
+                size_t iv = (size_t)prefix_cache_interval(g->pc);
+                size_t next = (g->n_fed / iv + 1) * iv;
+                if (g->n_fed + left > next)
+                    left = next - g->n_fed;
+            }
             toks[k] = g->prompt + g->n_fed;
             counts[k] = (int64_t)left;
             if (!g->t_first_pass)
@@ -276,6 +369,7 @@ int generation_step(struct engine *e, struct generation *const *gens, int n, int
     }
     if (k == 0)
         goto out;
+    generation_make_room(e, active, counts, k);
     int n_vocab = (int)model_config(e->model)->vocab_size;
     float *logits = xmalloc((size_t)k * (size_t)n_vocab * sizeof *logits);
     if (model_forward(e->model, seqs, toks, counts, k, MODEL_LOGITS_LAST, logits, err, errlen) !=
@@ -293,6 +387,7 @@ int generation_step(struct engine *e, struct generation *const *gens, int n, int
         if (g->n_fed < g->n_prompt) {
             g->n_fed += (size_t)counts[i];
             g->prompt_ms += pass_ms;
+            generation_snapshot(g);
             if (g->n_fed < g->n_prompt)
                 continue;
             g->t_prompt_done = t1;
@@ -345,6 +440,7 @@ void generation_output_clear(struct generation *g)
 void generation_stats(const struct generation *g, struct gen_stats *out)
 {
     out->prompt_tokens = (int64_t)g->n_prompt;
+    out->cached_tokens = (int64_t)g->n_cached;
     out->completion_tokens = (int64_t)g->n_tokens;
     out->prompt_ms = g->prompt_ms;
     out->decode_ms = g->decode_ms;

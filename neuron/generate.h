@@ -70,7 +70,8 @@ struct gen_output {
 };
 
 struct gen_stats {
-    int64_t prompt_tokens;
+    int64_t prompt_tokens; /* the whole prompt, cached tokens included */
+    int64_t cached_tokens; /* prompt tokens restored from a saved prefix, not recomputed */
     int64_t completion_tokens;
     double prompt_ms;      /* wall time of the passes that read the prompt */
     double decode_ms;      /* wall time of the passes after the first sampled token */
@@ -92,6 +93,24 @@ void generation_destroy(struct generation *g);
  * with GEN_FINISH_STOP and the error applies to all of them). */
 int generation_step(struct engine *e, struct generation *const *gens, int n, int64_t prefill_chunk,
                     char *err, size_t errlen) __attribute__((warn_unused_result));
+
+struct prefix_cache;
+
+/* Prefix caching (prefix_cache.h): an index for e's model whose values are saved model states
+ * (struct model_prefix) within budget_bytes, at every multiple of interval prompt tokens
+ * (rounded up to a multiple of model_prefix_granule()). NULL when budget_bytes is 0. The
+ * caller frees it with prefix_cache_destroy() before e's model goes, and owns its threading
+ * (the same thread as the steps). */
+struct prefix_cache *generation_prefix_cache_create(struct engine *e, uint64_t budget_bytes,
+                                                    int64_t interval);
+/* Call once, before g's first step. Makes g use pc (borrowed; must outlive g; NULL: none):
+ * the longest saved prefix of g's prompt of at most n_prompt - 1 tokens (one token is always
+ * read, to produce logits) is restored and the prompt is read from there; afterwards, while
+ * g reads its prompt, its chunks end at every multiple of the interval and the state there is
+ * saved into pc unless that prefix is present. Returns the prompt tokens restored (0: none),
+ * or -1 with a message when restoring failed (g then reads its whole prompt; no harm done). */
+int64_t generation_use_prefix_cache(struct generation *g, struct prefix_cache *pc, char *err,
+                                    size_t errlen) __attribute__((warn_unused_result));
 
 /* Ends a generation at once (e.g. its client went away); its output is flushed. */
 void generation_cancel(struct generation *g);

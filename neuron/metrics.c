@@ -120,12 +120,22 @@ enum metrics_model_field {
     METRICS_FIELD_STEP_SEQUENCES,
     METRICS_FIELD_PROMPT_TOKENS,
     METRICS_FIELD_GENERATED,
+    METRICS_FIELD_PREFIX_LOOKUPS,
+    METRICS_FIELD_PREFIX_HITS,
+    METRICS_FIELD_PREFIX_HIT_TOKENS,
+    METRICS_FIELD_PREFIX_ENTRIES,
+    METRICS_FIELD_PREFIX_BYTES,
+    METRICS_FIELD_PREFIX_EVICTIONS,
+    METRICS_FIELD_KV_BLOCKS,
+    METRICS_FIELD_KV_BLOCKS_FREE,
+    METRICS_FIELD_KV_BLOCK_ALLOCS,
     METRICS_FIELD_COUNT,
 };
 
 static const struct {
     const char *name, *type, *help;
     bool needs_stats;
+    bool gpu_only; /* written only for models with a paged KV block pool */
 } metrics_model_families[METRICS_FIELD_COUNT] = {
         [METRICS_FIELD_MEMORY] = {"cortex_neuron_model_memory_bytes", "gauge",
                                   "Memory reserved for the model (weights + cache budget).", false},
@@ -152,6 +162,36 @@ static const struct {
                                          "Prompt tokens the model has read.", true},
         [METRICS_FIELD_GENERATED] = {"cortex_neuron_tokens_generated_total", "counter",
                                      "Tokens the model has sampled.", true},
+        [METRICS_FIELD_PREFIX_LOOKUPS] = {"cortex_neuron_prefix_cache_lookups_total", "counter",
+                                          "Admitted requests that looked for a saved prompt "
+                                          "prefix.",
+                                          true},
+        [METRICS_FIELD_PREFIX_HITS] = {"cortex_neuron_prefix_cache_hits_total", "counter",
+                                       "Lookups that found a saved prompt prefix (hit rate = "
+                                       "this / lookups).",
+                                       true},
+        [METRICS_FIELD_PREFIX_HIT_TOKENS] = {"cortex_neuron_prefix_cache_hit_tokens_total",
+                                             "counter",
+                                             "Prompt tokens restored from saved prefixes instead "
+                                             "of being recomputed.",
+                                             true},
+        [METRICS_FIELD_PREFIX_ENTRIES] = {"cortex_neuron_prefix_cache_entries", "gauge",
+                                          "Saved prompt prefixes held.", true},
+        [METRICS_FIELD_PREFIX_BYTES] = {"cortex_neuron_prefix_cache_bytes", "gauge",
+                                        "Memory the saved prompt prefixes keep alive.", true},
+        [METRICS_FIELD_PREFIX_EVICTIONS] = {"cortex_neuron_prefix_cache_evictions_total", "counter",
+                                            "Saved prefixes dropped for the byte budget or for "
+                                            "KV blocks.",
+                                            true},
+        [METRICS_FIELD_KV_BLOCKS] = {"cortex_neuron_kv_blocks", "gauge",
+                                     "Blocks of the model's paged GPU KV cache.", true, true},
+        [METRICS_FIELD_KV_BLOCKS_FREE] = {"cortex_neuron_kv_blocks_free", "gauge",
+                                          "Blocks of the paged GPU KV cache on its free list.",
+                                          true, true},
+        [METRICS_FIELD_KV_BLOCK_ALLOCS] = {"cortex_neuron_kv_block_allocs_total", "counter",
+                                           "KV blocks handed out since load (a reused block "
+                                           "counts again).",
+                                           true, true},
 };
 
 static uint64_t metrics_model_value(const struct registry_model_info *info,
@@ -176,6 +216,24 @@ static uint64_t metrics_model_value(const struct registry_model_info *info,
         return info->stats.prompt_tokens;
     case METRICS_FIELD_GENERATED:
         return info->stats.generated_tokens;
+    case METRICS_FIELD_PREFIX_LOOKUPS:
+        return info->stats.prefix.lookups;
+    case METRICS_FIELD_PREFIX_HITS:
+        return info->stats.prefix.hits;
+    case METRICS_FIELD_PREFIX_HIT_TOKENS:
+        return info->stats.prefix.hit_tokens;
+    case METRICS_FIELD_PREFIX_ENTRIES:
+        return info->stats.prefix.entries;
+    case METRICS_FIELD_PREFIX_BYTES:
+        return info->stats.prefix.bytes;
+    case METRICS_FIELD_PREFIX_EVICTIONS:
+        return info->stats.prefix.evictions;
+    case METRICS_FIELD_KV_BLOCKS:
+        return (uint64_t)info->stats.kv.blocks;
+    case METRICS_FIELD_KV_BLOCKS_FREE:
+        return (uint64_t)info->stats.kv.blocks_free;
+    case METRICS_FIELD_KV_BLOCK_ALLOCS:
+        return info->stats.kv.block_allocs;
     case METRICS_FIELD_LOAD_SECONDS:
     case METRICS_FIELD_COUNT:
         break;
@@ -194,6 +252,8 @@ static void metrics_render_models(struct registry *r, struct buf *out)
         for (size_t i = 0; i < ms.n; i++) {
             const struct registry_model_info *info = &ms.v[i];
             if (metrics_model_families[f].needs_stats && !info->has_stats)
+                continue;
+            if (metrics_model_families[f].gpu_only && info->stats.kv.blocks == 0)
                 continue;
             if (f == METRICS_FIELD_LOAD_SECONDS && info->state == REGISTRY_STATE_LOADING)
                 continue;

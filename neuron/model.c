@@ -714,3 +714,183 @@ int model_forward(struct model *m, struct model_seq *const *seqs, const int32_t 
     free(row0);
     return 0;
 }
+
+/* ---- saved prefixes ---------------------------------------------------------------------- */
+
+struct model_prefix {
+    struct model *m;
+    int64_t length;
+    int gpu_prefix;                 /* the CUDA backend's handle; -1 on the CPU */
+    uint64_t bytes;                 /* CPU: the copies below */
+    struct model_seq_layer *layers; /* CPU: k, v [length][Nkv * hd]; conv; ssm (as a sequence's) */
+};
+
+int model_prefix_granule(const struct model *m)
+{
+#ifdef CORTEX_HAVE_CUDA
+    if (m->gpu)
+        return cuda_model_kv_block(m->gpu);
+#endif
+    (void)m;
+    return 1;
+}
+
+/* Bytes of one GDN layer's conv and recurrent state. */
+static size_t model_gdn_conv_bytes(const struct model_config *c)
+{
+    return sizeof(float) * (size_t)((c->lin_conv_kernel - 1) * model_conv_dim(c));
+}
+
+static size_t model_gdn_ssm_bytes(const struct model_config *c)
+{
+    return sizeof(float) * (size_t)c->lin_v_heads * (size_t)c->lin_k_dim * (size_t)c->lin_v_dim;
+}
+
+struct model_prefix *model_prefix_save(struct model_seq *s, char *err, size_t errlen)
+{
+    struct model *m = s->m;
+    const struct model_config *c = &m->cfg;
+    int granule = model_prefix_granule(m);
+    if (s->n_past <= 0 || s->n_past % granule != 0) {
+        model_fail(m, err, errlen,
+                   "cannot save a prefix of %lld tokens: it must be a positive multiple of %d",
+                   (long long)s->n_past, granule);
+        return NULL;
+    }
+    struct model_prefix *p = xcalloc(1, sizeof(*p));
+    p->m = m;
+    p->length = s->n_past;
+    p->gpu_prefix = -1;
+#ifdef CORTEX_HAVE_CUDA
+    if (m->gpu) {
+        if (cuda_model_prefix_save(m->gpu, s->gpu_slot, s->n_past, &p->gpu_prefix, err, errlen)) {
+            free(p);
+            return NULL;
+        }
+        return p;
+    }
+#endif
+    size_t rows = (size_t)c->n_kv_heads * (size_t)c->head_dim * sizeof(float) * (size_t)p->length;
+    p->layers = xcalloc((size_t)c->n_layers, sizeof(struct model_seq_layer));
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct model_seq_layer *from = &s->layers[l];
+        struct model_seq_layer *to = &p->layers[l];
+        if (from->k) {
+            to->k = xmalloc(rows);
+            to->v = xmalloc(rows);
+            memcpy(to->k, from->k, rows);
+            memcpy(to->v, from->v, rows);
+            p->bytes += 2 * rows;
+        }
+        if (from->conv) {
+            to->conv = xmalloc(model_gdn_conv_bytes(c));
+            to->ssm = xmalloc(model_gdn_ssm_bytes(c));
+            memcpy(to->conv, from->conv, model_gdn_conv_bytes(c));
+            memcpy(to->ssm, from->ssm, model_gdn_ssm_bytes(c));
+            p->bytes += model_gdn_conv_bytes(c) + model_gdn_ssm_bytes(c);
+        }
+    }
+    return p;
+}
+
+int model_prefix_restore(struct model_seq *s, const struct model_prefix *p, char *err,
+                         size_t errlen)
+{
+    struct model *m = s->m;
+    const struct model_config *c = &m->cfg;
+    if (p->m != m)
+        return model_fail(m, err, errlen, "the saved prefix belongs to another model");
+#ifdef CORTEX_HAVE_CUDA
+    if (m->gpu) {
+        s->n_past = 0;
+        if (cuda_model_prefix_restore(m->gpu, p->gpu_prefix, s->gpu_slot, err, errlen)) {
+            model_seq_reset(s);
+            return -1;
+        }
+        s->n_past = p->length;
+        return 0;
+    }
+#endif
+    model_seq_reserve(s, p->length);
+    size_t rows = (size_t)c->n_kv_heads * (size_t)c->head_dim * sizeof(float) * (size_t)p->length;
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct model_seq_layer *from = &p->layers[l];
+        struct model_seq_layer *to = &s->layers[l];
+        if (from->k) {
+            memcpy(to->k, from->k, rows);
+            memcpy(to->v, from->v, rows);
+        }
+        if (from->conv) {
+            memcpy(to->conv, from->conv, model_gdn_conv_bytes(c));
+            memcpy(to->ssm, from->ssm, model_gdn_ssm_bytes(c));
+        }
+    }
+    s->n_past = p->length;
+    return 0;
+}
+
+uint64_t model_prefix_save_bytes(const struct model_seq *s)
+{
+    const struct model_config *c = &s->m->cfg;
+    if (s->m->gpu)
+        return 0;
+    uint64_t bytes = 0;
+    uint64_t rows =
+            (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * sizeof(float) * (uint64_t)s->n_past;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (s->layers[l].k)
+            bytes += 2 * rows;
+        if (s->layers[l].conv)
+            bytes += model_gdn_conv_bytes(c) + model_gdn_ssm_bytes(c);
+    }
+    return bytes;
+}
+
+int64_t model_prefix_length(const struct model_prefix *p)
+{
+    return p->length;
+}
+
+uint64_t model_prefix_bytes(const struct model_prefix *p)
+{
+#ifdef CORTEX_HAVE_CUDA
+    if (p->m->gpu)
+        return cuda_model_prefix_bytes(p->m->gpu, p->gpu_prefix);
+#endif
+    return p->bytes;
+}
+
+void model_prefix_destroy(struct model_prefix *p)
+{
+    if (!p)
+        return;
+#ifdef CORTEX_HAVE_CUDA
+    if (p->m->gpu)
+        cuda_model_prefix_release(p->m->gpu, p->gpu_prefix);
+#endif
+    for (int l = 0; p->layers && l < p->m->cfg.n_layers; l++) {
+        free(p->layers[l].k);
+        free(p->layers[l].v);
+        free(p->layers[l].conv);
+        free(p->layers[l].ssm);
+    }
+    free(p->layers);
+    free(p);
+}
+
+void model_cache_stats(const struct model *m, struct model_cache_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+#ifdef CORTEX_HAVE_CUDA
+    if (m->gpu) {
+        struct cuda_model_cache_stats cs;
+        cuda_model_cache_stats(m->gpu, &cs);
+        out->block_size = cs.block_size;
+        out->blocks = cs.blocks;
+        out->blocks_free = cs.blocks_free;
+        out->block_allocs = cs.block_allocs;
+        out->block_bytes = cs.block_bytes;
+    }
+#endif
+    (void)m;
+}

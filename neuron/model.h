@@ -82,4 +82,45 @@ int model_forward(struct model *m, struct model_seq *const *seqs, const int32_t 
                   const int64_t *n_tokens, int n_seqs, enum model_logits which, float *logits,
                   char *err, size_t errlen) __attribute__((warn_unused_result));
 
+/* ---- saved prefixes (prefix caching) -----------------------------------------------------
+ * A struct model_prefix is the state of a sequence after its first `length` tokens, kept apart
+ * from any sequence so that later sequences whose prompts start with the same tokens can begin
+ * from it instead of recomputing them. On the CPU it is a copy of the K and V rows [0, length)
+ * of every attention layer and of every Gated DeltaNet layer's conv and recurrent state; on a
+ * GPU the sequence's KV blocks are shared (reference counted, never written again) and only the
+ * GDN state is copied (cuda_model.h). A prefix belongs to the model of the sequence it was saved
+ * from and must be destroyed before that model; it is independent of the sequence afterwards.
+ * Same threading rule as model_forward(): the caller serialises these calls with the passes. */
+struct model_prefix;
+
+/* Positions at which saved prefixes can be cut: the GPU's KV block size, 1 on the CPU. */
+int model_prefix_granule(const struct model *m);
+/* Saves s's current state (all model_seq_length(s) > 0 tokens, a multiple of the granule).
+ * NULL with a message on failure (empty sequence, unaligned length, GPU out of memory). The
+ * caller frees the prefix with model_prefix_destroy(). */
+struct model_prefix *model_prefix_save(struct model_seq *s, char *err, size_t errlen);
+/* s becomes the prefix's state (any previous tokens dropped); its length is the prefix's.
+ * -1 with a message when p belongs to another model or the GPU refuses (s is then reset). */
+int model_prefix_restore(struct model_seq *s, const struct model_prefix *p, char *err,
+                         size_t errlen) __attribute__((warn_unused_result));
+int64_t model_prefix_length(const struct model_prefix *p);
+/* Bytes model_prefix_save(s) would copy now (CPU), so that callers can skip a save their budget
+ * cannot hold before paying for it; 0 on a GPU, where saving shares the KV blocks. */
+uint64_t model_prefix_save_bytes(const struct model_seq *s);
+/* Bytes the prefix keeps alive (CPU: its copies; GPU: its GDN snapshot plus the KV blocks only
+ * it references, which changes as sequences sharing its blocks come and go). */
+uint64_t model_prefix_bytes(const struct model_prefix *p);
+/* Frees the prefix (on a GPU, drops its block references); accepts NULL. */
+void model_prefix_destroy(struct model_prefix *p);
+
+/* The GPU's paged KV cache, for /metrics; all zero on the CPU. */
+struct model_cache_stats {
+    int block_size;        /* positions per block */
+    int64_t blocks;        /* blocks in the pool */
+    int64_t blocks_free;   /* on the free list */
+    uint64_t block_allocs; /* blocks handed out since load */
+    uint64_t block_bytes;  /* one block over every attention layer (and rank) */
+};
+void model_cache_stats(const struct model *m, struct model_cache_stats *out);
+
 #endif

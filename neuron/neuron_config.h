@@ -28,6 +28,8 @@ struct neuron_config {
     int64_t max_batch;     /* sequences decoded together per model */
     int64_t queue_depth;   /* requests waiting per model before 503 */
     int64_t prefill_chunk; /* prompt tokens per sequence per step */
+    int64_t prefix_cache_bytes; /* saved prompt prefixes per model; 0: no prefix caching */
+    int64_t prefix_interval;    /* prompt tokens between saved prefixes */
     int64_t memory_budget; /* bytes for weights + caches on the CPU; 0: 80% of RAM (resolved) */
     int64_t heartbeat_ms;  /* heartbeat period; 0: the database's heartbeat_interval setting */
     int64_t max_body;      /* largest request body, bytes */

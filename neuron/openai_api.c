@@ -622,16 +622,21 @@ static json_t *oai_tool_call_json(const struct tool_call *c)
 
 static json_t *oai_usage(const struct batcher_result *r)
 {
-    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)r->stats.prompt_tokens,
-                     "completion_tokens", (json_int_t)r->stats.completion_tokens, "total_tokens",
-                     (json_int_t)(r->stats.prompt_tokens + r->stats.completion_tokens));
+    /* prompt_tokens stays the whole prompt; cached_tokens (OpenAI's name) is the part restored
+     * from a saved prefix instead of being read again */
+    return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens",
+                     (json_int_t)r->stats.prompt_tokens, "completion_tokens",
+                     (json_int_t)r->stats.completion_tokens, "total_tokens",
+                     (json_int_t)(r->stats.prompt_tokens + r->stats.completion_tokens),
+                     "prompt_tokens_details", "cached_tokens", (json_int_t)r->stats.cached_tokens);
 }
 
 static json_t *oai_timings(const struct batcher_result *r)
 {
     const struct gen_stats *s = &r->stats;
     int64_t decode_tokens = s->completion_tokens > 1 ? s->completion_tokens - 1 : 0;
-    double pps = s->prompt_ms > 0 ? (double)s->prompt_tokens * 1000.0 / s->prompt_ms : 0;
+    int64_t read = s->prompt_tokens - s->cached_tokens; /* cached ones cost no pass */
+    double pps = s->prompt_ms > 0 ? (double)read * 1000.0 / s->prompt_ms : 0;
     double dps = s->decode_ms > 0 ? (double)decode_tokens * 1000.0 / s->decode_ms : 0;
     return json_pack("{s:f, s:I, s:f, s:f, s:f, s:I, s:f, s:f}", "queue_ms", r->queue_ms,
                      "prompt_tokens", (json_int_t)s->prompt_tokens, "prompt_ms", s->prompt_ms,

@@ -370,6 +370,8 @@ static void registry_load_model(struct registry_model *m)
             .max_batch = r->opt.max_batch,
             .queue_depth = r->opt.queue_depth,
             .prefill_chunk = r->opt.prefill_chunk,
+            .prefix_cache_bytes = r->opt.prefix_cache_bytes,
+            .prefix_interval = r->opt.prefix_interval,
             .model = m->name,
     };
     b = batcher_create(e, &bo);

@@ -71,6 +71,8 @@ struct registry_options {
     int max_batch;   /* sequences per batch */
     int queue_depth; /* waiting requests per model */
     int64_t prefill_chunk;
+    uint64_t prefix_cache_bytes; /* saved prompt prefixes per model (batcher.h); 0: none */
+    int64_t prefix_interval;
     uint64_t memory_budget;       /* bytes on the CPU device when devices is NULL */
     const struct device *devices; /* the host's devices (copied); NULL: one CPU device with
                                      memory_budget */

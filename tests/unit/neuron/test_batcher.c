@@ -6,7 +6,10 @@
  * admission queue refuses work beyond max_batch + queue_depth; a cancelled job ends early with
  * "cancelled" and frees its slot for the queued one; stopping ends running and queued jobs with
  * ERR_UNAVAILABLE and the reason, and refuses later submissions; the stats count the bytes
- * of the running sequence's cache and drop to 0 once nothing runs. Waits are on condition
+ * of the running sequence's cache and drop to 0 once nothing runs; with a prefix cache, a job
+ * sharing an earlier job's prompt start restores it (cached_tokens), answers exactly as a
+ * batcher without the cache does, and the stats count the lookups, the hit and the tokens read.
+ * Waits are on condition
  * variables signalled by the callbacks (or, for the stats the worker publishes after its step,
  * polls with a deadline), never on fixed sleeps.
  */
@@ -206,6 +209,61 @@ START_TEST(test_stop_ends_everything)
 }
 END_TEST
 
+/* Runs one greedy job on b to completion; *out is its result. */
+static void run_one(struct batcher *b, struct job *j, const char *prompt)
+{
+    ck_assert_int_eq(batcher_submit(b, job_make(j, prompt, 6)), BATCHER_SUBMIT_OK);
+    ck_assert(wait_until(&j->done, NULL, 0));
+    ck_assert_int_eq(j->result.error, ERR_NONE);
+}
+
+START_TEST(test_prefix_cache)
+{
+    static const char shared[] = "The following is a list of the largest cities of Europe, "
+                                 "ordered by population, with their countries:";
+    struct batcher_options o = {.max_batch = 4,
+                                .queue_depth = 4,
+                                .prefill_chunk = 4,
+                                .prefix_cache_bytes = 64u << 20,
+                                .prefix_interval = 8,
+                                .model = "smollm2"};
+    struct batcher *b = batcher_create(eng, &o);
+    struct batcher *plain = make(4, 4);
+    char p1[256], p2[256];
+    snprintf(p1, sizeof p1, "%s one", shared);
+    snprintf(p2, sizeof p2, "%s two", shared);
+    struct job first, second, cold;
+    run_one(b, &first, p1);
+    ck_assert_int_eq(first.result.stats.cached_tokens, 0);
+    run_one(b, &second, p2);
+    run_one(plain, &cold, p2);
+    int64_t hit = second.result.stats.cached_tokens;
+    ck_assert_int_gt(hit, 0);
+    ck_assert_int_eq(hit % 8, 0);
+    ck_assert_int_lt(hit, second.result.stats.prompt_tokens);
+    ck_assert_int_eq(cold.result.stats.cached_tokens, 0);
+    ck_assert_str_eq(buf_cstr(&second.text), buf_cstr(&cold.text));
+    ck_assert(wait_stats_idle(b));
+    struct batcher_stats s;
+    batcher_get_stats(b, &s);
+    ck_assert_uint_eq(s.prefix.lookups, 2);
+    ck_assert_uint_eq(s.prefix.hits, 1);
+    ck_assert_uint_eq(s.prefix.hit_tokens, (uint64_t)hit);
+    ck_assert_uint_gt(s.prefix.entries, 0);
+    ck_assert_uint_gt(s.prefix.bytes, 0);
+    ck_assert_uint_eq(s.prompt_tokens, (uint64_t)(first.result.stats.prompt_tokens +
+                                                  second.result.stats.prompt_tokens - hit));
+    ck_assert_int_eq(s.kv.blocks, 0); /* the CPU has no block pool */
+    batcher_get_stats(plain, &s);
+    ck_assert_uint_eq(s.prefix.lookups, 0);
+    buf_free(&first.text);
+    buf_free(&second.text);
+    buf_free(&cold.text);
+    batcher_destroy(b);
+    batcher_destroy(plain);
+}
+END_TEST
+
 int main(void)
 {
     const char *path = getenv("CORTEX_SMOLLM2_GGUF");
@@ -225,6 +283,7 @@ int main(void)
     tcase_add_test(tc, test_batched_equals_alone);
     tcase_add_test(tc, test_queue_full_and_cancel);
     tcase_add_test(tc, test_stop_ends_everything);
+    tcase_add_test(tc, test_prefix_cache);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);

@@ -6,10 +6,14 @@
  * with "length"; a stop string cuts the greedy answer exactly where the uncut answer has it;
  * streamed text equals the detokenised tokens; generations batched together (with prompt chunks
  * interleaved) produce the same tokens as each run alone; a seed reproduces a sampled answer;
- * an over-long prompt is refused with the numbers.
+ * an over-long prompt is refused with the numbers. Prefix caching: a first request saves its
+ * state at every multiple of the interval; a second one sharing the system prompt restores the
+ * longest saved prefix it shares and answers exactly as without the cache; the same prompt
+ * again restores all but the last interval's worth (one token is always read).
  */
 #include "engine.h"
 #include "generate.h"
+#include "prefix_cache.h"
 #include "xalloc.h"
 
 #include <check.h>
@@ -234,6 +238,91 @@ START_TEST(test_prompt_too_long)
 }
 END_TEST
 
+/* A generation of (system, user) that uses pc, run alone to completion; *cached gets the
+ * prompt tokens it restored and *n_prompt its prompt length. */
+static struct answer ask_cached(struct prefix_cache *pc, const char *system, const char *user,
+                                const struct gen_params *p, int64_t *cached, size_t *n_prompt)
+{
+    char err[512];
+    struct tokenizer_ids ids = {0};
+    prompt_ids(system, user, &ids);
+    struct generation *g = NULL;
+    ck_assert_msg(generation_create(eng, ids.v, ids.n, p, &g, err, sizeof err) == 0, "%s", err);
+    *cached = generation_use_prefix_cache(g, pc, err, sizeof err);
+    ck_assert_msg(*cached >= 0, "%s", err);
+    struct answer a;
+    run_batch(&g, 1, 0, &a);
+    struct gen_stats st;
+    generation_stats(g, &st);
+    ck_assert_int_eq(st.cached_tokens, *cached);
+    ck_assert_int_eq(st.prompt_tokens, (int64_t)ids.n);
+    *n_prompt = ids.n;
+    generation_destroy(g);
+    free(ids.v);
+    return a;
+}
+
+START_TEST(test_prefix_cache_hit)
+{
+    enum { IV = 16 };
+    static const char sys[] =
+            "You are a meticulous assistant for a small bakery. Always answer in one short "
+            "sentence, mention the bakery's name, Crumb & Co., and never invent prices. The "
+            "bakery opens at seven, closes at six, and sells bread, pastries and cakes.";
+    static const char u1[] = "When do you open?";
+    static const char u2[] = "Do you sell cakes?";
+    ck_assert_ptr_null(generation_prefix_cache_create(eng, 0, IV));
+    struct prefix_cache *pc = generation_prefix_cache_create(eng, 64u << 20, IV);
+    ck_assert_ptr_nonnull(pc);
+    ck_assert_int_eq(prefix_cache_interval(pc), IV);
+    struct gen_params p = greedy(12);
+    struct answer cold = ask(sys, u2, &p);
+
+    int64_t cached;
+    size_t n1, n2;
+    struct answer a1 = ask_cached(pc, sys, u1, &p, &cached, &n1);
+    ck_assert_int_eq(cached, 0);
+    struct prefix_cache_stats st;
+    prefix_cache_stats(pc, &st);
+    /* whole-prompt chunks were cut at every multiple of the interval, each saved */
+    ck_assert_uint_eq(st.entries, n1 / IV);
+    ck_assert_uint_eq(st.lookups, 1);
+    ck_assert_uint_eq(st.hits, 0);
+
+    struct tokenizer_ids i1 = {0}, i2 = {0};
+    prompt_ids(sys, u1, &i1);
+    prompt_ids(sys, u2, &i2);
+    size_t common = 0;
+    while (common < i1.n && common < i2.n && i1.v[common] == i2.v[common])
+        common++;
+    ck_assert_uint_ge(common, 2 * IV);
+    struct answer a2 = ask_cached(pc, sys, u2, &p, &cached, &n2);
+    ck_assert_int_eq(cached, (int64_t)(common / IV * IV)); /* the longest shared multiple */
+    ck_assert_uint_eq(a2.n_tokens, cold.n_tokens);
+    ck_assert_msg(memcmp(a2.tokens, cold.tokens, cold.n_tokens * sizeof(int32_t)) == 0,
+                  "with a restored prefix: '%s', cold: '%s'", a2.text, cold.text);
+
+    /* the same prompt again: everything saved but at least one token is read */
+    struct answer a3 = ask_cached(pc, sys, u2, &p, &cached, &n2);
+    ck_assert_int_eq(cached, (int64_t)((n2 - 1) / IV * IV));
+    ck_assert_uint_eq(a3.n_tokens, cold.n_tokens);
+    ck_assert(memcmp(a3.tokens, cold.tokens, cold.n_tokens * sizeof(int32_t)) == 0);
+    prefix_cache_stats(pc, &st);
+    ck_assert_uint_eq(st.lookups, 3);
+    ck_assert_uint_eq(st.hits, 2);
+    ck_assert_uint_eq(st.hit_tokens, common / IV * IV + (n2 - 1) / IV * IV);
+    ck_assert_uint_eq(st.evictions, 0);
+
+    free(i1.v);
+    free(i2.v);
+    answer_free(&cold);
+    answer_free(&a1);
+    answer_free(&a2);
+    answer_free(&a3);
+    prefix_cache_destroy(pc);
+}
+END_TEST
+
 int main(void)
 {
     const char *path = getenv("CORTEX_SMOLLM2_GGUF");
@@ -257,6 +346,7 @@ int main(void)
     tcase_add_test(tc, test_batched_equals_alone);
     tcase_add_test(tc, test_seed_reproduces);
     tcase_add_test(tc, test_prompt_too_long);
+    tcase_add_test(tc, test_prefix_cache_hit);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK);
