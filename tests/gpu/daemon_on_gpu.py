@@ -42,6 +42,9 @@ TIE_NATS = 2 * LP_NATS  # where every logprob is within LP_NATS, a flip needs a 
 PROMPTS = ("Tell me about the sea.", "What is two plus two?", "Name three colours.",
            "Write a haiku about autumn leaves falling from the old oak tree by the river, "
            "in the evening light.")
+# Prompt prefixes are saved every this many tokens (the GPU's KV block): the fixtures' short
+# prompts then reach the prefix cache, so repeated prompts run from restored state.
+PREFIX_INTERVAL = 32
 HTTP_TIMEOUT = 60  # seconds; these models answer in milliseconds
 CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}assistant: {% endif %}")
@@ -111,7 +114,7 @@ class Daemon:
         self.log = open(log_path, "wb")
         args = [binary, "--listen", "127.0.0.1:0", "--models-dir", models, "--name",
                 "gpu-test-" + label, "--ctx", "256", "--max-batch", "8", "--threads", "4",
-                "--prefill-chunk", "64", *extra]
+                "--prefill-chunk", "64", "--prefix-interval", str(PREFIX_INTERVAL), *extra]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         self.port = None
         deadline = time.monotonic() + 120
@@ -446,6 +449,19 @@ def check_answers(res, cpu, gpu, name, dev, summary):
     res.add(all_ok, "%s: %d concurrent GPU requests = CPU answers" % (name, len(PROMPTS)),
             "; ".join(details))
 
+    # the long prompt again: its saved prefix is restored on the GPU, same answer
+    p = PROMPTS[-1]
+    again = gpu.chat(name, p)
+    n_prompt = again["usage"]["prompt_tokens"]
+    cached = (again["usage"].get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    want = (n_prompt - 1) // PREFIX_INTERVAL * PREFIX_INTERVAL
+    ok, detail = compare_greedy(cpu.chat(name, p), again)
+    res.add(ok and cached == want > 0 and p in answers and
+            again["choices"][0]["message"]["content"] ==
+            answers[p]["choices"][0]["message"]["content"],
+            "%s: a repeated prompt runs from its saved prefix on %s, same answer" % (name, dev),
+            "%d of %d prompt tokens cached (want %d); %s" % (cached, n_prompt, want, detail))
+
 
 def run(args):
     res = Results()
@@ -556,6 +572,11 @@ def run(args):
         else:
             res.add(seqs > steps, "/metrics shows batched decode on the GPU",
                     "mean batch %.2f over %d steps" % (seqs / steps, steps))
+
+        hits = [metric(text, "cortex_neuron_prefix_cache_hits_total", '{model="%s"}' % n)
+                for n in FIXTURES]
+        res.add(all(h is not None and h > 0 for h in hits),
+                "/metrics counts prefix cache hits on %s" % dev, repr(hits))
 
         for name in FIXTURES:
             status, _ = gpu.json("POST", "/models/unload", {"model": name})
