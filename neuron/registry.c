@@ -119,6 +119,34 @@ uint64_t registry_estimate_memory(const struct model_config *c, uint64_t weights
     return weights_bytes + (uint64_t)max_batch * (per_seq + logits);
 }
 
+uint64_t registry_gpu_weight_bytes(const struct model_file *mf, uint64_t *embed_bytes)
+{
+    uint64_t total = 0;
+    *embed_bytes = 0;
+    for (size_t i = 0; i < mf->n_tensors; i++) {
+        const struct model_tensor *t = &mf->tensors[i];
+        uint64_t elems = 1;
+        for (int d = 0; d < t->ndim; d++)
+            elems *= (uint64_t)t->shape[d];
+        uint64_t bytes = elems * (t->ndim >= 2 ? 2u : 4u);
+        total += bytes;
+        if (strcmp(t->name, "model.embed_tokens.weight") == 0)
+            *embed_bytes = bytes;
+    }
+    return total;
+}
+
+/* Whether loaded models run on this node's GPUs (else on the CPU, made-up GPUs included). */
+static bool registry_on_gpus(const struct registry *r)
+{
+    if (r->opt.compute_on_cpu)
+        return false;
+    for (size_t i = 0; i < r->n_devices; i++)
+        if (r->devices[i].kind == DEVICE_KIND_CUDA)
+            return true;
+    return false;
+}
+
 /* ---- scanning ---------------------------------------------------------------------------- */
 
 static void registry_files_free(struct registry_file *files, size_t n)
@@ -217,9 +245,12 @@ int registry_scan(struct registry *r, char *err, size_t errlen)
         snprintf(f->architecture, sizeof f->architecture, "%s", mf->config.arch_name);
         f->size_bytes = registry_disk_bytes(path);
         f->weights_bytes = mf->total_bytes;
+        f->device_bytes = mf->total_bytes;
+        if (registry_on_gpus(r))
+            f->device_bytes = registry_gpu_weight_bytes(mf, &f->embed_bytes);
         f->ctx = registry_ctx_for(r, &mf->config);
         f->estimate_bytes =
-                registry_estimate_memory(&mf->config, mf->total_bytes, f->ctx, r->opt.max_batch);
+                registry_estimate_memory(&mf->config, f->device_bytes, f->ctx, r->opt.max_batch);
         f->kv_bytes = registry_estimate_kv_bytes(&mf->config, f->ctx, r->opt.max_batch);
         model_file_close(mf);
     }
@@ -556,9 +587,11 @@ static int registry_parse_devices(const struct registry *r, const json_t *device
 
 /* Splits f's estimate over the chosen devices (or, when none is named, puts it on the device
  * with the most free memory) into dev_bytes, checking every share against its device's free
- * budget. mu held. Returns 0, or -1 with ERR_CONFLICT. */
+ * budget; *need receives the whole (on several GPUs, every rank's copy of the embedding table
+ * included). mu held. Returns 0, or -1 with ERR_CONFLICT. */
 static int registry_place_locked(struct registry *r, const struct registry_file *f, bool *chosen,
-                                 int n_chosen, uint64_t *dev_bytes, struct error *err)
+                                 int n_chosen, uint64_t *dev_bytes, uint64_t *need,
+                                 struct error *err)
 {
     if (n_chosen == 0) {
         size_t best = 0;
@@ -574,8 +607,9 @@ static int registry_place_locked(struct registry *r, const struct registry_file 
         chosen[best] = true;
         n_chosen = 1;
     }
-    uint64_t share = f->estimate_bytes / (uint64_t)n_chosen;
-    uint64_t rest = f->estimate_bytes - share * (uint64_t)n_chosen;
+    *need = f->estimate_bytes + (uint64_t)(n_chosen - 1) * f->embed_bytes;
+    uint64_t share = *need / (uint64_t)n_chosen;
+    uint64_t rest = *need - share * (uint64_t)n_chosen;
     for (size_t i = 0; i < r->n_devices; i++) {
         dev_bytes[i] = 0;
         if (!chosen[i])
@@ -590,8 +624,9 @@ static int registry_place_locked(struct registry *r, const struct registry_file 
             error_set(err, ERR_CONFLICT, "model",
                       "model '%s' needs %llu bytes (weights %llu + cache for %d sequences of "
                       "%lld tokens)%s but only %llu of the %llu-byte memory budget of %s are free",
-                      f->name, (unsigned long long)f->estimate_bytes,
-                      (unsigned long long)f->weights_bytes, r->opt.max_batch, (long long)f->ctx,
+                      f->name, (unsigned long long)*need,
+                      (unsigned long long)(*need - (f->estimate_bytes - f->device_bytes)),
+                      r->opt.max_batch, (long long)f->ctx,
                       n_chosen > 1 ? ", split over the chosen devices," : "",
                       (unsigned long long)(d->budget > used ? d->budget - used : 0),
                       (unsigned long long)d->budget, label);
@@ -665,7 +700,8 @@ int registry_load(struct registry *r, const char *name, const json_t *devices, i
                   name);
         goto out;
     }
-    if (registry_place_locked(r, f, chosen, n_chosen, dev_bytes, err) != 0)
+    uint64_t need = 0;
+    if (registry_place_locked(r, f, chosen, n_chosen, dev_bytes, &need, err) != 0)
         goto out;
     if (old) { /* a failed entry: it goes away, the new load takes its name */
         old->retired = true;
@@ -676,8 +712,8 @@ int registry_load(struct registry *r, const char *name, const json_t *devices, i
     m->name = xstrdup(name);
     m->path = xstrdup(f->path);
     m->placement_id = placement_id;
-    m->memory_bytes = f->estimate_bytes;
-    m->cache_budget = f->estimate_bytes - f->weights_bytes;
+    m->memory_bytes = need;
+    m->cache_budget = f->estimate_bytes - f->device_bytes;
     m->kv_budget = f->kv_bytes;
     m->dev_bytes = dev_bytes;
     dev_bytes = NULL;

@@ -7,7 +7,8 @@
  * directory) and keeps one entry per loaded model. registry_load() places the model on devices
  * of the host (device.h: the GPUs, or the CPU budget) and checks their memory budgets (weights
  * plus the cache of max_batch sequences of ctx tokens each, see registry_estimate_memory, split
- * evenly over the chosen devices), then starts a lifecycle thread that reads the files
+ * evenly over the chosen devices; on GPUs the weights count as uploaded, bf16, with the
+ * embedding table whole on every tensor-parallel rank, see registry_gpu_weight_bytes), then starts a lifecycle thread that reads the files
  * (progress = bytes read / total), opens the engine and starts the model's batcher; it returns
  * at once. The same
  * thread later unloads the model when registry_unload() asks: it stops the batcher (which ends
@@ -94,8 +95,11 @@ struct registry_file {
     char architecture[64];
     uint64_t size_bytes;     /* bytes on disk */
     uint64_t weights_bytes;  /* tensor bytes */
+    uint64_t device_bytes;   /* the weights as this node holds them: weights_bytes on the CPU,
+                                registry_gpu_weight_bytes() where models run on GPUs */
+    uint64_t embed_bytes;    /* on GPUs: the embedding table, held whole by every TP rank */
     int64_t ctx;             /* context a load would use */
-    uint64_t estimate_bytes; /* weights + cache budget */
+    uint64_t estimate_bytes; /* device_bytes + cache budget (on one device) */
     uint64_t kv_bytes;       /* the cache budget's attention KV part */
 };
 
@@ -127,6 +131,11 @@ int registry_scan(struct registry *r, char *err, size_t errlen) __attribute__((w
  * sequences of ctx tokens (fp32), plus its logits rows. */
 uint64_t registry_estimate_memory(const struct model_config *c, uint64_t weights_bytes, int64_t ctx,
                                   int max_batch);
+/* Bytes mf's weights take on a GPU, whatever the file's types: cuda_model.h uploads every
+ * matrix as bf16 and every vector as fp32 (a Q4 GGUF grows about 3.5x). *embed_bytes receives
+ * the bf16 embedding table's share of that: under tensor parallelism over T GPUs each rank holds
+ * the whole table and 1/T of the rest, so a placement needs (T - 1) * *embed_bytes more. */
+uint64_t registry_gpu_weight_bytes(const struct model_file *mf, uint64_t *embed_bytes);
 /* The attention layers' KV part of that estimate (fp32 keys and values of max_batch sequences
  * of ctx tokens): what a GPU model reserves for its paged KV cache at load (cuda_model.h; it
  * stores bf16, so the reservation holds twice the positions the estimate counts). */

@@ -11,6 +11,7 @@
 
 #include <check.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -164,6 +165,80 @@ START_TEST(test_load_refusals)
 }
 END_TEST
 
+/* The tiny llama fixture as a GPU holds it, from its configuration (V 256, H 64, I 128, 2
+ * layers, 4 heads and 2 KV heads of 16): every matrix bf16, every vector fp32. */
+enum {
+    TINY_MATRIX_ELEMS = 2 * 256 * 64 /* embedding, untied lm_head */ +
+                        2 * (64 * 64 + 2 * 32 * 64 + 64 * 64 + 3 * 128 * 64) /* layers */,
+    TINY_VECTOR_ELEMS = 2 * 2 * 64 + 64, /* two norms per layer, the final norm */
+    TINY_GPU_WEIGHTS = 2 * TINY_MATRIX_ELEMS + 4 * TINY_VECTOR_ELEMS,
+    TINY_GPU_EMBED = 2 * 256 * 64,
+};
+
+START_TEST(test_gpu_weight_bytes)
+{
+    char *target = xasprintf("%s/tests/fixtures/llama", source_dir());
+    struct model_file *mf = NULL;
+    char err[512];
+    ck_assert_msg(model_file_open(target, &mf, err, sizeof err) == 0, "%s", err);
+    uint64_t embed = 0;
+    ck_assert_int_eq(registry_gpu_weight_bytes(mf, &embed), TINY_GPU_WEIGHTS);
+    ck_assert_int_eq(embed, TINY_GPU_EMBED);
+    model_file_close(mf);
+    free(target);
+}
+END_TEST
+
+/* On a node whose models run on GPUs the estimate counts bf16 weights, and a tensor-parallel
+ * placement adds every further rank's copy of the embedding table. */
+START_TEST(test_gpu_estimate_and_tp_embedding)
+{
+    uint64_t cache = 2 * (2 * 2 * 2 * 16 * 128 * 4 + 256 * 4);
+    uint64_t one = TINY_GPU_WEIGHTS + cache, two = one + TINY_GPU_EMBED;
+    for (int fits = 0; fits < 2; fits++) {
+        struct device_list gpus;
+        /* the first device takes the odd byte of an uneven split */
+        uint64_t per_gpu = (two + 1) / 2 - (fits ? 0 : 1);
+        device_list_init_made_up(&gpus, 2, 2 * per_gpu);
+        struct seen s = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+        struct registry_options o = {
+                .models_dir = dir,
+                .threads = 1,
+                .ctx = 128,
+                .max_batch = 2,
+                .queue_depth = 1,
+                .devices = gpus.v,
+                .n_devices = gpus.n,
+                .observer = seen_observe,
+                .observer_ud = &s,
+        };
+        struct registry *r = registry_create(&o);
+        json_t *doc = registry_describe(r);
+        json_t *m = json_array_get(json_object_get(doc, "available"), 0);
+        ck_assert_int_eq(json_integer_value(json_object_get(m, "estimated_memory_bytes")), one);
+        json_decref(doc);
+        struct error err = ERROR_INIT;
+        json_t *both = json_pack("[s, s]", "cuda:0", "cuda:1");
+        int rc = registry_load(r, "tiny-llama", both, 0, &err);
+        json_decref(both);
+        if (!fits) {
+            /* enough for half of one, not for half of two */
+            ck_assert_int_eq(rc, -1);
+            ck_assert_int_eq(err.code, ERR_CONFLICT);
+            char want[64];
+            snprintf(want, sizeof want, "needs %llu bytes", (unsigned long long)two);
+            ck_assert_msg(strstr(error_message(&err), want), "%s", error_message(&err));
+        } else {
+            ck_assert_int_eq(rc, 0); /* accounted; the load itself then fails (no tokenizer) */
+            ck_assert_msg(seen_wait(&s, REGISTRY_STATE_FAILED), "the load never ended");
+        }
+        error_clear(&err);
+        registry_destroy(r);
+        device_list_free(&gpus);
+    }
+}
+END_TEST
+
 START_TEST(test_failed_load_then_unload)
 {
     struct seen s = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -207,6 +282,8 @@ int main(void)
     tcase_add_test(tc, test_scan_lists_models_only);
     tcase_add_test(tc, test_load_refusals);
     tcase_add_test(tc, test_failed_load_then_unload);
+    tcase_add_test(tc, test_gpu_weight_bytes);
+    tcase_add_test(tc, test_gpu_estimate_and_tp_embedding);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
