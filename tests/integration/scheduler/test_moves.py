@@ -28,7 +28,9 @@ def events(f, kind, model=None):
 
 def test_defragmentation_moves_a_replica_to_make_room(fleet):
     n1, n2 = fleet.neuron("n1"), fleet.neuron("n2")
-    fleet.db.rows("SELECT cortex.set_setting('defrag_after_cycles', '8')")
+    # defragmentation off until m3 has waited: a cycle that happened to be a defragmenting one
+    # would otherwise move a replica at m3's first sight, before any wait
+    fleet.db.rows("SELECT cortex.set_setting('defrag_after_cycles', '0')")
     fleet.scheduler()
     # m1 and m2 (461056 bytes each) pinned on different nodes: each node keeps 538944 free
     load_on(fleet, "m1", "n1")
@@ -37,6 +39,8 @@ def test_defragmentation_moves_a_replica_to_make_room(fleet):
     # m3 needs 700000 by the catalogue: it fits no node as placed, and nothing may be evicted
     fleet.db.rows("UPDATE cortex.models SET memory_bytes = 700000 WHERE name = 'm3'")
     demand(fleet, "m3")
+    F.wait_for(lambda: events(fleet, "scheduler.wait", "m3"), 30, "m3 waiting", fleet.any_sched())
+    fleet.db.rows("SELECT cortex.set_setting('defrag_after_cycles', '8')")
     node = fleet.wait_ready("m3", 60)
     waits = events(fleet, "scheduler.wait", "m3")
     defrag = [e for e in events(fleet, "scheduler.load") if e[3] == "defrag"]
