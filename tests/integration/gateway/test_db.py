@@ -193,6 +193,32 @@ def test_request_rows(fleet):
     assert re.search(r"^cortex_gateway_accounting_dropped_total 0$", body, re.M), body
 
 
+def test_prefix_cache_reported_in_both_dialects(fleet):
+    """A long shared system prompt: the neuron restores its saved prefix (--prefix-interval 256
+    by default) for the second request, and the gateway reports the cached prompt tokens as
+    each dialect does: OpenAI usage.prompt_tokens_details.cached_tokens, Anthropic
+    usage.cache_read_input_tokens (input_tokens then counts only the rest)."""
+    import anthropic
+    import openai
+    _, secret = new_key(fleet["pg"])
+    system = " ".join("Rule %d: answer briefly and politely." % i for i in range(60))
+    oa = openai.OpenAI(base_url=fleet["api"] + "/v1", api_key=secret)
+    first = oa.chat.completions.create(
+        model=MODEL, max_tokens=4, temperature=0,
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": "Hi"}])
+    assert first.usage.prompt_tokens > 300, first.usage
+    second = oa.chat.completions.create(
+        model=MODEL, max_tokens=4, temperature=0,
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": "Bye"}])
+    cached = second.usage.prompt_tokens_details.cached_tokens
+    assert cached > 0 and cached % 256 == 0 and cached < second.usage.prompt_tokens, second.usage
+    an = anthropic.Anthropic(base_url=fleet["api"], api_key=secret)
+    msg = an.messages.create(model="claude-haiku-4", max_tokens=4, system=system,
+                             messages=[{"role": "user", "content": "Hello"}])
+    assert msg.usage.cache_read_input_tokens == cached, msg.usage
+    assert 0 < msg.usage.input_tokens < first.usage.prompt_tokens, msg.usage
+
+
 def test_postgres_down_serves_from_snapshot(fleet):
     pg = fleet["pg"]
     kid, secret = new_key(pg)
