@@ -34,6 +34,8 @@ import tempfile
 import threading
 import time
 
+from gpu_checks import Results, compare_greedy, token_steps, write_model_dir
+
 FIXTURES = ("llama", "qwen3_5")
 MAX_TOKENS = 24
 LP_NATS = 0.2  # |logprob(GPU) - logprob(CPU)| of the same token at most this
@@ -46,63 +48,12 @@ PROMPTS = ("Tell me about the sea.", "What is two plus two?", "Name three colour
 # prompts then reach the prefix cache, so repeated prompts run from restored state.
 PREFIX_INTERVAL = 32
 HTTP_TIMEOUT = 60  # seconds; these models answer in milliseconds
-CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}assistant: {% endif %}")
-
-
-def byte_level_tokenizer():
-    """A GPT-2 style byte-level BPE tokenizer.json with one token per byte (id = byte), no
-    merges: matches the fixtures' 256-token vocabulary."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) +
-                 list(range(0xAE, 0x100)))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return {"version": "1.0", "added_tokens": [], "normalizer": None,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
-            "post_processor": None, "decoder": {"type": "ByteLevel"},
-            "model": {"type": "BPE", "vocab": {chars[b]: b for b in range(256)}, "merges": []}}
 
 
 def make_models_dir(root, fixtures_dir):
-    """root/NAME for each fixture: its config and weights (copied) plus tokenizer and template."""
+    """root/NAME for each fixture (gpu_checks.write_model_dir)."""
     for name in FIXTURES:
-        d = os.path.join(root, name)
-        os.makedirs(d)
-        for f in ("config.json", "model.safetensors"):
-            shutil.copy(os.path.join(fixtures_dir, name, f), d)
-        with open(os.path.join(d, "tokenizer.json"), "w") as f:
-            json.dump(byte_level_tokenizer(), f)
-        with open(os.path.join(d, "chat_template.jinja"), "w") as f:
-            f.write(CHAT_TEMPLATE)
-
-
-class Results:
-    def __init__(self):
-        self.rows = []  # (status, name, detail)
-
-    def add(self, ok, name, detail=""):
-        self.rows.append(("PASS" if ok else "FAIL", name, detail))
-        print("%s  %s  %s" % self.rows[-1])  # as it happens: a hang still shows how far it got
-        return ok
-
-    def skip(self, name, detail):
-        self.rows.append(("SKIP", name, detail))
-        print("%s  %s  %s" % self.rows[-1])
-
-    def failed(self):
-        return sum(1 for r in self.rows if r[0] == "FAIL")
-
-    def table(self):
-        w = max(len(r[1]) for r in self.rows)
-        lines = ["%-4s  %-*s  %s" % (s, w, n, d) for s, n, d in self.rows]
-        n = {k: sum(1 for r in self.rows if r[0] == k) for k in ("PASS", "FAIL", "SKIP")}
-        lines.append("%d passed, %d failed, %d skipped" % (n["PASS"], n["FAIL"], n["SKIP"]))
-        return "\n".join(lines)
+        write_model_dir(os.path.join(root, name), os.path.join(fixtures_dir, name))
 
 
 class Daemon:
@@ -246,43 +197,6 @@ class Daemon:
         return rc
 
 
-def token_steps(doc):
-    """[(token byte string, logprob, {top token: logprob})] of a chat answer with logprobs."""
-    out = []
-    for e in doc["choices"][0]["logprobs"]["content"]:
-        top = {bytes(t["bytes"]): t["logprob"] for t in e["top_logprobs"]}
-        out.append((bytes(e["bytes"]), e["logprob"], top))
-    return out
-
-
-def compare_greedy(cpu_doc, gpu_doc):
-    """(ok, detail): the GPU's greedy tokens equal the CPU's, or differ only after a near tie,
-    and agreeing tokens have log-probabilities within LP_NATS."""
-    cpu, gpu = token_steps(cpu_doc), token_steps(gpu_doc)
-    same, max_dlp = 0, 0.0
-    while same < min(len(cpu), len(gpu)) and cpu[same][0] == gpu[same][0]:
-        max_dlp = max(max_dlp, abs(cpu[same][1] - gpu[same][1]))
-        same += 1
-    detail = "%d/%d tokens equal, max |dlogprob| %.2g" % (same, len(cpu), max_dlp)
-    if max_dlp > LP_NATS:
-        return False, detail + " > %g" % LP_NATS
-    if same == len(cpu) == len(gpu):
-        text_ok = cpu_doc["choices"][0]["message"]["content"] == \
-            gpu_doc["choices"][0]["message"]["content"]
-        return text_ok, detail + ("" if text_ok else "; texts differ")
-    if same == len(cpu) or same == len(gpu):
-        return False, detail + "; one answer is a prefix of the other (%d vs %d tokens)" % (
-            len(cpu), len(gpu))
-    best = cpu[same][1]
-    theirs = cpu[same][2].get(gpu[same][0])
-    if theirs is None or best - theirs > TIE_NATS:
-        return False, detail + "; diverged at token %d without a near tie (GPU's token %s)" % (
-            same, "not in the CPU's top 5" if theirs is None else "%.3f nats behind" % (
-                best - theirs))
-    return True, detail + "; then a near tie (%.3f nats) at token %d: bf16 rounding" % (
-        best - theirs, same)
-
-
 def compare_forced(cpu, gpu, model, prompt, cpu_doc):
     """(ok, detail): teacher-forced, the GPU's best log-probability after every prefix of the
     CPU's answer is the CPU's within LP_NATS. In this vocabulary a token's id is its byte."""
@@ -401,7 +315,7 @@ def load_all(res, daemon, devices_for):
 def check_answers(res, cpu, gpu, name, dev, summary):
     """The answers of model name on the device under test against the CPU daemon's."""
     a_cpu, a_gpu = cpu.chat(name, PROMPTS[0]), gpu.chat(name, PROMPTS[0])
-    ok, detail = compare_greedy(a_cpu, a_gpu)
+    ok, detail = compare_greedy(a_cpu, a_gpu, LP_NATS, TIE_NATS)
     res.add(ok, "%s: greedy answer on %s = on cpu" % (name, dev), detail)
     t = a_gpu.get("timings", {})
     res.add(a_gpu["usage"]["completion_tokens"] == len(token_steps(a_gpu)) > 0 and
@@ -442,7 +356,7 @@ def check_answers(res, cpu, gpu, name, dev, summary):
     for p in PROMPTS:
         if p not in answers:
             continue
-        ok, detail = compare_greedy(cpu.chat(name, p), answers[p])
+        ok, detail = compare_greedy(cpu.chat(name, p), answers[p], LP_NATS, TIE_NATS)
         all_ok &= ok
         details.append(detail if not ok else detail.split(",")[0] + (
             " (then a near tie)" if "near tie" in detail else ""))
@@ -455,7 +369,7 @@ def check_answers(res, cpu, gpu, name, dev, summary):
     n_prompt = again["usage"]["prompt_tokens"]
     cached = (again["usage"].get("prompt_tokens_details") or {}).get("cached_tokens", 0)
     want = (n_prompt - 1) // PREFIX_INTERVAL * PREFIX_INTERVAL
-    ok, detail = compare_greedy(cpu.chat(name, p), again)
+    ok, detail = compare_greedy(cpu.chat(name, p), again, LP_NATS, TIE_NATS)
     res.add(ok and cached == want > 0 and p in answers and
             again["choices"][0]["message"]["content"] ==
             answers[p]["choices"][0]["message"]["content"],

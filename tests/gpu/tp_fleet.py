@@ -37,8 +37,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+from gpu_checks import Results, compare_greedy, write_model_dir
 
 FIXTURES = (("qwen35", "qwen3_5"), ("llama", "llama"))  # (model name prefix, fixture folder)
 MAX_TOKENS = 24
@@ -46,28 +47,8 @@ LP_NATS = 0.1
 TIE_NATS = 2 * LP_NATS
 PROMPT = "Tell me about the sea."
 HTTP_TIMEOUT = 180  # a cold start waits for the scheduler's tick and the load
-CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}assistant: {% endif %}")
 SETTINGS = {"heartbeat_interval": "1 second", "heartbeat_grace": "3 seconds",
             "scheduler_tick": "300 milliseconds", "lease_duration": "3 seconds"}
-
-
-def byte_level_tokenizer():
-    """A GPT-2 style byte-level BPE tokenizer.json with one token per byte (id = byte), no
-    merges: matches the fixtures' 256-token vocabulary."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) +
-                 list(range(0xAE, 0x100)))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return {"version": "1.0", "added_tokens": [], "normalizer": None,
-            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
-            "post_processor": None, "decoder": {"type": "ByteLevel"},
-            "model": {"type": "BPE", "vocab": {chars[b]: b for b in range(256)}, "merges": []}}
 
 
 def make_models_dir(root, fixtures_dir, tp):
@@ -78,39 +59,9 @@ def make_models_dir(root, fixtures_dir, tp):
         for degree in (tp, 1):
             name = "%s-tp%d" % (prefix, degree)
             d = os.path.join(root, name)
-            os.makedirs(d)
-            for f in ("config.json", "model.safetensors"):
-                shutil.copy(os.path.join(fixtures_dir, fixture, f), d)
-            with open(os.path.join(d, "tokenizer.json"), "w") as f:
-                json.dump(byte_level_tokenizer(), f)
-            with open(os.path.join(d, "chat_template.jinja"), "w") as f:
-                f.write(CHAT_TEMPLATE)
+            write_model_dir(d, os.path.join(fixtures_dir, fixture))
             models.append((name, prefix, degree))
     return models
-
-
-class Results:
-    def __init__(self):
-        self.rows = []  # (status, name, detail)
-
-    def add(self, ok, name, detail=""):
-        self.rows.append(("PASS" if ok else "FAIL", name, detail))
-        print("%s  %s  %s" % self.rows[-1], flush=True)  # as it happens: a hang shows how far
-        return ok
-
-    def skip(self, name, detail):
-        self.rows.append(("SKIP", name, detail))
-        print("%s  %s  %s" % self.rows[-1], flush=True)
-
-    def failed(self):
-        return sum(1 for r in self.rows if r[0] == "FAIL")
-
-    def table(self):
-        w = max(len(r[1]) for r in self.rows)
-        lines = ["%-4s  %-*s  %s" % (s, w, n, d) for s, n, d in self.rows]
-        n = {k: sum(1 for r in self.rows if r[0] == k) for k in ("PASS", "FAIL", "SKIP")}
-        lines.append("%d passed, %d failed, %d skipped" % (n["PASS"], n["FAIL"], n["SKIP"]))
-        return "\n".join(lines)
 
 
 def free_port():
@@ -208,38 +159,6 @@ def chat_stream(port, model):
     finally:
         conn.close()
     return text, finish, chunks, done
-
-
-def token_steps(doc):
-    """[(token byte string, logprob, {top token: logprob})] of a chat answer with logprobs."""
-    out = []
-    for e in doc["choices"][0]["logprobs"]["content"]:
-        top = {bytes(t["bytes"]): t["logprob"] for t in e["top_logprobs"]}
-        out.append((bytes(e["bytes"]), e["logprob"], top))
-    return out
-
-
-def compare_greedy(ref_doc, doc):
-    """(ok, detail): doc's greedy tokens equal ref_doc's, or differ only after a near tie, and
-    agreeing tokens have log-probabilities within LP_NATS."""
-    ref, got = token_steps(ref_doc), token_steps(doc)
-    same, max_dlp = 0, 0.0
-    while same < min(len(ref), len(got)) and ref[same][0] == got[same][0]:
-        max_dlp = max(max_dlp, abs(ref[same][1] - got[same][1]))
-        same += 1
-    detail = "%d/%d tokens equal, max |dlogprob| %.2g" % (same, len(ref), max_dlp)
-    if max_dlp > LP_NATS:
-        return False, detail + " > %g" % LP_NATS
-    if same == len(ref) == len(got):
-        text_ok = ref_doc["choices"][0]["message"]["content"] == \
-            doc["choices"][0]["message"]["content"]
-        return text_ok, detail + ("; same text" if text_ok else "; texts differ")
-    if same == len(ref) or same == len(got):
-        return False, detail + "; one answer is a prefix of the other"
-    best, theirs = ref[same][1], ref[same][2].get(got[same][0])
-    if theirs is None or best - theirs > TIE_NATS:
-        return False, detail + "; diverged at token %d without a near tie" % same
-    return True, detail + "; then a near tie (%.3f nats) at token %d" % (best - theirs, same)
 
 
 def well_formed(doc, model):
@@ -558,7 +477,7 @@ def run(args):
         for prefix, _ in FIXTURES:
             a, b = "%s-tp1" % prefix, "%s-tp%d" % (prefix, tp)
             if a in answers and b in answers:
-                ok, detail = compare_greedy(answers[a], answers[b])
+                ok, detail = compare_greedy(answers[a], answers[b], LP_NATS, TIE_NATS)
                 res.add(ok, "%s: TP-%d greedy answer = TP-1's" % (prefix, tp), detail)
             else:
                 res.add(False, "%s: TP-%d greedy answer = TP-1's" % (prefix, tp), "no answers")
