@@ -25,7 +25,8 @@ neuron=$build/neuron/neuron
 [ -x "$neuron" ] || { echo "$neuron not found: build the neuron target first" >&2; exit 1; }
 
 # sonames the target host provides itself
-host_provided='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libutil|libanl|libgcc_s|libstdc\+\+|libcuda|libcudart|libcublas|libcublasLt|libnvrtc|libnvJitLink|libnccl|libnvidia-[a-z-]+)\.so'
+source "$(dirname "${BASH_SOURCE[0]}")/bundle_lib.sh"
+host_provided="$BUNDLE_HOST_PROVIDED|libcuda|libcudart|libcublas|libcublasLt|libnvrtc|libnvJitLink|libnccl|libnvidia-[a-z-]+"
 
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/lib"
@@ -39,23 +40,7 @@ done
     echo "# glibc $(ldd --version | head -1 | awk '{print $NF}'); built from $(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 } >"$out/MANIFEST"
 
-# ldd lists the whole closure (dependencies of dependencies too): "soname => path (addr)"
-for bin in "$out"/bin/*; do
-    ldd "$bin"
-done | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u | while read -r soname path; do
-    if [[ $soname =~ $host_provided ]]; then
-        echo "host   $soname" >>"$out/MANIFEST"
-    else
-        cp -L "$path" "$out/lib/$soname"
-        echo "bundle $soname  ($path)" >>"$out/MANIFEST"
-    fi
-done
-for bin in "$out"/bin/*; do
-    if ldd "$bin" | grep -q "not found"; then
-        echo "unresolved libraries of $bin:" >&2
-        ldd "$bin" | grep "not found" >&2
-        exit 1
-    fi
-done
+bundle_libs "$out/lib" "$out/MANIFEST" "$host_provided" "$out"/bin/*
+bundle_check_resolved "$out/lib" "$out"/bin/* || exit 1
 strip --strip-unneeded "$out"/lib/*.so* 2>/dev/null || true
 echo "$out: $(ls "$out/lib" | wc -l) libraries bundled, $(du -sh "$out" | cut -f1) in all"

@@ -29,7 +29,7 @@ prefix=${2:-/usr}
 bin=$prefix/lib/postgresql/15/bin
 [ -x "$bin/postgres" ] || { echo "$bin/postgres not found (apt-get install postgresql-15)" >&2; exit 1; }
 
-host_provided='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libutil|libanl|libgcc_s|libstdc\+\+)\.so'
+source "$(dirname "${BASH_SOURCE[0]}")/bundle_lib.sh"
 
 rm -rf "$out"
 pgbin=$out/usr/lib/postgresql/15/bin
@@ -50,23 +50,8 @@ done
     echo "# $("$bin/postgres" --version); glibc $(ldd --version | head -1 | awk '{print $NF}')"
 } >"$out/MANIFEST"
 
-for f in "$pgbin"/* "$pglib"/*.so; do
-    ldd "$f"
-done | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u | while read -r soname path; do
-    if [[ $soname =~ $host_provided ]]; then
-        echo "host   $soname" >>"$out/MANIFEST"
-    else
-        cp -L "$path" "$out/lib/$soname"
-        echo "bundle $soname  ($path)" >>"$out/MANIFEST"
-    fi
-done
-for f in "$pgbin"/* "$pglib"/*.so; do
-    if LD_LIBRARY_PATH=$out/lib ldd "$f" | grep -q "not found"; then
-        echo "unresolved libraries of $f:" >&2
-        LD_LIBRARY_PATH=$out/lib ldd "$f" | grep "not found" >&2
-        exit 1
-    fi
-done
+bundle_libs "$out/lib" "$out/MANIFEST" "$BUNDLE_HOST_PROVIDED" "$pgbin"/* "$pglib"/*.so
+bundle_check_resolved "$out/lib" "$pgbin"/* "$pglib"/*.so || exit 1
 strip --strip-unneeded "$out"/lib/*.so* "$pglib"/*.so 2>/dev/null || true
 echo "$out: PostgreSQL $("$bin/postgres" -V | awk '{print $3}'), $(ls "$out/lib" | wc -l)" \
     "libraries bundled, $(du -sh "$out" | cut -f1) in all"
