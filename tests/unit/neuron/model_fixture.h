@@ -10,10 +10,12 @@
 #ifndef CORTEX_TESTS_MODEL_FIXTURE_H
 #define CORTEX_TESTS_MODEL_FIXTURE_H
 
+#include "model_file.h"
 #include "xalloc.h"
 
 #include <check.h>
 #include <ftw.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -336,6 +338,36 @@ static inline int fixture_reference_available(void)
 {
     const char *args[] = {"check", NULL};
     return fixture_run_reference(args) == 0;
+}
+
+/* max |got - want| / max |want| over one row of logits */
+static inline double fixture_rel_err(const float *got, const float *want, int64_t n)
+{
+    double diff = 0.0, mag = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        diff = fmax(diff, fabs((double)got[i] - want[i]));
+        mag = fmax(mag, fabs((double)want[i]));
+    }
+    return diff / (mag > 0.0 ? mag : 1.0);
+}
+
+/* Bytes of a CPU sequence's state as the layout says (model.h): per attention layer K and V
+ * rows of n_kv_heads * head_dim floats for each of positions; per GDN layer (kernel - 1) conv
+ * rows and the [v_heads][k_dim][v_dim] recurrent state. */
+static inline uint64_t fixture_state_bytes(const struct model_config *c, int64_t positions)
+{
+    uint64_t bytes = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (c->arch == MODEL_ARCH_QWEN3_5 && c->layer_kinds[l] == LAYER_KIND_LINEAR_ATTENTION) {
+            uint64_t conv_dim = 2 * (uint64_t)c->lin_k_heads * (uint64_t)c->lin_k_dim +
+                                (uint64_t)c->lin_v_heads * (uint64_t)c->lin_v_dim;
+            bytes += (uint64_t)(c->lin_conv_kernel - 1) * conv_dim * 4;
+            bytes += (uint64_t)c->lin_v_heads * (uint64_t)c->lin_k_dim * (uint64_t)c->lin_v_dim * 4;
+        } else {
+            bytes += 2 * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * 4 * (uint64_t)positions;
+        }
+    }
+    return bytes;
 }
 
 #endif

@@ -13,6 +13,8 @@
 #include "model.h"
 #include "model_file.h"
 
+#include "model_fixture.h"
+
 #include <check.h>
 #include <jansson.h>
 #include <math.h>
@@ -87,21 +89,10 @@ static void golden_free(struct golden *g)
 static double worst;  /* largest error seen by the current test, printed at its end */
 static int n_checked; /* rows compared by the current test */
 
-/* max |got - want| / max |want| over one row of logits */
-static double rel_err(const float *got, const float *want, int64_t n)
-{
-    double diff = 0.0, mag = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)got[i] - want[i]));
-        mag = fmax(mag, fabs((double)want[i]));
-    }
-    return diff / (mag > 0.0 ? mag : 1.0);
-}
-
 static void check_row(const struct golden *g, const float *got, const float *want, const char *what,
                       int64_t row)
 {
-    double e = rel_err(got, want, g->vocab);
+    double e = fixture_rel_err(got, want, g->vocab);
     worst = fmax(worst, e);
     n_checked++;
     ck_assert_msg(e <= REL_TOL, "%s (%s) %s row %lld: relative error %.3g > %.0e", g->dir,
@@ -361,25 +352,6 @@ START_TEST(test_bad_requests)
 }
 END_TEST
 
-/* State bytes as the layout says: per attention layer K and V rows of n_kv_heads * head_dim
- * floats for each allocated position; per GDN layer (kernel - 1) conv rows and the
- * [v_heads][k_dim][v_dim] recurrent state. */
-static uint64_t expected_state_bytes(const struct model_config *c, int64_t positions)
-{
-    uint64_t bytes = 0;
-    for (int l = 0; l < c->n_layers; l++) {
-        if (c->arch == MODEL_ARCH_QWEN3_5 && c->layer_kinds[l] == LAYER_KIND_LINEAR_ATTENTION) {
-            uint64_t conv_dim = 2 * (uint64_t)c->lin_k_heads * (uint64_t)c->lin_k_dim +
-                                (uint64_t)c->lin_v_heads * (uint64_t)c->lin_v_dim;
-            bytes += (uint64_t)(c->lin_conv_kernel - 1) * conv_dim * 4;
-            bytes += (uint64_t)c->lin_v_heads * (uint64_t)c->lin_k_dim * (uint64_t)c->lin_v_dim * 4;
-        } else {
-            bytes += 2 * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * 4 * (uint64_t)positions;
-        }
-    }
-    return bytes;
-}
-
 /* _i indexes fixtures */
 START_TEST(test_seq_memory_bytes)
 {
@@ -389,14 +361,14 @@ START_TEST(test_seq_memory_bytes)
     load_model(&ld, &g, 1);
     const struct model_config *c = model_config(ld.m);
     struct model_seq *s = model_seq_create(ld.m);
-    ck_assert_uint_eq(model_seq_memory_bytes(s), expected_state_bytes(c, 0));
+    ck_assert_uint_eq(model_seq_memory_bytes(s), fixture_state_bytes(c, 0));
     float *logits = malloc(sizeof(float) * (size_t)g.vocab);
     const int32_t *toks = g.prefill;
     int64_t n = 3;
     forward_ok(ld.m, &s, &toks, &n, 1, MODEL_LOGITS_LAST, logits);
     /* caches grow to 256 positions at first, capped at max_context (128 here) */
     uint64_t after = model_seq_memory_bytes(s);
-    ck_assert_uint_eq(after, expected_state_bytes(c, 128));
+    ck_assert_uint_eq(after, fixture_state_bytes(c, 128));
     ck_assert_uint_gt(after, 0);
     model_seq_reset(s);
     ck_assert_uint_eq(model_seq_memory_bytes(s), after); /* reset keeps the memory */

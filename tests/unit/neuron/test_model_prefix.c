@@ -14,6 +14,8 @@
 #include "model.h"
 #include "model_file.h"
 
+#include "model_fixture.h"
+
 #include <check.h>
 #include <jansson.h>
 #include <math.h>
@@ -87,34 +89,6 @@ static void feed(struct fixture *f, struct model_seq *s, const int32_t *tokens, 
         free(tmp);
 }
 
-/* Bytes of a prefix of L tokens: K and V rows of every attention layer, the conv and recurrent
- * state of every GDN layer. */
-static uint64_t expected_bytes(const struct model_config *c, int64_t L)
-{
-    uint64_t bytes = 0;
-    for (int l = 0; l < c->n_layers; l++) {
-        if (c->arch == MODEL_ARCH_QWEN3_5 && c->layer_kinds[l] == LAYER_KIND_LINEAR_ATTENTION) {
-            uint64_t conv_dim = 2 * (uint64_t)c->lin_k_heads * (uint64_t)c->lin_k_dim +
-                                (uint64_t)c->lin_v_heads * (uint64_t)c->lin_v_dim;
-            bytes += (uint64_t)(c->lin_conv_kernel - 1) * conv_dim * 4;
-            bytes += (uint64_t)c->lin_v_heads * (uint64_t)c->lin_k_dim * (uint64_t)c->lin_v_dim * 4;
-        } else {
-            bytes += 2 * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim * 4 * (uint64_t)L;
-        }
-    }
-    return bytes;
-}
-
-static double rel_err(const float *got, const float *want, int64_t n)
-{
-    double diff = 0.0, mag = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)got[i] - want[i]));
-        mag = fmax(mag, fabs((double)want[i]));
-    }
-    return diff / (mag > 0.0 ? mag : 1.0);
-}
-
 /* Reads the rest of the prompt from s (holding the first L tokens) and one decode token, and
  * compares both logits rows with the cold run's bit for bit. */
 static void check_rest(struct fixture *f, struct model_seq *s, int64_t L, const float *cold_last,
@@ -125,9 +99,9 @@ static void check_rest(struct fixture *f, struct model_seq *s, int64_t L, const 
     ck_assert_int_eq(model_seq_length(s), L);
     feed(f, s, f->prompt + L, f->n_prompt - L, got);
     ck_assert_msg(memcmp(got, cold_last, row) == 0, "%s L=%lld: prompt logits differ (%.3g)", what,
-                  (long long)L, rel_err(got, cold_last, f->vocab));
-    ck_assert_msg(rel_err(got, f->golden_last, f->vocab) <= 1e-3, "%s L=%lld: off HF's", what,
-                  (long long)L);
+                  (long long)L, fixture_rel_err(got, cold_last, f->vocab));
+    ck_assert_msg(fixture_rel_err(got, f->golden_last, f->vocab) <= 1e-3, "%s L=%lld: off HF's",
+                  what, (long long)L);
     feed(f, s, f->prompt + f->n_prompt, 1, got);
     ck_assert_msg(memcmp(got, cold_next, row) == 0, "%s L=%lld: decode logits differ", what,
                   (long long)L);
@@ -158,11 +132,11 @@ START_TEST(test_restore_equals_cold)
 
         struct model_seq *saver = model_seq_create(f.m);
         feed(&f, saver, f.prompt, L, NULL);
-        ck_assert_uint_eq(model_prefix_save_bytes(saver), expected_bytes(c, L));
+        ck_assert_uint_eq(model_prefix_save_bytes(saver), fixture_state_bytes(c, L));
         struct model_prefix *p = model_prefix_save(saver, err, sizeof err);
         ck_assert_msg(p != NULL, "save: %s", err);
         ck_assert_int_eq(model_prefix_length(p), L);
-        ck_assert_uint_eq(model_prefix_bytes(p), expected_bytes(c, L));
+        ck_assert_uint_eq(model_prefix_bytes(p), fixture_state_bytes(c, L));
         /* the saver goes on with other tokens: the prefix must not change with it */
         feed(&f, saver, f.prompt + f.n_prompt + 1, 3, NULL);
 
