@@ -4,6 +4,7 @@
 # (CORTEX_SMOLLM2_GGUF), listens on 127.0.0.1 port 0 (the port is read from its log), and is
 # stopped with SIGTERM at the end; a non-zero exit (a crash, or LeakSanitizer finding a leak in
 # the ASan build) fails the test session.
+import contextlib
 import http.client
 import json
 import os
@@ -127,15 +128,23 @@ class Neuron:
         return rc
 
 
-@pytest.fixture(scope="session")
-def neuron():
-    n = Neuron(["--max-batch", "16", "--queue-depth", "16", "--max-body", "1MiB"])
+@contextlib.contextmanager
+def loaded_neuron(args):
+    """A daemon started with the extra args and SmolLM2 loaded; on leaving, it must exit 0 on
+    SIGTERM (its log's tail in the failure)."""
+    n = Neuron(args)
     try:
         n.load()
         yield n
     finally:
         rc = n.stop()
         assert rc == 0, "neuron exited with %d:\n%s" % (rc, n.log_text()[-20000:])
+
+
+@pytest.fixture(scope="session")
+def neuron():
+    with loaded_neuron(["--max-batch", "16", "--queue-depth", "16", "--max-body", "1MiB"]) as n:
+        yield n
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import time
 import openai
 import pytest
 
-from conftest import MODEL, SYSTEM, Neuron
+from conftest import MODEL, SYSTEM, Neuron, loaded_neuron
 
 SRC = os.environ.get("CORTEX_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../../.."))
 
@@ -269,13 +269,8 @@ def test_bad_input_gets_openai_errors_and_the_daemon_stays_up(neuron, client):
 @pytest.fixture(scope="module")
 def small_neuron():
     """A daemon whose model runs one sequence at a time with no queue: the 503 path."""
-    n = Neuron(["--max-batch", "1", "--queue-depth", "0"])
-    try:
-        n.load()
+    with loaded_neuron(["--max-batch", "1", "--queue-depth", "0"]) as n:
         yield n
-    finally:
-        rc = n.stop()
-        assert rc == 0, "neuron exited with %d:\n%s" % (rc, n.log_text()[-20000:])
 
 
 def test_full_queue_answers_503_with_retry_after(small_neuron):
@@ -386,13 +381,8 @@ QWEN_TEMPLATE = os.path.join(SRC, "tests/chat_templates/templates/qwen2.5.jinja"
 def qwen_neuron():
     """SmolLM2 served with Qwen2.5's chat template, which renders tools, structured tool calls
     and tool results (SmolLM2's own template ignores all three). Both speak ChatML."""
-    n = Neuron(["--chat-template", QWEN_TEMPLATE])
-    try:
-        n.load()
+    with loaded_neuron(["--chat-template", QWEN_TEMPLATE]) as n:
         yield n
-    finally:
-        rc = n.stop()
-        assert rc == 0, "neuron exited with %d:\n%s" % (rc, n.log_text()[-20000:])
 
 
 def weather_call(call_id, city):

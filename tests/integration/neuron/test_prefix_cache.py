@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from conftest import MODEL, Neuron
+from conftest import MODEL, loaded_neuron
 
 SYSTEM = ("You are the front desk assistant of the Harbour View Hotel. Guests ask about rooms, "
           "breakfast, parking and the spa. Breakfast is served from seven to ten in the garden "
@@ -23,13 +23,8 @@ INTERVAL = 32
 
 @pytest.fixture(scope="module")
 def cached():
-    n = Neuron(["--prefix-interval", str(INTERVAL), "--prefix-cache-bytes", "64MiB"])
-    try:
-        n.load()
+    with loaded_neuron(["--prefix-interval", str(INTERVAL), "--prefix-cache-bytes", "64MiB"]) as n:
         yield n
-    finally:
-        rc = n.stop()
-        assert rc == 0, "neuron exited with %d:\n%s" % (rc, n.log_text()[-20000:])
 
 
 def ask(n, user, stream=False):

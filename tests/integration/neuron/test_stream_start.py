@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import MODEL, SYSTEM, Neuron
+from conftest import MODEL, SYSTEM, loaded_neuron
 
 PARIS = [{"role": "system", "content": SYSTEM},
          {"role": "user", "content": "What is the capital of France?"}]
@@ -21,13 +21,8 @@ PARIS = [{"role": "system", "content": SYSTEM},
 def pinging():
     """A neuron whose quiet streams get a keep-alive after 50 ms, reading 16 prompt tokens per
     step so a long prompt takes many steps."""
-    n = Neuron(["--ping-interval", "50ms", "--prefill-chunk", "16"])
-    try:
-        n.load()
+    with loaded_neuron(["--ping-interval", "50ms", "--prefill-chunk", "16"]) as n:
         yield n
-    finally:
-        rc = n.stop()
-        assert rc == 0, "neuron exited with %d:\n%s" % (rc, n.log_text()[-20000:])
 
 
 def stream_lines(port, body):
