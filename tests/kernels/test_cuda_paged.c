@@ -15,6 +15,7 @@
  * Exits 77 without a GPU (ktest_init). CORTEX_SOURCE_DIR locates tests/fixtures.
  */
 #include "cuda_model.h"
+#include "kmodel.h"
 #include "ktest.h"
 #include "model_file.h"
 #include "xalloc.h"
@@ -38,41 +39,21 @@ struct ref {
     float *decode;  /* [NS][STEPS][V] */
 };
 
-static int fwd(struct cuda_model *g, int n, const int *slots, const int64_t *past,
-               const int32_t *const *toks, const int64_t *nt, float *logits)
-{
-    char err[512];
-    int rc = cuda_model_forward(g, slots, past, toks, nt, n, MODEL_LOGITS_LAST, logits, err,
-                                sizeof(err));
-    if (rc)
-        fprintf(stderr, "cuda_model_forward: %s\n", err);
-    return rc;
-}
-
-static int acquire(struct cuda_model *g, int *slot)
-{
-    char err[512];
-    int rc = cuda_model_slot_acquire(g, slot, err, sizeof(err));
-    if (rc)
-        fprintf(stderr, "cuda_model_slot_acquire: %s\n", err);
-    return rc;
-}
-
 /* Sequence i alone: its prompt in one call, then STEPS decode steps. */
 static int run_alone(struct cuda_model *g, int32_t *const *prompt, const int32_t *dec, int i,
                      int64_t V, float *pre, float *steps)
 {
     int slot = -1;
-    if (acquire(g, &slot))
+    if (kmodel_acquire(g, &slot))
         return -1;
     int64_t past = 0;
     const int32_t *t = prompt[i];
-    int rc = fwd(g, 1, &slot, &past, &t, &plen[i], pre);
+    int rc = kmodel_forward(g, 1, &slot, &past, &t, &plen[i], pre);
     past = plen[i];
     for (int s = 0; s < STEPS && rc == 0; s++, past++) {
         int64_t one = 1;
         const int32_t *d = &dec[s];
-        rc = fwd(g, 1, &slot, &past, &d, &one, steps + s * V);
+        rc = kmodel_forward(g, 1, &slot, &past, &d, &one, steps + s * V);
     }
     cuda_model_slot_release(g, slot);
     return rc;
@@ -153,7 +134,7 @@ static void run_fixture(const char *name)
     int slots[NS];
     int64_t past[NS] = {0};
     for (int i = 0; i < NS && rc == 0; i++)
-        rc = acquire(g, &slots[i]);
+        rc = kmodel_acquire(g, &slots[i]);
     /* chunked prefill: every sequence with prompt left reads up to CHUNK tokens per call */
     for (int64_t done = 0; rc == 0 && done < 64; done += CHUNK) {
         int idx[NS], ss[NS], n = 0;
@@ -167,7 +148,7 @@ static void run_fixture(const char *name)
             tk[n] = prompt[i] + done;
             n++;
         }
-        rc = fwd(g, n, ss, pp, tk, nt, row);
+        rc = kmodel_forward(g, n, ss, pp, tk, nt, row);
         for (int k = 0; k < n && rc == 0; k++)
             if (pp[k] + nt[k] == plen[idx[k]])
                 memcpy(pre + idx[k] * V, row + k * V, sizeof(float) * (size_t)V);
@@ -184,7 +165,7 @@ static void run_fixture(const char *name)
         int64_t ones[NS];
         for (int i = 0; i < NS; i++)
             tk[i] = &dec[s], ones[i] = 1;
-        rc = fwd(g, NS, slots, past, tk, ones, row);
+        rc = kmodel_forward(g, NS, slots, past, tk, ones, row);
         for (int i = 0; i < NS; i++) {
             memcpy(dec_got + ((int64_t)i * STEPS + s) * V, row + i * V, sizeof(float) * (size_t)V);
             past[i]++;
@@ -222,7 +203,7 @@ static void run_fixture(const char *name)
 
     /* more blocks than are free: refused, and the cache still serves afterwards */
     int big = -1;
-    if (acquire(g, &big) == 0) {
+    if (kmodel_acquire(g, &big) == 0) {
         int32_t *toks = xcalloc(256, sizeof(int32_t));
         int64_t zero = 0, n = (pool - held + back + 1) * BLOCK;
         if (n > 256)

@@ -21,6 +21,7 @@
  * tests/fixtures.
  */
 #include "cuda_model.h"
+#include "kmodel.h"
 #include "ktest.h"
 #include "model_file.h"
 #include "xalloc.h"
@@ -83,26 +84,6 @@ static int create(const struct pcase *c, int block, uint64_t cache_bytes, bool n
     return rc;
 }
 
-static int fwd(struct cuda_model *g, int n, const int *slots, const int64_t *past,
-               const int32_t *const *toks, const int64_t *nt, float *logits)
-{
-    char err[512];
-    int rc = cuda_model_forward(g, slots, past, toks, nt, n, MODEL_LOGITS_LAST, logits, err,
-                                sizeof(err));
-    if (rc)
-        fprintf(stderr, "cuda_model_forward: %s\n", err);
-    return rc;
-}
-
-static int acquire(struct cuda_model *g, int *slot)
-{
-    char err[512];
-    int rc = cuda_model_slot_acquire(g, slot, err, sizeof(err));
-    if (rc)
-        fprintf(stderr, "cuda_model_slot_acquire: %s\n", err);
-    return rc;
-}
-
 static int64_t ceil_div(int64_t a, int64_t b)
 {
     return (a + b - 1) / b;
@@ -138,15 +119,15 @@ static int cold_refs(struct cuda_model *g, const struct pcase *c, const struct i
     int rc = 0;
     for (int i = 0; i < NSEQ && rc == 0; i++) {
         int slot = -1;
-        if (acquire(g, &slot))
+        if (kmodel_acquire(g, &slot))
             return -1;
         int64_t past = 0, n = c->L + c->m[i], one = 1;
         const int32_t *t = in->prompt[i];
-        rc = fwd(g, 1, &slot, &past, &t, &n, pre + i * V);
+        rc = kmodel_forward(g, 1, &slot, &past, &t, &n, pre + i * V);
         past = n;
         for (int s = 0; s < STEPS && rc == 0; s++, past++) {
             const int32_t *d = &in->dec[i][s];
-            rc = fwd(g, 1, &slot, &past, &d, &one, dec + ((int64_t)i * STEPS + s) * V);
+            rc = kmodel_forward(g, 1, &slot, &past, &d, &one, dec + ((int64_t)i * STEPS + s) * V);
         }
         cuda_model_slot_release(g, slot);
     }
@@ -176,13 +157,13 @@ static void run_prefix(const struct pcase *c, const struct inputs *in, int64_t V
     float *pre = xcalloc((size_t)(NSEQ * V), sizeof(float));
     float *dec = xcalloc((size_t)(NSEQ * STEPS * V), sizeof(float));
     float *row = xcalloc((size_t)(NSEQ * V), sizeof(float));
-    int slots[NSEQ] = {-1, -1, -1}, w = -1, pfx = -1, rc = acquire(g, &w);
+    int slots[NSEQ] = {-1, -1, -1}, w = -1, pfx = -1, rc = kmodel_acquire(g, &w);
 
     /* the first request: the prefix, saved, then the rest of its prompt and its decode steps */
     int64_t past = 0, one = 1, L = c->L;
     const int32_t *t = in->prompt[0];
     if (rc == 0)
-        rc = fwd(g, 1, &w, &past, &t, &L, row);
+        rc = kmodel_forward(g, 1, &w, &past, &t, &L, row);
     if (rc == 0 && (rc = cuda_model_prefix_save(g, w, c->L, &pfx, err, sizeof(err))) != 0)
         fprintf(stderr, "cuda_model_prefix_save: %s\n", err);
     cuda_model_cache_stats(g, &st);
@@ -193,11 +174,11 @@ static void run_prefix(const struct pcase *c, const struct inputs *in, int64_t V
                 (int64_t)cuda_model_prefix_bytes(g, pfx), (int64_t)snap);
     past = c->L, t = in->prompt[0] + c->L;
     if (rc == 0)
-        rc = fwd(g, 1, &w, &past, &t, &c->m[0], pre);
+        rc = kmodel_forward(g, 1, &w, &past, &t, &c->m[0], pre);
     past += c->m[0];
     for (int s = 0; s < STEPS && rc == 0; s++, past++) {
         const int32_t *d = &in->dec[0][s];
-        rc = fwd(g, 1, &w, &past, &d, &one, dec + s * V);
+        rc = kmodel_forward(g, 1, &w, &past, &d, &one, dec + s * V);
     }
     snprintf(shape, sizeof(shape), "%s first request, L %lld + %lld, %s", c->name, (long long)c->L,
              (long long)c->m[0], gr);
@@ -214,7 +195,7 @@ static void run_prefix(const struct pcase *c, const struct inputs *in, int64_t V
 
     /* refusals: unknown prefix, unaligned length; nothing changes */
     int bad = -1, pb = -1;
-    if (rc == 0 && acquire(g, &bad) == 0) {
+    if (rc == 0 && kmodel_acquire(g, &bad) == 0) {
         int r1 = cuda_model_prefix_restore(g, pfx + 7, bad, err, sizeof(err));
         int r2 = cuda_model_prefix_save(g, bad, B + 1, &pb, err, sizeof(err));
         int r3 = cuda_model_prefix_restore(g, pfx, bad + 100, err, sizeof(err));
@@ -226,7 +207,7 @@ static void run_prefix(const struct pcase *c, const struct inputs *in, int64_t V
 
     /* NSEQ slots restore the prefix and read their suffixes in one call */
     for (int i = 0; i < NSEQ && rc == 0; i++) {
-        rc = acquire(g, &slots[i]);
+        rc = kmodel_acquire(g, &slots[i]);
         if (rc == 0 && (rc = cuda_model_prefix_restore(g, pfx, slots[i], err, sizeof(err))) != 0)
             fprintf(stderr, "cuda_model_prefix_restore: %s\n", err);
     }
@@ -240,7 +221,7 @@ static void run_prefix(const struct pcase *c, const struct inputs *in, int64_t V
         tk[i] = in->prompt[i] + c->L;
     }
     if (rc == 0)
-        rc = fwd(g, NSEQ, slots, pp, tk, nt, pre);
+        rc = kmodel_forward(g, NSEQ, slots, pp, tk, nt, pre);
     snprintf(shape, sizeof(shape), "%s %d restored, L %lld + %lld/%lld/%lld, block %d", c->name,
              NSEQ, (long long)c->L, (long long)c->m[0], (long long)c->m[1], (long long)c->m[2], B);
     ktest_check("restored prefill vs cold", shape, rc, pre, cpre, (size_t)(NSEQ * V),
@@ -261,7 +242,7 @@ static void run_prefix(const struct pcase *c, const struct inputs *in, int64_t V
         }
         for (int i = 0; i < NSEQ; i++)
             tk[i] = &in->dec[i][s];
-        rc = fwd(g, NSEQ, slots, pp, tk, ones, row);
+        rc = kmodel_forward(g, NSEQ, slots, pp, tk, ones, row);
         for (int i = 0; i < NSEQ; i++) {
             memcpy(dec + ((int64_t)i * STEPS + s) * V, row + i * V, sizeof(float) * (size_t)V);
             pp[i]++;
