@@ -21,6 +21,8 @@
  */
 #include "cuda_allreduce.h"
 #include "cuda_check.cuh"
+#include "cuda_launch.cuh"
+#include "cuda_util.cuh"
 
 #include <stdlib.h>
 
@@ -77,6 +79,8 @@ __device__ __forceinline__ void ar_add4(float4 &a, float4 v)
  * stay in registers. */
 template <int N> __global__ void __launch_bounds__(AR_THREADS) ar_kernel(struct ar_args a)
 {
+    cuda_pdl_trigger();
+    cuda_pdl_wait();
     __shared__ unsigned s_seq;
     __shared__ int s_abort;
     int b = blockIdx.x, t = threadIdx.x;
@@ -243,29 +247,31 @@ extern "C" int cuda_allreduce_sum(struct cuda_allreduce *ar, int rank, float *x,
     }
     a.seq = ar->seq[rank];
     a.abort_flag = ar->abort_flag;
+    cudaError_t err;
     switch (ar->n_ranks) {
     case 2:
-        ar_kernel<2><<<AR_BLOCKS, AR_THREADS, 0, stream>>>(a);
+        err = cuda_launch(ar_kernel<2>, AR_BLOCKS, AR_THREADS, 0, stream, a);
         break;
     case 3:
-        ar_kernel<3><<<AR_BLOCKS, AR_THREADS, 0, stream>>>(a);
+        err = cuda_launch(ar_kernel<3>, AR_BLOCKS, AR_THREADS, 0, stream, a);
         break;
     case 4:
-        ar_kernel<4><<<AR_BLOCKS, AR_THREADS, 0, stream>>>(a);
+        err = cuda_launch(ar_kernel<4>, AR_BLOCKS, AR_THREADS, 0, stream, a);
         break;
     case 5:
-        ar_kernel<5><<<AR_BLOCKS, AR_THREADS, 0, stream>>>(a);
+        err = cuda_launch(ar_kernel<5>, AR_BLOCKS, AR_THREADS, 0, stream, a);
         break;
     case 6:
-        ar_kernel<6><<<AR_BLOCKS, AR_THREADS, 0, stream>>>(a);
+        err = cuda_launch(ar_kernel<6>, AR_BLOCKS, AR_THREADS, 0, stream, a);
         break;
     case 7:
-        ar_kernel<7><<<AR_BLOCKS, AR_THREADS, 0, stream>>>(a);
+        err = cuda_launch(ar_kernel<7>, AR_BLOCKS, AR_THREADS, 0, stream, a);
         break;
     default:
-        ar_kernel<8><<<AR_BLOCKS, AR_THREADS, 0, stream>>>(a);
+        err = cuda_launch(ar_kernel<8>, AR_BLOCKS, AR_THREADS, 0, stream, a);
         break;
     }
+    CUDA_TRY(err);
     CUDA_TRY(cudaGetLastError());
     return 0;
 }

@@ -8,8 +8,11 @@
  *
  * Decode is a stream over the cache, so the grid covers (context piece, KV head, sequence): a
  * block serves every query head of its KV group (up to 8) so each K/V element is read once, and
- * each of its 4 warps takes every 4th position of the piece and writes its own partial (m, l,
- * acc) to the scratch. A second kernel merges the partials of a head in a fixed order.
+ * each of its 4 warps takes every 4th position of the piece. The warps merge their partials
+ * (m, l, acc) in shared memory and the block writes one per head; a second kernel merges the
+ * pieces that hold positions (not every piece of max_len), in a fixed order. At a small batch
+ * and short context the pieces are short (down to 16 positions): that step is latency-bound,
+ * so more blocks with fewer dependent steps each finish sooner.
  *
  * Prefill tiles 16 query rows of one head per block (4 per warp) and walks the causal context
  * in tiles of 16 positions staged as fp32 in shared memory. It uses no tensor cores: the
@@ -19,6 +22,7 @@
 #include "cuda_attention.h"
 #include "cuda_attention_internal.h"
 #include "cuda_check.cuh"
+#include "cuda_launch.cuh"
 #include "cuda_util.cuh"
 
 #include <math.h>
@@ -64,12 +68,16 @@ struct attn_decode_args {
 
 template <typename TKV, int DL> __global__ void attn_decode_kernel(struct attn_decode_args a)
 {
+    cuda_pdl_trigger();
+    cuda_pdl_wait();
     const int hd = DL * 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int seq = blockIdx.z, per_kv = a.group / a.block_heads;
-    const int kvh = blockIdx.y / per_kv, h0 = kvh * a.group + (blockIdx.y % per_kv) * a.block_heads;
+    const int seq = blockIdx.z, per_kv = a.group / a.block_heads, heads = a.block_heads;
+    const int kvh = blockIdx.y / per_kv, h0 = kvh * a.group + (blockIdx.y % per_kv) * heads;
     int64_t len = a.lens[seq];
     int64_t chunk = (a.max_len + a.n_splits - 1) / a.n_splits;
     int64_t start = (int64_t)blockIdx.x * chunk, end = min(start + chunk, len);
+    if (start >= len)
+        return; /* nothing here: the merge reads only the pieces that hold positions */
 
     float q[ATTN_MAX_GROUP][DL], acc[ATTN_MAX_GROUP][DL], m[ATTN_MAX_GROUP], l[ATTN_MAX_GROUP];
 #pragma unroll
@@ -78,7 +86,7 @@ template <typename TKV, int DL> __global__ void attn_decode_kernel(struct attn_d
 #pragma unroll
         for (int i = 0; i < DL; i++) {
             acc[j][i] = 0.0f;
-            q[j][i] = j < a.block_heads
+            q[j][i] = j < heads
                               ? attn_load(a.q,
                                           seq * a.q_stride + (int64_t)(h0 + j) * hd + lane + 32 * i,
                                           a.q_bf16) *
@@ -91,8 +99,7 @@ template <typename TKV, int DL> __global__ void attn_decode_kernel(struct attn_d
     const int64_t base = table ? 0 : slot * a.seq_stride;
     const TKV *kb = (const TKV *)a.k + base + (int64_t)kvh * hd + lane;
     const TKV *vb = (const TKV *)a.v + base + (int64_t)kvh * hd + lane;
-    /* the next position's row is looked up while this one's scores are computed, so the
-     * table read does not sit in front of every K/V load */
+    /* the next position's row is looked up while this one's scores are computed */
     int64_t row = start + warp < end ? cuda_kv_row(table, a.block_size, start + warp) : 0;
     for (int64_t p = start + warp; p < end; p += ATTN_WARPS) {
         float kk[DL], vv[DL];
@@ -105,14 +112,14 @@ template <typename TKV, int DL> __global__ void attn_decode_kernel(struct attn_d
         row = p + ATTN_WARPS < end ? cuda_kv_row(table, a.block_size, p + ATTN_WARPS) : 0;
 #pragma unroll
         for (int j = 0; j < ATTN_MAX_GROUP; j++) {
-            if (j >= a.block_heads)
+            if (j >= heads)
                 break;
-            float s = 0.0f;
+            float sc = 0.0f;
 #pragma unroll
             for (int i = 0; i < DL; i++)
-                s += q[j][i] * kk[i];
-            s = cuda_warp_sum(s);
-            float mn = fmaxf(m[j], s), c = expf(m[j] - mn), e = expf(s - mn);
+                sc += q[j][i] * kk[i];
+            sc = cuda_warp_sum(sc);
+            float mn = fmaxf(m[j], sc), c = expf(m[j] - mn), e = expf(sc - mn);
             l[j] = l[j] * c + e;
 #pragma unroll
             for (int i = 0; i < DL; i++)
@@ -120,36 +127,66 @@ template <typename TKV, int DL> __global__ void attn_decode_kernel(struct attn_d
             m[j] = mn;
         }
     }
-    const int parts = a.n_splits * ATTN_WARPS, part = blockIdx.x * ATTN_WARPS + warp;
+
+    /* the block's four warps merge in shared memory: one partial per (piece, head) */
+    __shared__ float s_m[ATTN_WARPS][ATTN_MAX_GROUP], s_l[ATTN_WARPS][ATTN_MAX_GROUP];
+    __shared__ float s_acc[ATTN_WARPS][ATTN_MAX_GROUP][DL * 32];
 #pragma unroll
     for (int j = 0; j < ATTN_MAX_GROUP; j++) {
-        if (j >= a.block_heads)
+        if (j >= heads)
             break;
-        float *w = a.work + ((int64_t)(seq * a.n_heads + h0 + j) * parts + part) * (hd + 2);
         if (lane == 0)
-            w[0] = m[j], w[1] = l[j];
+            s_m[warp][j] = m[j], s_l[warp][j] = l[j];
 #pragma unroll
         for (int i = 0; i < DL; i++)
-            w[2 + lane + 32 * i] = acc[j][i];
+            s_acc[warp][j][lane + 32 * i] = acc[j][i];
+    }
+    __syncthreads();
+    for (int j = warp; j < heads; j += ATTN_WARPS) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < ATTN_WARPS; w++)
+            mx = fmaxf(mx, s_m[w][j]);
+        float c[ATTN_WARPS], sum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATTN_WARPS; w++) {
+            c[w] = s_m[w][j] == -INFINITY ? 0.0f : expf(s_m[w][j] - mx);
+            sum += s_l[w][j] * c[w];
+        }
+        float *out =
+                a.work + ((int64_t)(seq * a.n_heads + h0 + j) * a.n_splits + blockIdx.x) * (hd + 2);
+        if (lane == 0)
+            out[0] = mx, out[1] = sum;
+#pragma unroll
+        for (int i = 0; i < DL; i++) {
+            float v = 0.0f;
+#pragma unroll
+            for (int w = 0; w < ATTN_WARPS; w++)
+                v += s_acc[w][j][lane + 32 * i] * c[w];
+            out[2 + lane + 32 * i] = v;
+        }
     }
 }
 
-/* One block per (head, sequence), one thread per element of the head: merges the partials in
- * part order, so the result does not depend on scheduling. */
+/* One block per (head, sequence), one thread per element of the head: merges the pieces that
+ * hold positions in piece order, so the result does not depend on scheduling. */
 __global__ void attn_decode_merge_kernel(struct attn_decode_args a, int hd)
 {
+    cuda_pdl_trigger();
+    cuda_pdl_wait();
     const int h = blockIdx.x, seq = blockIdx.y, d = threadIdx.x;
-    const int parts = a.n_splits * ATTN_WARPS;
-    const float *w = a.work + (int64_t)(seq * a.n_heads + h) * parts * (hd + 2);
+    int64_t len = a.lens[seq], chunk = (a.max_len + a.n_splits - 1) / a.n_splits;
+    const int parts = (int)min((int64_t)a.n_splits, (len + chunk - 1) / chunk);
+    const float *w = a.work + (int64_t)(seq * a.n_heads + h) * a.n_splits * (hd + 2);
     float mx = -INFINITY;
+#pragma unroll 4
     for (int p = 0; p < parts; p++)
         mx = fmaxf(mx, w[(int64_t)p * (hd + 2)]);
     float sum = 0.0f, acc = 0.0f;
+#pragma unroll 4
     for (int p = 0; p < parts; p++) {
         const float *wp = w + (int64_t)p * (hd + 2);
-        if (wp[0] == -INFINITY)
-            continue;
-        float c = expf(wp[0] - mx);
+        float m = wp[0], c = m == -INFINITY ? 0.0f : expf(m - mx);
         sum += wp[1] * c;
         acc += wp[2 + d] * c;
     }
@@ -177,8 +214,14 @@ extern "C" int cuda_attention_decode_splits(int n_seqs, int n_heads, int n_kv_he
     if (n_seqs < 1 || n_kv_heads < 1 || n_heads < n_kv_heads || max_len < 1)
         return 1;
     int64_t blocks = (int64_t)n_seqs * (n_heads / attn_block_heads(n_heads / n_kv_heads));
+    /* about 8 blocks per multiprocessor, pieces of 64 positions or more (16 per warp) - but
+     * down to 16 positions while that still leaves under two blocks per multiprocessor: a
+     * short context at a small batch is latency-bound, so shorter pieces finish sooner, and
+     * more blocks than that only lengthen the merge (H100, bench/configs, rank shape) */
     int64_t want = ((int64_t)sms * 8 + blocks - 1) / blocks;
-    int64_t most = (max_len + 63) / 64;
+    int64_t wave = ((int64_t)sms * 2 + blocks - 1) / blocks;
+    int64_t coarse = (max_len + 63) / 64, fine = (max_len + 15) / 16;
+    int64_t most = coarse > wave ? coarse : wave < fine ? wave : fine;
     int64_t s = want < most ? want : most;
     return (int)(s < 1 ? 1 : s > 1024 ? 1024 : s);
 }
@@ -186,7 +229,7 @@ extern "C" int cuda_attention_decode_splits(int n_seqs, int n_heads, int n_kv_he
 extern "C" size_t cuda_attention_decode_work_bytes(int n_seqs, int n_heads, int head_dim,
                                                    int n_splits)
 {
-    return sizeof(float) * (size_t)n_seqs * (size_t)n_heads * (size_t)n_splits * ATTN_WARPS *
+    return sizeof(float) * (size_t)n_seqs * (size_t)n_heads * (size_t)n_splits *
            (size_t)(head_dim + 2);
 }
 
@@ -195,23 +238,25 @@ static int attn_decode_launch(const struct attn_decode_args &a, int hd, int n_kv
                               cudaStream_t stream)
 {
     dim3 grid((unsigned)a.n_splits, (unsigned)(n_kv * (a.group / a.block_heads)), (unsigned)n_seqs);
+    cudaError_t err;
     switch (hd) {
     case 32:
-        attn_decode_kernel<TKV, 1><<<grid, 32 * ATTN_WARPS, 0, stream>>>(a);
+        err = cuda_launch(attn_decode_kernel<TKV, 1>, grid, 32 * ATTN_WARPS, 0, stream, a);
         break;
     case 64:
-        attn_decode_kernel<TKV, 2><<<grid, 32 * ATTN_WARPS, 0, stream>>>(a);
+        err = cuda_launch(attn_decode_kernel<TKV, 2>, grid, 32 * ATTN_WARPS, 0, stream, a);
         break;
     case 128:
-        attn_decode_kernel<TKV, 4><<<grid, 32 * ATTN_WARPS, 0, stream>>>(a);
+        err = cuda_launch(attn_decode_kernel<TKV, 4>, grid, 32 * ATTN_WARPS, 0, stream, a);
         break;
     default:
-        attn_decode_kernel<TKV, 8><<<grid, 32 * ATTN_WARPS, 0, stream>>>(a);
+        err = cuda_launch(attn_decode_kernel<TKV, 8>, grid, 32 * ATTN_WARPS, 0, stream, a);
         break;
     }
+    CUDA_TRY(err);
     CUDA_TRY(cudaGetLastError());
-    attn_decode_merge_kernel<<<dim3((unsigned)a.n_heads, (unsigned)n_seqs), (unsigned)hd, 0,
-                               stream>>>(a, hd);
+    CUDA_TRY(cuda_launch(attn_decode_merge_kernel, dim3((unsigned)a.n_heads, (unsigned)n_seqs),
+                         (unsigned)hd, 0, stream, a, hd));
     CUDA_TRY(cudaGetLastError());
     return 0;
 }

@@ -9,6 +9,7 @@
  */
 #include "cuda_attn_prep.h"
 #include "cuda_check.cuh"
+#include "cuda_launch.cuh"
 #include "cuda_util.cuh"
 
 #define AP_WARPS 4
@@ -16,6 +17,8 @@
 __global__ void __launch_bounds__(AP_WARPS * 32) attn_prep_kernel(struct cuda_attn_prep p)
 {
     __shared__ float buf[AP_WARPS][CUDA_ATTN_PREP_MAX_HEAD];
+    cuda_pdl_trigger();
+    cuda_pdl_wait();
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int units = p.n_heads + 2 * p.n_kv_heads;
     int64_t id = (int64_t)blockIdx.x * AP_WARPS + warp;
@@ -104,7 +107,8 @@ extern "C" int cuda_attn_prep(const struct cuda_attn_prep *a, cudaStream_t strea
     int64_t warps = a->rows * (a->n_heads + 2 * a->n_kv_heads);
     if (warps == 0)
         return 0;
-    attn_prep_kernel<<<cuda_blocks(warps, AP_WARPS), AP_WARPS * 32, 0, stream>>>(*a);
+    CUDA_TRY(cuda_launch(attn_prep_kernel, cuda_blocks(warps, AP_WARPS), AP_WARPS * 32, 0, stream,
+                         *a));
     CUDA_TRY(cudaGetLastError());
     return 0;
 }

@@ -1,10 +1,12 @@
 /*
- * kernels/cuda_device.cu — GPU discovery for the neuron (see cuda_device.h).
+ * kernels/cuda_device.cu — GPU discovery for the neuron, and the process-wide launch settings
+ * (launch overlap, L2 prefetch size) of the decode kernels (see cuda_device.h).
  */
 #include "cuda_check.cuh"
 #include "cuda_device.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static thread_local char cuda_error_text[512];
@@ -68,4 +70,59 @@ extern "C" int cuda_device_query(int index, struct cuda_device_info *info)
     info->mem_total = total_b;
     info->mem_free = free_b;
     return 0;
+}
+
+/* Launch overlap: the requested mode (-1 = default from the environment), and per device
+ * whether it takes programmatic dependent launch (0 unknown, 1 yes, 2 no). */
+#define CUDA_MAX_DEVICES 64
+static int overlap_mode = -1;
+static signed char overlap_device[CUDA_MAX_DEVICES];
+static int64_t prefetch_bytes = -1;
+
+static int env_int(const char *name, int fallback)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return fallback;
+    char *end = NULL;
+    long n = strtol(v, &end, 10);
+    return end && *end == '\0' && n >= 0 && n <= 1 << 20 ? (int)n : fallback;
+}
+
+extern "C" void cuda_set_overlap(int mode)
+{
+    __atomic_store_n(&overlap_mode, mode < 0 ? -1 : mode > 0, __ATOMIC_RELAXED);
+}
+
+extern "C" bool cuda_overlap_on(void)
+{
+    int mode = __atomic_load_n(&overlap_mode, __ATOMIC_RELAXED);
+    if (mode < 0)
+        mode = env_int("CORTEX_CUDA_OVERLAP", 1) != 0;
+    if (!mode)
+        return false;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= CUDA_MAX_DEVICES)
+        return false;
+    signed char known = __atomic_load_n(&overlap_device[dev], __ATOMIC_RELAXED);
+    if (!known) {
+        int major = 0;
+        bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ==
+                          cudaSuccess &&
+                  major >= 9;
+        known = ok ? 1 : 2;
+        __atomic_store_n(&overlap_device[dev], known, __ATOMIC_RELAXED);
+    }
+    return known == 1;
+}
+
+extern "C" void cuda_set_prefetch_bytes(int64_t bytes)
+{
+    __atomic_store_n(&prefetch_bytes, bytes < 0 ? (int64_t)-1 : bytes, __ATOMIC_RELAXED);
+}
+
+extern "C" int64_t cuda_prefetch_bytes(void)
+{
+    int64_t b = __atomic_load_n(&prefetch_bytes, __ATOMIC_RELAXED);
+    return b >= 0 ? b : (int64_t)env_int("CORTEX_CUDA_PREFETCH_MB", 16) << 20;
 }

@@ -6,6 +6,7 @@
  * whose traffic is small next to the weight stream of the products around them.
  */
 #include "cuda_check.cuh"
+#include "cuda_launch.cuh"
 #include "cuda_elementwise.h"
 #include "cuda_util.cuh"
 
@@ -37,6 +38,8 @@ extern "C" int cuda_add_bias(float *y, int64_t y_stride, const float *bias, int6
 
 template <typename TO> __global__ void gate_store_kernel(struct cuda_gate_store a)
 {
+    cuda_pdl_trigger();
+    cuda_pdl_wait();
     int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (id >= a.rows * a.n)
         return;
@@ -61,9 +64,9 @@ extern "C" int cuda_gate_store(const struct cuda_gate_store *a, cudaStream_t str
         return 0;
     unsigned blocks = cuda_blocks(a->rows * a->n, EW_THREADS);
     if (a->out_type == DTYPE_BF16)
-        gate_store_kernel<__nv_bfloat16><<<blocks, EW_THREADS, 0, stream>>>(*a);
+        CUDA_TRY(cuda_launch(gate_store_kernel<__nv_bfloat16>, blocks, EW_THREADS, 0, stream, *a));
     else
-        gate_store_kernel<float><<<blocks, EW_THREADS, 0, stream>>>(*a);
+        CUDA_TRY(cuda_launch(gate_store_kernel<float>, blocks, EW_THREADS, 0, stream, *a));
     CUDA_TRY(cudaGetLastError());
     return 0;
 }

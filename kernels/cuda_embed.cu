@@ -3,6 +3,7 @@
  * so the table reads are contiguous.
  */
 #include "cuda_check.cuh"
+#include "cuda_launch.cuh"
 #include "cuda_embed.h"
 #include "cuda_util.cuh"
 
@@ -10,6 +11,8 @@ template <typename TT, typename TO>
 __global__ void embed_kernel(const TT *table, int64_t vocab, int64_t dim, const int32_t *ids,
                              TO *out, int64_t os)
 {
+    cuda_pdl_trigger();
+    cuda_pdl_wait();
     int64_t t = blockIdx.x;
     int32_t id = ids[t];
     bool ok = id >= 0 && id < vocab;
@@ -21,8 +24,9 @@ __global__ void embed_kernel(const TT *table, int64_t vocab, int64_t dim, const 
 template <typename TT, typename TO>
 static int embed_launch(const struct cuda_embed *a, cudaStream_t stream)
 {
-    embed_kernel<TT, TO><<<(unsigned)a->n_tok, 256, 0, stream>>>(
-            (const TT *)a->table, a->vocab, a->dim, a->ids, (TO *)a->out, a->out_stride);
+    CUDA_TRY(cuda_launch(embed_kernel<TT, TO>, (unsigned)a->n_tok, 256, 0, stream,
+                         (const TT *)a->table, a->vocab, a->dim, a->ids, (TO *)a->out,
+                         a->out_stride));
     CUDA_TRY(cudaGetLastError());
     return 0;
 }

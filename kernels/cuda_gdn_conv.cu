@@ -8,6 +8,7 @@
  * the readers of the old state from racing its writer.
  */
 #include "cuda_check.cuh"
+#include "cuda_launch.cuh"
 #include "cuda_gdn_conv.h"
 #include "cuda_util.cuh"
 
@@ -21,6 +22,8 @@ __device__ __forceinline__ int64_t gdn_conv_slot(const struct cuda_gdn_conv &a, 
 
 __global__ void gdn_conv_step_kernel(struct cuda_gdn_conv a)
 {
+    cuda_pdl_trigger();
+    cuda_pdl_wait();
     int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (id >= (int64_t)a.n_seqs * a.channels)
         return;
@@ -100,7 +103,7 @@ extern "C" int cuda_gdn_conv(const struct cuda_gdn_conv *a, cudaStream_t stream)
     if (per_seq == 0 || a->n_tok == 0)
         return 0;
     if (a->n_tok == 1) {
-        gdn_conv_step_kernel<<<cuda_blocks(per_seq, 256), 256, 0, stream>>>(*a);
+        CUDA_TRY(cuda_launch(gdn_conv_step_kernel, cuda_blocks(per_seq, 256), 256, 0, stream, *a));
     } else {
         gdn_conv_seq_kernel<<<cuda_blocks(per_seq * a->n_tok, 256), 256, 0, stream>>>(*a);
         CUDA_TRY(cudaGetLastError());

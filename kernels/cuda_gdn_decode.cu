@@ -8,6 +8,7 @@
  * gates are two scalars per head, computed by one thread while the others load the state.
  */
 #include "cuda_check.cuh"
+#include "cuda_launch.cuh"
 #include "cuda_gdn_decode.h"
 #include "cuda_util.cuh"
 
@@ -21,6 +22,8 @@ __global__ void __launch_bounds__(GD_MAX_WARPS * 32) gdn_decode_kernel(struct cu
     __shared__ float qs[CUDA_GDN_DECODE_MAX_DIM], ks[CUDA_GDN_DECODE_MAX_DIM];
     __shared__ float part_u[GD_MAX_WARPS][32], part_o[GD_MAX_WARPS][32];
     __shared__ float red[GD_MAX_GROUPS], gates[2];
+    cuda_pdl_trigger();
+    cuda_pdl_wait();
     int h = blockIdx.x, s = blockIdx.y;
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     int grp = warp / GD_GROUP_WARPS, wg = warp % GD_GROUP_WARPS;
@@ -118,9 +121,9 @@ static int gdn_decode_launch(const struct cuda_gdn_decode *a, cudaStream_t strea
     dim3 grid((unsigned)a->n_v_heads, (unsigned)a->n_seqs);
     int threads = 32 * GD_GROUP_WARPS * ((a->v_dim + 31) / 32);
     if (a->y_type == DTYPE_BF16)
-        gdn_decode_kernel<MAXR, __nv_bfloat16><<<grid, threads, 0, stream>>>(*a);
+        CUDA_TRY(cuda_launch(gdn_decode_kernel<MAXR, __nv_bfloat16>, grid, threads, 0, stream, *a));
     else
-        gdn_decode_kernel<MAXR, float><<<grid, threads, 0, stream>>>(*a);
+        CUDA_TRY(cuda_launch(gdn_decode_kernel<MAXR, float>, grid, threads, 0, stream, *a));
     CUDA_TRY(cudaGetLastError());
     return 0;
 }

@@ -12,16 +12,20 @@
  * number of kernels.
  *
  * A group of products sharing x is one grid: warps are numbered across the matrices and each
- * finds its matrix from the running warp counts. With programmatic dependent launch (sm_90+,
- * cuda_matvec_tuned() only), each block lets the next kernel launch at once
- * (griddepcontrol.launch_dependents), and issues its first weight loads before
- * griddepcontrol.wait, which returns once the previous kernel has finished and its writes are
- * visible; only then are x read and y written. Without it the wait returns at once.
+ * finds its matrix from the running warp counts. With the launch overlap (cuda_launch.cuh),
+ * each block lets the next kernel launch at once, the first prefetch_blocks blocks ask for
+ * their whole rows in L2, and every warp issues its first weight loads; then it waits for the
+ * previous kernel to finish (its writes visible) and only then reads x and writes y. Without
+ * the overlap the wait returns at once and nothing is prefetched.
  */
 #include "cuda_check.cuh"
+#include "cuda_launch.cuh"
 #include "cuda_matvec.h"
 #include "cuda_matvec_internal.h"
 #include "cuda_util.cuh"
+
+#include <stdlib.h>
+#include <string.h>
 
 #define MATVEC_THREADS 128 /* 4 warps per block */
 
@@ -44,11 +48,14 @@ static const char *const matvec_variant_names[MATVEC_VARIANTS_END] = {
         "auto", "r1u4", "r2u2", "r2u4", "r4u2", "r4u4", "t16u2", "t16u4", "t16u8"};
 
 /* The default configuration per batch size (index = batch), from bench_matvec's whole-model
- * runs on an H100 and an H200 (kernels/README.md). The tensor-core configurations lose at
+ * runs on an H100 and an H200 (kernels/README.md), and at batch 1 from neuron-bench's decode
+ * step on an H100 (2026-11-26): one row per warp with 4 loads in flight beat two rows with 2
+ * (27B shape 18.52 vs 18.69 ms; its TP-2 rank shape 9.98 vs 10.33 ms), the half-height
+ * matrices of a rank gaining most from twice the warps. The tensor-core configurations lose at
  * every batch as they stand (16 rows per warp leave too few warps to keep the memory busy) and
  * are kept for benchmarks only. */
 static const enum matvec_variant matvec_default_variant[CUDA_MATVEC_MAX_BATCH + 1] = {
-        MATVEC_AUTO, MATVEC_R2U2, MATVEC_R2U2, MATVEC_R4U2, MATVEC_R4U2,
+        MATVEC_AUTO, MATVEC_R1U4, MATVEC_R2U2, MATVEC_R4U2, MATVEC_R4U2,
         MATVEC_R4U4, MATVEC_R4U4, MATVEC_R4U4, MATVEC_R4U4};
 
 struct matvec_group {
@@ -61,20 +68,16 @@ struct matvec_group {
     int64_t cols;
     const void *x;
     int64_t x_stride;
+    int64_t prefetch_blocks; /* blocks [0, prefetch_blocks) prefetch their rows into L2 */
 };
 
-__device__ __forceinline__ void matvec_allow_next(void)
+/* With the overlap, lanes 0..rows_per_warp - 1 of a prefetching block's warps ask for their
+ * rows in L2 (rows past the end name the last one again). */
+__device__ __forceinline__ void matvec_prefetch(const struct matvec_group &g, int m, int64_t row0,
+                                                int rows_per_warp, int lane)
 {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void matvec_wait_prev(void)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
+    if ((int64_t)blockIdx.x < g.prefetch_blocks && lane < rows_per_warp)
+        cuda_prefetch_l2(g.w[m] + min(row0 + lane, g.rows[m] - 1) * g.cols, (uint32_t)(g.cols * 2));
 }
 
 __device__ __forceinline__ uint4 matvec_load_stream(const uint4 *p)
@@ -147,13 +150,16 @@ __device__ __forceinline__ int matvec_find(const struct matvec_group &g, int64_t
 template <int B, int R, int U, typename TX>
 __global__ void __launch_bounds__(MATVEC_THREADS) matvec_fast_kernel(const struct matvec_group g)
 {
-    matvec_allow_next();
+    cuda_pdl_trigger();
     int64_t gw = (int64_t)blockIdx.x * (MATVEC_THREADS / 32) + threadIdx.x / 32, wi;
     int lane = threadIdx.x % 32;
-    if (gw >= g.warp_end[g.n - 1])
+    if (gw >= g.warp_end[g.n - 1]) {
+        cuda_pdl_wait();
         return;
+    }
     int m = matvec_find(g, gw, &wi);
     int64_t rows = g.rows[m], row0 = wi * R, c8 = g.cols / 8;
+    matvec_prefetch(g, m, row0, R, lane);
     const uint4 *wr[R];
 #pragma unroll
     for (int r = 0; r < R; r++) /* rows past the end re-read the last one; never stored */
@@ -173,7 +179,7 @@ __global__ void __launch_bounds__(MATVEC_THREADS) matvec_fast_kernel(const struc
         for (int r = 0; r < R; r++)
             wv[u][r] = c + 32 * u < c8 ? matvec_load_stream(wr[r] + c + 32 * u)
                                        : make_uint4(0, 0, 0, 0);
-    matvec_wait_prev(); /* x is the previous kernel's output */
+    cuda_pdl_wait(); /* x is the previous kernel's output */
     while (c < c8) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -255,13 +261,16 @@ __device__ __forceinline__ void matvec_mma_chunk(float (&acc)[4], uint4 wa, uint
 template <int B, int U, typename TX>
 __global__ void __launch_bounds__(MATVEC_THREADS) matvec_mma_kernel(const struct matvec_group g)
 {
-    matvec_allow_next();
+    cuda_pdl_trigger();
     int64_t gw = (int64_t)blockIdx.x * (MATVEC_THREADS / 32) + threadIdx.x / 32, wi;
-    if (gw >= g.warp_end[g.n - 1])
+    if (gw >= g.warp_end[g.n - 1]) {
+        cuda_pdl_wait();
         return;
+    }
     int lane = threadIdx.x % 32, grp = lane / 4, tig = lane % 4;
     int m = matvec_find(g, gw, &wi);
     int64_t rows = g.rows[m], row0 = wi * 16, c8 = g.cols / 8, blocks = (c8 + 3) / 4;
+    matvec_prefetch(g, m, row0, 16, lane);
     const uint4 *wa = (const uint4 *)(g.w[m] + min(row0 + grp, rows - 1) * g.cols);
     const uint4 *wb = (const uint4 *)(g.w[m] + min(row0 + grp + 8, rows - 1) * g.cols);
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -273,7 +282,7 @@ __global__ void __launch_bounds__(MATVEC_THREADS) matvec_mma_kernel(const struct
         va[u] = ck < c8 ? matvec_load_stream(wa + ck) : make_uint4(0, 0, 0, 0);
         vb[u] = ck < c8 ? matvec_load_stream(wb + ck) : make_uint4(0, 0, 0, 0);
     }
-    matvec_wait_prev(); /* x is the previous kernel's output */
+    cuda_pdl_wait(); /* x is the previous kernel's output */
     const TX *xr = (const TX *)g.x + (grp < B ? grp : 0) * g.x_stride;
     while (k < blocks) {
 #pragma unroll
@@ -314,8 +323,8 @@ __global__ void __launch_bounds__(MATVEC_THREADS) matvec_mma_kernel(const struct
 template <int B, typename TX>
 __global__ void __launch_bounds__(MATVEC_THREADS) matvec_any_kernel(const struct matvec_group g)
 {
-    matvec_allow_next();
-    matvec_wait_prev();
+    cuda_pdl_trigger();
+    cuda_pdl_wait();
     int64_t gw = (int64_t)blockIdx.x * (MATVEC_THREADS / 32) + threadIdx.x / 32, row;
     int lane = threadIdx.x % 32;
     if (gw >= g.warp_end[g.n - 1])
@@ -363,6 +372,10 @@ static cudaError_t matvec_start(K kernel, struct matvec_group *g, int rows_per_w
                                 const struct matvec_launch *l)
 {
     int64_t warps = matvec_plan(g, rows_per_warp);
+    /* the slow kernel (variant AUTO here) reads bf16 weights of any alignment: no prefetch */
+    int64_t block_bytes = (int64_t)rows_per_warp * (MATVEC_THREADS / 32) * g->cols * 2;
+    g->prefetch_blocks =
+            l->overlap && l->variant != MATVEC_AUTO ? cuda_prefetch_bytes() / block_bytes : 0;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(cuda_blocks(warps, MATVEC_THREADS / 32));
     cfg.blockDim = dim3(MATVEC_THREADS);
@@ -429,15 +442,6 @@ static bool matvec_aligned(const void *p)
     return ((uintptr_t)p & 15) == 0;
 }
 
-/* Whether the current device takes programmatic dependent launch (sm_90+). */
-static bool matvec_overlap_supported(void)
-{
-    int dev = 0, major = 0;
-    return cudaGetDevice(&dev) == cudaSuccess &&
-           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-           major >= 9;
-}
-
 static bool matvec_one_ok(const struct cuda_matvec *m)
 {
     int be = cuda_matvec_block_elems(m->w_type);
@@ -487,7 +491,7 @@ extern "C" int cuda_matvec_tuned(const struct cuda_matvec *m, int n, int variant
     struct matvec_launch l = {.variant = !fast     ? 0
                                          : variant ? variant
                                                    : matvec_default_variant[m[0].batch],
-                              .overlap = overlap && matvec_overlap_supported(),
+                              .overlap = overlap && cuda_overlap_on(),
                               .stream = stream};
     cudaError_t err = m[0].x_type == DTYPE_F32
                               ? matvec_launch_type<float>(&g, m[0].batch, &l)
@@ -497,16 +501,31 @@ extern "C" int cuda_matvec_tuned(const struct cuda_matvec *m, int n, int variant
     return 0;
 }
 
-/* The launch overlap measured no faster (H200: 12.43 ms with it, 12.41 ms without for the 27B
- * Linear set at batch 1; slower at batch 2 and 4), so the defaults launch plainly. */
+/* CORTEX_MATVEC_VARIANT=name (benchmarks): that configuration instead of the default one for
+ * every batch; read once. */
+static int matvec_env_variant(void)
+{
+    static int cached = -1;
+    int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (v >= 0)
+        return v;
+    const char *e = getenv("CORTEX_MATVEC_VARIANT");
+    v = 0;
+    for (int i = 1; e && i <= MATVEC_VARIANTS; i++)
+        if (strcmp(e, matvec_variant_names[i]) == 0)
+            v = i;
+    __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    return v;
+}
+
 extern "C" int cuda_matvec_group(const struct cuda_matvec *m, int n, cudaStream_t stream)
 {
-    return cuda_matvec_tuned(m, n, 0, false, stream);
+    return cuda_matvec_tuned(m, n, matvec_env_variant(), cuda_overlap_on(), stream);
 }
 
 extern "C" int cuda_matvec(const struct cuda_matvec *m, cudaStream_t stream)
 {
-    return cuda_matvec_tuned(m, 1, 0, false, stream);
+    return cuda_matvec_group(m, 1, stream);
 }
 
 extern "C" int cuda_matvec_variant_count(void)

@@ -19,13 +19,17 @@
  * == 0 and 16-byte aligned W, x and x rows; other shapes take a correct but slower path. All
  * pointers are device memory; the work is queued on stream.
  *
- * Launch overlap (cuda_matvec_tuned(), sm_90 and newer): programmatic dependent launch. A
- * product's first weight loads are issued before it waits for the previous kernel on the
- * stream to finish (weights never depend on it), and it reads x and touches y only after that
- * wait, so it stays ordered after its predecessor, in CUDA graphs too. It measured no faster
- * than plain launches (kernels/README.md), so cuda_matvec() and cuda_matvec_group() launch
- * plainly. Grouping the products that share an input is what pays: 257 launches instead of 497
- * for the 27B model's Linear set made it 7% faster.
+ * Launch overlap (sm_90 and newer, on unless cuda_set_overlap(0) or CORTEX_CUDA_OVERLAP=0;
+ * kernels/cuda_launch.cuh): programmatic dependent launch. A product's first blocks start while
+ * the kernel before it still runs, ask for their rows of W in L2 (cuda_prefetch_bytes() in all)
+ * and issue their first weight loads (weights never depend on that kernel); x is read and y
+ * touched only after the wait for it, so the product stays ordered after its predecessor, in
+ * CUDA graphs too. Between back-to-back products alone it measured no faster; in the decode
+ * step, where products follow small attention, GDN and all-reduce kernels, it is worth 2.5-5%
+ * (docs/BENCHMARKS.md). Grouping the products that share an input pays too: 257 launches
+ * instead of 497 for the 27B model's Linear set made it 7% faster. CORTEX_MATVEC_VARIANT=name
+ * (benchmarks) forces one configuration of the fast kernel for cuda_matvec() and
+ * cuda_matvec_group().
  */
 #ifndef CORTEX_KERNELS_CUDA_MATVEC_H
 #define CORTEX_KERNELS_CUDA_MATVEC_H

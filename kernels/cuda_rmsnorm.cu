@@ -7,6 +7,7 @@
  * than holding rows of any length in registers.
  */
 #include "cuda_check.cuh"
+#include "cuda_launch.cuh"
 #include "cuda_rmsnorm.h"
 #include "cuda_util.cuh"
 
@@ -14,6 +15,8 @@ template <typename TX, typename TY, int TPR>
 __global__ void rmsnorm_kernel(const TX *x, int64_t xs, TY *y, int64_t ys, const float *w,
                                int64_t rows, int n, float eps, bool zero_centred)
 {
+    cuda_pdl_trigger();
+    cuda_pdl_wait();
     int64_t row = TPR == 32 ? (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32
                             : (int64_t)blockIdx.x;
     int t = TPR == 32 ? threadIdx.x % 32 : threadIdx.x;
@@ -42,11 +45,13 @@ static int rmsnorm_launch(const struct cuda_rmsnorm *a, cudaStream_t stream)
     const TX *x = (const TX *)a->x;
     TY *y = (TY *)a->y;
     if (a->n <= 1024)
-        rmsnorm_kernel<TX, TY, 32><<<cuda_blocks(a->rows, 4), 128, 0, stream>>>(
-                x, a->x_stride, y, a->y_stride, a->w, a->rows, a->n, a->eps, a->zero_centred);
+        CUDA_TRY(cuda_launch(rmsnorm_kernel<TX, TY, 32>, cuda_blocks(a->rows, 4), 128, 0, stream, x,
+                             a->x_stride, y, a->y_stride, a->w, a->rows, a->n, a->eps,
+                             a->zero_centred));
     else
-        rmsnorm_kernel<TX, TY, 256><<<(unsigned)a->rows, 256, 0, stream>>>(
-                x, a->x_stride, y, a->y_stride, a->w, a->rows, a->n, a->eps, a->zero_centred);
+        CUDA_TRY(cuda_launch(rmsnorm_kernel<TX, TY, 256>, (unsigned)a->rows, 256, 0, stream, x,
+                             a->x_stride, y, a->y_stride, a->w, a->rows, a->n, a->eps,
+                             a->zero_centred));
     CUDA_TRY(cudaGetLastError());
     return 0;
 }

@@ -5,6 +5,13 @@
  *
  * Contract: every kernel computes in fp32 whatever its storage type; bf16 stores round to
  * nearest even (as dtype_f32_to_bf16 does on the CPU). Nothing here allocates.
+ *
+ * Programmatic dependent launch (sm_90+, see cuda_launch.cuh): cuda_pdl_trigger() lets the
+ * next kernel on the stream start launching; cuda_pdl_wait() returns once the previous kernel
+ * has finished and its writes are visible. A kernel launched through cuda_launch() calls
+ * cuda_pdl_wait() in every thread before it reads or writes anything but its immutable inputs
+ * (weights, tables) and before any early return. Both are no-ops below sm_90 and when the
+ * kernel was launched plainly.
  */
 #ifndef CORTEX_KERNELS_CUDA_UTIL_CUH
 #define CORTEX_KERNELS_CUDA_UTIL_CUH
@@ -61,6 +68,30 @@ template <int TPR> __device__ __forceinline__ float cuda_row_sum(float v)
     __syncthreads();
     float s = lane < TPR / 32 ? part[lane] : 0.0f;
     return cuda_warp_sum(s);
+}
+
+__device__ __forceinline__ void cuda_pdl_trigger(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void cuda_pdl_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* Asks the memory system to bring bytes (a multiple of 16) at p (16-byte aligned, global) into
+ * L2 without waiting for them: one instruction for a whole row of weights (sm_90+; a no-op
+ * below). */
+__device__ __forceinline__ void cuda_prefetch_l2(const void *p, uint32_t bytes)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
 }
 
 __device__ __forceinline__ float cuda_silu(float x)

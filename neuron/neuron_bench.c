@@ -16,6 +16,9 @@
  * With --tp N the model spans devices 0 .. N-1 (tensor parallelism, cuda_model.h); GB/s then
  * count every GPU's bytes and the copy share is of N times device 0's copy bandwidth;
  * --no-custom-allreduce sends every all-reduce through NCCL (the peer-memory kernel's baseline).
+ * --no-overlap launches the decode kernels plainly instead of with programmatic dependent
+ * launch (kernels/cuda_launch.cuh); --prefetch-mb sets how many MiB of weights each product
+ * launched with the overlap prefetches into L2 while the kernel before it runs.
  * The logits stay on the GPU (no device-to-host copy is timed). --json prints one JSON object.
  * Serving mode (--streams N,...): for each N, N sequences arrive together with --prompt-token
  * prompts and each generates --gen tokens, stepped as the batcher does (neuron/batcher.h): every
@@ -30,6 +33,7 @@
  * timed run, and reads only its own tokens), with the speed-ups of warm over cold. Token ids are random (no sampling: the
  * logits stay on the GPU), so the numbers are the engine's, not a tokenizer's or sampler's.
  */
+#include "cuda_device.h"
 #include "cuda_model.h"
 #include "model_file.h"
 
@@ -53,6 +57,8 @@ struct bench_opts {
     const char *json; /* NULL, a file, or "-" (stdout, instead of the table) */
     bool no_graphs, no_fusion;
     bool no_custom_allreduce; /* --tp: NCCL for every all-reduce */
+    bool no_overlap;          /* plain launches instead of programmatic dependent launch */
+    int64_t prefetch_mb;      /* -1: the default */
     uint64_t seed;
     int streams[BENCH_MAX_LIST]; /* serving mode: sequences arriving together, per run */
     int n_streams;               /* 0: serving mode off */
@@ -87,6 +93,10 @@ static void bench_usage(FILE *f)
             "      --no-graphs      decode launch by launch instead of CUDA graphs\n"
             "      --no-fusion      separate norm and SwiGLU launches around the decode\n"
             "                       products (the unfused path, for comparison)\n"
+            "      --no-overlap     launch the decode kernels plainly, without programmatic\n"
+            "                       dependent launch (sm_90+; also CORTEX_CUDA_OVERLAP=0)\n"
+            "      --prefetch-mb N  MiB of weights a product prefetches into L2 while the\n"
+            "                       kernel before it runs (default 16; 0: none)\n"
             "      --streams LIST   serving mode: N sequences arrive together, a run for each\n"
             "                       N of the list; reports output tok/s and time to first\n"
             "                       token p50 / p99\n"
@@ -135,7 +145,8 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
                              .tp = 1,
                              .prompt = 1024,
                              .gen = 128,
-                             .chunk = 256};
+                             .chunk = 256,
+                             .prefetch_mb = -1};
     o->prefill[0] = 512, o->prefill[1] = 4096, o->n_prefill = 2;
     o->context[0] = 1024, o->context[1] = 8192, o->n_context = 2;
     o->batch[0] = 1, o->batch[1] = 8, o->batch[2] = 32, o->n_batch = 3;
@@ -150,6 +161,8 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
                                           {"seed", required_argument, NULL, 'S'},
                                           {"no-graphs", no_argument, NULL, 'G'},
                                           {"no-fusion", no_argument, NULL, 'F'},
+                                          {"no-overlap", no_argument, NULL, 'O'},
+                                          {"prefetch-mb", required_argument, NULL, 'M'},
                                           {"json", required_argument, NULL, 'J'},
                                           {"tp", required_argument, NULL, 'T'},
                                           {"no-custom-allreduce", no_argument, NULL, 'A'},
@@ -212,6 +225,14 @@ static int bench_parse(int argc, char **argv, struct bench_opts *o)
             break;
         case 'A':
             o->no_custom_allreduce = true;
+            break;
+        case 'O':
+            o->no_overlap = true;
+            break;
+        case 'M':
+            o->prefetch_mb = atoll(optarg);
+            if (o->prefetch_mb < 0 || o->prefetch_mb > 1024)
+                goto bad;
             break;
         case 'J':
             o->json = optarg;
@@ -458,14 +479,40 @@ out:
     return res;
 }
 
+/* Wall times of a run's forward calls, those that carry prompt rows apart from decode-only
+ * ones. */
+struct bench_calls {
+    double *prompt, *decode;
+    int n_prompt, n_decode, cap;
+};
+
+static void bench_calls_add(struct bench_calls *k, bool prompt, double s)
+{
+    if (k->n_prompt >= k->cap || k->n_decode >= k->cap) {
+        k->cap = k->cap ? 2 * k->cap : 256;
+        k->prompt = realloc(k->prompt, sizeof(double) * (size_t)k->cap);
+        k->decode = realloc(k->decode, sizeof(double) * (size_t)k->cap);
+        if (!k->prompt || !k->decode) {
+            fprintf(stderr, "neuron-bench: out of memory\n");
+            exit(1);
+        }
+    }
+    if (prompt)
+        k->prompt[k->n_prompt++] = s;
+    else
+        k->decode[k->n_decode++] = s;
+}
+
 /* One serving run (see the file comment) of n streams whose prompts are shared[0 .. o->shared)
  * then their own o->prompt tokens. prefix >= 0 (warm): every stream's slot restores that saved
  * prefix when the run starts (timed) and reads only its own tokens. *out_s the wall time,
- * ttft[i] stream i's time to first token. 0, or -1 with err set. */
+ * ttft[i] stream i's time to first token, calls each forward call's time (reset here). 0, or
+ * -1 with err set. */
 static int bench_streams_once(const struct bench_opts *o, struct cuda_model *g, int64_t vocab,
                               int n, const int32_t *shared, int prefix, double *out_s, double *ttft,
-                              uint64_t *steps, char *err, size_t errlen)
+                              uint64_t *steps, struct bench_calls *calls, char *err, size_t errlen)
 {
+    calls->n_prompt = calls->n_decode = 0;
     int rc = 0;
     int64_t total = o->shared + o->prompt; /* every stream's whole prompt */
     int *slots = calloc((size_t)n, sizeof(int)), *ss = calloc((size_t)n, sizeof(int));
@@ -489,14 +536,14 @@ static int bench_streams_once(const struct bench_opts *o, struct cuda_model *g, 
         read[i] = o->shared;
     }
     for (int left = n; left > 0 && rc == 0;) {
-        int b = 0;
+        int b = 0, decoding = 0;
         int64_t rows = 0, cap = o->step_tokens > 0 ? o->step_tokens : INT64_MAX;
         for (int i = 0; i < n; i++) /* the decoding streams first: one row each */
             if (made[i] < o->gen && read[i] >= total) {
                 idx[b] = i, ss[b] = slots[i], past[b] = read[i] + made[i] - 1;
                 next[i] = bench_token(vocab);
                 cnt[b] = 1, toks[b] = &next[i];
-                b++, rows++;
+                b++, rows++, decoding++;
             }
         for (int i = 0; i < n && rows < cap; i++) /* then prompt chunks, oldest stream first */
             if (read[i] < total) {
@@ -507,9 +554,11 @@ static int bench_streams_once(const struct bench_opts *o, struct cuda_model *g, 
                 cnt[b] = c, toks[b] = prompts + i * total + read[i];
                 b++, rows += c;
             }
+        double t_call = bench_now();
         rc = cuda_model_forward(g, ss, past, toks, cnt, b, MODEL_LOGITS_LAST, NULL, err, errlen);
         double now = bench_now();
         (*steps)++;
+        bench_calls_add(calls, b > decoding, now - t_call);
         for (int k = 0; k < b && rc == 0; k++) {
             int i = idx[k];
             if (read[i] < total) {
@@ -568,6 +617,7 @@ static json_t *bench_streams_row(const struct bench_opts *o, struct cuda_model *
     char err[512];
     double s = 0.0, *ttft = calloc((size_t)n, sizeof(double));
     uint64_t steps = 0;
+    struct bench_calls calls = {0};
     json_t *row = json_pack("{s:i,s:I,s:I,s:I,s:I,s:I,s:s}", "streams", n, "shared",
                             (json_int_t)o->shared, "prompt", (json_int_t)o->prompt, "gen",
                             (json_int_t)o->gen, "chunk", (json_int_t)o->chunk, "step_tokens",
@@ -575,11 +625,11 @@ static json_t *bench_streams_row(const struct bench_opts *o, struct cuda_model *
                             o->shared == 0 ? "none"
                             : prefix >= 0  ? "warm"
                                            : "cold");
-    int rc = bench_streams_once(o, g, c->vocab_size, n, shared, prefix, &s, ttft, &steps, err,
-                                sizeof(err));
+    int rc = bench_streams_once(o, g, c->vocab_size, n, shared, prefix, &s, ttft, &steps, &calls,
+                                err, sizeof(err));
     if (rc == 0)
-        rc = bench_streams_once(o, g, c->vocab_size, n, shared, prefix, &s, ttft, &steps, err,
-                                sizeof(err));
+        rc = bench_streams_once(o, g, c->vocab_size, n, shared, prefix, &s, ttft, &steps, &calls,
+                                err, sizeof(err));
     if (rc) {
         fprintf(stderr, "neuron-bench: streams: %s\n", err);
         json_object_set_new(row, "error", json_string(err));
@@ -591,10 +641,18 @@ static json_t *bench_streams_row(const struct bench_opts *o, struct cuda_model *
         json_object_set_new(row, "out_tok_s", json_real((double)n * (double)o->gen / s));
         json_object_set_new(row, "ttft_p50_ms", json_real(1e3 * bench_quantile(ttft, n, 0.5)));
         json_object_set_new(row, "ttft_p99_ms", json_real(1e3 * bench_quantile(ttft, n, 0.99)));
+        if (calls.n_prompt > 0)
+            json_object_set_new(row, "prompt_call_p50_ms",
+                                json_real(1e3 * bench_quantile(calls.prompt, calls.n_prompt, 0.5)));
+        if (calls.n_decode > 0)
+            json_object_set_new(row, "decode_step_p50_ms",
+                                json_real(1e3 * bench_quantile(calls.decode, calls.n_decode, 0.5)));
         json_object_set_new(row, "kv_blocks", json_integer(st.blocks));
         json_object_set_new(row, "kv_block_tokens", json_integer(st.block_size));
     }
     free(ttft);
+    free(calls.prompt);
+    free(calls.decode);
     return row;
 }
 
@@ -649,7 +707,7 @@ static json_t *bench_streams(const struct bench_opts *o, struct cuda_model *g,
 static void bench_print_streams(const json_t *rows)
 {
     printf("\nstreams shared prompt   gen chunk  cap prefix  steps      s  out tok/s  TTFT p50 ms  "
-           "TTFT p99 ms  speed-up tok/s, TTFT p50\n");
+           "TTFT p99 ms  prompt call / decode step p50 ms  speed-up tok/s, TTFT p50\n");
     size_t i;
     json_t *e;
     json_array_foreach(rows, i, e)
@@ -672,6 +730,8 @@ static void bench_print_streams(const json_t *rows)
                json_real_value(json_object_get(e, "out_tok_s")),
                json_real_value(json_object_get(e, "ttft_p50_ms")),
                json_real_value(json_object_get(e, "ttft_p99_ms")));
+        printf(" %12.2f / %6.2f", json_real_value(json_object_get(e, "prompt_call_p50_ms")),
+               json_real_value(json_object_get(e, "decode_step_p50_ms")));
         if (json_object_get(e, "out_tok_s_speedup"))
             printf("  %.2fx, %.2fx (prefix saved in %.0f ms, %.0f MB)",
                    json_real_value(json_object_get(e, "out_tok_s_speedup")),
@@ -685,13 +745,15 @@ static void bench_print_streams(const json_t *rows)
 static void bench_print(const json_t *r)
 {
     printf("neuron-bench: %s on %lld x %s, copy %.0f GB/s (one GPU), weights %.2f GB, "
-           "all-reduce %s\n",
+           "all-reduce %s, launch overlap %s (prefetch %lld MiB)\n",
            json_string_value(json_object_get(r, "model")),
            (long long)json_integer_value(json_object_get(r, "tp")),
            json_string_value(json_object_get(r, "device")),
            json_real_value(json_object_get(r, "copy_gb_s")),
            json_real_value(json_object_get(r, "weight_gb")),
-           json_string_value(json_object_get(r, "allreduce")));
+           json_string_value(json_object_get(r, "allreduce")),
+           json_is_true(json_object_get(r, "overlap")) ? "on" : "off",
+           (long long)json_integer_value(json_object_get(r, "prefetch_mb")));
     size_t i;
     json_t *e;
     if (json_object_get(r, "serving")) {
@@ -777,6 +839,10 @@ int main(int argc, char **argv)
             max_batch = o.streams[i] > max_batch ? o.streams[i] : max_batch;
         max_batch += o.shared > 0;
     }
+    if (o.no_overlap)
+        cuda_set_overlap(0);
+    if (o.prefetch_mb >= 0)
+        cuda_set_prefetch_bytes(o.prefetch_mb << 20);
     struct cuda_model_options co = {.device = o.device,
                                     .max_context = max_ctx,
                                     .no_graphs = o.no_graphs,
@@ -824,6 +890,9 @@ int main(int argc, char **argv)
     json_object_set_new(res, "load_s", json_real(load_s));
     json_object_set_new(res, "graphs", json_boolean(!o.no_graphs));
     json_object_set_new(res, "fusion", json_boolean(!o.no_fusion));
+    cudaSetDevice(o.device);
+    json_object_set_new(res, "overlap", json_boolean(cuda_overlap_on()));
+    json_object_set_new(res, "prefetch_mb", json_integer(cuda_prefetch_bytes() >> 20));
     json_object_set_new(res, "repeats", json_integer(o.repeats));
     json_object_set_new(res, "steps", json_integer(o.steps));
     if (!o.json || strcmp(o.json, "-") != 0)
