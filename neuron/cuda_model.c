@@ -103,6 +103,9 @@
 /* After a rank's failure, how long a rank's stream may take to finish by itself before the
  * rank counts as stuck in a collective and aborts its communicator. */
 #define CM_TP_DRAIN_S 2.0
+/* How long cm_tp_abort_all waits for the communicators' aborts before leaving the ones still
+ * aborting behind (their threads detached, their resources leaked). */
+#define CM_TP_ABORT_S 5.0
 
 /* Where a rank is in a forward call under tensor parallelism (cm_tp_agree). */
 enum cm_tp_stage {
@@ -2559,23 +2562,72 @@ static void cm_tp_fail(struct cuda_model *g)
     cudaStreamSynchronize(g->stream);
 }
 
+#ifdef CORTEX_HAVE_NCCL
+struct cm_abort_job {
+    ncclComm_t comm;
+    int device, done; /* done: atomic */
+};
+
+static void *cm_abort_main(void *p)
+{
+    struct cm_abort_job *j = p;
+    cudaSetDevice(j->device);
+    ncclCommAbort(j->comm);
+    __atomic_store_n(&j->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+#endif
+
 /* After a failed call of a broken group, every rank's thread done and its stream idle: the
  * communicators still standing are aborted (ncclCommDestroy would wait for the others), and
  * the decode graphs leaked rather than destroyed (NCCL releases a captured collective's plan
- * through its communicator, which is gone). */
+ * through its communicator, which is gone). The aborts run at once, one thread each, and an
+ * abort that has not returned within CM_TP_ABORT_S is left behind: with NCCL for every
+ * all-reduce, after one rank aborted its communicator with a collective in flight, aborting
+ * the idle peer's was seen to block for good (NCCL 2.28, 2 x H200); a leaked communicator
+ * costs memory, a hung forward call the whole neuron. */
 static void cm_tp_abort_all(struct cuda_model *g)
 {
+#ifdef CORTEX_HAVE_NCCL
+    struct cm_abort_job *jobs[CUDA_MODEL_MAX_TP] = {NULL};
+    pthread_t th[CUDA_MODEL_MAX_TP];
+    bool started[CUDA_MODEL_MAX_TP] = {false};
     for (int r = 0; r < g->tp; r++) {
         struct cuda_model *m = g->ranks[r];
-        cudaSetDevice(m->device);
-#ifdef CORTEX_HAVE_NCCL
-        if (m->comm) {
-            ncclCommAbort(m->comm);
-            m->comm = NULL;
+        if (!m->comm)
+            continue;
+        jobs[r] = xcalloc(1, sizeof(*jobs[r]));
+        *jobs[r] = (struct cm_abort_job){.comm = m->comm, .device = m->device};
+        m->comm = NULL;
+        started[r] = pthread_create(&th[r], NULL, cm_abort_main, jobs[r]) == 0;
+        if (!started[r]) {
+            cm_abort_main(jobs[r]);
+            free(jobs[r]);
         }
-#endif
-        memset(m->graphs, 0, sizeof(m->graphs));
     }
+    double t0 = cm_now();
+    for (int r = 0; r < g->tp; r++) {
+        if (!started[r])
+            continue;
+        while (!__atomic_load_n(&jobs[r]->done, __ATOMIC_ACQUIRE) &&
+               cm_now() - t0 < CM_TP_ABORT_S) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        if (__atomic_load_n(&jobs[r]->done, __ATOMIC_ACQUIRE)) {
+            pthread_join(th[r], NULL);
+            free(jobs[r]);
+        } else {
+            fprintf(stderr,
+                    "cuda_model: %s: rank %d's NCCL communicator did not abort within %.0f s; "
+                    "left behind\n",
+                    g->name, r, CM_TP_ABORT_S);
+            pthread_detach(th[r]); /* the job stays allocated: the thread still uses it */
+        }
+    }
+#endif
+    for (int r = 0; r < g->tp; r++)
+        memset(g->ranks[r]->graphs, 0, sizeof(g->ranks[r]->graphs));
     cudaSetDevice(g->device);
 }
 
@@ -2678,6 +2730,9 @@ static int cm_forward(struct cuda_model *g, const int *slots, const int64_t *n_p
         CM_TRY(cm_run_graph(g, &b, n_out));
     else
         CM_TRY(cm_run(g, &b, which, n_out));
+    /* the step first, then the logits: a copy to pageable memory blocks the host until the
+     * stream drains, and a rank blocked there could not notice a failed peer (cm_tp_wait) */
+    CM_TRY(cm_tp_wait(g));
     if (logits && g->tp <= 1)
         CM_TRY(cm_cuda(g,
                        cudaMemcpyAsync(logits, g->logits,
@@ -2692,7 +2747,8 @@ static int cm_forward(struct cuda_model *g, const int *slots, const int64_t *n_p
                                          sizeof(float) * (size_t)c->vocab_size, (size_t)n_out,
                                          cudaMemcpyDeviceToHost, g->stream),
                        "cudaMemcpy2DAsync (logits)"));
-    CM_TRY(cm_tp_wait(g));
+    if (logits)
+        CM_TRY(cm_cuda(g, cudaStreamSynchronize(g->stream), "logits"));
     cm_marks_collect(g);
     return 0;
 }

@@ -70,10 +70,10 @@
  * is treated as such a failure. NCCL_RUNTIME_CONNECT is set to 0 (all NCCL connections at
  * create) unless the environment sets it, so no NCCL call blocks on a peer's host thread.
  * Not covered: a rank whose host thread blocks in a kernel launch (a long prefill's launch
- * queue full) while its peers already failed. Known bug: with NCCL for every all-reduce
- * (no peer access, or no_custom_allreduce), a rank that fails during its first decode graph's
- * capture leaves the other rank hung instead of failed (2 x H200, 2026-11-26; where it blocks
- * is not known yet); the default peer-memory path passes the same test (test_cuda_tp).
+ * queue full) while its peers already failed. Logits are copied to the host only after that
+ * wait: a copy to pageable memory blocks until the stream drains, so a rank sitting in it would
+ * never notice a failed peer (it hung that way with NCCL for every all-reduce, where nothing
+ * else releases the waiting collective).
  * Thread safety: one call at a time per model; the calling thread's current device is set to
  * the model's (first) GPU by every entry point.
  * Errors: -1 with a message in err naming the model and the failing CUDA call or argument.
