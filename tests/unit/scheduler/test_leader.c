@@ -214,11 +214,15 @@ START_TEST(test_killed_leader_hands_over_within_a_lease)
     ck_assert(leader_has_lock(a));
     ck_assert(!leader_has_lock(b));
 
-    /* The leader process dies: its session ends, and its advisory lock with it. */
+    /* The leader process dies: its session ends, and its advisory lock with it. pg_locks spans
+     * the whole server, where other test programs' schedulers hold the same key in their own
+     * databases: only this database's holder is meant. */
     db_t *db = sched_test_connect(tdb.conninfo);
     sched_test_expect(db,
                       "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = "
-                      "'advisory' AND classid = 1668248180 AND objid = 2 AND granted",
+                      "'advisory' AND classid = 1668248180 AND objid = 2 AND granted AND "
+                      "database = (SELECT oid FROM pg_database WHERE datname = "
+                      "current_database())",
                       "1");
     uint64_t deadline = acquired + 3 * (uint64_t)lease;
     while (leader_step(b, lease) != LEADER_ROLE_LEADER && timing_now_ms() < deadline)
