@@ -137,6 +137,14 @@ uint64_t registry_gpu_weight_bytes(const struct model_file *mf, uint64_t *embed_
 }
 
 /* Whether loaded models run on this node's GPUs (else on the CPU, made-up GPUs included). */
+static bool registry_has_gdn(const struct model_config *c)
+{
+    for (int l = 0; l < c->n_layers && l < MODEL_MAX_LAYERS; l++)
+        if (c->arch == MODEL_ARCH_QWEN3_5 && c->layer_kinds[l] == LAYER_KIND_LINEAR_ATTENTION)
+            return true;
+    return false;
+}
+
 static bool registry_on_gpus(const struct registry *r)
 {
     if (r->opt.compute_on_cpu)
@@ -252,6 +260,12 @@ int registry_scan(struct registry *r, char *err, size_t errlen)
         f->estimate_bytes =
                 registry_estimate_memory(&mf->config, f->device_bytes, f->ctx, r->opt.max_batch);
         f->kv_bytes = registry_estimate_kv_bytes(&mf->config, f->ctx, r->opt.max_batch);
+        /* on a GPU a saved prefix of a Gated DeltaNet model keeps a device copy of the GDN
+         * state outside the reservation (its KV blocks come from the reserved pool): the
+         * prefix cache's budget is reserved too */
+        if (registry_on_gpus(r) && registry_has_gdn(&mf->config))
+            f->prefix_bytes = r->opt.prefix_cache_bytes;
+        f->estimate_bytes += f->prefix_bytes;
         model_file_close(mf);
     }
     closedir(d);
@@ -621,15 +635,20 @@ static int registry_place_locked(struct registry *r, const struct registry_file 
         if (used + dev_bytes[i] > d->budget) {
             char label[32];
             device_label(d, label, sizeof label);
-            error_set(err, ERR_CONFLICT, "model",
-                      "model '%s' needs %llu bytes (weights %llu + cache for %d sequences of "
-                      "%lld tokens)%s but only %llu of the %llu-byte memory budget of %s are free",
-                      f->name, (unsigned long long)*need,
-                      (unsigned long long)(*need - (f->estimate_bytes - f->device_bytes)),
-                      r->opt.max_batch, (long long)f->ctx,
-                      n_chosen > 1 ? ", split over the chosen devices," : "",
-                      (unsigned long long)(d->budget > used ? d->budget - used : 0),
-                      (unsigned long long)d->budget, label);
+            char prefix[96] = "";
+            if (f->prefix_bytes > 0)
+                snprintf(prefix, sizeof prefix, " + %llu for saved prefixes",
+                         (unsigned long long)f->prefix_bytes);
+            error_set(
+                    err, ERR_CONFLICT, "model",
+                    "model '%s' needs %llu bytes (weights %llu + cache for %d sequences of "
+                    "%lld tokens%s)%s but only %llu of the %llu-byte memory budget of %s are free",
+                    f->name, (unsigned long long)*need,
+                    (unsigned long long)(*need - (f->estimate_bytes - f->device_bytes)),
+                    r->opt.max_batch, (long long)f->ctx, prefix,
+                    n_chosen > 1 ? ", split over the chosen devices," : "",
+                    (unsigned long long)(d->budget > used ? d->budget - used : 0),
+                    (unsigned long long)d->budget, label);
             return -1;
         }
     }

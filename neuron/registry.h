@@ -101,6 +101,8 @@ struct registry_file {
     int64_t ctx;             /* context a load would use */
     uint64_t estimate_bytes; /* device_bytes + cache budget (on one device) */
     uint64_t kv_bytes;       /* the cache budget's attention KV part */
+    uint64_t prefix_bytes;   /* its saved-prefix part: on GPUs, for models with GDN layers, the
+                                prefix cache's budget (GDN snapshots live on the device) */
 };
 
 /* Totals for heartbeats and /metrics (memory summed over the devices). */

@@ -189,6 +189,70 @@ START_TEST(test_gpu_weight_bytes)
 }
 END_TEST
 
+/* The estimate of every model in a registry over dir2 (name -> bytes in out[0..1] for
+ * tiny-llama, tiny-qwen35), with the given prefix cache budget, on two made-up GPUs or on the
+ * CPU. */
+static void estimates(const char *dir2, bool gpus, uint64_t prefix, uint64_t out[2])
+{
+    struct device_list devs;
+    if (gpus)
+        device_list_init_made_up(&devs, 2, 1ull << 34);
+    struct registry_options o = {
+            .models_dir = dir2,
+            .threads = 1,
+            .ctx = 128,
+            .max_batch = 2,
+            .queue_depth = 1,
+            .memory_budget = 1ull << 34,
+            .prefix_cache_bytes = prefix,
+            .devices = gpus ? devs.v : NULL,
+            .n_devices = gpus ? devs.n : 0,
+    };
+    struct registry *r = registry_create(&o);
+    json_t *doc = registry_describe(r);
+    json_t *avail = json_object_get(doc, "available");
+    ck_assert_int_eq(json_array_size(avail), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *m = json_array_get(avail, i);
+        const char *name = json_string_value(json_object_get(m, "name"));
+        int k = strcmp(name, "tiny-llama") == 0 ? 0 : 1;
+        out[k] = (uint64_t)json_integer_value(json_object_get(m, "estimated_memory_bytes"));
+    }
+    json_decref(doc);
+    registry_destroy(r);
+    if (gpus)
+        device_list_free(&devs);
+}
+
+/* On GPUs a saved prefix of a Gated DeltaNet model keeps a device copy of its GDN state
+ * outside the model's reservation, so such a model reserves the prefix cache's budget as well;
+ * a model without GDN layers (its prefixes are KV blocks of the reserved pool) and any model on
+ * the CPU do not. */
+START_TEST(test_gpu_gdn_model_reserves_prefix_budget)
+{
+    char *dir2 = fixture_tmpdir();
+    const char *names[2] = {"llama", "qwen3_5"}, *links[2] = {"tiny-llama", "tiny-qwen35"};
+    for (int i = 0; i < 2; i++) {
+        char *target = xasprintf("%s/tests/fixtures/%s", source_dir(), names[i]);
+        char *link = xasprintf("%s/%s", dir2, links[i]);
+        ck_assert_int_eq(symlink(target, link), 0);
+        free(target);
+        free(link);
+    }
+    const uint64_t P = 64ull << 20;
+    uint64_t gpu0[2], gpuP[2], cpu0[2], cpuP[2];
+    estimates(dir2, true, 0, gpu0);
+    estimates(dir2, true, P, gpuP);
+    estimates(dir2, false, 0, cpu0);
+    estimates(dir2, false, P, cpuP);
+    ck_assert_uint_eq(gpuP[1] - gpu0[1], P); /* qwen3_5 on GPUs */
+    ck_assert_uint_eq(gpuP[0], gpu0[0]);     /* llama on GPUs */
+    ck_assert_uint_eq(cpuP[0], cpu0[0]);
+    ck_assert_uint_eq(cpuP[1], cpu0[1]);
+    fixture_rmdir(dir2);
+}
+END_TEST
+
 /* On a node whose models run on GPUs the estimate counts bf16 weights, and a tensor-parallel
  * placement adds every further rank's copy of the embedding table. */
 START_TEST(test_gpu_estimate_and_tp_embedding)
@@ -284,6 +348,7 @@ int main(void)
     tcase_add_test(tc, test_failed_load_then_unload);
     tcase_add_test(tc, test_gpu_weight_bytes);
     tcase_add_test(tc, test_gpu_estimate_and_tp_embedding);
+    tcase_add_test(tc, test_gpu_gdn_model_reserves_prefix_budget);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
