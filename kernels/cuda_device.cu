@@ -72,12 +72,13 @@ extern "C" int cuda_device_query(int index, struct cuda_device_info *info)
     return 0;
 }
 
-/* Launch overlap: the requested mode (-1 = default from the environment), and per device
- * whether it takes programmatic dependent launch (0 unknown, 1 yes, 2 no). */
+/* Launch overlap: the requested mode (-1 = default from the environment), the environment's
+ * answers (read once: the launches ask on every call; -1 not read yet), and per device whether
+ * it takes programmatic dependent launch (0 unknown, 1 yes, 2 no). */
 #define CUDA_MAX_DEVICES 64
-static int overlap_mode = -1;
+static int overlap_mode = -1, overlap_env = -1;
 static signed char overlap_device[CUDA_MAX_DEVICES];
-static int64_t prefetch_bytes = -1;
+static int64_t prefetch_bytes = -1, prefetch_env = -1;
 
 static int env_int(const char *name, int fallback)
 {
@@ -97,8 +98,13 @@ extern "C" void cuda_set_overlap(int mode)
 extern "C" bool cuda_overlap_on(void)
 {
     int mode = __atomic_load_n(&overlap_mode, __ATOMIC_RELAXED);
-    if (mode < 0)
-        mode = env_int("CORTEX_CUDA_OVERLAP", 1) != 0;
+    if (mode < 0) {
+        mode = __atomic_load_n(&overlap_env, __ATOMIC_RELAXED);
+        if (mode < 0) {
+            mode = env_int("CORTEX_CUDA_OVERLAP", 1) != 0;
+            __atomic_store_n(&overlap_env, mode, __ATOMIC_RELAXED);
+        }
+    }
     if (!mode)
         return false;
     int dev = 0;
@@ -124,5 +130,12 @@ extern "C" void cuda_set_prefetch_bytes(int64_t bytes)
 extern "C" int64_t cuda_prefetch_bytes(void)
 {
     int64_t b = __atomic_load_n(&prefetch_bytes, __ATOMIC_RELAXED);
-    return b >= 0 ? b : (int64_t)env_int("CORTEX_CUDA_PREFETCH_MB", 16) << 20;
+    if (b >= 0)
+        return b;
+    b = __atomic_load_n(&prefetch_env, __ATOMIC_RELAXED);
+    if (b < 0) {
+        b = (int64_t)env_int("CORTEX_CUDA_PREFETCH_MB", 16) << 20;
+        __atomic_store_n(&prefetch_env, b, __ATOMIC_RELAXED);
+    }
+    return b;
 }

@@ -37,9 +37,9 @@ const char *cuda_last_error(void);
 
 /* Launch overlap for the decode kernels (programmatic dependent launch, cuda_launch.cuh):
  * cuda_set_overlap(1) turns it on wherever the device takes it (sm_90+), 0 off, -1 back to
- * the default: on, unless the environment sets CORTEX_CUDA_OVERLAP=0. Process-wide; a graph
- * keeps what was set when it was captured. cuda_overlap_on() answers for the calling thread's
- * current device. */
+ * the default: on, unless the environment sets CORTEX_CUDA_OVERLAP=0 (read once).
+ * Process-wide; a graph keeps what was set when it was captured. cuda_overlap_on() answers for
+ * the calling thread's current device. */
 void cuda_set_overlap(int mode);
 bool cuda_overlap_on(void);
 /* Bytes of weights that a product launched with the overlap prefetches into L2 (spread over

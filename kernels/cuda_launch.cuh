@@ -26,9 +26,11 @@
 #include <cuda_runtime.h>
 #include <utility>
 
+/* cuda_launch() with the overlap chosen by the caller (benchmarks compare both); overlap must
+ * only be true where cuda_overlap_on() holds. */
 template <typename... P, typename... A>
-static inline cudaError_t cuda_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                                      cudaStream_t stream, A &&...args)
+static inline cudaError_t cuda_launch_as(bool overlap, void (*kernel)(P...), dim3 grid, dim3 block,
+                                         size_t smem, cudaStream_t stream, A &&...args)
 {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
@@ -39,8 +41,16 @@ static inline cudaError_t cuda_launch(void (*kernel)(P...), dim3 grid, dim3 bloc
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
-    cfg.numAttrs = cuda_overlap_on() ? 1 : 0;
+    cfg.numAttrs = overlap ? 1 : 0;
     return cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
+}
+
+template <typename... P, typename... A>
+static inline cudaError_t cuda_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
+                                      cudaStream_t stream, A &&...args)
+{
+    return cuda_launch_as(cuda_overlap_on(), kernel, grid, block, smem, stream,
+                          std::forward<A>(args)...);
 }
 
 /* How many of a product's first blocks prefetch their weights into L2 when launched with the

@@ -375,17 +375,9 @@ static cudaError_t matvec_start(K kernel, struct matvec_group *g, int rows_per_w
     /* the slow kernel (variant AUTO here) reads bf16 weights of any alignment: no prefetch */
     int64_t block_bytes = (int64_t)rows_per_warp * (MATVEC_THREADS / 32) * g->cols * 2;
     g->prefetch_blocks =
-            l->overlap && l->variant != MATVEC_AUTO ? cuda_prefetch_bytes() / block_bytes : 0;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(cuda_blocks(warps, MATVEC_THREADS / 32));
-    cfg.blockDim = dim3(MATVEC_THREADS);
-    cfg.stream = l->stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = l->overlap ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, kernel, *g);
+            l->overlap && l->variant != MATVEC_AUTO ? cuda_prefetch_blocks(block_bytes) : 0;
+    return cuda_launch_as(l->overlap, kernel, cuda_blocks(warps, MATVEC_THREADS / 32),
+                          MATVEC_THREADS, 0, l->stream, *g);
 }
 
 template <int B, typename TX>

@@ -36,6 +36,7 @@
 #include "cuda_device.h"
 #include "cuda_model.h"
 #include "model_file.h"
+#include "xalloc.h"
 
 #include <cuda_runtime_api.h>
 #include <getopt.h>
@@ -490,12 +491,8 @@ static void bench_calls_add(struct bench_calls *k, bool prompt, double s)
 {
     if (k->n_prompt >= k->cap || k->n_decode >= k->cap) {
         k->cap = k->cap ? 2 * k->cap : 256;
-        k->prompt = realloc(k->prompt, sizeof(double) * (size_t)k->cap);
-        k->decode = realloc(k->decode, sizeof(double) * (size_t)k->cap);
-        if (!k->prompt || !k->decode) {
-            fprintf(stderr, "neuron-bench: out of memory\n");
-            exit(1);
-        }
+        k->prompt = xrealloc(k->prompt, sizeof(double) * (size_t)k->cap);
+        k->decode = xrealloc(k->decode, sizeof(double) * (size_t)k->cap);
     }
     if (prompt)
         k->prompt[k->n_prompt++] = s;
